@@ -1,0 +1,132 @@
+//! The exit-code table: the one place that says what each code of `fpmctl` means.
+//!
+//! `status` follows the LSB convention for `status` actions (0 running, 1 dead but a
+//! pid file or orphans remain, 3 not running, 4 unknown). Every other command uses
+//! the codes below; each code has exactly one meaning across commands so scripts can
+//! rely on it. The table is printed by `--help`, copied into the README, and checked by
+//! the integration tests.
+
+/// A process exit code with a stable meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExitCode {
+    /// Success. For `status`: FPM is running.
+    Ok,
+    /// Generic failure. For `status`: FPM is dead but its pid file or orphaned workers remain.
+    Failure,
+    /// Bad command line (unknown flag, malformed duration or signal plan).
+    Usage,
+    /// For `status` and `ping`: FPM is not running.
+    NotRunning,
+    /// The FPM configuration could not be found, read or parsed (LSB "unknown" for `status`).
+    ConfigUnreadable,
+    /// No php-fpm binary was found for this configuration.
+    BinaryNotFound,
+    /// `php-fpm -t` rejected the configuration; nothing was changed.
+    ConfigInvalid,
+    /// A listen address is held by a process that is not this configuration's FPM; nothing was killed.
+    AddressInUse,
+    /// Processes were still alive after the signal plan, or FPM was not ready within the timeout.
+    Timeout,
+    /// Another fpmctl holds the lock for this configuration (`--no-wait`, or `--lock-timeout` expired).
+    Locked,
+    /// FPM runs but a pool did not answer its FastCGI ping (or the worker count is short).
+    NotReady,
+    /// The master belongs to a systemd unit and fpmctl will not act behind systemd's back.
+    Systemd,
+    /// FPM exited while starting or reloading.
+    FpmDied,
+    /// `supervise`: FPM crashed too often within the crash-loop window.
+    CrashLoop,
+}
+
+impl ExitCode {
+    /// Every code, in table order.
+    pub const ALL: [ExitCode; 14] = [
+        ExitCode::Ok,
+        ExitCode::Failure,
+        ExitCode::Usage,
+        ExitCode::NotRunning,
+        ExitCode::ConfigUnreadable,
+        ExitCode::BinaryNotFound,
+        ExitCode::ConfigInvalid,
+        ExitCode::AddressInUse,
+        ExitCode::Timeout,
+        ExitCode::Locked,
+        ExitCode::NotReady,
+        ExitCode::Systemd,
+        ExitCode::FpmDied,
+        ExitCode::CrashLoop,
+    ];
+
+    /// The numeric code passed to `exit(2)`.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitCode::Ok => 0,
+            ExitCode::Failure => 1,
+            ExitCode::Usage => 2,
+            ExitCode::NotRunning => 3,
+            ExitCode::ConfigUnreadable => 4,
+            ExitCode::BinaryNotFound => 5,
+            ExitCode::ConfigInvalid => 6,
+            ExitCode::AddressInUse => 7,
+            ExitCode::Timeout => 8,
+            ExitCode::Locked => 9,
+            ExitCode::NotReady => 10,
+            ExitCode::Systemd => 11,
+            ExitCode::FpmDied => 12,
+            ExitCode::CrashLoop => 13,
+        }
+    }
+
+    /// One line saying what the code means.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            ExitCode::Ok => "success; status: FPM is running",
+            ExitCode::Failure => {
+                "failure; status: FPM is dead but its pid file or orphaned workers remain"
+            }
+            ExitCode::Usage => "bad command line",
+            ExitCode::NotRunning => "status, ping: FPM is not running",
+            ExitCode::ConfigUnreadable => "FPM config not found, unreadable or unparsable",
+            ExitCode::BinaryNotFound => "no php-fpm binary found",
+            ExitCode::ConfigInvalid => "php-fpm -t rejected the config; nothing was changed",
+            ExitCode::AddressInUse => {
+                "a listen address is held by a process that is not this FPM; nothing was killed"
+            }
+            ExitCode::Timeout => "processes left after the signal plan, or FPM not ready in time",
+            ExitCode::Locked => "another fpmctl holds the lock for this config",
+            ExitCode::NotReady => "a pool did not answer its FastCGI ping",
+            ExitCode::Systemd => "the master belongs to a systemd unit; refused",
+            ExitCode::FpmDied => "FPM exited while starting or reloading",
+            ExitCode::CrashLoop => "supervise: FPM crashed too often",
+        }
+    }
+
+    /// The table as plain text, for `--help` and the README.
+    pub fn table() -> String {
+        let mut out = String::from("Exit codes:\n");
+        for code in Self::ALL {
+            out.push_str(&format!("  {:>2}  {}\n", code.code(), code.meaning()));
+        }
+        out
+    }
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        // Every code is below 256 by construction.
+        std::process::ExitCode::from(code.code() as u8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_in_order() {
+        let codes: Vec<i32> = ExitCode::ALL.iter().map(|c| c.code()).collect();
+        let expected: Vec<i32> = (0..ExitCode::ALL.len() as i32).collect();
+        assert_eq!(codes, expected);
+    }
+}
