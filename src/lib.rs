@@ -4,11 +4,21 @@
 //! logging and maps results to exit codes. See `ARCHITECTURE.md` for the map of modules.
 #![deny(missing_docs)]
 
+pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod exit;
+pub mod fpm;
 pub mod fastcgi;
 pub mod listen;
+pub mod lock;
+pub mod procs;
+pub mod ready;
+pub mod signals;
+pub mod stop;
+pub mod systemd;
 
 pub use error::{Error, Result};
 pub use exit::ExitCode;

@@ -1,1 +1,21 @@
 //! Finding the main FPM config file and the php-fpm binary that goes with it.
+use crate::error::{ConfigError, Error};
+use std::path::{Path, PathBuf};
+
+/// Temporary: explicit path only.
+pub fn locate(explicit: Option<&Path>, _php_version: Option<&str>) -> Result<PathBuf, Error> {
+    explicit
+        .map(Path::to_path_buf)
+        .ok_or_else(|| Error::Config(ConfigError::msg("pass -c")))
+}
+
+/// Temporary.
+pub fn find_fpm_binary(
+    _config: &Path,
+    _php_version: Option<&str>,
+    explicit: Option<&Path>,
+) -> Result<PathBuf, Error> {
+    Ok(explicit
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin/php-fpm8.2")))
+}

@@ -1,0 +1,196 @@
+//! The command line: clap definitions (raw arguments) and their validation into the values
+//! commands use (durations, signal plans). `main` calls [`Cli::parse_from_env`] and
+//! [`crate::commands::run`].
+
+use crate::exit::ExitCode;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+static AFTER_HELP: LazyLock<String> = LazyLock::new(ExitCode::table);
+
+/// fpmctl: safely stop, start, restart, reload, check and supervise PHP-FPM.
+#[derive(Debug, Parser)]
+#[command(name = "fpmctl", version, about, after_help = AFTER_HELP.as_str())]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// The FPM main config (default: auto-detect /etc/php/*/fpm/php-fpm.conf,
+    /// /etc/php-fpm.conf, /usr/local/etc/php-fpm.conf).
+    #[arg(short = 'c', long = "config", visible_alias = "fpm-config", global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Pick /etc/php/VERSION/fpm/php-fpm.conf when several PHP versions are installed.
+    #[arg(long, global = true, value_name = "VERSION")]
+    pub php_version: Option<String>,
+    /// The php-fpm binary (default: the one that goes with the config).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub fpm_bin: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// How long a mutating command waits for another fpmctl on the same config.
+    #[arg(long, value_parser = parse_duration, default_value = "60s", global = true, value_name = "DURATION")]
+    pub lock_timeout: Duration,
+    /// Fail at once (exit 9) when another fpmctl holds the lock for this config.
+    #[arg(long, global = true)]
+    pub no_wait: bool,
+    /// Act on the processes directly even when the master belongs to a systemd unit.
+    #[arg(long, global = true)]
+    pub no_systemd: bool,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the effective FPM configuration (defaults filled in, includes resolved).
+    Config(JsonArg),
+    /// Show the master, workers per pool, listen addresses and their holders, orphans.
+    /// Exit codes follow LSB: 0 running, 1 dead but pid file or orphans remain, 3 not running,
+    /// 4 config unreadable.
+    Status(JsonArg),
+    /// Test the config with php-fpm -t and check what needs no running FPM.
+    Check(JsonArg),
+    /// Stop FPM with a signal plan; return when every process of this config (orphans too) is
+    /// gone and every listen address is free.
+    Stop(StopArgs),
+    /// Start FPM and wait until every pool has its workers and answers over FastCGI.
+    Start(StartArgs),
+    /// Test the config, stop (as `stop`), then start (as `start`); exit 0 only when ready.
+    Restart(RestartArgs),
+    /// Test the config, send SIGUSR2, and prove the master re-executed and is ready.
+    Reload(ReloadArgs),
+    /// FastCGI ping of each pool (and its status page when pm.status_path is set).
+    Ping(PingArgs),
+}
+
+/// `--json`.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct JsonArg {
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `stop`.
+#[derive(Debug, Args, Clone)]
+pub struct StopArgs {
+    /// Overall limit for the stop; the plan is cut short when it is reached.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub timeout: Duration,
+    /// Signals and grace periods, tried in order until everything is gone.
+    #[arg(long, value_parser = parse_plan, default_value = "QUIT:20s,TERM:5s,KILL:2s", value_name = "PLAN")]
+    pub signal_plan: SignalPlan,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `start`.
+#[derive(Debug, Args, Clone)]
+pub struct StartArgs {
+    /// Wait until FPM is proven ready (the default; kept for scripts that pass it).
+    #[arg(long, default_value_t = true, overrides_with = "no_ready_wait")]
+    pub wait: bool,
+    /// Return as soon as php-fpm has started, without proving readiness.
+    #[arg(long)]
+    pub no_ready_wait: bool,
+    /// How long to wait for readiness.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    pub timeout: Duration,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `restart`.
+#[derive(Debug, Args, Clone)]
+pub struct RestartArgs {
+    /// Wait until FPM is proven ready (the default).
+    #[arg(long, default_value_t = true, overrides_with = "no_ready_wait")]
+    pub wait: bool,
+    /// Return as soon as php-fpm has started, without proving readiness.
+    #[arg(long)]
+    pub no_ready_wait: bool,
+    /// How long to wait for readiness after starting.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    pub timeout: Duration,
+    /// Overall limit for the stop phase.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub stop_timeout: Duration,
+    /// Signals and grace periods for the stop phase.
+    #[arg(long, value_parser = parse_plan, default_value = "QUIT:20s,TERM:5s,KILL:2s", value_name = "PLAN")]
+    pub signal_plan: SignalPlan,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `reload`.
+#[derive(Debug, Args, Clone)]
+pub struct ReloadArgs {
+    /// How long to wait for the re-executed master to be ready.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub timeout: Duration,
+    /// If FPM died during the reload (or was not running), start it again.
+    #[arg(long)]
+    pub recover: bool,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `ping`.
+#[derive(Debug, Args, Clone)]
+pub struct PingArgs {
+    /// Only this pool.
+    #[arg(long, value_name = "NAME")]
+    pub pool: Option<String>,
+    /// Per-request limit.
+    #[arg(long, value_parser = parse_duration, default_value = "3s", value_name = "DURATION")]
+    pub timeout: Duration,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub use crate::stop::SignalPlan;
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration like 10s or 1m30s: {e}"))
+}
+
+fn parse_plan(s: &str) -> Result<SignalPlan, String> {
+    s.parse()
+}
+
+impl Cli {
+    /// Parses `std::env::args`.
+    pub fn parse_from_env() -> Cli {
+        Cli::parse()
+    }
+}

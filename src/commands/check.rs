@@ -1,0 +1,129 @@
+//! `fpmctl check`: php-fpm's own verdict (`php-fpm -t`) plus the problems it cannot see
+//! without binding sockets: two pools on one address, a socket or pid file directory that
+//! does not exist. Changes nothing.
+
+use super::{Ctx, Outcome};
+use crate::config::FpmConfig;
+use crate::error::Result;
+use crate::exit::ExitCode;
+use crate::listen::{ListenAddr, TcpHost};
+use serde_json::json;
+use std::fmt::Write;
+
+/// Problems (fail the check) and warnings (do not) found without running FPM.
+pub fn static_checks(cfg: &FpmConfig) -> (Vec<String>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let addrs: Vec<(&str, &ListenAddr, String)> = cfg
+        .pools
+        .iter()
+        .flat_map(|p| {
+            let mut v = vec![(p.name.as_str(), &p.listen, format!("{} listen", p.defined_at))];
+            if let Some(s) = &p.status_listen {
+                v.push((p.name.as_str(), s, format!("{} pm.status_listen", p.defined_at)));
+            }
+            v
+        })
+        .collect();
+    for (i, (pa, a, wa)) in addrs.iter().enumerate() {
+        for (pb, b, wb) in &addrs[i + 1..] {
+            if same_address(a, b) {
+                problems.push(format!(
+                    "pools {pa} ({wa}) and {pb} ({wb}) both listen on {a}; the second bind fails"
+                ));
+            }
+        }
+        if let ListenAddr::Unix(path) = a {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !dir.is_dir() {
+                    problems.push(format!(
+                        "pool {pa} ({wa}): socket directory {} does not exist",
+                        dir.display()
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(pid) = &cfg.global.pid_file {
+        if let Some(dir) = pid.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                problems.push(format!(
+                    "pid file directory {} does not exist ({})",
+                    dir.display(),
+                    cfg.path.display()
+                ));
+            }
+        }
+    }
+    if cfg.global.process_control_timeout.is_zero() {
+        warnings.push(
+            "process_control_timeout = 0: a graceful stop or reload cannot wait for requests in flight (FPM escalates at once); set it, e.g. 10s".to_string(),
+        );
+    }
+    (problems, warnings)
+}
+
+fn same_address(a: &ListenAddr, b: &ListenAddr) -> bool {
+    match (a, b) {
+        (ListenAddr::Unix(x), ListenAddr::Unix(y)) => x == y,
+        (ListenAddr::Tcp { port: pa, host: ha }, ListenAddr::Tcp { port: pb, host: hb }) => {
+            let wild = |h: &TcpHost| match h {
+                TcpHost::Any => true,
+                TcpHost::Ip(ip) => ip.is_unspecified(),
+                TcpHost::Name(_) => false,
+            };
+            pa == pb && (ha == hb || wild(ha) || wild(hb))
+        }
+        _ => false,
+    }
+}
+
+pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
+    let fpm = ctx.fpm()?;
+    let test = fpm.test()?;
+    let (problems, warnings) = static_checks(&ctx.cfg);
+    let ok = test.ok && problems.is_empty();
+    let mut text = String::new();
+    if test.ok {
+        let _ = writeln!(text, "php-fpm -t: {} is valid", ctx.cfg.path.display());
+    } else {
+        let _ = writeln!(text, "php-fpm -t: {} is INVALID", ctx.cfg.path.display());
+        for m in &test.messages {
+            let _ = writeln!(text, "  {m}");
+        }
+    }
+    for p in &problems {
+        let _ = writeln!(text, "problem: {p}");
+    }
+    for w in &warnings {
+        let _ = writeln!(text, "warning: {w}");
+    }
+    let _ = writeln!(text, "{}", if ok { "check passed" } else { "check FAILED" });
+    Ok(Outcome {
+        code: if ok { ExitCode::Ok } else { ExitCode::ConfigInvalid },
+        text,
+        json: json!({
+            "config": ctx.cfg.path,
+            "valid": ok,
+            "fpm_test": { "ok": test.ok, "binary": fpm.bin, "messages": test.messages },
+            "problems": problems,
+            "warnings": warnings,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_and_equal_addresses_collide() {
+        let p = |s: &str| ListenAddr::parse(s).unwrap();
+        assert!(same_address(&p("9000"), &p("127.0.0.1:9000")));
+        assert!(same_address(&p("[::]:9000"), &p("127.0.0.1:9000")));
+        assert!(same_address(&p("/tmp/a.sock"), &p("/tmp/a.sock")));
+        assert!(!same_address(&p("127.0.0.1:9000"), &p("127.0.0.2:9000")));
+        assert!(!same_address(&p("/tmp/a.sock"), &p("/tmp/b.sock")));
+        assert!(!same_address(&p("9000"), &p("9001")));
+    }
+}

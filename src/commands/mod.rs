@@ -1,0 +1,113 @@
+//! The commands. Each takes the loaded [`Ctx`] and its arguments and returns an [`Outcome`]
+//! (exit code, human text, JSON) or an [`Error`]; progress goes to the log as it happens.
+
+mod check;
+mod config;
+mod ping;
+mod reload;
+mod restart;
+mod start;
+mod status;
+mod stop;
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::config::{self as fpmconfig, FpmConfig};
+use crate::error::{Error, Result};
+use crate::exit::ExitCode;
+use crate::fpm::Fpm;
+use crate::lock::{self, ConfigLock};
+use std::path::PathBuf;
+
+/// What a command produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The exit code.
+    pub code: ExitCode,
+    /// Human-readable result for stdout.
+    pub text: String,
+    /// Machine-readable result for `--json`.
+    pub json: serde_json::Value,
+}
+
+/// Everything commands share: the loaded config and the global options.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The config.
+    pub cfg: FpmConfig,
+    /// Global options.
+    pub global: GlobalArgs,
+}
+
+impl Ctx {
+    /// Finds and loads the config named by the global options.
+    pub fn load(global: &GlobalArgs) -> Result<Ctx> {
+        let path = fpmconfig::locate(global.config.as_deref(), global.php_version.as_deref())?;
+        let cfg = fpmconfig::load(&path)?;
+        Ok(Ctx {
+            cfg,
+            global: global.clone(),
+        })
+    }
+
+    /// The php-fpm binary for this config.
+    pub fn fpm(&self) -> Result<Fpm> {
+        let bin: PathBuf = fpmconfig::find_fpm_binary(
+            &self.cfg.path,
+            self.global.php_version.as_deref(),
+            self.global.fpm_bin.as_deref(),
+        )?;
+        Ok(Fpm {
+            bin,
+            config: self.cfg.path.clone(),
+        })
+    }
+
+    /// Takes this config's lock, as the global options say.
+    pub fn lock(&self) -> Result<ConfigLock> {
+        lock::acquire(
+            &self.cfg.path,
+            self.global.lock_timeout,
+            self.global.no_wait,
+        )
+    }
+}
+
+/// Whether the command asked for JSON.
+pub fn wants_json(cli: &Cli) -> bool {
+    match &cli.command {
+        Command::Config(a) | Command::Status(a) | Command::Check(a) => a.json,
+        Command::Stop(a) => a.json,
+        Command::Start(a) => a.json,
+        Command::Restart(a) => a.json,
+        Command::Reload(a) => a.json,
+        Command::Ping(a) => a.json,
+    }
+}
+
+/// Runs the command the command line names.
+pub fn run(cli: &Cli) -> Result<Outcome> {
+    let ctx = match Ctx::load(&cli.global) {
+        Ok(ctx) => ctx,
+        // `status` reports an unreadable config as LSB "unknown" (4), like every other command.
+        Err(e) => return Err(e),
+    };
+    match &cli.command {
+        Command::Config(_) => config::run(&ctx),
+        Command::Status(_) => status::run(&ctx),
+        Command::Check(_) => check::run(&ctx),
+        Command::Stop(a) => stop::run(&ctx, a),
+        Command::Start(a) => start::run(&ctx, a),
+        Command::Restart(a) => restart::run(&ctx, a),
+        Command::Reload(a) => reload::run(&ctx, a),
+        Command::Ping(a) => ping::run(&ctx, a),
+    }
+}
+
+/// Seconds with two decimals, for messages.
+pub(crate) fn secs(d: std::time::Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+pub(crate) fn usage(msg: impl Into<String>) -> Error {
+    Error::Usage(msg.into())
+}

@@ -1,0 +1,196 @@
+//! `fpmctl start`, and the launch sequence `restart` and `reload --recover` share.
+
+use super::{Ctx, Outcome, secs};
+use crate::cli::StartArgs;
+use crate::discovery::{self, Snapshot};
+use crate::error::{Error, Result};
+use crate::exit::ExitCode;
+use crate::fpm::Fpm;
+use crate::listen::{self, ListenAddr};
+use crate::ready::{self, PoolReady};
+use crate::stop::{self, SignalPlan};
+use serde_json::json;
+use std::os::unix::fs::FileTypeExt;
+use std::time::{Duration, Instant};
+use tracing::info;
+
+/// What a launch did.
+#[derive(Debug, Clone)]
+pub(crate) struct Launch {
+    pub already_running: bool,
+    pub master: Option<i32>,
+    pub pools: Vec<PoolReady>,
+    pub elapsed: Duration,
+}
+
+pub(super) fn run(ctx: &Ctx, args: &StartArgs) -> Result<Outcome> {
+    let _lock = ctx.lock()?;
+    let fpm = ctx.fpm()?;
+    // A master that already runs (under systemd or not) is only checked for readiness.
+    let snap = discovery::discover(&ctx.cfg);
+    let wait = args.wait && !args.no_ready_wait;
+    let launch = launch(ctx, &fpm, &snap, args.timeout, wait, true)?;
+    Ok(outcome(ctx, &launch, "started"))
+}
+
+/// Refuses when a process that is not this FPM holds one of its addresses.
+pub(crate) fn refuse_foreign_holders(snap: &Snapshot) -> Result<()> {
+    for a in &snap.addresses {
+        if let Some(h) = a.foreign().next() {
+            return Err(Error::AddressInUse {
+                address: a.addr.to_string(),
+                pool: a.pool.clone(),
+                pid: h.proc.pid(),
+                program: h.proc.program(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Starts FPM unless it already runs, then proves readiness (when `wait`).
+/// `test_first` runs `php-fpm -t` before anything else.
+pub(crate) fn launch(
+    ctx: &Ctx,
+    fpm: &Fpm,
+    snap: &Snapshot,
+    timeout: Duration,
+    wait: bool,
+    test_first: bool,
+) -> Result<Launch> {
+    let started = Instant::now();
+    let cfg = &ctx.cfg;
+    if let Some(m) = &snap.master {
+        info!("master {} is already running; checking readiness", m.pid());
+        let pools = ready::wait_ready(cfg, timeout).map_err(|e| match e {
+            Error::NotReady(msg) => Error::NotReady(format!(
+                "{msg}; FPM is running but not ready: `fpmctl restart` replaces it"
+            )),
+            other => other,
+        })?;
+        return Ok(Launch {
+            already_running: true,
+            master: Some(m.pid()),
+            pools,
+            elapsed: started.elapsed(),
+        });
+    }
+    if test_first {
+        fpm.require_valid()?;
+        info!("php-fpm -t: configuration is valid");
+    }
+    if !snap.orphans.is_empty() {
+        info!(
+            "{} orphaned worker(s) of a dead master still hold this config's addresses; stopping them first",
+            snap.orphans.len()
+        );
+        stop::stop(cfg, &SignalPlan::default(), Duration::from_secs(30))?;
+    }
+    let snap = discovery::discover(cfg);
+    refuse_foreign_holders(&snap)?;
+    remove_stale_sockets(&discovery::config_addresses(cfg))?;
+    info!("starting {} -y {}", fpm.bin.display(), cfg.path.display());
+    fpm.start_daemon(timeout.max(Duration::from_secs(5)))?;
+    let master = discovery::discover(cfg).master.map(|m| m.pid());
+    let pools = if wait {
+        let left = timeout.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
+        ready::wait_ready(cfg, left)?
+    } else {
+        Vec::new()
+    };
+    let elapsed = started.elapsed();
+    let master = master.or_else(|| discovery::discover(cfg).master.map(|m| m.pid()));
+    if wait {
+        info!(
+            "ready in {}: master {}",
+            secs(elapsed),
+            master.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
+        );
+    }
+    Ok(Launch {
+        already_running: false,
+        master,
+        pools,
+        elapsed,
+    })
+}
+
+/// Removes a leftover unix socket file only when nothing listens on it; refuses to touch a
+/// path that is not a socket.
+fn remove_stale_sockets(addrs: &[(String, ListenAddr)]) -> Result<()> {
+    for (pool, addr) in addrs {
+        let Some(path) = addr.unix_path() else {
+            continue;
+        };
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            continue;
+        };
+        if !meta.file_type().is_socket() {
+            return Err(Error::Other(format!(
+                "pool {pool}: {} exists and is not a socket; not removing it",
+                path.display()
+            )));
+        }
+        let listening = listen::listening_inodes(addr)
+            .map_err(|e| Error::io("reading /proc/net/unix", e))?;
+        if listening.is_empty() {
+            std::fs::remove_file(path)
+                .map_err(|e| Error::io(format!("removing stale socket {}", path.display()), e))?;
+            info!("removed stale socket file {} (nothing listened on it)", path.display());
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn outcome(ctx: &Ctx, l: &Launch, verb: &str) -> Outcome {
+    let mut text = if l.already_running {
+        format!(
+            "FPM {} is already running (master {}) and ready\n",
+            ctx.cfg.path.display(),
+            l.master.unwrap_or_default()
+        )
+    } else if l.pools.is_empty() {
+        format!(
+            "{verb} FPM {} (master {}) in {}; readiness not checked\n",
+            ctx.cfg.path.display(),
+            l.master.map(|m| m.to_string()).unwrap_or_else(|| "?".into()),
+            secs(l.elapsed)
+        )
+    } else {
+        format!(
+            "{verb} FPM {} (master {}); ready in {}\n",
+            ctx.cfg.path.display(),
+            l.master.map(|m| m.to_string()).unwrap_or_else(|| "?".into()),
+            secs(l.elapsed)
+        )
+    };
+    for p in &l.pools {
+        let answer = match &p.answer {
+            Ok(a) | Err(a) => a.as_str(),
+        };
+        text.push_str(&format!(
+            "  pool {}: {}/{} workers, {answer}\n",
+            p.pool, p.workers, p.expected_workers
+        ));
+    }
+    Outcome {
+        code: ExitCode::Ok,
+        text,
+        json: launch_json(l),
+    }
+}
+
+pub(crate) fn launch_json(l: &Launch) -> serde_json::Value {
+    json!({
+        "result": if l.already_running { "already-running" } else { "started" },
+        "master": l.master,
+        "ready": !l.pools.is_empty() || l.already_running,
+        "elapsed_ms": l.elapsed.as_millis() as u64,
+        "pools": l.pools.iter().map(|p| json!({
+            "name": p.pool,
+            "expected_workers": p.expected_workers,
+            "workers": p.workers,
+            "answer": match &p.answer { Ok(a) | Err(a) => a },
+        })).collect::<Vec<_>>(),
+    })
+}

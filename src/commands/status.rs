@@ -1,0 +1,196 @@
+//! `fpmctl status`: the master, workers per pool, each listen address and who holds it,
+//! a stale pid file, orphans. Exit codes follow LSB: 0 running, 1 dead but a pid file or
+//! orphans remain, 3 not running (4, config unreadable, comes from loading).
+
+use super::{Ctx, Outcome};
+use crate::discovery::{self, PidFile, Snapshot, State};
+use crate::error::Result;
+use crate::exit::ExitCode;
+use crate::procs::{self, ProcInfo};
+use serde_json::json;
+use std::fmt::Write;
+
+pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
+    let snap = discovery::discover(&ctx.cfg);
+    let state = snap.state();
+    let code = match state {
+        State::Running => ExitCode::Ok,
+        State::Orphans | State::StalePidFile => ExitCode::Failure,
+        State::Stopped => ExitCode::NotRunning,
+    };
+    Ok(Outcome {
+        code,
+        text: render(ctx, &snap),
+        json: to_json(ctx, &snap),
+    })
+}
+
+fn uptime(p: &ProcInfo) -> String {
+    p.age()
+        .map(|d| {
+            let secs = d.as_secs();
+            humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+fn pids(list: &[&ProcInfo]) -> String {
+    list.iter()
+        .map(|p| p.pid().to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn render(ctx: &Ctx, snap: &Snapshot) -> String {
+    let cfg = &ctx.cfg;
+    let mut s = String::new();
+    let state = snap.state();
+    let summary = match state {
+        State::Running => "running".to_string(),
+        State::Stopped => "stopped".to_string(),
+        State::StalePidFile => "stopped, with a stale pid file".to_string(),
+        State::Orphans => format!(
+            "master is gone but {} orphaned worker(s) remain",
+            snap.orphans.len()
+        ),
+    };
+    let _ = writeln!(s, "FPM {}: {summary}", cfg.path.display());
+    if let Some(m) = &snap.master {
+        let unit = procs::systemd_unit(m.pid())
+            .map(|u| format!(", systemd unit {u}"))
+            .unwrap_or_default();
+        let bin = m
+            .exe
+            .as_ref()
+            .map(|e| e.display().to_string())
+            .unwrap_or_else(|| m.comm.clone());
+        let _ = writeln!(s, "  master    {} (up {}, {bin}{unit})", m.pid(), uptime(m));
+    }
+    for m in &snap.other_masters {
+        let _ = writeln!(s, "  master    {} (another master of the same config!)", m.pid());
+    }
+    match &snap.pid_file {
+        PidFile::NotConfigured => {
+            let _ = writeln!(s, "  pid file  (no pid directive)");
+        }
+        PidFile::Missing(p) => {
+            let _ = writeln!(s, "  pid file  {} (missing)", p.display());
+        }
+        PidFile::Live(p, _) => {
+            let _ = writeln!(s, "  pid file  {}", p.display());
+        }
+        PidFile::Stale { path, reason, .. } => {
+            let _ = writeln!(s, "  pid file  {} is stale: {reason}", path.display());
+        }
+    }
+    for pool in &cfg.pools {
+        let w = snap.pool_workers(&pool.name);
+        let mark = if state == State::Running && w.len() < pool.expected_workers() as usize {
+            "  (short!)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            "  pool {}  {}  workers {}/{}{mark}  {}",
+            pool.name,
+            pool.pm.as_str(),
+            w.len(),
+            pool.expected_workers(),
+            pids(&w)
+        );
+    }
+    if !snap.orphans.is_empty() {
+        for o in &snap.orphans {
+            let _ = writeln!(
+                s,
+                "  orphan    {} (pool {}, process group {}, up {})",
+                o.proc.pid(),
+                o.pool,
+                o.proc.pgrp,
+                uptime(&o.proc)
+            );
+        }
+    }
+    for a in &snap.addresses {
+        let holders = if a.holders.is_empty() {
+            "free".to_string()
+        } else {
+            let list: Vec<String> = a
+                .holders
+                .iter()
+                .map(|h| {
+                    if h.role == discovery::Role::Foreign {
+                        format!("{} ({}, NOT this FPM)", h.proc.pid(), h.proc.program())
+                    } else {
+                        format!("{} ({})", h.proc.pid(), h.role.as_str())
+                    }
+                })
+                .collect();
+            format!("held by {}", list.join(", "))
+        };
+        let _ = writeln!(s, "  listen    {} (pool {}): {holders}", a.addr, a.pool);
+    }
+    if state == State::Orphans {
+        let _ = writeln!(
+            s,
+            "  hint: `fpmctl restart` stops the orphans and starts FPM again"
+        );
+    }
+    s
+}
+
+fn to_json(ctx: &Ctx, snap: &Snapshot) -> serde_json::Value {
+    let cfg = &ctx.cfg;
+    let master = snap.master.as_ref().map(|m| {
+        json!({
+            "pid": m.pid(),
+            "uptime_s": m.age().map(|d| d.as_secs()),
+            "binary": m.exe,
+            "systemd_unit": procs::systemd_unit(m.pid()),
+        })
+    });
+    let (pid_file_path, pid_file_pid, stale, stale_reason) = match &snap.pid_file {
+        PidFile::NotConfigured => (None, None, false, None),
+        PidFile::Missing(p) => (Some(p.clone()), None, false, None),
+        PidFile::Live(p, pid) => (Some(p.clone()), Some(*pid), false, None),
+        PidFile::Stale { path, pid, reason } => {
+            (Some(path.clone()), *pid, true, Some(reason.clone()))
+        }
+    };
+    json!({
+        "state": snap.state().as_str(),
+        "config": cfg.path,
+        "master": master,
+        "other_masters": snap.other_masters.iter().map(|m| m.pid()).collect::<Vec<_>>(),
+        "pid_file": {
+            "path": pid_file_path,
+            "pid": pid_file_pid,
+            "stale": stale,
+            "reason": stale_reason,
+        },
+        "pools": cfg.pools.iter().map(|p| json!({
+            "name": p.name,
+            "pm": p.pm.as_str(),
+            "listen": p.listen.to_string(),
+            "expected_workers": p.expected_workers(),
+            "workers": snap.pool_workers(&p.name).iter().map(|w| w.pid()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "orphans": snap.orphans.iter().map(|o| o.proc.pid()).collect::<Vec<_>>(),
+        "orphan_details": snap.orphans.iter().map(|o| json!({
+            "pid": o.proc.pid(),
+            "pool": o.pool,
+            "process_group": o.proc.pgrp,
+        })).collect::<Vec<_>>(),
+        "listen": snap.addresses.iter().map(|a| json!({
+            "address": a.addr.to_string(),
+            "pool": a.pool,
+            "holders": a.holders.iter().map(|h| h.proc.pid()).collect::<Vec<_>>(),
+            "holder_details": a.holders.iter().map(|h| json!({
+                "pid": h.proc.pid(),
+                "program": h.proc.program(),
+                "role": h.role.as_str(),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,50 @@
+//! `fpmctl stop`.
+
+use super::{Ctx, Outcome, secs};
+use crate::cli::StopArgs;
+use crate::discovery;
+use crate::error::Result;
+use crate::exit::ExitCode;
+use crate::stop::{self, StopReport};
+use crate::systemd::{self, Control};
+use serde_json::json;
+
+pub(super) fn run(ctx: &Ctx, args: &StopArgs) -> Result<Outcome> {
+    let _lock = ctx.lock()?;
+    let snap = discovery::discover(&ctx.cfg);
+    if let Control::Unit(unit) = systemd::decide(&snap, ctx.global.no_systemd)? {
+        systemd::systemctl("stop", &unit)?;
+    }
+    let report = stop::stop(&ctx.cfg, &args.signal_plan, args.timeout)?;
+    Ok(outcome(ctx, &report))
+}
+
+pub(super) fn outcome(ctx: &Ctx, r: &StopReport) -> Outcome {
+    let text = if r.already_stopped {
+        format!("FPM {} was not running\n", ctx.cfg.path.display())
+    } else {
+        let mut t = match r.master {
+            Some(m) => format!("stopped master {m} and {} other process(es)", r.stopped.len().saturating_sub(1)),
+            None => format!("stopped {} orphaned worker(s)", r.stopped.len()),
+        };
+        t.push_str(&format!(" in {}\n", secs(r.elapsed)));
+        t
+    };
+    let mut text = text;
+    for f in &r.foreign_holders {
+        text.push_str(&format!("warning: {f}\n"));
+    }
+    Outcome {
+        code: ExitCode::Ok,
+        text,
+        json: json!({
+            "result": if r.already_stopped { "already-stopped" } else { "stopped" },
+            "master": r.master,
+            "stopped": r.stopped,
+            "signals": r.signals.iter().map(|(s, p)| json!({"signal": s, "pids": p})).collect::<Vec<_>>(),
+            "elapsed_ms": r.elapsed.as_millis() as u64,
+            "foreign_holders": r.foreign_holders,
+            "removed_pid_file": r.removed_pid_file,
+        }),
+    }
+}

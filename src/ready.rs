@@ -1,0 +1,121 @@
+//! Proving FPM is ready: the master is verified (through its pid file when one is
+//! configured), every pool has at least its expected worker count, and every pool answers over
+//! FastCGI: `ping.path` must return `ping.response`; a pool without `ping.path` must return
+//! any well-formed FastCGI response to a request that runs no script.
+
+use crate::config::{FpmConfig, Pool};
+use crate::discovery::{self, PidFile, Snapshot};
+use crate::error::{Error, Result};
+use crate::fastcgi;
+use std::time::{Duration, Instant};
+use tracing::{debug, info};
+
+/// One pool's readiness.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolReady {
+    /// Pool name.
+    pub pool: String,
+    /// Workers expected right after start.
+    pub expected_workers: u32,
+    /// Workers running.
+    pub workers: usize,
+    /// How the pool answered (or why it did not).
+    pub answer: std::result::Result<String, String>,
+}
+
+/// Checks one pool over FastCGI; `Ok` says how it answered.
+pub fn check_pool(pool: &Pool, timeout: Duration) -> std::result::Result<String, String> {
+    match &pool.ping_path {
+        Some(path) => {
+            let want = pool.ping_response.as_deref().unwrap_or("pong");
+            match fastcgi::ping(&pool.listen, path, timeout) {
+                Ok(body) if body.trim() == want => Ok(format!("{path} answered '{want}'")),
+                Ok(body) => Err(format!(
+                    "{path} on {} answered '{}', expected '{want}'",
+                    pool.listen,
+                    body.trim().chars().take(60).collect::<String>()
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        None => match fastcgi::probe(&pool.listen, timeout) {
+            Ok(resp) => Ok(format!(
+                "a worker answered a FastCGI request (status {}; no ping.path set)",
+                resp.status
+            )),
+            Err(e) => Err(e.to_string()),
+        },
+    }
+}
+
+/// Waits until `cfg`'s FPM is ready or `timeout` passes.
+pub fn wait_ready(cfg: &FpmConfig, timeout: Duration) -> Result<Vec<PoolReady>> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(10);
+    for pool in cfg.pools.iter().filter(|p| p.ping_path.is_none()) {
+        info!(
+            "pool {} has no ping.path: readiness is proven with a FastCGI request that runs no script",
+            pool.name
+        );
+    }
+    loop {
+        let snap = discovery::discover(cfg);
+        let verdict = assess(cfg, &snap, deadline);
+        match verdict {
+            Ok(pools) => return Ok(pools),
+            Err(why) => {
+                if Instant::now() >= deadline {
+                    return Err(Error::NotReady(format!(
+                        "FPM for {} is not ready after {:.1}s: {why}",
+                        cfg.path.display(),
+                        timeout.as_secs_f64()
+                    )));
+                }
+                debug!("not ready yet: {why}");
+            }
+        }
+        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Judges one snapshot; `Err` says what is missing.
+pub fn assess(
+    cfg: &FpmConfig,
+    snap: &Snapshot,
+    deadline: Instant,
+) -> std::result::Result<Vec<PoolReady>, String> {
+    let Some(master) = &snap.master else {
+        return Err("no master process is running".into());
+    };
+    if let PidFile::Missing(path) | PidFile::Stale { path, .. } = &snap.pid_file {
+        return Err(format!(
+            "master {} runs but the pid file {} does not name it",
+            master.pid(),
+            path.display()
+        ));
+    }
+    let mut pools = Vec::new();
+    for pool in &cfg.pools {
+        let workers = snap.pool_workers(&pool.name).len();
+        let expected = pool.expected_workers();
+        if workers < expected as usize {
+            return Err(format!(
+                "pool {} has {workers} of {expected} workers",
+                pool.name
+            ));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let answer = check_pool(pool, left.clamp(Duration::from_millis(100), Duration::from_secs(3)));
+        if let Err(e) = &answer {
+            return Err(format!("pool {}: {e}", pool.name));
+        }
+        pools.push(PoolReady {
+            pool: pool.name.clone(),
+            expected_workers: expected,
+            workers,
+            answer,
+        });
+    }
+    Ok(pools)
+}

@@ -1,0 +1,331 @@
+//! Stopping one config's FPM: an explicit signal plan (graceful first, escalating after
+//! each step's grace), applied to the master, and to workers and orphans where no master can
+//! pass the signal on. It returns only when every process of the config is gone (zombies
+//! count as gone) or the plan is exhausted.
+//!
+//! Who gets each signal:
+//! - the master (and any other master of the same config), always;
+//! - orphaned workers, always (nobody else will tell them);
+//! - workers of a live master only on SIGKILL, because a master killed that way leaves them
+//!   behind holding the listen sockets (the seed-004 failure).
+//!
+//! Every signal is sent with [`crate::signals::send_verified`], re-checking identity first.
+
+use crate::config::FpmConfig;
+use crate::discovery::{self, PidFile, Snapshot};
+use crate::error::{Error, Result};
+use crate::procs::{ProcId, ProcInfo};
+use crate::signals::{self, Sent};
+use nix::sys::signal::Signal;
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// One step of a plan: a signal and how long to wait after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// The signal.
+    pub signal: Signal,
+    /// How long to wait for everything to exit before the next step.
+    pub grace: Duration,
+}
+
+/// Signals tried in order, like `QUIT:20s,TERM:5s,KILL:2s`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalPlan {
+    /// At least one step.
+    pub steps: Vec<Step>,
+}
+
+impl Default for SignalPlan {
+    fn default() -> Self {
+        "QUIT:20s,TERM:5s,KILL:2s".parse().expect("the default plan parses")
+    }
+}
+
+impl FromStr for SignalPlan {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut steps = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, grace) = part
+                .split_once(':')
+                .ok_or_else(|| format!("'{part}': a step is SIGNAL:DURATION, like QUIT:20s"))?;
+            let upper = name.trim().to_ascii_uppercase();
+            let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+            let signal = match bare {
+                "QUIT" => Signal::SIGQUIT,
+                "TERM" => Signal::SIGTERM,
+                "INT" => Signal::SIGINT,
+                "KILL" => Signal::SIGKILL,
+                _ => {
+                    return Err(format!(
+                        "'{name}': the signals that stop FPM are QUIT (graceful), TERM, INT and KILL"
+                    ));
+                }
+            };
+            let grace = humantime::parse_duration(grace.trim())
+                .map_err(|e| format!("'{part}': '{grace}' is not a duration: {e}"))?;
+            steps.push(Step { signal, grace });
+        }
+        if steps.is_empty() {
+            return Err("the signal plan is empty; example: QUIT:20s,TERM:5s,KILL:2s".into());
+        }
+        Ok(SignalPlan { steps })
+    }
+}
+
+impl fmt::Display for SignalPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .steps
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}:{}",
+                    signals::short_name(s.signal),
+                    humantime::format_duration(s.grace)
+                )
+            })
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// What a stop did.
+#[derive(Debug, Clone, Default)]
+pub struct StopReport {
+    /// Nothing of this config was running.
+    pub already_stopped: bool,
+    /// The master that was stopped.
+    pub master: Option<i32>,
+    /// Every PID that was stopped.
+    pub stopped: Vec<i32>,
+    /// Each signal sent and to which PIDs.
+    pub signals: Vec<(String, Vec<i32>)>,
+    /// How long it took.
+    pub elapsed: Duration,
+    /// Addresses still held by processes that are not this FPM (never signalled).
+    pub foreign_holders: Vec<String>,
+    /// A stale pid file that was removed.
+    pub removed_pid_file: Option<String>,
+}
+
+/// Stops everything of `cfg` with `plan`, within `timeout`.
+pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<StopReport> {
+    let started = Instant::now();
+    let hard_deadline = started + timeout;
+    let mut snap = discovery::discover(cfg);
+    let mut report = StopReport {
+        master: snap.master.as_ref().map(ProcInfo::pid),
+        ..StopReport::default()
+    };
+    let mut seen: HashSet<ProcId> = HashSet::new();
+    if snap.is_empty() {
+        report.already_stopped = true;
+    } else {
+        describe(&snap);
+    }
+
+    'plan: for step in &plan.steps {
+        if snap.is_empty() {
+            break;
+        }
+        seen.extend(snap.all_processes().iter().map(|p| p.id));
+        let sent = send_step(cfg, &snap, step.signal);
+        if !sent.is_empty() {
+            report
+                .signals
+                .push((signals::short_name(step.signal).to_string(), sent));
+        }
+        let step_deadline = (Instant::now() + step.grace).min(hard_deadline);
+        let mut last_note = Instant::now();
+        loop {
+            let ids: Vec<ProcId> = snap.all_processes().iter().map(|p| p.id).collect();
+            let slice_end = step_deadline.min(Instant::now() + Duration::from_millis(250));
+            signals::wait_gone(&ids, slice_end);
+            snap = discovery::discover(cfg);
+            if snap.is_empty() {
+                break 'plan;
+            }
+            // Processes that appeared since the step began get the step's signal too.
+            let new: Vec<&ProcInfo> = snap
+                .all_processes()
+                .into_iter()
+                .filter(|p| !seen.contains(&p.id))
+                .collect();
+            if !new.is_empty() {
+                seen.extend(new.iter().map(|p| p.id));
+                send_step(cfg, &snap, step.signal);
+            }
+            if Instant::now() >= step_deadline {
+                if Instant::now() >= hard_deadline {
+                    break 'plan;
+                }
+                break;
+            }
+            if last_note.elapsed() >= Duration::from_secs(1) {
+                last_note = Instant::now();
+                info!("{}", still_running(&snap));
+            }
+        }
+    }
+
+    report.elapsed = started.elapsed();
+    report.stopped = seen.iter().map(|id| id.pid).collect();
+    report.stopped.sort_unstable();
+    if !snap.is_empty() {
+        let left: Vec<String> = snap
+            .all_processes()
+            .iter()
+            .map(|p| format!("{} ({})", p.pid(), p.title))
+            .collect();
+        return Err(Error::Timeout(format!(
+            "still running after the signal plan {plan} ({:.2}s): {}",
+            report.elapsed.as_secs_f64(),
+            left.join(", ")
+        )));
+    }
+
+    for addr in &snap.addresses {
+        for h in addr.foreign() {
+            let note = format!(
+                "{} is held by PID {} ({}), which is not this FPM",
+                addr.addr,
+                h.proc.pid(),
+                h.proc.program()
+            );
+            warn!("{note}");
+            report.foreign_holders.push(note);
+        }
+    }
+    // A master that was killed could not remove its pid file.
+    if let PidFile::Stale {
+        path,
+        pid: Some(pid),
+        ..
+    } = &snap.pid_file
+    {
+        if report.stopped.contains(pid) || crate::procs::read(*pid).is_none() {
+            if std::fs::remove_file(path).is_ok() {
+                info!("removed stale pid file {} (PID {pid})", path.display());
+                report.removed_pid_file = Some(path.display().to_string());
+            }
+        }
+    }
+    if !report.already_stopped {
+        info!("stopped in {:.2}s", report.elapsed.as_secs_f64());
+    }
+    Ok(report)
+}
+
+fn describe(snap: &Snapshot) {
+    if let Some(m) = &snap.master {
+        info!(
+            "found master {} with {} worker(s)",
+            m.pid(),
+            snap.workers.len()
+        );
+    }
+    if !snap.orphans.is_empty() {
+        let pids: Vec<String> = snap.orphans.iter().map(|w| w.proc.pid().to_string()).collect();
+        info!(
+            "found {} orphaned worker(s) of a dead master: {}",
+            snap.orphans.len(),
+            pids.join(" ")
+        );
+    }
+}
+
+fn still_running(snap: &Snapshot) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = &snap.master {
+        parts.push(format!("master {}", m.pid()));
+    }
+    if !snap.workers.is_empty() {
+        parts.push(format!("{} worker(s) still busy", snap.workers.len()));
+    }
+    if !snap.orphans.is_empty() {
+        parts.push(format!("{} orphan(s) still running", snap.orphans.len()));
+    }
+    format!("waiting: {}", parts.join(", "))
+}
+
+/// Sends `sig` to whoever should get it at this step; returns the PIDs signalled.
+fn send_step(cfg: &FpmConfig, snap: &Snapshot, sig: Signal) -> Vec<i32> {
+    let name = signals::short_name(sig);
+    let mut sent = Vec::new();
+    let is_master = |p: &ProcInfo| discovery::is_master_of(p, &cfg.path);
+    let is_pool = |p: &ProcInfo| discovery::is_pool_process_of(p, cfg);
+
+    for m in snap.master.iter().chain(snap.other_masters.iter()) {
+        if deliver(m, sig, &is_master) {
+            info!("stopping master {} (SIG{name})", m.pid());
+            sent.push(m.pid());
+        }
+    }
+    let mut direct: Vec<&ProcInfo> = snap.orphans.iter().map(|w| &w.proc).collect();
+    if sig == Signal::SIGKILL || (snap.master.is_none() && snap.other_masters.is_empty()) {
+        direct.extend(snap.workers.iter().map(|w| &w.proc));
+    }
+    let mut to_workers = Vec::new();
+    for w in direct {
+        if deliver(w, sig, &is_pool) {
+            to_workers.push(w.pid());
+        }
+    }
+    if !to_workers.is_empty() {
+        let list: Vec<String> = to_workers.iter().map(i32::to_string).collect();
+        info!(
+            "sending SIG{name} to {} worker(s) directly: {}",
+            to_workers.len(),
+            list.join(" ")
+        );
+        sent.extend(to_workers);
+    }
+    sent
+}
+
+fn deliver(p: &ProcInfo, sig: Signal, check: &dyn Fn(&ProcInfo) -> bool) -> bool {
+    match signals::send_verified(p.id, sig, check) {
+        Ok(Sent::Delivered) => true,
+        Ok(Sent::Gone) => false,
+        Ok(Sent::Refused) => {
+            warn!(
+                "PID {} is no longer the process fpmctl identified; not signalled",
+                p.pid()
+            );
+            false
+        }
+        Err(e) => {
+            warn!("could not signal PID {}: {e}", p.pid());
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_plans() {
+        let plan: SignalPlan = "quit:20s, SIGTERM:5s,KILL:2s".parse().unwrap();
+        assert_eq!(plan.steps.len(), 3);
+        assert_eq!(plan.steps[0].signal, Signal::SIGQUIT);
+        assert_eq!(plan.steps[1].grace, Duration::from_secs(5));
+        assert_eq!(plan.to_string(), "QUIT:20s,TERM:5s,KILL:2s");
+        assert_eq!(SignalPlan::default(), plan);
+    }
+
+    #[test]
+    fn rejects_bad_plans_with_a_reason() {
+        assert!("".parse::<SignalPlan>().unwrap_err().contains("empty"));
+        assert!("QUIT".parse::<SignalPlan>().unwrap_err().contains("SIGNAL:DURATION"));
+        assert!("HUP:1s".parse::<SignalPlan>().unwrap_err().contains("HUP"));
+        assert!("TERM:soon".parse::<SignalPlan>().unwrap_err().contains("soon"));
+    }
+}

@@ -1,0 +1,66 @@
+//! systemd: deciding whether a master belongs to a unit (and so must be driven through
+//! `systemctl`), running `systemctl`, and the `sd_notify` protocol.
+
+use crate::discovery::Snapshot;
+use crate::error::{Error, Result};
+use crate::procs;
+use std::path::Path;
+use std::process::Command;
+use tracing::{info, warn};
+
+/// How to act on the running FPM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Signal the processes directly.
+    Direct,
+    /// Go through `systemctl` on this unit.
+    Unit(String),
+}
+
+/// True when systemd is the running init and `systemctl` can be called.
+pub fn available() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// Decides how to act on `snap`'s master: directly, or through its systemd unit; refuses
+/// when the master belongs to a unit but systemd cannot be reached.
+pub fn decide(snap: &Snapshot, no_systemd: bool) -> Result<Control> {
+    let Some(master) = &snap.master else {
+        return Ok(Control::Direct);
+    };
+    let Some(unit) = procs::systemd_unit(master.pid()) else {
+        return Ok(Control::Direct);
+    };
+    if no_systemd {
+        warn!(
+            "master {} belongs to systemd unit {unit}; acting directly as --no-systemd asks (systemd may restart it)",
+            master.pid()
+        );
+        return Ok(Control::Direct);
+    }
+    if available() {
+        return Ok(Control::Unit(unit));
+    }
+    Err(Error::Systemd(format!(
+        "master {} belongs to systemd unit {unit}, but systemd is not reachable here; use systemctl on {unit}, or pass --no-systemd to act on the processes directly",
+        master.pid()
+    )))
+}
+
+/// Runs `systemctl ACTION UNIT`.
+pub fn systemctl(action: &str, unit: &str) -> Result<()> {
+    info!("systemctl {action} {unit}");
+    let out = Command::new("systemctl")
+        .arg(action)
+        .arg(unit)
+        .output()
+        .map_err(|e| Error::io(format!("running systemctl {action} {unit}"), e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Error::Systemd(format!(
+        "systemctl {action} {unit} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}

@@ -1,0 +1,366 @@
+//! Test harness: a sandboxed real php-fpm per test.
+//!
+//! Each [`Sandbox`] has its own temp dir, config, pid file, unix socket and free loopback
+//! port. On drop it kills, by PID, every process of its config (found with the library's
+//! discovery, plus every process group of a master it saw), and any helper child it
+//! spawned, also when the test panicked; then it checks nothing is left.
+#![allow(dead_code)]
+
+use fpmctl::procs::{self, ProcInfo};
+use std::fmt;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The php-fpm binary, or `None` (a notice) when it is missing; under `CI=true` a missing
+/// php-fpm fails the test instead of skipping it.
+pub fn fpm_bin() -> Option<PathBuf> {
+    for cand in ["/usr/sbin/php-fpm8.2", "/usr/sbin/php-fpm", "/usr/local/sbin/php-fpm"] {
+        if Path::new(cand).exists() {
+            return Some(PathBuf::from(cand));
+        }
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("php-fpm is not installed, and CI=true: install php8.2-fpm (.ci/run does)");
+    }
+    eprintln!("NOTICE: php-fpm not installed; skipping this test");
+    None
+}
+
+/// A free loopback TCP port (bound then released; the kernel does not hand it out again soon).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What one fpmctl run did, printable in full when an assertion fails.
+pub struct Run {
+    pub args: Vec<String>,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
+    }
+
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "unexpected exit code:\n{self}");
+        self
+    }
+}
+
+impl fmt::Display for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "$ fpmctl {}\nexit {} after {:.2}s\n--- stdout\n{}--- stderr\n{}---",
+            self.args.join(" "),
+            self.code,
+            self.elapsed.as_secs_f64(),
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+/// Options for a sandbox config.
+#[derive(Clone)]
+pub struct Opts {
+    pub process_control_timeout: &'static str,
+    /// Extra lines for the TCP pool.
+    pub tcp_extra: String,
+    /// Include the unix-socket pool.
+    pub sock_pool: bool,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            process_control_timeout: "10s",
+            tcp_extra: String::new(),
+            sock_pool: true,
+        }
+    }
+}
+
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub conf: PathBuf,
+    pub pid_file: PathBuf,
+    pub sock: PathBuf,
+    pub port: u16,
+    pub bin: PathBuf,
+    pub opts: Opts,
+    seen_masters: Mutex<Vec<i32>>,
+    children: Mutex<Vec<Child>>,
+}
+
+impl Sandbox {
+    /// A sandbox with the default config, or `None` when php-fpm is missing outside CI.
+    pub fn new() -> Option<Sandbox> {
+        Self::with(Opts::default())
+    }
+
+    pub fn with(opts: Opts) -> Option<Sandbox> {
+        let bin = fpm_bin()?;
+        let dir = tempfile::Builder::new().prefix("fpmctl-test-").tempdir().unwrap();
+        // Workers run as nobody and must reach the scripts.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let sb = Sandbox {
+            conf: dir.path().join("php-fpm.conf"),
+            pid_file: dir.path().join("fpm.pid"),
+            sock: dir.path().join("fpm.sock"),
+            port: free_port(),
+            bin,
+            opts,
+            dir,
+            seen_masters: Mutex::new(Vec::new()),
+            children: Mutex::new(Vec::new()),
+        };
+        std::fs::create_dir_all(sb.docroot()).unwrap();
+        std::fs::write(sb.docroot().join("hello.php"), "<?php echo 'hello from ', getmypid();\n")
+            .unwrap();
+        std::fs::write(
+            sb.docroot().join("slow.php"),
+            "<?php $s = (int)($_GET['s'] ?? 5); sleep($s); echo 'slept ', $s;\n",
+        )
+        .unwrap();
+        sb.write_config(&sb.config_text());
+        Some(sb)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn docroot(&self) -> PathBuf {
+        self.dir.path().join("www")
+    }
+
+    pub fn tcp_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn config_text(&self) -> String {
+        let d = self.dir.path().display();
+        let mut s = format!(
+            "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\ndaemonize = yes\nprocess_control_timeout = {pct}\n\n\
+             [tcp]\nuser = nobody\ngroup = nogroup\nlisten = 127.0.0.1:{port}\npm = static\npm.max_children = 2\n\
+             ping.path = /ping\npm.status_path = /status\n{extra}\n",
+            pct = self.opts.process_control_timeout,
+            port = self.port,
+            extra = self.opts.tcp_extra,
+        );
+        if self.opts.sock_pool {
+            s.push_str(&format!(
+                "\n[sock]\nuser = nobody\ngroup = nogroup\nlisten = {d}/fpm.sock\nlisten.mode = 0666\n\
+                 pm = dynamic\npm.max_children = 4\npm.start_servers = 2\npm.min_spare_servers = 1\npm.max_spare_servers = 3\n"
+            ));
+        }
+        s
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(&self.conf, text).unwrap();
+    }
+
+    /// Starts php-fpm directly (not through fpmctl), daemonized, and waits for its pid file.
+    pub fn start_fpm(&self) -> i32 {
+        let out = Command::new(&self.bin)
+            .arg("-y")
+            .arg(&self.conf)
+            .arg("-D")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "php-fpm failed to start: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.error_log()
+        );
+        let pid = self.wait_for(Duration::from_secs(10), "a pid file", || self.pid_from_file());
+        self.note_master(pid);
+        self.wait_for(Duration::from_secs(10), "workers", || {
+            (self.workers_of(pid).len() >= 4 - if self.opts.sock_pool { 0 } else { 2 })
+                .then_some(())
+        });
+        pid
+    }
+
+    /// Remembers a master so drop can clean up its process group.
+    pub fn note_master(&self, pid: i32) {
+        self.seen_masters.lock().unwrap().push(pid);
+    }
+
+    pub fn pid_from_file(&self) -> Option<i32> {
+        std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    /// Live pool processes whose parent is `master`.
+    pub fn workers_of(&self, master: i32) -> Vec<ProcInfo> {
+        procs::scan(false)
+            .into_iter()
+            .filter(|p| p.ppid == master && p.title.starts_with("php-fpm: pool") && !p.is_gone())
+            .collect()
+    }
+
+    /// Live php-fpm processes in the process group of `master` (its workers, orphaned or not).
+    pub fn group_of(&self, master: i32) -> Vec<ProcInfo> {
+        procs::scan(false)
+            .into_iter()
+            .filter(|p| p.pgrp == master && p.title.starts_with("php-fpm") && !p.is_gone())
+            .collect()
+    }
+
+    /// Live masters titled for this sandbox's config.
+    pub fn masters(&self) -> Vec<ProcInfo> {
+        let title = format!("php-fpm: master process ({})", self.conf.display());
+        procs::scan(false)
+            .into_iter()
+            .filter(|p| p.title == title && !p.is_gone())
+            .collect()
+    }
+
+    /// SIGKILLs the master (seed 004): its workers live on as orphans. Returns their PIDs.
+    pub fn kill_master_hard(&self) -> Vec<i32> {
+        let pid = self.pid_from_file().expect("a running master");
+        let workers: Vec<i32> = self.workers_of(pid).iter().map(|p| p.pid()).collect();
+        assert!(!workers.is_empty(), "master {pid} has no workers to orphan");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
+            .unwrap();
+        self.wait_for(Duration::from_secs(5), "the master to die", || {
+            procs::read(pid).filter(|p| !p.is_gone()).is_none().then_some(())
+        });
+        workers
+    }
+
+    /// Spawns a helper child (killed on drop).
+    pub fn spawn(&self, cmd: &mut Command) -> u32 {
+        let child = cmd.stdin(Stdio::null()).spawn().unwrap();
+        let pid = child.id();
+        self.children.lock().unwrap().push(child);
+        pid
+    }
+
+    /// Runs fpmctl with `-c <config>` and the given arguments.
+    pub fn fpmctl(&self, args: &[&str]) -> Run {
+        self.fpmctl_env(args, &[])
+    }
+
+    pub fn fpmctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut all: Vec<String> = vec!["-c".into(), self.conf.display().to_string()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        run_fpmctl(&all, self.dir.path(), env)
+    }
+
+    /// Starts fpmctl in the background (for races); the caller waits on it.
+    pub fn fpmctl_spawn(&self, args: &[&str]) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fpmctl"));
+        cmd.arg("-c").arg(&self.conf).args(args);
+        cmd.env("FPMCTL_LOCK_DIR", self.dir.path().join("locks"));
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.spawn().unwrap()
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("fpm.log")).unwrap_or_default()
+    }
+
+    /// Polls `f` (bounded, short pauses) until it returns `Some`, or panics after `limit`.
+    #[track_caller]
+    pub fn wait_for<T>(&self, limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {limit:?} waiting for {what}\nFPM log:\n{}", self.error_log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every live process of this sandbox: its config's FPM, orphans, helper children.
+    pub fn leftovers(&self) -> Vec<ProcInfo> {
+        let mut out: Vec<ProcInfo> = Vec::new();
+        if let Ok(cfg) = fpmctl::config::load(&self.conf) {
+            let snap = fpmctl::discovery::discover(&cfg);
+            out.extend(snap.all_processes().into_iter().cloned());
+        }
+        for m in self.masters() {
+            out.push(m);
+        }
+        for pid in self.seen_masters.lock().unwrap().iter() {
+            out.extend(self.group_of(*pid));
+        }
+        out.sort_by_key(|p| p.id);
+        out.dedup_by_key(|p| p.id);
+        out
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        if panicking {
+            eprintln!("--- sandbox {} config:\n{}", self.dir.path().display(), std::fs::read_to_string(&self.conf).unwrap_or_default());
+            eprintln!("--- FPM log:\n{}", self.error_log());
+        }
+        for child in self.children.lock().unwrap().iter_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Kill by PID everything of this sandbox, a few rounds in case a master forks.
+        for _ in 0..20 {
+            let left = self.leftovers();
+            if left.is_empty() {
+                break;
+            }
+            for p in &left {
+                let _ = fpmctl::signals::send_verified(p.id, nix::sys::signal::SIGKILL, |_| true);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let left = self.leftovers();
+        if !left.is_empty() && !panicking {
+            panic!("sandbox left processes behind: {left:?}");
+        }
+    }
+}
+
+/// Runs the fpmctl binary with the given arguments from `dir`, with locks under `dir`.
+pub fn run_fpmctl(args: &[String], dir: &Path, env: &[(&str, &str)]) -> Run {
+    let started = Instant::now();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fpmctl"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env("FPMCTL_LOCK_DIR", dir.join("locks"))
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out: Output = cmd.output().unwrap();
+    Run {
+        args: args.to_vec(),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    }
+}

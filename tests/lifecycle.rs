@@ -1,0 +1,342 @@
+//! stop, start, restart, reload and ping against a real php-fpm, including the failures the
+//! field reports describe: orphans holding the port (seed 004), racing restarts, a broken
+//! config on restart or reload, stale pid files, foreign listeners, stuck requests.
+
+mod common;
+use common::Sandbox;
+use std::io::Read;
+use std::process::Command;
+use std::time::Duration;
+
+fn alive(pid: i32) -> bool {
+    fpmctl::procs::read(pid).is_some_and(|p| !p.is_gone())
+}
+
+/// Sends a slow request through FastCGI in a background thread (the reply is not awaited).
+fn start_slow_request(sb: &Sandbox, secs: u32) -> std::thread::JoinHandle<Result<Vec<u8>, String>> {
+    let addr = sb.tcp_addr();
+    let script = sb.docroot().join("slow.php");
+    std::thread::spawn(move || {
+        let listen = fpmctl::listen::ListenAddr::parse(&addr).unwrap();
+        let mut req = fpmctl::fastcgi::Request::get("/slow.php");
+        req.script_filename = script.display().to_string();
+        req.query_string = format!("s={secs}");
+        fpmctl::fastcgi::request(&listen, &req, Duration::from_secs(60))
+            .map(|r| r.body)
+            .map_err(|e| e.to_string())
+    })
+}
+
+fn busy_workers(sb: &Sandbox) -> usize {
+    let listen = fpmctl::listen::ListenAddr::parse(&sb.tcp_addr()).unwrap();
+    fpmctl::fastcgi::status(&listen, "/status", Duration::from_secs(2))
+        .ok()
+        .and_then(|v| v["active processes"].as_u64())
+        .unwrap_or(0) as usize
+}
+
+#[test]
+fn stop_is_graceful_and_returns_when_everything_is_gone() {
+    let Some(sb) = Sandbox::new() else { return };
+    let master = sb.start_fpm();
+    let workers: Vec<i32> = sb.workers_of(master).iter().map(|p| p.pid()).collect();
+    let run = sb.fpmctl(&["stop", "--json"]);
+    run.expect_code(0);
+    let j = run.json();
+    assert_eq!(j["result"], "stopped", "{run}");
+    assert_eq!(j["master"], master, "{run}");
+    assert!(!alive(master), "{run}");
+    for w in workers {
+        assert!(!alive(w), "worker {w} survived:\n{run}");
+    }
+    assert!(std::net::TcpListener::bind(sb.tcp_addr()).is_ok(), "port still held:\n{run}");
+    assert!(!sb.sock.exists(), "socket file left:\n{run}");
+    assert!(run.stderr.contains(&format!("stopping master {master} (SIGQUIT)")), "{run}");
+    sb.fpmctl(&["status"]).expect_code(3);
+}
+
+#[test]
+fn stop_when_already_stopped_says_so_and_succeeds() {
+    let Some(sb) = Sandbox::new() else { return };
+    let run = sb.fpmctl(&["stop"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("was not running"), "{run}");
+}
+
+#[test]
+fn start_proves_readiness_and_a_second_start_is_a_no_op() {
+    let Some(sb) = Sandbox::new() else { return };
+    let run = sb.fpmctl(&["start", "--json"]);
+    run.expect_code(0);
+    let j = run.json();
+    let master = j["master"].as_i64().unwrap() as i32;
+    sb.note_master(master);
+    assert_eq!(j["ready"], true, "{run}");
+    assert_eq!(j["pools"].as_array().unwrap().len(), 2, "{run}");
+    assert_eq!(sb.pid_from_file(), Some(master));
+    let ping = sb.fpmctl(&["ping"]);
+    ping.expect_code(0);
+    let again = sb.fpmctl(&["start", "--json"]);
+    again.expect_code(0);
+    assert_eq!(again.json()["result"], "already-running", "{again}");
+    assert_eq!(sb.masters().len(), 1);
+}
+
+/// Seed 004: orphans of a SIGKILLed master hold the port; restart must clean them up.
+#[test]
+fn restart_after_master_sigkill_removes_every_orphan_and_ends_ready() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.start_fpm();
+    let orphans = sb.kill_master_hard();
+    let run = sb.fpmctl(&["restart", "--wait"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("orphaned worker"), "restart did not say what it found:\n{run}");
+    for o in &orphans {
+        assert!(!alive(*o), "orphan {o} survived:\n{run}");
+    }
+    let status = sb.fpmctl(&["status", "--json"]);
+    status.expect_code(0);
+    let j = status.json();
+    assert_eq!(j["state"], "running");
+    assert_eq!(j["orphans"].as_array().unwrap().len(), 0, "{status}");
+    sb.note_master(j["master"]["pid"].as_i64().unwrap() as i32);
+    assert_eq!(sb.masters().len(), 1);
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
+#[test]
+fn restart_with_a_broken_config_leaves_the_old_master_serving() {
+    let Some(sb) = Sandbox::new() else { return };
+    let master = sb.start_fpm();
+    let workers: Vec<i32> = sb.workers_of(master).iter().map(|p| p.pid()).collect();
+    sb.write_config(&sb.config_text().replace("pm = static", "pm = statik"));
+    let run = sb.fpmctl(&["restart"]);
+    run.expect_code(6);
+    assert!(run.stderr.contains("statik"), "FPM's own error is not shown:\n{run}");
+    assert!(alive(master));
+    for w in workers {
+        assert!(alive(w), "worker {w} was touched:\n{run}");
+    }
+    sb.write_config(&sb.config_text());
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
+#[test]
+fn restart_refuses_when_a_socket_directory_is_missing_and_leaves_fpm_running() {
+    let Some(sb) = Sandbox::new() else { return };
+    let master = sb.start_fpm();
+    let d = sb.path().display().to_string();
+    sb.write_config(
+        &sb.config_text().replace(&format!("listen = {d}/fpm.sock"), &format!("listen = {d}/nope/fpm.sock")),
+    );
+    let run = sb.fpmctl(&["restart"]);
+    run.expect_code(6);
+    assert!(alive(master), "{run}");
+}
+
+#[test]
+fn a_stale_pid_file_naming_a_live_unrelated_process_never_gets_it_killed() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sleep = sb.spawn(Command::new("sleep").arg("300")) as i32;
+    std::fs::write(&sb.pid_file, format!("{sleep}\n")).unwrap();
+    sb.fpmctl(&["stop"]).expect_code(0);
+    assert!(alive(sleep), "stop killed an unrelated process");
+    let run = sb.fpmctl(&["restart"]);
+    run.expect_code(0);
+    sb.note_master(sb.pid_from_file().unwrap());
+    assert!(alive(sleep), "restart killed an unrelated process:\n{run}");
+    sb.fpmctl(&["stop"]).expect_code(0);
+    assert!(alive(sleep), "stop killed an unrelated process");
+}
+
+#[test]
+fn start_refuses_a_port_held_by_a_foreign_process_and_kills_nothing() {
+    let Some(sb) = Sandbox::new() else { return };
+    let held = std::net::TcpListener::bind(sb.tcp_addr()).unwrap();
+    let run = sb.fpmctl(&["start"]);
+    run.expect_code(7);
+    let me = std::process::id();
+    assert!(run.stderr.contains(&format!("PID {me}")), "{run}");
+    assert!(run.stderr.contains(&sb.tcp_addr()), "{run}");
+    assert!(sb.masters().is_empty(), "FPM was started anyway:\n{run}");
+    drop(held);
+}
+
+#[test]
+fn start_removes_a_leftover_socket_file_nobody_listens_on() {
+    let Some(sb) = Sandbox::new() else { return };
+    let stale = std::os::unix::net::UnixListener::bind(&sb.sock).unwrap();
+    drop(stale); // the file stays, nothing listens
+    assert!(sb.sock.exists());
+    let run = sb.fpmctl(&["start"]);
+    run.expect_code(0);
+    sb.note_master(sb.pid_from_file().unwrap());
+    assert!(run.stderr.contains("removed stale socket file"), "{run}");
+}
+
+#[test]
+fn a_worker_stuck_in_a_long_request_is_ended_by_the_signal_plan_within_its_bounds() {
+    let Some(sb) = Sandbox::new() else { return };
+    let master = sb.start_fpm();
+    let _req = start_slow_request(&sb, 60);
+    sb.wait_for(Duration::from_secs(5), "a busy worker", || (busy_workers(&sb) >= 2).then_some(()));
+    let run = sb.fpmctl(&["stop", "--signal-plan", "QUIT:1s,TERM:1s,KILL:2s", "--json"]);
+    run.expect_code(0);
+    assert!(run.elapsed < Duration::from_secs(8), "{run}");
+    assert!(!alive(master));
+    assert!(sb.leftovers().is_empty(), "{run}");
+}
+
+#[test]
+fn a_graceful_stop_lets_an_in_flight_request_finish() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.start_fpm();
+    let req = start_slow_request(&sb, 2);
+    sb.wait_for(Duration::from_secs(5), "a busy worker", || (busy_workers(&sb) >= 2).then_some(()));
+    let run = sb.fpmctl(&["stop"]);
+    run.expect_code(0);
+    let body = req.join().unwrap().unwrap_or_else(|e| panic!("request failed: {e}\n{run}"));
+    assert_eq!(String::from_utf8_lossy(&body), "slept 2", "{run}");
+}
+
+#[test]
+fn two_restarts_started_together_both_succeed_and_leave_one_master() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.start_fpm();
+    let a = sb.fpmctl_spawn(&["restart"]);
+    let b = sb.fpmctl_spawn(&["restart"]);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let show = |o: &std::process::Output| {
+        format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    assert!(a.status.success(), "first restart failed:\n{}", show(&a));
+    assert!(b.status.success(), "second restart failed:\n{}", show(&b));
+    let waited = show(&a).contains("waiting for") || show(&b).contains("waiting for");
+    assert!(waited, "neither run said it waited:\n{}\n{}", show(&a), show(&b));
+    let masters = sb.masters();
+    assert_eq!(masters.len(), 1, "{masters:?}");
+    sb.note_master(masters[0].pid());
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
+#[test]
+fn no_wait_fails_at_once_while_another_fpmctl_holds_the_lock() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.start_fpm();
+    let _req = start_slow_request(&sb, 3);
+    sb.wait_for(Duration::from_secs(5), "a busy worker", || (busy_workers(&sb) >= 2).then_some(()));
+    let mut slow = sb.fpmctl_spawn(&["stop"]);
+    // Wait until the stop holds the lock (its log says it is stopping the master).
+    let mut err = slow.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    while !seen.contains("stopping master") {
+        let n = err.read(&mut buf).unwrap();
+        assert!(n > 0, "stop ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let run = sb.fpmctl(&["--no-wait", "restart"]);
+    run.expect_code(9);
+    assert!(run.stderr.contains("--no-wait"), "{run}");
+    assert!(slow.wait().unwrap().success());
+}
+
+#[test]
+fn fpmctl_killed_mid_restart_leaves_a_state_the_next_restart_repairs() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.start_fpm();
+    let _req = start_slow_request(&sb, 30);
+    sb.wait_for(Duration::from_secs(5), "a busy worker", || (busy_workers(&sb) >= 2).then_some(()));
+    let mut first = sb.fpmctl_spawn(&["restart"]);
+    let mut err = first.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    while !seen.contains("stopping master") {
+        let n = err.read(&mut buf).unwrap();
+        assert!(n > 0, "restart ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let run = sb.fpmctl(&["restart", "--signal-plan", "QUIT:1s,TERM:1s,KILL:2s"]);
+    run.expect_code(0);
+    let status = sb.fpmctl(&["status", "--json"]);
+    status.expect_code(0);
+    sb.note_master(status.json()["master"]["pid"].as_i64().unwrap() as i32);
+    assert_eq!(status.json()["orphans"].as_array().unwrap().len(), 0, "{status}");
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
+#[test]
+fn reload_re_executes_the_master_with_new_workers() {
+    let Some(sb) = Sandbox::new() else { return };
+    let master = sb.start_fpm();
+    let old: Vec<i32> = sb.workers_of(master).iter().map(|p| p.pid()).collect();
+    let run = sb.fpmctl(&["reload", "--json"]);
+    run.expect_code(0);
+    let j = run.json();
+    assert_eq!(j["master"], master, "{run}");
+    let new: Vec<i64> = j["new_workers"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    assert_eq!(new.len(), 4, "{run}");
+    for w in old {
+        assert!(!new.contains(&(w as i64)), "old worker {w} still listed:\n{run}");
+        assert!(!alive(w), "old worker {w} still alive:\n{run}");
+    }
+    assert_eq!(sb.masters().len(), 1);
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
+#[test]
+fn reload_with_a_broken_config_never_reaches_fpm() {
+    let Some(sb) = Sandbox::new() else { return };
+    let master = sb.start_fpm();
+    let workers: Vec<i32> = sb.workers_of(master).iter().map(|p| p.pid()).collect();
+    sb.write_config(&sb.config_text().replace("pm = static", "pm = statik"));
+    let run = sb.fpmctl(&["reload"]);
+    run.expect_code(6);
+    for w in workers {
+        assert!(alive(w), "worker {w} was replaced although the config is broken:\n{run}");
+    }
+}
+
+#[test]
+fn reload_of_a_stopped_fpm_fails_unless_recover() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.fpmctl(&["reload"]).expect_code(3);
+    let run = sb.fpmctl(&["reload", "--recover"]);
+    run.expect_code(0);
+    sb.note_master(sb.pid_from_file().unwrap());
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
+#[test]
+fn ping_reports_each_pool_and_the_status_page() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.fpmctl(&["ping"]).expect_code(3);
+    sb.start_fpm();
+    let run = sb.fpmctl(&["ping", "--json"]);
+    run.expect_code(0);
+    let j = run.json();
+    assert_eq!(j["pools"][0]["pool"], "tcp");
+    assert_eq!(j["pools"][0]["status"]["pool"], "tcp", "{run}");
+    assert_eq!(j["pools"][1]["ok"], true, "{run}");
+    let one = sb.fpmctl(&["ping", "--pool", "sock"]);
+    one.expect_code(0);
+    assert!(!one.stdout.contains("pool tcp"), "{one}");
+    sb.fpmctl(&["ping", "--pool", "nope"]).expect_code(2);
+}
+
+#[test]
+fn stop_with_orphans_only_applies_the_plan_to_them() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.start_fpm();
+    let orphans = sb.kill_master_hard();
+    let run = sb.fpmctl(&["stop", "--json"]);
+    run.expect_code(0);
+    for o in &orphans {
+        assert!(!alive(*o), "orphan {o} survived:\n{run}");
+    }
+    assert!(!sb.pid_file.exists(), "the dead master's pid file was left:\n{run}");
+    sb.fpmctl(&["status"]).expect_code(3);
+    assert!(std::net::TcpStream::connect(sb.tcp_addr()).is_err(), "port still accepts:\n{run}");
+}
