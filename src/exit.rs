@@ -29,7 +29,7 @@ pub enum ExitCode {
     Timeout,
     /// Another fpmctl holds the lock for this configuration (`--no-wait`, or `--lock-timeout` expired).
     Locked,
-    /// FPM runs but a pool did not answer its FastCGI ping (or the worker count is short).
+    /// FPM runs but FPM is not ready: a pool is short of workers or did not answer over FastCGI (or the worker count is short).
     NotReady,
     /// The master belongs to a systemd unit and fpmctl will not act behind systemd's back.
     Systemd,
@@ -93,9 +93,9 @@ impl ExitCode {
             ExitCode::AddressInUse => {
                 "a listen address is held by a process that is not this FPM; nothing was killed"
             }
-            ExitCode::Timeout => "processes left after the signal plan, or FPM not ready in time",
+            ExitCode::Timeout => "processes still alive after the signal plan, or a step did not finish in time",
             ExitCode::Locked => "another fpmctl holds the lock for this config",
-            ExitCode::NotReady => "a pool did not answer its FastCGI ping",
+            ExitCode::NotReady => "FPM is not ready: a pool is short of workers or did not answer over FastCGI",
             ExitCode::Systemd => "the master belongs to a systemd unit; refused",
             ExitCode::FpmDied => "FPM exited while starting or reloading",
             ExitCode::CrashLoop => "supervise: FPM crashed too often",

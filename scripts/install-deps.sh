@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what fpmctl's tests and demo need on Debian 12: the real php-fpm, nginx,
+# the reference FastCGI client (cgi-fcgi) and wrk for load tests. Only missing packages
+# are installed; run as root.
+set -euo pipefail
+
+packages=(php8.2-fpm libfcgi-bin nginx-light wrk)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: need root to install: ${missing[*]}" >&2
+    exit 1
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
