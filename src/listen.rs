@@ -118,16 +118,21 @@ impl ListenAddr {
         }
     }
 
-    /// The key php-fpm uses for this address in `FPM_SOCKETS` (the unix path, or the bound
-    /// IPv4 `a.b.c.d:port`, or `[v6]:port`).
-    pub fn fpm_sockets_key(&self) -> String {
+    /// The key php-fpm 8.2 uses for this address in `FPM_SOCKETS`, as it logs it in
+    /// `using inherited socket fd=N, "KEY"`: the unix path; `a.b.c.d:port` for IPv4 (a host
+    /// name resolved to IPv4); the IPv6 address without brackets then `:port`; `:::port` for a
+    /// bare port (bound on `::`). `None` when a host name does not resolve.
+    pub fn fpm_sockets_key(&self) -> Option<String> {
         match self {
-            ListenAddr::Unix(p) => p.display().to_string(),
+            ListenAddr::Unix(p) => Some(p.display().to_string()),
             ListenAddr::Tcp { host, port } => match host {
-                TcpHost::Any => format!("[::]:{port}"),
-                TcpHost::Ip(IpAddr::V4(ip)) => format!("{ip}:{port}"),
-                TcpHost::Ip(IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
-                TcpHost::Name(n) => format!("{n}:{port}"),
+                TcpHost::Any => Some(format!(":::{port}")),
+                TcpHost::Ip(ip) => Some(format!("{ip}:{port}")),
+                TcpHost::Name(_) => self
+                    .connect_addrs()
+                    .ok()?
+                    .first()
+                    .map(|a| format!("{}:{port}", a.ip())),
             },
         }
     }
@@ -341,6 +346,16 @@ mod tests {
         assert!(ListenAddr::parse("127.0.0.1:0").is_err());
         assert!(ListenAddr::parse("70000").is_err());
         assert!(ListenAddr::parse("::1:9000").is_err());
+    }
+
+    #[test]
+    fn fpm_sockets_keys_match_what_php_fpm_logs() {
+        let key = |s: &str| ListenAddr::parse(s).unwrap().fpm_sockets_key().unwrap();
+        assert_eq!(key("127.0.0.1:29871"), "127.0.0.1:29871");
+        assert_eq!(key("29872"), ":::29872");
+        assert_eq!(key("[::1]:29873"), "::1:29873");
+        assert_eq!(key("localhost:29874"), "127.0.0.1:29874");
+        assert_eq!(key("/tmp/s.sock"), "/tmp/s.sock");
     }
 
     #[test]

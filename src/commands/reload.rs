@@ -56,13 +56,17 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     }
     let old: HashSet<ProcId> = snap.workers.iter().map(|w| w.proc.id).collect();
     match wait_reexec(ctx, master.id, &old, args.timeout) {
-        Ok(pools) => {
+        Ok((new_master, pools)) => {
             let elapsed = started.elapsed();
             let new = discovery::discover(cfg);
+            let how = if new_master == master.pid() {
+                format!("master {new_master} re-executed")
+            } else {
+                format!("master {} re-executed as {new_master}", master.pid())
+            };
             let mut text = format!(
-                "reloaded FPM {} (master {} re-executed) in {}\n",
+                "reloaded FPM {} ({how}) in {}\n",
                 cfg.path.display(),
-                master.pid(),
                 secs(elapsed)
             );
             for p in &pools {
@@ -79,7 +83,8 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
                 text,
                 json: json!({
                     "result": "reloaded",
-                    "master": master.pid(),
+                    "master": new_master,
+                    "previous_master": master.pid(),
                     "old_workers": old.iter().map(|i| i.pid).collect::<Vec<_>>(),
                     "new_workers": new.workers.iter().map(|w| w.proc.pid()).collect::<Vec<_>>(),
                     "elapsed_ms": elapsed.as_millis() as u64,
@@ -91,33 +96,47 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     }
 }
 
-/// Waits until the master (same identity) is alive with none of the old workers left and is
-/// ready; `FpmDied` when the master is gone.
+/// Waits until a master of this config runs (the same process when FPM runs in the
+/// foreground; a new PID when FPM re-daemonizes after its re-exec), none of the old workers is
+/// left, and it is ready. `FpmDied` when no master is seen for a few seconds.
 fn wait_reexec(
     ctx: &Ctx,
-    master: ProcId,
+    old_master: ProcId,
     old: &HashSet<ProcId>,
     timeout: Duration,
-) -> Result<Vec<ready::PoolReady>> {
+) -> Result<(i32, Vec<ready::PoolReady>)> {
+    const NO_MASTER_GRACE: Duration = Duration::from_secs(3);
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(10);
+    let mut masterless_since: Option<Instant> = None;
     loop {
-        if procs::read_same(master).is_none() {
-            // Give the config's state one look: another master may have taken over.
-            return Err(Error::FpmDied(format!(
-                "master {} exited during the reload",
-                master.pid
-            )));
-        }
         let snap = discovery::discover(&ctx.cfg);
-        let old_left = snap.workers.iter().filter(|w| old.contains(&w.proc.id)).count()
-            + snap.orphans.iter().filter(|w| old.contains(&w.proc.id)).count();
-        let why = if old_left > 0 {
-            format!("{old_left} old worker(s) still finishing")
-        } else {
-            match ready::assess(&ctx.cfg, &snap, deadline) {
-                Ok(pools) => return Ok(pools),
-                Err(why) => why,
+        let why = match &snap.master {
+            None => {
+                let since = *masterless_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > NO_MASTER_GRACE && procs::read_same(old_master).is_none() {
+                    return Err(Error::FpmDied(format!(
+                        "master {} exited during the reload and no new master appeared",
+                        old_master.pid
+                    )));
+                }
+                "no master yet (re-executing)".to_string()
+            }
+            Some(m) => {
+                masterless_since = None;
+                let old_left = snap
+                    .all_processes()
+                    .iter()
+                    .filter(|p| old.contains(&p.id))
+                    .count();
+                if old_left > 0 {
+                    format!("{old_left} old worker(s) still finishing")
+                } else {
+                    match ready::assess(&ctx.cfg, &snap, deadline) {
+                        Ok(pools) => return Ok((m.pid(), pools)),
+                        Err(why) => why,
+                    }
+                }
             }
         };
         if Instant::now() >= deadline {

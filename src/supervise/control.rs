@@ -1,0 +1,124 @@
+//! The supervisor's control socket: `fpmctl restart|reload|stop|status` run against a
+//! supervised config talk to the running supervisor instead of acting on their own. One
+//! request per connection, one JSON line each way. The socket is `0600` in the lock directory
+//! and the peer's credentials are checked: only root or the supervisor's own user may speak.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// `restart`, `reload`, `stop` or `status`.
+    pub cmd: String,
+}
+
+/// A reply: what the command would have printed and its exit code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Exit code.
+    pub code: i32,
+    /// Human text.
+    pub text: String,
+    /// JSON result.
+    pub json: serde_json::Value,
+}
+
+/// The control socket path for a config (beside its lock file).
+pub fn socket_path(config: &Path) -> PathBuf {
+    crate::lock::lock_path(config).with_extension("ctl")
+}
+
+/// Binds the control socket (replacing a stale one nobody answers on).
+pub fn bind(config: &Path) -> Result<UnixListener> {
+    let path = socket_path(config);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(&path).is_ok() {
+            return Err(Error::Other(format!(
+                "another supervisor already answers on {}",
+                path.display()
+            )));
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    let listener =
+        UnixListener::bind(&path).map_err(|e| Error::io(format!("binding {}", path.display()), e))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("control socket", e))?;
+    Ok(listener)
+}
+
+/// True when the peer may control us: root or our own user.
+pub fn peer_allowed(stream: &UnixStream) -> bool {
+    match nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials) {
+        Ok(cred) => cred.uid() == 0 || cred.uid() == nix::unistd::geteuid().as_raw(),
+        Err(_) => false,
+    }
+}
+
+/// Reads one request from a freshly accepted connection (bounded wait).
+pub fn read_request(stream: &UnixStream) -> Result<Request> {
+    stream
+        .set_nonblocking(false)
+        .and_then(|_| stream.set_read_timeout(Some(Duration::from_secs(2))))
+        .map_err(|e| Error::io("control connection", e))?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|e| Error::io("reading a control request", e))?;
+    serde_json::from_str(line.trim())
+        .map_err(|e| Error::Other(format!("bad control request {:?}: {e}", line.trim())))
+}
+
+/// Writes a reply and closes.
+pub fn write_reply(mut stream: UnixStream, reply: &Reply) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    let mut line = serde_json::to_string(reply).unwrap_or_else(|_| "{}".into());
+    line.push('\n');
+    let _ = stream.write_all(line.as_bytes());
+}
+
+/// Sends `cmd` to the supervisor of `config`, if one runs; `Ok(None)` when none answers.
+/// `wait` bounds how long the supervisor may take (a restart waits for readiness).
+pub fn request(config: &Path, cmd: &str, wait: Duration) -> Result<Option<Reply>> {
+    let path = socket_path(config);
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(_) => return Ok(None),
+    };
+    let req = serde_json::to_string(&Request { cmd: cmd.into() }).unwrap_or_default() + "\n";
+    stream
+        .write_all(req.as_bytes())
+        .map_err(|e| Error::io(format!("talking to the supervisor on {}", path.display()), e))?;
+    stream
+        .set_read_timeout(Some(wait))
+        .map_err(|e| Error::io("control socket", e))?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).map_err(|e| {
+        Error::io(
+            format!("waiting for the supervisor's answer on {}", path.display()),
+            e,
+        )
+    })?;
+    if line.trim().is_empty() {
+        return Err(Error::Other(format!(
+            "the supervisor on {} closed the connection without an answer",
+            path.display()
+        )));
+    }
+    serde_json::from_str(line.trim())
+        .map(Some)
+        .map_err(|e| Error::Other(format!("bad answer from the supervisor: {e}")))
+}
