@@ -347,11 +347,17 @@ pub fn status(
 ///
 /// Asks for [`PROBE_SCRIPT`], which FPM answers without running any PHP: with the default
 /// `cgi.fix_pathinfo=1` a 404 "File not found." (and "Primary script unknown" on stderr),
-/// with `cgi.fix_pathinfo=0` a 403 from `security.limit_extensions` (logged as a notice).
+/// with `cgi.fix_pathinfo=0` a 403 "Access denied." from `security.limit_extensions` (the
+/// reason again on stderr).
 /// Any HTTP status is success: the point is a complete, well-formed FastCGI response,
 /// which only a worker produces, not just an accepting socket.
 pub fn probe(addr: &ListenAddr, timeout: Duration) -> Result<Response, FastCgiError> {
-    request(addr, &Request::get(PROBE_SCRIPT), timeout)
+    request(addr, &probe_request(), timeout)
+}
+
+/// The request [`probe`] sends: a `GET` for [`PROBE_SCRIPT`].
+pub fn probe_request() -> Request {
+    Request::get(PROBE_SCRIPT)
 }
 
 fn expect_200(addr: &ListenAddr, response: &Response) -> Result<(), FastCgiError> {
