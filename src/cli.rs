@@ -27,7 +27,13 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// The FPM main config (default: auto-detect /etc/php/*/fpm/php-fpm.conf,
     /// /etc/php-fpm.conf, /usr/local/etc/php-fpm.conf).
-    #[arg(short = 'c', long = "config", visible_alias = "fpm-config", global = true, value_name = "PATH")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        visible_alias = "fpm-config",
+        global = true,
+        value_name = "PATH"
+    )]
     pub config: Option<PathBuf>,
     /// Pick /etc/php/VERSION/fpm/php-fpm.conf when several PHP versions are installed.
     #[arg(long, global = true, value_name = "VERSION")]
@@ -86,6 +92,10 @@ pub enum Command {
     Reload(ReloadArgs),
     /// FastCGI ping of each pool (and its status page when pm.status_path is set).
     Ping(PingArgs),
+    /// Run FPM in the foreground and keep it alive: restart it on crash (with backoff and a
+    /// crash-loop limit), restart it on request or when unhealthy without dropping a request.
+    /// For systemd (Type=notify), container entrypoints, runit/s6.
+    Supervise(SuperviseArgs),
 }
 
 /// `--json`.
@@ -178,10 +188,40 @@ pub struct PingArgs {
     pub json: bool,
 }
 
+/// Options of `supervise`.
+#[derive(Debug, Args, Clone)]
+pub struct SuperviseArgs {
+    /// More crashes than this within --within is a crash loop (exit 13).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub max_restarts: u32,
+    /// The crash-loop window.
+    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    pub within: Duration,
+    /// How often each pool is pinged over FastCGI.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    pub health_interval: Duration,
+    /// Limit of one health ping.
+    #[arg(long, value_parser = parse_duration, default_value = "3s", value_name = "DURATION")]
+    pub health_timeout: Duration,
+    /// Consecutive failed health checks that trigger a restart.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub unhealthy_after: u32,
+    /// How long a new FPM may take to become ready.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub ready_timeout: Duration,
+    /// How long the workers of a replaced FPM may take to finish their requests.
+    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    pub drain_timeout: Duration,
+    /// How FPM is stopped when the supervisor is told to stop (a second signal skips QUIT).
+    #[arg(long, value_parser = parse_plan, default_value = "QUIT:20s,TERM:5s,KILL:2s", value_name = "PLAN")]
+    pub signal_plan: SignalPlan,
+}
+
 pub use crate::stop::SignalPlan;
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration like 10s or 1m30s: {e}"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration like 10s or 1m30s: {e}"))
 }
 
 fn parse_plan(s: &str) -> Result<SignalPlan, String> {

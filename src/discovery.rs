@@ -334,7 +334,11 @@ pub fn discover_in(
                 reason: format!(
                     "PID {pid} is {} ({}), not this config's FPM master",
                     p.program(),
-                    if p.title.is_empty() { &p.comm } else { &p.title }
+                    if p.title.is_empty() {
+                        &p.comm
+                    } else {
+                        &p.title
+                    }
                 ),
             },
             None => PidFile::Stale {
@@ -347,8 +351,14 @@ pub fn discover_in(
 
     // The master: the one the pid file names, else the oldest process titled for this config.
     let master = match &pid_file {
-        PidFile::Live(_, pid) => masters.iter().find(|m| m.pid() == *pid).map(|m| (*m).clone()),
-        _ => masters.iter().min_by_key(|m| m.id.start_time).map(|m| (*m).clone()),
+        PidFile::Live(_, pid) => masters
+            .iter()
+            .find(|m| m.pid() == *pid)
+            .map(|m| (*m).clone()),
+        _ => masters
+            .iter()
+            .min_by_key(|m| m.id.start_time)
+            .map(|m| (*m).clone()),
     };
     let other_masters: Vec<ProcInfo> = masters
         .iter()
@@ -363,9 +373,15 @@ pub fn discover_in(
     for p in table.iter().filter(|p| is_pool_process_of(p, cfg)) {
         let pool = pool_of_title(&p.title).unwrap_or_default().to_string();
         if master_pids.contains(&p.ppid) {
-            workers.push(Worker { proc: p.clone(), pool });
+            workers.push(Worker {
+                proc: p.clone(),
+                pool,
+            });
         } else if !by_pid(p.ppid).is_some_and(|parent| is_any_master_title(&parent.title)) {
-            candidates.push(Worker { proc: p.clone(), pool });
+            candidates.push(Worker {
+                proc: p.clone(),
+                pool,
+            });
         }
     }
     // Orphans: evidence from sockets, the process group, or the pid file's dead master.
@@ -462,7 +478,10 @@ mod tests {
             argv_config("php-fpm --fpm-config=/tmp/b.conf").as_deref(),
             Some("/tmp/b.conf")
         );
-        assert_eq!(argv_config("php-fpm -y/tmp/c.conf").as_deref(), Some("/tmp/c.conf"));
+        assert_eq!(
+            argv_config("php-fpm -y/tmp/c.conf").as_deref(),
+            Some("/tmp/c.conf")
+        );
         assert_eq!(argv_config("sleep -y /tmp/a.conf"), None);
         assert_eq!(argv_config("/usr/sbin/php-fpm8.2 --nodaemonize"), None);
     }

@@ -93,9 +93,13 @@ impl ExitCode {
             ExitCode::AddressInUse => {
                 "a listen address is held by a process that is not this FPM; nothing was killed"
             }
-            ExitCode::Timeout => "processes still alive after the signal plan, or a step did not finish in time",
+            ExitCode::Timeout => {
+                "processes still alive after the signal plan, or a step did not finish in time"
+            }
             ExitCode::Locked => "another fpmctl holds the lock for this config",
-            ExitCode::NotReady => "FPM is not ready: a pool is short of workers or did not answer over FastCGI",
+            ExitCode::NotReady => {
+                "FPM is not ready: a pool is short of workers or did not answer over FastCGI"
+            }
             ExitCode::Systemd => "the master belongs to a systemd unit; refused",
             ExitCode::FpmDied => "FPM exited while starting or reloading",
             ExitCode::CrashLoop => "supervise: FPM crashed too often",

@@ -134,9 +134,7 @@ pub fn fpm_messages(text: &str) -> Vec<String> {
             Some(i) if l.starts_with('[') => &l[i + 2..],
             _ => l,
         })
-        .filter(|l| {
-            l.starts_with("ERROR:") || l.starts_with("ALERT:") || l.starts_with("WARNING:")
-        })
+        .filter(|l| l.starts_with("ERROR:") || l.starts_with("ALERT:") || l.starts_with("WARNING:"))
         .map(|l| l.trim().to_string())
         .collect()
 }

@@ -10,14 +10,15 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod exit;
-pub mod fpm;
 pub mod fastcgi;
+pub mod fpm;
 pub mod listen;
 pub mod lock;
 pub mod procs;
 pub mod ready;
 pub mod signals;
 pub mod stop;
+pub mod supervise;
 pub mod systemd;
 
 pub use error::{Error, Result};

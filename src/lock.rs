@@ -29,7 +29,9 @@ pub fn lock_dir() -> PathBuf {
 
 /// The lock file for a config: a readable name plus a hash of the canonical path.
 pub fn lock_path(config: &Path) -> PathBuf {
-    let canonical = config.canonicalize().unwrap_or_else(|_| config.to_path_buf());
+    let canonical = config
+        .canonicalize()
+        .unwrap_or_else(|_| config.to_path_buf());
     let text = canonical.to_string_lossy();
     // FNV-1a: stable across runs and versions, unlike std's hasher.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -42,7 +44,13 @@ pub fn lock_path(config: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     lock_dir().join(format!("{stem}.{hash:016x}.lock"))
 }

@@ -248,7 +248,10 @@ mod tests {
         assert!(!mine.sockets.is_empty());
         let same = read_same(mine.id).unwrap();
         assert_eq!(same.id, mine.id);
-        let wrong = ProcId { pid: me, start_time: mine.id.start_time + 1 };
+        let wrong = ProcId {
+            pid: me,
+            start_time: mine.id.start_time + 1,
+        };
         assert!(read_same(wrong).is_none());
         drop(listener);
     }

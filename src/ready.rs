@@ -106,7 +106,10 @@ pub fn assess(
             ));
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let answer = check_pool(pool, left.clamp(Duration::from_millis(100), Duration::from_secs(3)));
+        let answer = check_pool(
+            pool,
+            left.clamp(Duration::from_millis(100), Duration::from_secs(3)),
+        );
         if let Err(e) = &answer {
             return Err(format!("pool {}: {e}", pool.name));
         }

@@ -171,7 +171,10 @@ mod tests {
             pid,
             start_time: info.id.start_time.wrapping_sub(1),
         };
-        assert_eq!(send_verified(stale, Signal::SIGKILL, |_| true).unwrap(), Sent::Gone);
+        assert_eq!(
+            send_verified(stale, Signal::SIGKILL, |_| true).unwrap(),
+            Sent::Gone
+        );
         // Still alive after both refusals.
         assert!(procs::read_same(info.id).is_some());
         child.kill().unwrap();

@@ -41,7 +41,9 @@ pub struct SignalPlan {
 
 impl Default for SignalPlan {
     fn default() -> Self {
-        "QUIT:20s,TERM:5s,KILL:2s".parse().expect("the default plan parses")
+        "QUIT:20s,TERM:5s,KILL:2s"
+            .parse()
+            .expect("the default plan parses")
     }
 }
 
@@ -231,7 +233,11 @@ fn describe(snap: &Snapshot) {
         );
     }
     if !snap.orphans.is_empty() {
-        let pids: Vec<String> = snap.orphans.iter().map(|w| w.proc.pid().to_string()).collect();
+        let pids: Vec<String> = snap
+            .orphans
+            .iter()
+            .map(|w| w.proc.pid().to_string())
+            .collect();
         info!(
             "found {} orphaned worker(s) of a dead master: {}",
             snap.orphans.len(),
@@ -324,8 +330,18 @@ mod tests {
     #[test]
     fn rejects_bad_plans_with_a_reason() {
         assert!("".parse::<SignalPlan>().unwrap_err().contains("empty"));
-        assert!("QUIT".parse::<SignalPlan>().unwrap_err().contains("SIGNAL:DURATION"));
+        assert!(
+            "QUIT"
+                .parse::<SignalPlan>()
+                .unwrap_err()
+                .contains("SIGNAL:DURATION")
+        );
         assert!("HUP:1s".parse::<SignalPlan>().unwrap_err().contains("HUP"));
-        assert!("TERM:soon".parse::<SignalPlan>().unwrap_err().contains("soon"));
+        assert!(
+            "TERM:soon"
+                .parse::<SignalPlan>()
+                .unwrap_err()
+                .contains("soon")
+        );
     }
 }

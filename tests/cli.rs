@@ -21,7 +21,8 @@ fn help_lists_every_exit_code() {
 
 #[test]
 fn readme_lists_every_exit_code() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     for code in ExitCode::ALL {
         let row = format!("| {} | {} |", code.code(), code.meaning());
         assert!(readme.contains(&row), "README lacks the row '{row}'");

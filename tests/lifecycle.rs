@@ -49,9 +49,16 @@ fn stop_is_graceful_and_returns_when_everything_is_gone() {
     for w in workers {
         assert!(!alive(w), "worker {w} survived:\n{run}");
     }
-    assert!(std::net::TcpListener::bind(sb.tcp_addr()).is_ok(), "port still held:\n{run}");
+    assert!(
+        std::net::TcpListener::bind(sb.tcp_addr()).is_ok(),
+        "port still held:\n{run}"
+    );
     assert!(!sb.sock.exists(), "socket file left:\n{run}");
-    assert!(run.stderr.contains(&format!("stopping master {master} (SIGQUIT)")), "{run}");
+    assert!(
+        run.stderr
+            .contains(&format!("stopping master {master} (SIGQUIT)")),
+        "{run}"
+    );
     sb.fpmctl(&["status"]).expect_code(3);
 }
 
@@ -90,7 +97,10 @@ fn restart_after_master_sigkill_removes_every_orphan_and_ends_ready() {
     let orphans = sb.kill_master_hard();
     let run = sb.fpmctl(&["restart", "--wait"]);
     run.expect_code(0);
-    assert!(run.stdout.contains("orphaned worker"), "restart did not say what it found:\n{run}");
+    assert!(
+        run.stdout.contains("orphaned worker"),
+        "restart did not say what it found:\n{run}"
+    );
     for o in &orphans {
         assert!(!alive(*o), "orphan {o} survived:\n{run}");
     }
@@ -112,7 +122,10 @@ fn restart_with_a_broken_config_leaves_the_old_master_serving() {
     sb.write_config(&sb.config_text().replace("pm = static", "pm = statik"));
     let run = sb.fpmctl(&["restart"]);
     run.expect_code(6);
-    assert!(run.stderr.contains("statik"), "FPM's own error is not shown:\n{run}");
+    assert!(
+        run.stderr.contains("statik"),
+        "FPM's own error is not shown:\n{run}"
+    );
     assert!(alive(master));
     for w in workers {
         assert!(alive(w), "worker {w} was touched:\n{run}");
@@ -126,9 +139,10 @@ fn restart_refuses_when_a_socket_directory_is_missing_and_leaves_fpm_running() {
     let Some(sb) = Sandbox::new() else { return };
     let master = sb.start_fpm();
     let d = sb.path().display().to_string();
-    sb.write_config(
-        &sb.config_text().replace(&format!("listen = {d}/fpm.sock"), &format!("listen = {d}/nope/fpm.sock")),
-    );
+    sb.write_config(&sb.config_text().replace(
+        &format!("listen = {d}/fpm.sock"),
+        &format!("listen = {d}/nope/fpm.sock"),
+    ));
     let run = sb.fpmctl(&["restart"]);
     run.expect_code(6);
     assert!(alive(master), "{run}");
@@ -179,7 +193,9 @@ fn a_worker_stuck_in_a_long_request_is_ended_by_the_signal_plan_within_its_bound
     let Some(sb) = Sandbox::new() else { return };
     let master = sb.start_fpm();
     let _req = start_slow_request(&sb, 60);
-    sb.wait_for(Duration::from_secs(5), "a busy worker", || (busy_workers(&sb) >= 2).then_some(()));
+    sb.wait_for(Duration::from_secs(5), "a busy worker", || {
+        (busy_workers(&sb) >= 2).then_some(())
+    });
     let run = sb.fpmctl(&["stop", "--signal-plan", "QUIT:1s,TERM:1s,KILL:2s", "--json"]);
     run.expect_code(0);
     assert!(run.elapsed < Duration::from_secs(8), "{run}");
@@ -192,10 +208,15 @@ fn a_graceful_stop_lets_an_in_flight_request_finish() {
     let Some(sb) = Sandbox::new() else { return };
     sb.start_fpm();
     let req = start_slow_request(&sb, 2);
-    sb.wait_for(Duration::from_secs(5), "a busy worker", || (busy_workers(&sb) >= 2).then_some(()));
+    sb.wait_for(Duration::from_secs(5), "a busy worker", || {
+        (busy_workers(&sb) >= 2).then_some(())
+    });
     let run = sb.fpmctl(&["stop"]);
     run.expect_code(0);
-    let body = req.join().unwrap().unwrap_or_else(|e| panic!("request failed: {e}\n{run}"));
+    let body = req
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("request failed: {e}\n{run}"));
     assert_eq!(String::from_utf8_lossy(&body), "slept 2", "{run}");
 }
 
@@ -207,12 +228,21 @@ fn two_restarts_started_together_both_succeed_and_leave_one_master() {
     let b = sb.fpmctl_spawn(&["restart"]);
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     let show = |o: &std::process::Output| {
-        format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
     };
     assert!(a.status.success(), "first restart failed:\n{}", show(&a));
     assert!(b.status.success(), "second restart failed:\n{}", show(&b));
     let waited = show(&a).contains("waiting for") || show(&b).contains("waiting for");
-    assert!(waited, "neither run said it waited:\n{}\n{}", show(&a), show(&b));
+    assert!(
+        waited,
+        "neither run said it waited:\n{}\n{}",
+        show(&a),
+        show(&b)
+    );
     let masters = sb.masters();
     assert_eq!(masters.len(), 1, "{masters:?}");
     sb.note_master(masters[0].pid());
@@ -224,7 +254,9 @@ fn no_wait_fails_at_once_while_another_fpmctl_holds_the_lock() {
     let Some(sb) = Sandbox::new() else { return };
     sb.start_fpm();
     let _req = start_slow_request(&sb, 3);
-    sb.wait_for(Duration::from_secs(5), "a busy worker", || (busy_workers(&sb) >= 2).then_some(()));
+    sb.wait_for(Duration::from_secs(5), "a busy worker", || {
+        (busy_workers(&sb) >= 2).then_some(())
+    });
     let mut slow = sb.fpmctl_spawn(&["stop"]);
     // Wait until the stop holds the lock (its log says it is stopping the master).
     let mut err = slow.stderr.take().unwrap();
@@ -246,7 +278,9 @@ fn fpmctl_killed_mid_restart_leaves_a_state_the_next_restart_repairs() {
     let Some(sb) = Sandbox::new() else { return };
     sb.start_fpm();
     let _req = start_slow_request(&sb, 30);
-    sb.wait_for(Duration::from_secs(5), "a busy worker", || (busy_workers(&sb) >= 2).then_some(()));
+    sb.wait_for(Duration::from_secs(5), "a busy worker", || {
+        (busy_workers(&sb) >= 2).then_some(())
+    });
     let mut first = sb.fpmctl_spawn(&["restart"]);
     let mut err = first.stderr.take().unwrap();
     let mut seen = String::new();
@@ -263,7 +297,11 @@ fn fpmctl_killed_mid_restart_leaves_a_state_the_next_restart_repairs() {
     let status = sb.fpmctl(&["status", "--json"]);
     status.expect_code(0);
     sb.note_master(status.json()["master"]["pid"].as_i64().unwrap() as i32);
-    assert_eq!(status.json()["orphans"].as_array().unwrap().len(), 0, "{status}");
+    assert_eq!(
+        status.json()["orphans"].as_array().unwrap().len(),
+        0,
+        "{status}"
+    );
     sb.fpmctl(&["ping"]).expect_code(0);
 }
 
@@ -278,10 +316,18 @@ fn reload_re_executes_the_master_with_new_workers() {
     assert_eq!(j["previous_master"], master, "{run}");
     // Started with -D, FPM daemonizes again after its re-exec: the PID may change.
     sb.note_master(j["master"].as_i64().unwrap() as i32);
-    let new: Vec<i64> = j["new_workers"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let new: Vec<i64> = j["new_workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
     assert_eq!(new.len(), 4, "{run}");
     for w in old {
-        assert!(!new.contains(&(w as i64)), "old worker {w} still listed:\n{run}");
+        assert!(
+            !new.contains(&(w as i64)),
+            "old worker {w} still listed:\n{run}"
+        );
         assert!(!alive(w), "old worker {w} still alive:\n{run}");
     }
     assert_eq!(sb.masters().len(), 1);
@@ -297,7 +343,10 @@ fn reload_with_a_broken_config_never_reaches_fpm() {
     let run = sb.fpmctl(&["reload"]);
     run.expect_code(6);
     for w in workers {
-        assert!(alive(w), "worker {w} was replaced although the config is broken:\n{run}");
+        assert!(
+            alive(w),
+            "worker {w} was replaced although the config is broken:\n{run}"
+        );
     }
 }
 
@@ -338,7 +387,13 @@ fn stop_with_orphans_only_applies_the_plan_to_them() {
     for o in &orphans {
         assert!(!alive(*o), "orphan {o} survived:\n{run}");
     }
-    assert!(!sb.pid_file.exists(), "the dead master's pid file was left:\n{run}");
+    assert!(
+        !sb.pid_file.exists(),
+        "the dead master's pid file was left:\n{run}"
+    );
     sb.fpmctl(&["status"]).expect_code(3);
-    assert!(std::net::TcpStream::connect(sb.tcp_addr()).is_err(), "port still accepts:\n{run}");
+    assert!(
+        std::net::TcpStream::connect(sb.tcp_addr()).is_err(),
+        "port still accepts:\n{run}"
+    );
 }

@@ -5,7 +5,12 @@ use common::Sandbox;
 use std::process::Command;
 
 fn pids(v: &serde_json::Value) -> Vec<i64> {
-    let mut out: Vec<i64> = v.as_array().unwrap().iter().map(|p| p.as_i64().unwrap()).collect();
+    let mut out: Vec<i64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_i64().unwrap())
+        .collect();
     out.sort_unstable();
     out
 }
@@ -37,7 +42,10 @@ fn status_of_a_running_fpm_names_master_workers_and_holders() {
 
     let human = sb.fpmctl(&["status"]);
     human.expect_code(0);
-    assert!(human.stdout.contains(&format!("master    {master}")), "{human}");
+    assert!(
+        human.stdout.contains(&format!("master    {master}")),
+        "{human}"
+    );
     assert!(human.stdout.contains("workers 2/2"), "{human}");
 }
 
@@ -65,9 +73,17 @@ fn status_after_master_sigkill_names_every_orphan_and_what_it_holds() {
     assert_eq!(j["pid_file"]["stale"], true, "{run}");
     for l in j["listen"].as_array().unwrap() {
         let holders = pids(&l["holders"]);
-        assert!(!holders.is_empty(), "{} has no holder:\n{run}", l["address"]);
+        assert!(
+            !holders.is_empty(),
+            "{} has no holder:\n{run}",
+            l["address"]
+        );
         for h in &holders {
-            assert!(orphans.contains(h), "holder {h} of {} is not an orphan:\n{run}", l["address"]);
+            assert!(
+                orphans.contains(h),
+                "holder {h} of {} is not an orphan:\n{run}",
+                l["address"]
+            );
         }
     }
     let human = sb.fpmctl(&["status"]);
@@ -88,7 +104,10 @@ fn a_pid_file_naming_an_unrelated_process_is_stale_and_that_process_is_not_fpm()
     assert_eq!(j["state"], "stale-pid-file", "{run}");
     assert!(j["master"].is_null(), "{run}");
     assert_eq!(j["pid_file"]["pid"], sleep, "{run}");
-    assert!(j["pid_file"]["reason"].as_str().unwrap().contains("sleep"), "{run}");
+    assert!(
+        j["pid_file"]["reason"].as_str().unwrap().contains("sleep"),
+        "{run}"
+    );
     assert!(fpmctl::procs::read(sleep as i32).is_some_and(|p| !p.is_gone()));
 }
 
@@ -144,7 +163,13 @@ fn config_json_has_the_stable_keys_and_fpm_defaults() {
     assert_eq!(tcp["status_path"], "/status");
     assert_eq!(tcp["user"], "nobody");
     assert_eq!(tcp["request_terminate_timeout_ms"], 0);
-    for key in ["group", "listen_owner", "listen_group", "listen_mode", "start_servers"] {
+    for key in [
+        "group",
+        "listen_owner",
+        "listen_group",
+        "listen_mode",
+        "start_servers",
+    ] {
         assert!(tcp.get(key).is_some(), "missing key {key}: {run}");
     }
     let sock = &j["pools"][1];
@@ -154,7 +179,10 @@ fn config_json_has_the_stable_keys_and_fpm_defaults() {
 
     let human = sb.fpmctl(&["config"]);
     human.expect_code(0);
-    assert!(human.stdout.contains("[tcp]") && human.stdout.contains("pm = static"), "{human}");
+    assert!(
+        human.stdout.contains("[tcp]") && human.stdout.contains("pm = static"),
+        "{human}"
+    );
 }
 
 #[test]
@@ -168,7 +196,10 @@ fn check_passes_a_valid_config() {
 #[test]
 fn check_shows_fpms_own_error_for_an_invalid_config() {
     let Some(sb) = Sandbox::new() else { return };
-    let text = sb.config_text().replace("pm.max_children = 2", "pm.max_children = 2\nuser = no-such-user-xyz");
+    let text = sb.config_text().replace(
+        "pm.max_children = 2",
+        "pm.max_children = 2\nuser = no-such-user-xyz",
+    );
     sb.write_config(&text);
     let run = sb.fpmctl(&["check", "--json"]);
     run.expect_code(6);
@@ -198,13 +229,27 @@ fn check_finds_missing_socket_and_pid_directories() {
     let d = sb.path().display().to_string();
     let text = sb
         .config_text()
-        .replace(&format!("listen = {d}/fpm.sock"), &format!("listen = {d}/nope/fpm.sock"))
-        .replace(&format!("pid = {d}/fpm.pid"), &format!("pid = {d}/gone/fpm.pid"));
+        .replace(
+            &format!("listen = {d}/fpm.sock"),
+            &format!("listen = {d}/nope/fpm.sock"),
+        )
+        .replace(
+            &format!("pid = {d}/fpm.pid"),
+            &format!("pid = {d}/gone/fpm.pid"),
+        );
     sb.write_config(&text);
     let run = sb.fpmctl(&["check"]);
     run.expect_code(6);
-    assert!(run.stdout.contains(&format!("socket directory {d}/nope does not exist")), "{run}");
-    assert!(run.stdout.contains(&format!("pid file directory {d}/gone does not exist")), "{run}");
+    assert!(
+        run.stdout
+            .contains(&format!("socket directory {d}/nope does not exist")),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("pid file directory {d}/gone does not exist")),
+        "{run}"
+    );
 }
 
 #[test]
@@ -218,5 +263,9 @@ fn a_missing_config_is_exit_4_and_names_the_path() {
     );
     run.expect_code(4);
     assert!(run.stderr.contains(&missing.display().to_string()), "{run}");
-    assert_eq!(run.stderr.lines().filter(|l| l.contains("error")).count(), 1, "{run}");
+    assert_eq!(
+        run.stderr.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{run}"
+    );
 }

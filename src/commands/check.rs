@@ -18,9 +18,17 @@ pub fn static_checks(cfg: &FpmConfig) -> (Vec<String>, Vec<String>) {
         .pools
         .iter()
         .flat_map(|p| {
-            let mut v = vec![(p.name.as_str(), &p.listen, format!("{} listen", p.defined_at))];
+            let mut v = vec![(
+                p.name.as_str(),
+                &p.listen,
+                format!("{} listen", p.defined_at),
+            )];
             if let Some(s) = &p.status_listen {
-                v.push((p.name.as_str(), s, format!("{} pm.status_listen", p.defined_at)));
+                v.push((
+                    p.name.as_str(),
+                    s,
+                    format!("{} pm.status_listen", p.defined_at),
+                ));
             }
             v
         })
@@ -100,7 +108,11 @@ pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
     }
     let _ = writeln!(text, "{}", if ok { "check passed" } else { "check FAILED" });
     Ok(Outcome {
-        code: if ok { ExitCode::Ok } else { ExitCode::ConfigInvalid },
+        code: if ok {
+            ExitCode::Ok
+        } else {
+            ExitCode::ConfigInvalid
+        },
         text,
         json: json!({
             "config": ctx.cfg.path,

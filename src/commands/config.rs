@@ -41,9 +41,21 @@ pub fn render(cfg: &FpmConfig) -> String {
     let _ = writeln!(s, "pid = {pid}");
     let _ = writeln!(s, "error_log = {}", g.error_log);
     let _ = writeln!(s, "daemonize = {}", if g.daemonize { "yes" } else { "no" });
-    let _ = writeln!(s, "process_control_timeout = {}", dur(g.process_control_timeout));
-    let _ = writeln!(s, "emergency_restart_threshold = {}", g.emergency_restart_threshold);
-    let _ = writeln!(s, "emergency_restart_interval = {}", dur(g.emergency_restart_interval));
+    let _ = writeln!(
+        s,
+        "process_control_timeout = {}",
+        dur(g.process_control_timeout)
+    );
+    let _ = writeln!(
+        s,
+        "emergency_restart_threshold = {}",
+        g.emergency_restart_threshold
+    );
+    let _ = writeln!(
+        s,
+        "emergency_restart_interval = {}",
+        dur(g.emergency_restart_interval)
+    );
     let _ = writeln!(s, "systemd_interval = {}", dur(g.systemd_interval));
     for p in &cfg.pools {
         render_pool(&mut s, p);
@@ -66,15 +78,27 @@ fn render_pool(s: &mut String, p: &Pool) {
     let _ = writeln!(s, "pm.min_spare_servers = {}", p.min_spare_servers);
     let _ = writeln!(s, "pm.max_spare_servers = {}", p.max_spare_servers);
     let _ = writeln!(s, "pm.max_requests = {}", p.max_requests);
-    let _ = writeln!(s, "pm.process_idle_timeout = {}", dur(p.process_idle_timeout));
+    let _ = writeln!(
+        s,
+        "pm.process_idle_timeout = {}",
+        dur(p.process_idle_timeout)
+    );
     let _ = writeln!(s, "pm.status_path = {}", opt(&p.status_path));
     if let Some(l) = &p.status_listen {
         let _ = writeln!(s, "pm.status_listen = {l}");
     }
     let _ = writeln!(s, "ping.path = {}", opt(&p.ping_path));
     let _ = writeln!(s, "ping.response = {}", opt(&p.ping_response));
-    let _ = writeln!(s, "request_terminate_timeout = {}", dur(p.request_terminate_timeout));
-    let _ = writeln!(s, "; workers expected right after start: {}", p.expected_workers());
+    let _ = writeln!(
+        s,
+        "request_terminate_timeout = {}",
+        dur(p.request_terminate_timeout)
+    );
+    let _ = writeln!(
+        s,
+        "; workers expected right after start: {}",
+        p.expected_workers()
+    );
 }
 
 fn ms(d: Duration) -> u64 {

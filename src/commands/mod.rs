@@ -9,6 +9,9 @@ mod restart;
 mod start;
 mod status;
 mod stop;
+mod supervise;
+
+pub(crate) use start::refuse_foreign_holders;
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{self as fpmconfig, FpmConfig};
@@ -41,7 +44,7 @@ pub struct Ctx {
 impl Ctx {
     /// Finds and loads the config named by the global options.
     pub fn load(global: &GlobalArgs) -> Result<Ctx> {
-        let path = fpmconfig::locate(global.config.as_deref(), global.php_version.as_deref())?;
+        let path = fpmconfig::find_config(global.config.as_deref(), global.php_version.as_deref())?;
         let cfg = fpmconfig::load(&path)?;
         Ok(Ctx {
             cfg,
@@ -51,10 +54,10 @@ impl Ctx {
 
     /// The php-fpm binary for this config.
     pub fn fpm(&self) -> Result<Fpm> {
-        let bin: PathBuf = fpmconfig::find_fpm_binary(
+        let bin: PathBuf = fpmconfig::find_binary(
             &self.cfg.path,
-            self.global.php_version.as_deref(),
             self.global.fpm_bin.as_deref(),
+            self.global.php_version.as_deref(),
         )?;
         Ok(Fpm {
             bin,
@@ -81,16 +84,14 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Restart(a) => a.json,
         Command::Reload(a) => a.json,
         Command::Ping(a) => a.json,
+        Command::Supervise(_) => false,
     }
 }
 
 /// Runs the command the command line names.
 pub fn run(cli: &Cli) -> Result<Outcome> {
-    let ctx = match Ctx::load(&cli.global) {
-        Ok(ctx) => ctx,
-        // `status` reports an unreadable config as LSB "unknown" (4), like every other command.
-        Err(e) => return Err(e),
-    };
+    // An unreadable config is exit 4 for every command, which is LSB "unknown" for `status`.
+    let ctx = Ctx::load(&cli.global)?;
     match &cli.command {
         Command::Config(_) => config::run(&ctx),
         Command::Status(_) => status::run(&ctx),
@@ -100,6 +101,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Restart(a) => restart::run(&ctx, a),
         Command::Reload(a) => reload::run(&ctx, a),
         Command::Ping(a) => ping::run(&ctx, a),
+        Command::Supervise(a) => supervise::run(&ctx, a),
     }
 }
 
@@ -110,4 +112,34 @@ pub(crate) fn secs(d: std::time::Duration) -> String {
 
 pub(crate) fn usage(msg: impl Into<String>) -> Error {
     Error::Usage(msg.into())
+}
+
+/// Sends `cmd` to a supervisor running for this config; `None` when there is none.
+pub(crate) fn delegate(ctx: &Ctx, cmd: &str, wait: std::time::Duration) -> Result<Option<Outcome>> {
+    let Some(reply) = crate::supervise::control::request(&ctx.cfg.path, cmd, wait)? else {
+        return Ok(None);
+    };
+    let code = ExitCode::ALL
+        .into_iter()
+        .find(|c| c.code() == reply.code)
+        .unwrap_or(ExitCode::Failure);
+    if code != ExitCode::Ok {
+        let msg = reply.text.trim().to_string();
+        return Err(match code {
+            ExitCode::ConfigInvalid => Error::ConfigInvalid {
+                config: ctx.cfg.path.clone(),
+                detail: msg,
+            },
+            ExitCode::ConfigUnreadable => Error::Other(msg),
+            ExitCode::FpmDied => Error::FpmDied(msg),
+            ExitCode::NotReady => Error::NotReady(msg),
+            ExitCode::CrashLoop => Error::CrashLoop(msg),
+            _ => Error::Other(msg),
+        });
+    }
+    Ok(Some(Outcome {
+        code,
+        text: format!("(through the supervisor) {}", reply.text),
+        json: reply.json,
+    }))
 }

@@ -45,7 +45,11 @@ pub(super) fn run(ctx: &Ctx, args: &PingArgs) -> Result<Outcome> {
             }
         }
         if let Some(Ok(st)) = &status {
-            let get = |k: &str| st.get(k).map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+            let get = |k: &str| {
+                st.get(k)
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "?".into())
+            };
             let _ = writeln!(
                 text,
                 "  status: {} active, {} idle, {} total, listen queue {}, accepted {}",
@@ -73,7 +77,10 @@ pub(super) fn run(ctx: &Ctx, args: &PingArgs) -> Result<Outcome> {
         return Err(if running {
             Error::NotReady(msg)
         } else {
-            Error::NotRunning(format!("FPM {} is not running: {msg}", ctx.cfg.path.display()))
+            Error::NotRunning(format!(
+                "FPM {} is not running: {msg}",
+                ctx.cfg.path.display()
+            ))
         });
     }
     Ok(Outcome {

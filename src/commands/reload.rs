@@ -45,7 +45,14 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
             discovery::is_master_of(p, &cfg.path)
         }) {
             Ok(Sent::Delivered) => info!("reloading master {} (SIGUSR2)", master.pid()),
-            Ok(_) => return died(ctx, args, &fpm, "the master exited before SIGUSR2 reached it"),
+            Ok(_) => {
+                return died(
+                    ctx,
+                    args,
+                    &fpm,
+                    "the master exited before SIGUSR2 reached it",
+                );
+            }
             Err(e) => {
                 return Err(Error::Other(format!(
                     "could not signal master {}: {e}",

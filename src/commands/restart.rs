@@ -70,11 +70,19 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
 fn describe(snap: &discovery::Snapshot) -> String {
     let mut parts = Vec::new();
     match &snap.master {
-        Some(m) => parts.push(format!("master {} with {} worker(s)", m.pid(), snap.workers.len())),
+        Some(m) => parts.push(format!(
+            "master {} with {} worker(s)",
+            m.pid(),
+            snap.workers.len()
+        )),
         None => parts.push("no master".to_string()),
     }
     if !snap.orphans.is_empty() {
-        let pids: Vec<String> = snap.orphans.iter().map(|o| o.proc.pid().to_string()).collect();
+        let pids: Vec<String> = snap
+            .orphans
+            .iter()
+            .map(|o| o.proc.pid().to_string())
+            .collect();
         parts.push(format!(
             "{} orphaned worker(s) of a dead master ({})",
             snap.orphans.len(),

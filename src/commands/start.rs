@@ -93,7 +93,9 @@ pub(crate) fn launch(
     fpm.start_daemon(timeout.max(Duration::from_secs(5)))?;
     let master = discovery::discover(cfg).master.map(|m| m.pid());
     let pools = if wait {
-        let left = timeout.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
+        let left = timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(1));
         ready::wait_ready(cfg, left)?
     } else {
         Vec::new()
@@ -131,12 +133,15 @@ fn remove_stale_sockets(addrs: &[(String, ListenAddr)]) -> Result<()> {
                 path.display()
             )));
         }
-        let listening = listen::listening_inodes(addr)
-            .map_err(|e| Error::io("reading /proc/net/unix", e))?;
+        let listening =
+            listen::listening_inodes(addr).map_err(|e| Error::io("reading /proc/net/unix", e))?;
         if listening.is_empty() {
             std::fs::remove_file(path)
                 .map_err(|e| Error::io(format!("removing stale socket {}", path.display()), e))?;
-            info!("removed stale socket file {} (nothing listened on it)", path.display());
+            info!(
+                "removed stale socket file {} (nothing listened on it)",
+                path.display()
+            );
         }
     }
     Ok(())
@@ -153,14 +158,18 @@ pub(crate) fn outcome(ctx: &Ctx, l: &Launch, verb: &str) -> Outcome {
         format!(
             "{verb} FPM {} (master {}) in {}; readiness not checked\n",
             ctx.cfg.path.display(),
-            l.master.map(|m| m.to_string()).unwrap_or_else(|| "?".into()),
+            l.master
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "?".into()),
             secs(l.elapsed)
         )
     } else {
         format!(
             "{verb} FPM {} (master {}); ready in {}\n",
             ctx.cfg.path.display(),
-            l.master.map(|m| m.to_string()).unwrap_or_else(|| "?".into()),
+            l.master
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "?".into()),
             secs(l.elapsed)
         )
     };

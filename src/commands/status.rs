@@ -67,7 +67,11 @@ fn render(ctx: &Ctx, snap: &Snapshot) -> String {
         let _ = writeln!(s, "  master    {} (up {}, {bin}{unit})", m.pid(), uptime(m));
     }
     for m in &snap.other_masters {
-        let _ = writeln!(s, "  master    {} (another master of the same config!)", m.pid());
+        let _ = writeln!(
+            s,
+            "  master    {} (another master of the same config!)",
+            m.pid()
+        );
     }
     match &snap.pid_file {
         PidFile::NotConfigured => {

@@ -24,7 +24,10 @@ pub(super) fn outcome(ctx: &Ctx, r: &StopReport) -> Outcome {
         format!("FPM {} was not running\n", ctx.cfg.path.display())
     } else {
         let mut t = match r.master {
-            Some(m) => format!("stopped master {m} and {} other process(es)", r.stopped.len().saturating_sub(1)),
+            Some(m) => format!(
+                "stopped master {m} and {} other process(es)",
+                r.stopped.len().saturating_sub(1)
+            ),
             None => format!("stopped {} orphaned worker(s)", r.stopped.len()),
         };
         t.push_str(&format!(" in {}\n", secs(r.elapsed)));

@@ -3,17 +3,17 @@ use crate::error::{ConfigError, Error};
 use std::path::{Path, PathBuf};
 
 /// Temporary: explicit path only.
-pub fn locate(explicit: Option<&Path>, _php_version: Option<&str>) -> Result<PathBuf, Error> {
+pub fn find_config(explicit: Option<&Path>, _php_version: Option<&str>) -> Result<PathBuf, Error> {
     explicit
         .map(Path::to_path_buf)
         .ok_or_else(|| Error::Config(ConfigError::msg("pass -c")))
 }
 
 /// Temporary.
-pub fn find_fpm_binary(
+pub fn find_binary(
     _config: &Path,
-    _php_version: Option<&str>,
     explicit: Option<&Path>,
+    _php_version: Option<&str>,
 ) -> Result<PathBuf, Error> {
     Ok(explicit
         .map(Path::to_path_buf)

@@ -7,7 +7,7 @@
 mod locate;
 mod parse;
 
-pub use locate::{find_fpm_binary, locate};
+pub use locate::{find_binary, find_config};
 pub use parse::{LoadOptions, load, load_with};
 
 use crate::listen::ListenAddr;

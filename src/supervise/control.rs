@@ -49,8 +49,8 @@ pub fn bind(config: &Path) -> Result<UnixListener> {
         }
         let _ = std::fs::remove_file(&path);
     }
-    let listener =
-        UnixListener::bind(&path).map_err(|e| Error::io(format!("binding {}", path.display()), e))?;
+    let listener = UnixListener::bind(&path)
+        .map_err(|e| Error::io(format!("binding {}", path.display()), e))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
@@ -99,9 +99,12 @@ pub fn request(config: &Path, cmd: &str, wait: Duration) -> Result<Option<Reply>
         Err(_) => return Ok(None),
     };
     let req = serde_json::to_string(&Request { cmd: cmd.into() }).unwrap_or_default() + "\n";
-    stream
-        .write_all(req.as_bytes())
-        .map_err(|e| Error::io(format!("talking to the supervisor on {}", path.display()), e))?;
+    stream.write_all(req.as_bytes()).map_err(|e| {
+        Error::io(
+            format!("talking to the supervisor on {}", path.display()),
+            e,
+        )
+    })?;
     stream
         .set_read_timeout(Some(wait))
         .map_err(|e| Error::io("control socket", e))?;

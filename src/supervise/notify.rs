@@ -2,9 +2,7 @@
 //! `NOTIFY_SOCKET`; the kernel tells us the sender's PID with `SCM_CREDENTIALS`), and
 //! [`SdNotify`], which reports our own state to the service manager that started us.
 
-use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, setsockopt, sockopt,
-};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, setsockopt, sockopt};
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixDatagram;
@@ -54,7 +52,9 @@ impl Listener {
     /// Binds a fresh socket in a private temp dir under `parent`.
     pub fn new(parent: &Path) -> std::io::Result<Listener> {
         std::fs::create_dir_all(parent)?;
-        let dir = tempfile::Builder::new().prefix("notify-").tempdir_in(parent)?;
+        let dir = tempfile::Builder::new()
+            .prefix("notify-")
+            .tempdir_in(parent)?;
         let path = dir.path().join("notify.sock");
         let sock = UnixDatagram::bind(&path)?;
         sock.set_nonblocking(true)?;
@@ -119,7 +119,9 @@ pub struct SdNotify {
 impl SdNotify {
     /// Takes `NOTIFY_SOCKET` from the environment (children must not see it: FPM gets ours).
     pub fn from_env() -> SdNotify {
-        let target = std::env::var("NOTIFY_SOCKET").ok().filter(|s| !s.is_empty());
+        let target = std::env::var("NOTIFY_SOCKET")
+            .ok()
+            .filter(|s| !s.is_empty());
         let sock = target.as_ref().and_then(|_| UnixDatagram::unbound().ok());
         SdNotify { target, sock }
     }
@@ -144,7 +146,6 @@ impl SdNotify {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

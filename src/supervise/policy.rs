@@ -143,7 +143,8 @@ pub fn jitter() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let mixed = (u64::from(nanos) ^ u64::from(std::process::id())).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mixed =
+        (u64::from(nanos) ^ u64::from(std::process::id())).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (mixed >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -169,8 +170,14 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(d(t.on_crash(t0, 0.0)), Duration::ZERO);
-        assert_eq!(d(t.on_crash(t0 + Duration::from_secs(1), 0.0)), Duration::from_millis(100));
-        assert_eq!(d(t.on_crash(t0 + Duration::from_secs(2), 0.0)), Duration::from_millis(200));
+        assert_eq!(
+            d(t.on_crash(t0 + Duration::from_secs(1), 0.0)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            d(t.on_crash(t0 + Duration::from_secs(2), 0.0)),
+            Duration::from_millis(200)
+        );
         assert_eq!(
             t.on_crash(t0 + Duration::from_secs(3), 0.0),
             CrashDecision::GiveUp { crashes: 4 }
@@ -187,13 +194,19 @@ mod tests {
         let later = t0 + Duration::from_secs(200);
         assert_eq!(
             t.on_crash(later, 0.0),
-            CrashDecision::Restart { after: Duration::ZERO, crashes: 1 }
+            CrashDecision::Restart {
+                after: Duration::ZERO,
+                crashes: 1
+            }
         );
     }
 
     #[test]
     fn jitter_adds_at_most_a_quarter_and_the_cap_holds() {
-        let mut t = CrashTracker::new(RestartPolicy { max_restarts: 100, ..policy() });
+        let mut t = CrashTracker::new(RestartPolicy {
+            max_restarts: 100,
+            ..policy()
+        });
         let t0 = Instant::now();
         t.on_crash(t0, 0.0);
         match t.on_crash(t0, 0.999) {

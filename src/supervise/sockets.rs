@@ -12,8 +12,8 @@ use crate::config::{FpmConfig, Pool};
 use crate::error::{Error, Result};
 use crate::listen::{ListenAddr, TcpHost};
 use nix::sys::socket::{
-    AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, UnixAddr, bind, setsockopt,
-    socket, sockopt,
+    AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, UnixAddr, bind, setsockopt, socket,
+    sockopt,
 };
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -53,7 +53,11 @@ impl HeldSockets {
                     continue;
                 }
                 let held = open(pool, addr)?;
-                info!("holding listening socket {} (fd {})", held.addr, held.fd.as_raw_fd());
+                info!(
+                    "holding listening socket {} (fd {})",
+                    held.addr,
+                    held.fd.as_raw_fd()
+                );
                 self.list.push(held);
             }
         }
@@ -67,11 +71,15 @@ impl HeldSockets {
             .iter()
             .flat_map(|p| std::iter::once(&p.listen).chain(p.status_listen.iter()))
             .collect();
-        let (keep, drop): (Vec<HeldSocket>, Vec<HeldSocket>) =
-            std::mem::take(&mut self.list).into_iter().partition(|h| wanted.contains(&&h.addr));
+        let (keep, drop): (Vec<HeldSocket>, Vec<HeldSocket>) = std::mem::take(&mut self.list)
+            .into_iter()
+            .partition(|h| wanted.contains(&&h.addr));
         self.list = keep;
         for h in drop {
-            info!("closing listening socket {} (no pool uses it any more)", h.addr);
+            info!(
+                "closing listening socket {} (no pool uses it any more)",
+                h.addr
+            );
             remove_unix(&h);
         }
     }
@@ -145,7 +153,10 @@ fn keeper_path(path: &Path) -> PathBuf {
 
 fn open(pool: &Pool, addr: &ListenAddr) -> Result<HeldSocket> {
     let key = addr.fpm_sockets_key().ok_or_else(|| {
-        Error::Other(format!("pool {}: cannot resolve listen address {addr}", pool.name))
+        Error::Other(format!(
+            "pool {}: cannot resolve listen address {addr}",
+            pool.name
+        ))
     })?;
     let backlog = pool.listen_backlog;
     match addr {
@@ -154,7 +165,10 @@ fn open(pool: &Pool, addr: &ListenAddr) -> Result<HeldSocket> {
             let keeper = keeper_path(path);
             let _ = std::fs::remove_file(&keeper);
             std::fs::hard_link(path, &keeper).map_err(|e| {
-                Error::io(format!("linking {} to {}", path.display(), keeper.display()), e)
+                Error::io(
+                    format!("linking {} to {}", path.display(), keeper.display()),
+                    e,
+                )
             })?;
             Ok(HeldSocket {
                 addr: addr.clone(),
@@ -183,7 +197,10 @@ fn listen_fd(fd: &OwnedFd, backlog: i32, what: &str) -> Result<()> {
     // SAFETY: listen(2) on a descriptor we own; a negative backlog means the kernel maximum.
     let ret = unsafe { libc::listen(fd.as_raw_fd(), backlog) };
     if ret < 0 {
-        return Err(Error::io(format!("listen on {what}"), std::io::Error::last_os_error()));
+        return Err(Error::io(
+            format!("listen on {what}"),
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }
@@ -207,8 +224,13 @@ fn open_unix(pool: &Pool, path: &Path, backlog: i32) -> Result<OwnedFd> {
         let _ = std::fs::remove_file(path);
     }
     let what = path.display().to_string();
-    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(sys(format!("socket for {what}")))?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(sys(format!("socket for {what}")))?;
     let sa = UnixAddr::new(path).map_err(sys(format!("socket path {what}")))?;
     bind(fd.as_raw_fd(), &sa).map_err(sys(format!("bind {what}")))?;
     let mode = pool
@@ -246,7 +268,13 @@ fn open_unix(pool: &Pool, path: &Path, backlog: i32) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-fn open_tcp(pool: &Pool, addr: &ListenAddr, host: &TcpHost, port: u16, backlog: i32) -> Result<OwnedFd> {
+fn open_tcp(
+    pool: &Pool,
+    addr: &ListenAddr,
+    host: &TcpHost,
+    port: u16,
+    backlog: i32,
+) -> Result<OwnedFd> {
     let what = addr.to_string();
     let target: SocketAddr = match host {
         TcpHost::Any => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
@@ -257,7 +285,11 @@ fn open_tcp(pool: &Pool, addr: &ListenAddr, host: &TcpHost, port: u16, backlog: 
             .first()
             .ok_or_else(|| Error::Other(format!("pool {}: {what} does not resolve", pool.name)))?,
     };
-    let family = if target.is_ipv6() { AddressFamily::Inet6 } else { AddressFamily::Inet };
+    let family = if target.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
     let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
         .map_err(sys(format!("socket for {what}")))?;
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(sys(format!("SO_REUSEADDR on {what}")))?;

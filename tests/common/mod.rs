@@ -18,7 +18,11 @@ use std::time::{Duration, Instant};
 /// The php-fpm binary, or `None` (a notice) when it is missing; under `CI=true` a missing
 /// php-fpm fails the test instead of skipping it.
 pub fn fpm_bin() -> Option<PathBuf> {
-    for cand in ["/usr/sbin/php-fpm8.2", "/usr/sbin/php-fpm", "/usr/local/sbin/php-fpm"] {
+    for cand in [
+        "/usr/sbin/php-fpm8.2",
+        "/usr/sbin/php-fpm",
+        "/usr/local/sbin/php-fpm",
+    ] {
         if Path::new(cand).exists() {
             return Some(PathBuf::from(cand));
         }
@@ -115,7 +119,10 @@ impl Sandbox {
 
     pub fn with(opts: Opts) -> Option<Sandbox> {
         let bin = fpm_bin()?;
-        let dir = tempfile::Builder::new().prefix("fpmctl-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("fpmctl-test-")
+            .tempdir()
+            .unwrap();
         // Workers run as nobody and must reach the scripts.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let sb = Sandbox {
@@ -130,8 +137,11 @@ impl Sandbox {
             children: Mutex::new(Vec::new()),
         };
         std::fs::create_dir_all(sb.docroot()).unwrap();
-        std::fs::write(sb.docroot().join("hello.php"), "<?php echo 'hello from ', getmypid();\n")
-            .unwrap();
+        std::fs::write(
+            sb.docroot().join("hello.php"),
+            "<?php echo 'hello from ', getmypid();\n",
+        )
+        .unwrap();
         std::fs::write(
             sb.docroot().join("slow.php"),
             "<?php $s = (int)($_GET['s'] ?? 5); sleep($s); echo 'slept ', $s;\n",
@@ -191,7 +201,9 @@ impl Sandbox {
             String::from_utf8_lossy(&out.stderr),
             self.error_log()
         );
-        let pid = self.wait_for(Duration::from_secs(10), "a pid file", || self.pid_from_file());
+        let pid = self.wait_for(Duration::from_secs(10), "a pid file", || {
+            self.pid_from_file()
+        });
         self.note_master(pid);
         self.wait_for(Duration::from_secs(10), "workers", || {
             (self.workers_of(pid).len() >= 4 - if self.opts.sock_pool { 0 } else { 2 })
@@ -241,10 +253,12 @@ impl Sandbox {
         let pid = self.pid_from_file().expect("a running master");
         let workers: Vec<i32> = self.workers_of(pid).iter().map(|p| p.pid()).collect();
         assert!(!workers.is_empty(), "master {pid} has no workers to orphan");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
-            .unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
         self.wait_for(Duration::from_secs(5), "the master to die", || {
-            procs::read(pid).filter(|p| !p.is_gone()).is_none().then_some(())
+            procs::read(pid)
+                .filter(|p| !p.is_gone())
+                .is_none()
+                .then_some(())
         });
         workers
     }
@@ -273,7 +287,9 @@ impl Sandbox {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fpmctl"));
         cmd.arg("-c").arg(&self.conf).args(args);
         cmd.env("FPMCTL_LOCK_DIR", self.dir.path().join("locks"));
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
         cmd.spawn().unwrap()
     }
 
@@ -290,7 +306,10 @@ impl Sandbox {
                 return v;
             }
             if Instant::now() > deadline {
-                panic!("timed out after {limit:?} waiting for {what}\nFPM log:\n{}", self.error_log());
+                panic!(
+                    "timed out after {limit:?} waiting for {what}\nFPM log:\n{}",
+                    self.error_log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -319,7 +338,11 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let panicking = std::thread::panicking();
         if panicking {
-            eprintln!("--- sandbox {} config:\n{}", self.dir.path().display(), std::fs::read_to_string(&self.conf).unwrap_or_default());
+            eprintln!(
+                "--- sandbox {} config:\n{}",
+                self.dir.path().display(),
+                std::fs::read_to_string(&self.conf).unwrap_or_default()
+            );
             eprintln!("--- FPM log:\n{}", self.error_log());
         }
         for child in self.children.lock().unwrap().iter_mut() {

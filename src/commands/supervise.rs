@@ -1,0 +1,33 @@
+//! `fpmctl supervise`: hands the loaded config to [`crate::supervise`].
+
+use super::{Ctx, Outcome};
+use crate::cli::SuperviseArgs;
+use crate::error::Result;
+use crate::supervise::{self, Options, policy::RestartPolicy};
+use serde_json::json;
+
+pub(super) fn run(ctx: &Ctx, args: &SuperviseArgs) -> Result<Outcome> {
+    let fpm = ctx.fpm()?;
+    // Held for the supervisor's lifetime: no other fpmctl acts on this FPM behind its back;
+    // they talk to it through the control socket instead.
+    let _lock = ctx.lock()?;
+    let opts = Options {
+        policy: RestartPolicy {
+            max_restarts: args.max_restarts,
+            within: args.within,
+            ..RestartPolicy::default()
+        },
+        health_interval: args.health_interval,
+        health_timeout: args.health_timeout,
+        unhealthy_after: args.unhealthy_after,
+        ready_timeout: args.ready_timeout,
+        drain_timeout: args.drain_timeout,
+        stop_plan: args.signal_plan.clone(),
+    };
+    let code = supervise::run(ctx.cfg.clone(), fpm, opts)?;
+    Ok(Outcome {
+        code,
+        text: String::new(),
+        json: json!({ "exit_code": code.code() }),
+    })
+}

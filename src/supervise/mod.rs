@@ -1,0 +1,1106 @@
+//! `fpmctl supervise`: own one FPM in the foreground, restart it on crash, restart it on
+//! request without dropping a request.
+//!
+//! One thread runs an event loop over `poll(2)`: a self-pipe for signals (signal-hook), the
+//! notify socket FPM reports to, the control socket, and a pipe from the health-check thread.
+//! All process state changes happen on that thread; the pure decisions (backoff, crash loop,
+//! health) live in [`policy`].
+//!
+//! How a restart keeps every request:
+//! - the supervisor holds every listening socket ([`sockets`]) and hands them to each FPM it
+//!   starts through `FPM_SOCKETS`, so the sockets never close;
+//! - a requested restart starts the new FPM *beside* the old one (both accept on the same
+//!   sockets), waits until the new one is ready, then retires the old one without letting its
+//!   exit cleanup run: SIGSTOP its master, SIGQUIT its workers (each finishes its request),
+//!   and SIGKILL the stopped master once they are gone. FPM therefore never unlinks the unix
+//!   socket path nor the pid file the new master wrote;
+//! - after a crash, the path FPM may have unlinked is restored from a hard link, the dead
+//!   master's orphaned workers (re-parented to us: we are a child subreaper) get SIGQUIT, and
+//!   a new FPM starts at once on the same sockets, with backoff when crashes repeat.
+
+pub mod control;
+pub mod notify;
+pub mod policy;
+pub mod sockets;
+
+use crate::config::{self, FpmConfig};
+use crate::discovery;
+use crate::error::{Error, Result};
+use crate::exit::ExitCode;
+use crate::fpm::Fpm;
+use crate::procs::{self, ProcId};
+use crate::signals::{self, Sent};
+use crate::stop::SignalPlan;
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use policy::{CrashDecision, CrashTracker, HealthTracker, RestartPolicy};
+use serde_json::json;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tracing::{debug, error, info, warn};
+
+/// How the supervisor behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Crash restarts and the crash-loop limit.
+    pub policy: RestartPolicy,
+    /// How often each pool is pinged.
+    pub health_interval: Duration,
+    /// Limit of one ping.
+    pub health_timeout: Duration,
+    /// Consecutive failed checks that trigger a restart.
+    pub unhealthy_after: u32,
+    /// How long a new FPM may take to become ready.
+    pub ready_timeout: Duration,
+    /// How long a retired FPM's workers may take to finish their requests.
+    pub drain_timeout: Duration,
+    /// How FPM is stopped when the supervisor exits.
+    pub stop_plan: SignalPlan,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            policy: RestartPolicy::default(),
+            health_interval: Duration::from_secs(10),
+            health_timeout: Duration::from_secs(3),
+            unhealthy_after: 3,
+            ready_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(60),
+            stop_plan: SignalPlan::default(),
+        }
+    }
+}
+
+/// A master we started.
+#[derive(Debug, Clone)]
+struct Master {
+    id: ProcId,
+    started: Instant,
+    cfg: FpmConfig,
+    ready_at: Option<Instant>,
+    last_notify: Option<Instant>,
+    status: Option<String>,
+}
+
+/// An FPM being retired: its master stopped (or dead), its workers finishing.
+#[derive(Debug)]
+struct Retiring {
+    master: Option<ProcId>,
+    workers: Vec<ProcId>,
+    deadline: Instant,
+    escalated: u8,
+}
+
+/// Why a new FPM is being started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    First,
+    Crash,
+    Requested,
+}
+
+/// A graceful (then forced) exit in progress.
+#[derive(Debug)]
+struct Shutdown {
+    code: ExitCode,
+    step: usize,
+    deadline: Instant,
+}
+
+/// Signals the loop reacts to, set by signal-hook handlers.
+struct Flags {
+    chld: Arc<AtomicBool>,
+    term: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+}
+
+enum Event {
+    Health(std::result::Result<(), String>),
+}
+
+struct Supervisor {
+    cfg_path: PathBuf,
+    fpm: Fpm,
+    opts: Options,
+    cfg: FpmConfig,
+    sockets: sockets::HeldSockets,
+    notify: notify::Listener,
+    control: UnixListener,
+    sd: notify::SdNotify,
+    current: Option<Master>,
+    starting: Option<(Master, Why)>,
+    retiring: Vec<Retiring>,
+    crashes: CrashTracker,
+    health: HealthTracker,
+    restart_at: Option<Instant>,
+    waiting_replies: Vec<(UnixStream, &'static str)>,
+    shutdown: Option<Shutdown>,
+    announced_ready: bool,
+    restarts: u32,
+    health_pools: Arc<std::sync::Mutex<Vec<config::Pool>>>,
+    events: mpsc::Receiver<Event>,
+    watchdog: Option<Duration>,
+    last_watchdog: Instant,
+}
+
+/// Runs the supervisor until it is told to stop or FPM crash-loops; returns the exit code.
+pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
+    // Orphaned workers of any FPM we start come back to us, and we reap them.
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag and touches no memory.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        warn!(
+            "could not become a child subreaper: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let sd = notify::SdNotify::from_env();
+    let watchdog = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_micros);
+
+    let snap = discovery::discover(&cfg);
+    if let Some(m) = &snap.master {
+        return Err(Error::Other(format!(
+            "FPM {} already runs outside the supervisor (master {}); stop it first (`fpmctl stop`)",
+            cfg.path.display(),
+            m.pid()
+        )));
+    }
+    if !snap.orphans.is_empty() {
+        info!(
+            "stopping {} orphaned worker(s) left by a dead master",
+            snap.orphans.len()
+        );
+        crate::stop::stop(&cfg, &SignalPlan::default(), Duration::from_secs(30))?;
+    }
+    crate::commands::refuse_foreign_holders(&discovery::discover(&cfg))?;
+    fpm.require_valid()?;
+
+    let lock_dir = crate::lock::lock_dir();
+    let control = control::bind(&cfg.path)?;
+    let notify = notify::Listener::new(&lock_dir).map_err(|e| {
+        Error::io(
+            format!("creating a notify socket under {}", lock_dir.display()),
+            e,
+        )
+    })?;
+    let mut held = sockets::HeldSockets::default();
+    held.reconcile(&cfg)?;
+
+    let (tx, rx) = mpsc::channel();
+    let (wake_r, wake_w) = UnixStream::pair().map_err(|e| Error::io("creating a pipe", e))?;
+    wake_r
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("pipe", e))?;
+    let flags = install_signals(&wake_w)?;
+    let health_pools = Arc::new(std::sync::Mutex::new(cfg.pools.clone()));
+    spawn_health_thread(
+        Arc::clone(&health_pools),
+        opts.health_interval,
+        opts.health_timeout,
+        tx,
+        wake_w.try_clone().map_err(|e| Error::io("pipe", e))?,
+    );
+
+    let mut sup = Supervisor {
+        cfg_path: cfg.path.clone(),
+        fpm,
+        crashes: CrashTracker::new(opts.policy),
+        health: HealthTracker::new(opts.unhealthy_after),
+        opts,
+        cfg,
+        sockets: held,
+        notify,
+        control,
+        sd,
+        current: None,
+        starting: None,
+        retiring: Vec::new(),
+        restart_at: None,
+        waiting_replies: Vec::new(),
+        shutdown: None,
+        announced_ready: false,
+        restarts: 0,
+        health_pools,
+        events: rx,
+        watchdog,
+        last_watchdog: Instant::now(),
+    };
+    sup.spawn(Why::First);
+    let code = sup.event_loop(&wake_r, &flags);
+    sup.finish();
+    Ok(code)
+}
+
+fn install_signals(wake: &UnixStream) -> Result<Flags> {
+    use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+    let flags = Flags {
+        chld: Arc::new(AtomicBool::new(false)),
+        term: Arc::new(AtomicBool::new(false)),
+        reload: Arc::new(AtomicBool::new(false)),
+    };
+    let reg = |sig: i32, flag: &Arc<AtomicBool>| -> Result<()> {
+        signal_hook::flag::register(sig, Arc::clone(flag))
+            .map_err(|e| Error::io(format!("installing a handler for signal {sig}"), e))?;
+        let w = wake.try_clone().map_err(|e| Error::io("pipe", e))?;
+        signal_hook::low_level::pipe::register(sig, w)
+            .map_err(|e| Error::io(format!("installing a handler for signal {sig}"), e))?;
+        Ok(())
+    };
+    reg(SIGCHLD, &flags.chld)?;
+    reg(SIGTERM, &flags.term)?;
+    reg(SIGINT, &flags.term)?;
+    reg(SIGHUP, &flags.reload)?;
+    reg(SIGUSR2, &flags.reload)?;
+    Ok(flags)
+}
+
+fn spawn_health_thread(
+    pools: Arc<std::sync::Mutex<Vec<config::Pool>>>,
+    interval: Duration,
+    timeout: Duration,
+    tx: mpsc::Sender<Event>,
+    wake: UnixStream,
+) {
+    std::thread::Builder::new()
+        .name("health".into())
+        .spawn(move || {
+            use std::io::Write;
+            loop {
+                std::thread::sleep(interval);
+                let list = pools.lock().map(|p| p.clone()).unwrap_or_default();
+                let mut failures = Vec::new();
+                for pool in &list {
+                    if let Err(e) = crate::ready::check_pool(pool, timeout) {
+                        failures.push(format!("pool {}: {e}", pool.name));
+                    }
+                }
+                let result = if failures.is_empty() {
+                    Ok(())
+                } else {
+                    Err(failures.join("; "))
+                };
+                if tx.send(Event::Health(result)).is_err() {
+                    return;
+                }
+                let _ = (&wake).write_all(&[1]);
+            }
+        })
+        .expect("spawning the health thread");
+}
+
+impl Supervisor {
+    fn event_loop(&mut self, wake: &UnixStream, flags: &Flags) -> ExitCode {
+        loop {
+            let timeout = self.next_timeout();
+            {
+                let mut fds = [
+                    PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.notify.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.control.as_fd(), PollFlags::POLLIN),
+                ];
+                let ms = timeout.as_millis().clamp(0, 60_000) as i32;
+                match poll(
+                    &mut fds,
+                    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+                ) {
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(e) => warn!("poll: {e}"),
+                }
+            }
+            let mut buf = [0u8; 64];
+            while matches!((&*wake).read(&mut buf), Ok(n) if n > 0) {}
+
+            if flags.chld.swap(false, Ordering::SeqCst) {
+                self.reap();
+            }
+            if flags.term.swap(false, Ordering::SeqCst) {
+                self.on_term();
+            }
+            if flags.reload.swap(false, Ordering::SeqCst) {
+                info!("reload requested by signal");
+                self.request_restart(None);
+            }
+            for msg in self.notify.drain() {
+                self.on_notify(msg);
+            }
+            self.accept_control();
+            while let Ok(ev) = self.events.try_recv() {
+                match ev {
+                    Event::Health(r) => self.on_health(r),
+                }
+            }
+            self.tick();
+            if let Some(code) = self.shutdown_done() {
+                return code;
+            }
+        }
+    }
+
+    fn next_timeout(&self) -> Duration {
+        let now = Instant::now();
+        let mut next = now + Duration::from_secs(30);
+        let mut consider = |t: Instant| next = next.min(t);
+        if let Some(t) = self.restart_at {
+            consider(t);
+        }
+        if self.starting.is_some() || self.current.as_ref().is_some_and(|m| m.ready_at.is_none()) {
+            consider(now + Duration::from_millis(25));
+        }
+        for r in &self.retiring {
+            consider(r.deadline);
+            consider(now + Duration::from_millis(100));
+        }
+        if let Some(s) = &self.shutdown {
+            consider(s.deadline);
+            consider(now + Duration::from_millis(50));
+        }
+        if let Some(w) = self.watchdog {
+            consider(self.last_watchdog + w / 2);
+        }
+        next.saturating_duration_since(now)
+    }
+
+    /// Starts a new FPM on the held sockets.
+    fn spawn(&mut self, why: Why) {
+        let cfg = self.cfg.clone();
+        let fds = self.sockets.raw_fds();
+        let mut cmd = Command::new(&self.fpm.bin);
+        cmd.arg("-F")
+            .arg("-y")
+            .arg(&self.fpm.config)
+            .env("FPM_SOCKETS", self.sockets.env_value())
+            .env("NOTIFY_SOCKET", self.notify.path())
+            .stdin(Stdio::null())
+            .process_group(0);
+        // SAFETY: between fork and exec only async-signal-safe calls: fcntl(2) clearing
+        // FD_CLOEXEC on the listening sockets FPM must inherit.
+        unsafe {
+            cmd.pre_exec(move || {
+                for fd in &fds {
+                    let flags = libc::fcntl(*fd, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(*fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        match cmd.spawn() {
+            Ok(child) => {
+                let pid = child.id() as i32;
+                // We reap with waitpid(-1); the Child handle is not used to wait.
+                drop(child);
+                let id = procs::read(pid)
+                    .map(|p| p.id)
+                    .unwrap_or(ProcId { pid, start_time: 0 });
+                info!("started FPM master {pid} ({why:?})");
+                let m = Master {
+                    id,
+                    started: Instant::now(),
+                    cfg,
+                    ready_at: None,
+                    last_notify: None,
+                    status: None,
+                };
+                if why == Why::Requested && self.current.is_some() {
+                    self.starting = Some((m, why));
+                } else {
+                    self.current = Some(m);
+                }
+            }
+            Err(e) => {
+                error!("could not start {}: {e}", self.fpm.bin.display());
+                self.on_master_gone(None, "could not be started");
+            }
+        }
+    }
+
+    /// Reaps every exited child; true when no child is left at all.
+    fn reap(&mut self) -> bool {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => return false,
+                Err(Errno::ECHILD) => return true,
+                Err(Errno::EINTR) => continue,
+                Err(_) => return false,
+                Ok(status) => {
+                    let Some(pid) = status.pid().map(Pid::as_raw) else {
+                        return false;
+                    };
+                    let how = describe(&status);
+                    if self.current.as_ref().is_some_and(|m| m.id.pid == pid) {
+                        let m = self.current.take();
+                        self.on_master_gone(m, &how);
+                    } else if self.starting.as_ref().is_some_and(|(m, _)| m.id.pid == pid) {
+                        let (m, _) = self.starting.take().expect("checked");
+                        warn!(
+                            "the new FPM master {pid} {how} before it was ready; the old one keeps serving"
+                        );
+                        self.retire_orphans_of(m.id.pid);
+                        self.reply_all(ExitCode::FpmDied, &format!("the new FPM master {pid} {how} before it was ready; the running FPM was kept"));
+                    } else if let Some(r) = self
+                        .retiring
+                        .iter_mut()
+                        .find(|r| r.master.is_some_and(|m| m.pid == pid))
+                    {
+                        r.master = None;
+                        debug!("retired master {pid} reaped");
+                    } else {
+                        debug!("reaped {pid} ({how})");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The serving master died (or could not start).
+    fn on_master_gone(&mut self, m: Option<Master>, how: &str) {
+        let pid = m.as_ref().map(|m| m.id.pid);
+        if self.shutdown.is_some() {
+            return;
+        }
+        match pid {
+            Some(pid) => error!("FPM master {pid} {how}"),
+            None => error!("FPM {how}"),
+        }
+        for path in self.sockets.restore_paths() {
+            info!("socket path {} is back", path.display());
+        }
+        if let Some(pid) = pid {
+            self.retire_orphans_of(pid);
+        }
+        self.sd.send("STATUS=FPM exited; restarting");
+        match self.crashes.on_crash(Instant::now(), policy::jitter()) {
+            CrashDecision::Restart { after, crashes } => {
+                self.restarts += 1;
+                if after.is_zero() {
+                    info!(
+                        "restarting FPM now (crash {crashes} of at most {} within {})",
+                        self.opts.policy.max_restarts,
+                        humantime::format_duration(self.opts.policy.within)
+                    );
+                } else {
+                    info!(
+                        "restarting FPM in {} (crash {crashes} of at most {} within {})",
+                        humantime::format_duration(round_ms(after)),
+                        self.opts.policy.max_restarts,
+                        humantime::format_duration(self.opts.policy.within)
+                    );
+                }
+                self.restart_at = Some(Instant::now() + after);
+            }
+            CrashDecision::GiveUp { crashes } => {
+                error!(
+                    "FPM crashed {crashes} times within {}: giving up",
+                    humantime::format_duration(self.opts.policy.within)
+                );
+                self.begin_shutdown(ExitCode::CrashLoop);
+            }
+        }
+    }
+
+    /// SIGQUITs the live workers of a dead or retired master and tracks them until gone.
+    fn retire_orphans_of(&mut self, master_pid: i32) {
+        let workers: Vec<ProcId> = procs::scan(false)
+            .into_iter()
+            .filter(|p| {
+                !p.is_gone()
+                    && p.pgrp == master_pid
+                    && p.pid() != master_pid
+                    && discovery::is_pool_process_of(p, &self.cfg)
+            })
+            .map(|p| p.id)
+            .collect();
+        if workers.is_empty() {
+            return;
+        }
+        info!(
+            "{} worker(s) of master {master_pid} finish their requests (SIGQUIT)",
+            workers.len()
+        );
+        for w in &workers {
+            self.signal_worker(*w, Signal::SIGQUIT);
+        }
+        self.retiring.push(Retiring {
+            master: None,
+            workers,
+            deadline: Instant::now() + self.opts.drain_timeout,
+            escalated: 0,
+        });
+    }
+
+    fn signal_worker(&self, id: ProcId, sig: Signal) {
+        let cfg = &self.cfg;
+        let _ = signals::send_verified(id, sig, |p| discovery::is_pool_process_of(p, cfg));
+    }
+
+    fn signal_master(&self, id: ProcId, sig: Signal) -> bool {
+        let path = &self.cfg_path;
+        matches!(
+            signals::send_verified(id, sig, |p| discovery::is_master_of(p, path)),
+            Ok(Sent::Delivered)
+        )
+    }
+
+    fn on_notify(&mut self, msg: notify::Message) {
+        let Some(sender) = msg.sender else { return };
+        let now = Instant::now();
+        let target = match (&mut self.current, &mut self.starting) {
+            (Some(m), _) if m.id.pid == sender => Some(m),
+            (_, Some((m, _))) if m.id.pid == sender => Some(m),
+            _ => None,
+        };
+        let Some(m) = target else {
+            debug!("notify from unknown PID {sender}: {msg:?}");
+            return;
+        };
+        m.last_notify = Some(now);
+        if let Some(s) = &msg.status {
+            debug!("FPM {sender}: {s}");
+            m.status = Some(s.clone());
+            if m.ready_at.is_some() {
+                self.sd.send(&format!("STATUS={s}"));
+            }
+        }
+    }
+
+    /// Readiness of a starting master: its workers up and every pool answering.
+    fn check_ready(&self, m: &Master) -> std::result::Result<(), String> {
+        if m.started.elapsed() > self.opts.ready_timeout {
+            return Err("timeout".into());
+        }
+        let table = procs::scan(false);
+        for pool in &m.cfg.pools {
+            let n = table
+                .iter()
+                .filter(|p| {
+                    p.ppid == m.id.pid
+                        && !p.is_gone()
+                        && discovery::pool_of_title(&p.title) == Some(pool.name.as_str())
+                })
+                .count();
+            if n < pool.expected_workers() as usize {
+                return Err(format!(
+                    "pool {}: {n} of {} workers",
+                    pool.name,
+                    pool.expected_workers()
+                ));
+            }
+        }
+        for pool in &m.cfg.pools {
+            crate::ready::check_pool(pool, Duration::from_secs(2))
+                .map_err(|e| format!("pool {}: {e}", pool.name))?;
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        if self.shutdown.is_some() {
+            self.shutdown_step();
+            self.progress_retiring();
+            return;
+        }
+        if self.restart_at.is_some_and(|t| now >= t) {
+            self.restart_at = None;
+            self.spawn(Why::Crash);
+        }
+        // A first (or post-crash) master becoming ready.
+        if let Some(m) = self.current.clone().filter(|m| m.ready_at.is_none()) {
+            match self.check_ready(&m) {
+                Ok(()) => self.on_ready(None),
+                Err(why) if why == "timeout" => {
+                    error!(
+                        "FPM master {} not ready after {}; killing it",
+                        m.id.pid,
+                        humantime::format_duration(self.opts.ready_timeout)
+                    );
+                    self.signal_master(m.id, Signal::SIGKILL);
+                }
+                Err(why) => debug!("not ready yet: {why}"),
+            }
+        }
+        // A replacement becoming ready.
+        if let Some((m, _)) = self.starting.clone() {
+            match self.check_ready(&m) {
+                Ok(()) => {
+                    let (new, _) = self.starting.take().expect("checked");
+                    let old = self.current.replace(new);
+                    self.on_ready(old);
+                }
+                Err(why) if why == "timeout" => {
+                    error!(
+                        "the new FPM master {} was not ready in time; the old one keeps serving",
+                        m.id.pid
+                    );
+                    self.signal_master(m.id, Signal::SIGKILL);
+                }
+                Err(why) => debug!("replacement not ready yet: {why}"),
+            }
+        }
+        self.progress_retiring();
+        self.check_hung_master();
+        if let Some(w) = self.watchdog {
+            if now >= self.last_watchdog + w / 2 {
+                self.last_watchdog = now;
+                if self.current.as_ref().is_some_and(|m| m.ready_at.is_some())
+                    && self.health.failures() == 0
+                {
+                    self.sd.send("WATCHDOG=1");
+                }
+            }
+        }
+    }
+
+    fn on_ready(&mut self, old: Option<Master>) {
+        let Some(cur) = self.current.as_mut() else {
+            return;
+        };
+        cur.ready_at = Some(Instant::now());
+        let took = cur.started.elapsed();
+        let pid = cur.id.pid;
+        self.health.reset();
+        if let Ok(mut p) = self.health_pools.lock() {
+            *p = cur.cfg.pools.clone();
+        }
+        let text = match &old {
+            Some(o) => format!(
+                "restarted: master {} replaced by {pid}, ready in {:.2}s",
+                o.id.pid,
+                took.as_secs_f64()
+            ),
+            None => format!("FPM master {pid} ready in {:.2}s", took.as_secs_f64()),
+        };
+        info!("{text}");
+        if let Some(o) = old {
+            self.retire(o);
+        }
+        self.sockets.drop_unused(&self.cfg);
+        if !self.announced_ready {
+            self.announced_ready = true;
+            self.sd.send(&format!(
+                "READY=1\nSTATUS=FPM master {pid} ready\nMAINPID={}",
+                std::process::id()
+            ));
+        } else {
+            self.sd
+                .send(&format!("READY=1\nSTATUS=FPM master {pid} ready"));
+        }
+        self.reply_all(ExitCode::Ok, &text);
+    }
+
+    /// Retires a replaced master without its exit cleanup (see the module docs).
+    fn retire(&mut self, old: Master) {
+        if !self.signal_master(old.id, Signal::SIGSTOP) {
+            // Already gone: only its workers are left, if any.
+            self.retire_orphans_of(old.id.pid);
+            return;
+        }
+        let workers: Vec<ProcId> = procs::scan(false)
+            .into_iter()
+            .filter(|p| {
+                p.ppid == old.id.pid && !p.is_gone() && discovery::is_pool_process_of(p, &old.cfg)
+            })
+            .map(|p| p.id)
+            .collect();
+        info!(
+            "retiring master {}: SIGSTOP, then SIGQUIT to its {} worker(s)",
+            old.id.pid,
+            workers.len()
+        );
+        for w in &workers {
+            self.signal_worker(*w, Signal::SIGQUIT);
+        }
+        self.retiring.push(Retiring {
+            master: Some(old.id),
+            workers,
+            deadline: Instant::now() + self.opts.drain_timeout,
+            escalated: 0,
+        });
+    }
+
+    fn progress_retiring(&mut self) {
+        let now = Instant::now();
+        let mut done = Vec::new();
+        for (i, r) in self.retiring.iter_mut().enumerate() {
+            r.workers.retain(|w| procs::read_same(*w).is_some());
+            if r.workers.is_empty() {
+                if let Some(m) = r.master {
+                    // Workers are gone; the stopped master never runs its cleanup.
+                    let path = &self.cfg_path;
+                    match signals::send_verified(m, Signal::SIGKILL, |p| {
+                        discovery::is_master_of(p, path)
+                    }) {
+                        Ok(Sent::Delivered) => debug!("retired master {} killed", m.pid),
+                        _ => r.master = None,
+                    }
+                    if procs::read_same(m).is_none() {
+                        r.master = None;
+                    }
+                }
+                if r.master.is_none() {
+                    done.push(i);
+                }
+                continue;
+            }
+            if now >= r.deadline {
+                let sig = if r.escalated == 0 {
+                    Signal::SIGTERM
+                } else {
+                    Signal::SIGKILL
+                };
+                warn!(
+                    "{} retired worker(s) still busy after the drain timeout: {}",
+                    r.workers.len(),
+                    sig.as_str()
+                );
+                for w in &r.workers {
+                    let cfg = &self.cfg;
+                    let _ =
+                        signals::send_verified(*w, sig, |p| discovery::is_pool_process_of(p, cfg));
+                }
+                r.escalated += 1;
+                r.deadline = now + Duration::from_secs(5);
+            }
+        }
+        for i in done.into_iter().rev() {
+            self.retiring.remove(i);
+        }
+    }
+
+    fn check_hung_master(&mut self) {
+        let Some(m) = &self.current else { return };
+        let (Some(_), Some(last)) = (m.ready_at, m.last_notify) else {
+            return;
+        };
+        let limit = (m.cfg.global.systemd_interval * 3).max(Duration::from_secs(30));
+        if last.elapsed() > limit && !m.cfg.global.systemd_interval.is_zero() {
+            warn!(
+                "FPM master {} sent no status for {}s: treating it as hung",
+                m.id.pid,
+                last.elapsed().as_secs()
+            );
+            if let Some(m) = self.current.as_mut() {
+                m.last_notify = Some(Instant::now());
+            }
+            self.request_restart(None);
+        }
+    }
+
+    fn on_health(&mut self, result: std::result::Result<(), String>) {
+        let ready = self.current.as_ref().is_some_and(|m| m.ready_at.is_some());
+        if !ready || self.starting.is_some() || self.shutdown.is_some() {
+            return;
+        }
+        match &result {
+            Ok(()) => debug!("health check passed"),
+            Err(e) => warn!(
+                "health check failed ({} in a row): {e}",
+                self.health.failures() + 1
+            ),
+        }
+        if self.health.on_check(result.is_ok()) {
+            warn!(
+                "FPM is unhealthy after {} failed checks: restarting it",
+                self.opts.unhealthy_after
+            );
+            self.request_restart(None);
+        }
+    }
+
+    /// Starts a replacement FPM (config reloaded and tested first); `reply` gets the answer.
+    fn request_restart(&mut self, reply: Option<(UnixStream, &'static str)>) {
+        if self.shutdown.is_some() {
+            if let Some((s, _)) = reply {
+                control::write_reply(
+                    s,
+                    &reply_of(ExitCode::Failure, "the supervisor is stopping"),
+                );
+            }
+            return;
+        }
+        if let Some(r) = reply {
+            self.waiting_replies.push(r);
+        }
+        if self.starting.is_some() {
+            return; // the restart in progress answers everyone
+        }
+        let cfg = match config::load(&self.cfg_path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("not restarting: {e}");
+                self.reply_all(
+                    ExitCode::ConfigUnreadable,
+                    &format!("not restarted, the running FPM was kept: {e}"),
+                );
+                return;
+            }
+        };
+        if let Err(e) = self.fpm.require_valid() {
+            error!("not restarting: {e}");
+            self.reply_all(
+                e.exit_code(),
+                &format!("not restarted, the running FPM was kept: {e}"),
+            );
+            return;
+        }
+        if let Err(e) = self.sockets.reconcile(&cfg) {
+            error!("not restarting: {e}");
+            self.reply_all(
+                e.exit_code(),
+                &format!("not restarted, the running FPM was kept: {e}"),
+            );
+            return;
+        }
+        self.cfg = cfg;
+        self.sd.send("RELOADING=1\nSTATUS=restarting FPM");
+        self.restart_at = None;
+        self.restarts += 1;
+        if self.current.is_some() {
+            self.spawn(Why::Requested);
+        } else {
+            self.spawn(Why::Crash);
+        }
+    }
+
+    fn reply_all(&mut self, code: ExitCode, text: &str) {
+        for (stream, _) in self.waiting_replies.drain(..) {
+            control::write_reply(stream, &reply_of(code, text));
+        }
+    }
+
+    fn accept_control(&mut self) {
+        loop {
+            let stream = match self.control.accept() {
+                Ok((s, _)) => s,
+                Err(_) => return,
+            };
+            if !control::peer_allowed(&stream) {
+                warn!("refused a control connection from a user that is neither root nor ours");
+                continue;
+            }
+            let req = match control::read_request(&stream) {
+                Ok(r) => r,
+                Err(e) => {
+                    control::write_reply(stream, &reply_of(ExitCode::Usage, &e.to_string()));
+                    continue;
+                }
+            };
+            info!("control request: {}", req.cmd);
+            match req.cmd.as_str() {
+                "restart" | "reload" => self.request_restart(Some((stream, "restart"))),
+                "stop" => {
+                    self.waiting_replies.push((stream, "stop"));
+                    self.begin_shutdown(ExitCode::Ok);
+                }
+                "status" => control::write_reply(stream, &self.status_reply()),
+                other => control::write_reply(
+                    stream,
+                    &reply_of(
+                        ExitCode::Usage,
+                        &format!("unknown control command '{other}'"),
+                    ),
+                ),
+            }
+        }
+    }
+
+    fn status_reply(&self) -> control::Reply {
+        let cur = self.current.as_ref();
+        let text = match cur {
+            Some(m) if m.ready_at.is_some() => format!(
+                "supervised by fpmctl {}: master {} ready, {} restart(s){}\n",
+                std::process::id(),
+                m.id.pid,
+                self.restarts,
+                m.status
+                    .as_ref()
+                    .map(|s| format!(", FPM says: {s}"))
+                    .unwrap_or_default()
+            ),
+            Some(m) => format!(
+                "supervised by fpmctl {}: master {} starting\n",
+                std::process::id(),
+                m.id.pid
+            ),
+            None => format!(
+                "supervised by fpmctl {}: FPM is down, restart pending\n",
+                std::process::id()
+            ),
+        };
+        control::Reply {
+            code: if cur.is_some_and(|m| m.ready_at.is_some()) {
+                0
+            } else {
+                ExitCode::NotReady.code()
+            },
+            text,
+            json: json!({
+                "supervisor_pid": std::process::id(),
+                "master": cur.map(|m| m.id.pid),
+                "ready": cur.is_some_and(|m| m.ready_at.is_some()),
+                "restarts": self.restarts,
+                "fpm_status": cur.and_then(|m| m.status.clone()),
+                "sockets": self.sockets.list.iter().map(|h| h.addr.to_string()).collect::<Vec<_>>(),
+            }),
+        }
+    }
+
+    fn on_term(&mut self) {
+        match &mut self.shutdown {
+            None => {
+                info!("stopping FPM gracefully (signal); a second signal stops it fast");
+                self.begin_shutdown(ExitCode::Ok);
+            }
+            Some(s) => {
+                // A second request: skip the graceful step.
+                let fast = self
+                    .opts
+                    .stop_plan
+                    .steps
+                    .iter()
+                    .position(|st| st.signal != Signal::SIGQUIT)
+                    .unwrap_or(0);
+                if s.step < fast {
+                    warn!("second stop signal: stopping FPM fast");
+                    s.step = fast;
+                    s.deadline = Instant::now();
+                }
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, code: ExitCode) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        self.sd.send("STOPPING=1\nSTATUS=stopping FPM");
+        self.restart_at = None;
+        self.shutdown = Some(Shutdown {
+            code,
+            step: 0,
+            deadline: Instant::now(),
+        });
+        self.send_shutdown_signal(0);
+    }
+
+    fn send_shutdown_signal(&mut self, step: usize) {
+        let Some(st) = self.opts.stop_plan.steps.get(step).copied() else {
+            return;
+        };
+        let masters: Vec<ProcId> = self
+            .current
+            .iter()
+            .map(|m| m.id)
+            .chain(self.starting.iter().map(|(m, _)| m.id))
+            .collect();
+        for m in &masters {
+            if self.signal_master(*m, st.signal) {
+                info!(
+                    "stopping master {} (SIG{})",
+                    m.pid,
+                    signals::short_name(st.signal)
+                );
+            }
+        }
+        // Retired masters are stopped: kill them; their workers already had SIGQUIT.
+        for r in &self.retiring {
+            if let Some(m) = r.master {
+                self.signal_master(m, Signal::SIGKILL);
+            }
+        }
+        if st.signal == Signal::SIGKILL || masters.is_empty() {
+            for p in procs::scan(false)
+                .into_iter()
+                .filter(|p| discovery::is_pool_process_of(p, &self.cfg))
+            {
+                if p.ppid == std::process::id() as i32
+                    || masters.iter().any(|m| m.pid == p.pgrp || m.pid == p.ppid)
+                {
+                    self.signal_worker(p.id, st.signal);
+                }
+            }
+        }
+        if let Some(s) = &mut self.shutdown {
+            s.step = step;
+            s.deadline = Instant::now() + st.grace;
+        }
+    }
+
+    fn shutdown_step(&mut self) {
+        let gone = self.reap();
+        let Some(s) = &self.shutdown else { return };
+        if Instant::now() >= s.deadline && !gone {
+            let next = s.step + 1;
+            if next < self.opts.stop_plan.steps.len() {
+                self.send_shutdown_signal(next);
+            }
+        }
+    }
+
+    fn shutdown_done(&mut self) -> Option<ExitCode> {
+        self.shutdown.as_ref()?;
+        // No child left at all: we are a subreaper, so orphaned workers are our children too.
+        if self.reap() {
+            return self.shutdown.as_ref().map(|s| s.code);
+        }
+        let s = self.shutdown.as_ref()?;
+        let last = self.opts.stop_plan.steps.len().saturating_sub(1);
+        if s.step >= last && Instant::now() >= s.deadline + Duration::from_secs(5) {
+            error!("FPM processes still alive after the whole stop plan; exiting anyway");
+            return Some(ExitCode::Timeout);
+        }
+        None
+    }
+
+    fn finish(&mut self) {
+        let code = self
+            .shutdown
+            .as_ref()
+            .map(|s| s.code)
+            .unwrap_or(ExitCode::Ok);
+        let text = if code == ExitCode::Ok {
+            "FPM stopped; supervisor exiting".to_string()
+        } else {
+            format!("supervisor exiting: {}", code.meaning())
+        };
+        self.reply_all(code, &text);
+        let _ = std::fs::remove_file(control::socket_path(&self.cfg_path));
+        std::mem::take(&mut self.sockets).remove_all();
+        info!("{text}");
+    }
+}
+
+fn reply_of(code: ExitCode, text: &str) -> control::Reply {
+    control::Reply {
+        code: code.code(),
+        text: format!("{text}\n"),
+        json: json!({ "code": code.code(), "message": text }),
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+fn describe(status: &WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("exited with status {code}"),
+        WaitStatus::Signaled(_, sig, _) => format!("was killed by {}", sig.as_str()),
+        other => format!("{other:?}"),
+    }
+}
