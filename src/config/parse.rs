@@ -1,4 +1,4 @@
-//! Parsing php-fpm's INI dialect into [`FpmConfig`](super::FpmConfig).
+//! Parsing php-fpm's INI dialect into [`FpmConfig`].
 //!
 //! php-fpm 8.2 reads its config one line at a time and hands each line to PHP's INI scanner;
 //! this module does the same, in three steps:
@@ -481,16 +481,12 @@ fn scan_value(text: &str, env: &Env) -> Result<String, String> {
                 ));
             }
             _ => {
-                let len = rest
-                    .find(|c: char| " \t;\"'=|&^~!()".contains(c) || c == '$')
-                    .map(|i| if i == 0 { 1 } else { i })
-                    .unwrap_or(rest.len());
-                // A '$' that does not start '${' is an ordinary character.
+                // Any other character, including a '$' that does not start '${'.
                 match pieces.last_mut() {
-                    Some(Piece::Word(w)) => w.push_str(&rest[..len]),
-                    _ => pieces.push(Piece::Word(rest[..len].to_string())),
+                    Some(Piece::Word(word)) => word.push(c),
+                    _ => pieces.push(Piece::Word(c.to_string())),
                 }
-                rest = &rest[len..];
+                rest = &rest[c.len_utf8()..];
             }
         }
         after_double_quote = false;
