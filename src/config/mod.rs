@@ -58,6 +58,8 @@ pub struct FpmConfig {
     pub global: Global,
     /// Pools in the order php-fpm defines them.
     pub pools: Vec<Pool>,
+    /// What php-fpm would only warn about, such as an include pattern that matches nothing.
+    pub warnings: Vec<Problem>,
 }
 
 /// `[global]` directives fpmctl needs, with php-fpm's defaults filled in.
