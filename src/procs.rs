@@ -191,8 +191,7 @@ pub fn unit_from_cgroup(text: &str) -> Option<String> {
         let path = line.splitn(3, ':').nth(2).unwrap_or("");
         if let Some(unit) = path
             .split('/')
-            .filter(|c| c.ends_with(".service") && !c.starts_with("user@"))
-            .last()
+            .rfind(|c| c.ends_with(".service") && !c.starts_with("user@"))
         {
             found = Some(unit.to_string());
             if line.starts_with("0::") {

@@ -210,13 +210,11 @@ pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<Sto
         pid: Some(pid),
         ..
     } = &snap.pid_file
+        && (report.stopped.contains(pid) || crate::procs::read(*pid).is_none_or(|p| p.is_gone()))
+        && std::fs::remove_file(path).is_ok()
     {
-        if report.stopped.contains(pid) || crate::procs::read(*pid).is_none() {
-            if std::fs::remove_file(path).is_ok() {
-                info!("removed stale pid file {} (PID {pid})", path.display());
-                report.removed_pid_file = Some(path.display().to_string());
-            }
-        }
+        info!("removed stale pid file {} (PID {pid})", path.display());
+        report.removed_pid_file = Some(path.display().to_string());
     }
     if !report.already_stopped {
         info!("stopped in {:.2}s", report.elapsed.as_secs_f64());

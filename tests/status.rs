@@ -138,8 +138,11 @@ fn a_foreign_listener_on_the_port_is_reported_as_not_fpm() {
         .find(|l| l["address"] == sb.tcp_addr())
         .cloned()
         .unwrap();
-    assert_eq!(pids(&l["holders"]), vec![me], "{run}");
-    assert_eq!(l["holder_details"][0]["role"], "foreign", "{run}");
+    // Other test threads may be forking right now; their children briefly share the fd too.
+    assert!(pids(&l["holders"]).contains(&me), "{run}");
+    for h in l["holder_details"].as_array().unwrap() {
+        assert_eq!(h["role"], "foreign", "{run}");
+    }
     let human = sb.fpmctl(&["status"]);
     assert!(human.stdout.contains("NOT this FPM"), "{human}");
 }

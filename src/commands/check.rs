@@ -41,27 +41,25 @@ pub fn static_checks(cfg: &FpmConfig) -> (Vec<String>, Vec<String>) {
                 ));
             }
         }
-        if let ListenAddr::Unix(path) = a {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if !dir.is_dir() {
-                    problems.push(format!(
-                        "pool {pa} ({wa}): socket directory {} does not exist",
-                        dir.display()
-                    ));
-                }
-            }
+        if let ListenAddr::Unix(path) = a
+            && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            problems.push(format!(
+                "pool {pa} ({wa}): socket directory {} does not exist",
+                dir.display()
+            ));
         }
     }
-    if let Some(pid) = &cfg.global.pid_file {
-        if let Some(dir) = pid.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.is_dir() {
-                problems.push(format!(
-                    "pid file directory {} does not exist ({})",
-                    dir.display(),
-                    cfg.path.display()
-                ));
-            }
-        }
+    if let Some(pid) = &cfg.global.pid_file
+        && let Some(dir) = pid.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        problems.push(format!(
+            "pid file directory {} does not exist ({})",
+            dir.display(),
+            cfg.path.display()
+        ));
     }
     if cfg.global.process_control_timeout.is_zero() {
         warnings.push(

@@ -42,10 +42,26 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Finds and loads the config named by the global options.
-    pub fn load(global: &GlobalArgs) -> Result<Ctx> {
+    /// Finds and loads the config named by the global options. When the config does not
+    /// parse and `ask_fpm` is set, php-fpm's own verdict decides: if `php-fpm -t` rejects it
+    /// too, the error is [`Error::ConfigInvalid`] with FPM's own message.
+    pub fn load(global: &GlobalArgs, ask_fpm: bool) -> Result<Ctx> {
         let path = fpmconfig::find_config(global.config.as_deref(), global.php_version.as_deref())?;
-        let cfg = fpmconfig::load(&path)?;
+        let cfg = match fpmconfig::load(&path) {
+            Ok(cfg) => cfg,
+            Err(problems) => {
+                if ask_fpm
+                    && path.is_file()
+                    && let Some(err) = fpm_verdict(&path, global, &problems)
+                {
+                    return Err(err);
+                }
+                return Err(problems.into());
+            }
+        };
+        for w in &cfg.warnings {
+            tracing::warn!("{w}");
+        }
         Ok(Ctx {
             cfg,
             global: global.clone(),
@@ -75,6 +91,40 @@ impl Ctx {
     }
 }
 
+/// `php-fpm -t`'s opinion of a config our parser rejected; `None` when it cannot be asked
+/// or accepts it.
+fn fpm_verdict(
+    path: &std::path::Path,
+    global: &GlobalArgs,
+    problems: &crate::error::ConfigError,
+) -> Option<Error> {
+    let bin = fpmconfig::find_binary(
+        path,
+        global.fpm_bin.as_deref(),
+        global.php_version.as_deref(),
+    )
+    .ok()?;
+    let fpm = Fpm {
+        bin,
+        config: path.to_path_buf(),
+    };
+    let test = fpm.test().ok()?;
+    if test.ok {
+        return None;
+    }
+    let mut detail = test.messages.join("; ");
+    if detail.is_empty() {
+        detail = problems.to_string();
+    }
+    Some(Error::ConfigInvalid {
+        config: path.to_path_buf(),
+        detail: format!(
+            "{detail} (fpmctl: {})",
+            problems.to_string().replace('\n', "; ")
+        ),
+    })
+}
+
 /// Whether the command asked for JSON.
 pub fn wants_json(cli: &Cli) -> bool {
     match &cli.command {
@@ -91,7 +141,8 @@ pub fn wants_json(cli: &Cli) -> bool {
 /// Runs the command the command line names.
 pub fn run(cli: &Cli) -> Result<Outcome> {
     // An unreadable config is exit 4 for every command, which is LSB "unknown" for `status`.
-    let ctx = Ctx::load(&cli.global)?;
+    let ask_fpm = !matches!(cli.command, Command::Status(_) | Command::Config(_));
+    let ctx = Ctx::load(&cli.global, ask_fpm)?;
     match &cli.command {
         Command::Config(_) => config::run(&ctx),
         Command::Status(_) => status::run(&ctx),

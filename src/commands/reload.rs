@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
+    if let Some(out) = super::delegate(ctx, "reload", args.timeout + Duration::from_secs(60))? {
+        return Ok(out);
+    }
     let _lock = ctx.lock()?;
     let started = Instant::now();
     let cfg = &ctx.cfg;

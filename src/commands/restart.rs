@@ -11,10 +11,14 @@ use crate::exit::ExitCode;
 use crate::stop;
 use crate::systemd::{self, Control};
 use serde_json::json;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::info;
 
 pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
+    let wait = args.timeout + args.stop_timeout + Duration::from_secs(60);
+    if let Some(out) = super::delegate(ctx, "restart", wait)? {
+        return Ok(out);
+    }
     let _lock = ctx.lock()?;
     let started = Instant::now();
     let fpm = ctx.fpm()?;

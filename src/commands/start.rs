@@ -24,6 +24,10 @@ pub(crate) struct Launch {
 }
 
 pub(super) fn run(ctx: &Ctx, args: &StartArgs) -> Result<Outcome> {
+    // A supervised FPM is started by its supervisor; report what it says.
+    if let Some(out) = super::delegate(ctx, "status", args.timeout)? {
+        return Ok(out);
+    }
     let _lock = ctx.lock()?;
     let fpm = ctx.fpm()?;
     // A master that already runs (under systemd or not) is only checked for readiness.

@@ -18,11 +18,21 @@ pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
         State::Orphans | State::StalePidFile => ExitCode::Failure,
         State::Stopped => ExitCode::NotRunning,
     };
-    Ok(Outcome {
-        code,
-        text: render(ctx, &snap),
-        json: to_json(ctx, &snap),
-    })
+    let mut text = render(ctx, &snap);
+    let mut json = to_json(ctx, &snap);
+    // A supervisor, if one owns this FPM, adds what it knows (restarts, readiness).
+    let sup = crate::supervise::control::request(
+        &ctx.cfg.path,
+        "status",
+        std::time::Duration::from_secs(3),
+    )
+    .ok()
+    .flatten();
+    if let Some(reply) = sup {
+        text.push_str(&format!("  {}", reply.text));
+        json["supervisor"] = reply.json;
+    }
+    Ok(Outcome { code, text, json })
 }
 
 fn uptime(p: &ProcInfo) -> String {

@@ -8,8 +8,12 @@ use crate::exit::ExitCode;
 use crate::stop::{self, StopReport};
 use crate::systemd::{self, Control};
 use serde_json::json;
+use std::time::Duration;
 
 pub(super) fn run(ctx: &Ctx, args: &StopArgs) -> Result<Outcome> {
+    if let Some(out) = super::delegate(ctx, "stop", args.timeout + Duration::from_secs(30))? {
+        return Ok(out);
+    }
     let _lock = ctx.lock()?;
     let snap = discovery::discover(&ctx.cfg);
     if let Control::Unit(unit) = systemd::decide(&snap, ctx.global.no_systemd)? {

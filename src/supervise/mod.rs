@@ -654,14 +654,14 @@ impl Supervisor {
         }
         self.progress_retiring();
         self.check_hung_master();
-        if let Some(w) = self.watchdog {
-            if now >= self.last_watchdog + w / 2 {
-                self.last_watchdog = now;
-                if self.current.as_ref().is_some_and(|m| m.ready_at.is_some())
-                    && self.health.failures() == 0
-                {
-                    self.sd.send("WATCHDOG=1");
-                }
+        if let Some(w) = self.watchdog
+            && now >= self.last_watchdog + w / 2
+        {
+            self.last_watchdog = now;
+            if self.current.as_ref().is_some_and(|m| m.ready_at.is_some())
+                && self.health.failures() == 0
+            {
+                self.sd.send("WATCHDOG=1");
             }
         }
     }

@@ -136,7 +136,7 @@ fn remove_unix(h: &HeldSocket) {
         // Only our socket: same inode as our descriptor.
         if let (Ok(meta), Ok(ours)) = (std::fs::metadata(path), nix::sys::stat::fstat(&h.fd)) {
             use std::os::unix::fs::MetadataExt;
-            if meta.ino() == ours.st_ino as u64 {
+            if meta.ino() == ours.st_ino {
                 let _ = std::fs::remove_file(path);
             }
         }

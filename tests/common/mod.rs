@@ -144,7 +144,9 @@ impl Sandbox {
         .unwrap();
         std::fs::write(
             sb.docroot().join("slow.php"),
-            "<?php $s = (int)($_GET['s'] ?? 5); sleep($s); echo 'slept ', $s;\n",
+            // sleep() returns early when a signal arrives; loop until the deadline instead.
+            "<?php $s = (int)($_GET['s'] ?? 5); $end = microtime(true) + $s;\n\
+             while (microtime(true) < $end) { usleep(20000); }\necho 'slept ', $s;\n",
         )
         .unwrap();
         sb.write_config(&sb.config_text());
