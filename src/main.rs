@@ -59,9 +59,18 @@ fn init_logging(cli: &Cli) {
     match g.log_format {
         LogFormat::Json => builder.json().with_current_span(false).init(),
         LogFormat::Text => builder
-            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .with_timer(Elapsed(std::time::Instant::now()))
             .with_ansi(false)
             .compact()
             .init(),
+    }
+}
+
+/// Seconds since fpmctl started, to the millisecond: the timing of each step.
+struct Elapsed(std::time::Instant);
+
+impl tracing_subscriber::fmt::time::FormatTime for Elapsed {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(w, "{:>7.3}s", self.0.elapsed().as_secs_f64())
     }
 }

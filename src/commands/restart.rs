@@ -50,7 +50,6 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
         return Ok(start::outcome(ctx, &launch, "restarted (through systemd)"));
     }
     let found = describe(&snap);
-    info!("found {found}");
     let stopped = stop::stop(&ctx.cfg, &args.signal_plan, args.stop_timeout)?;
     let after = discovery::discover(&ctx.cfg);
     let launch = start::launch(ctx, &fpm, &after, args.timeout, wait, false)?;
