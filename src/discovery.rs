@@ -77,6 +77,8 @@ pub enum Role {
     Worker,
     /// An orphaned worker of a dead master.
     Orphan,
+    /// The `fpmctl supervise` that owns this FPM and holds its sockets (never signalled).
+    Supervisor,
     /// Anything else: never signalled by fpmctl.
     Foreign,
 }
@@ -88,6 +90,7 @@ impl Role {
             Role::Master => "master",
             Role::Worker => "worker",
             Role::Orphan => "orphan",
+            Role::Supervisor => "supervisor",
             Role::Foreign => "foreign",
         }
     }
@@ -410,6 +413,8 @@ pub fn discover_in(
             Role::Worker
         } else if orphans.iter().any(|w| w.proc.id == p.id) {
             Role::Orphan
+        } else if is_supervisor_of(p, &masters, &orphans) {
+            Role::Supervisor
         } else {
             Role::Foreign
         }
@@ -442,6 +447,14 @@ pub fn discover_in(
         orphans,
         addresses,
     }
+}
+
+/// The process that started this config's master (or inherited its orphans) running
+/// `fpmctl ... supervise`.
+fn is_supervisor_of(p: &ProcInfo, masters: &[&ProcInfo], orphans: &[Worker]) -> bool {
+    let parent_of_ours =
+        masters.iter().any(|m| m.ppid == p.pid()) || orphans.iter().any(|o| o.proc.ppid == p.pid());
+    parent_of_ours && p.title.split(' ').any(|a| a == "supervise")
 }
 
 enum PidFileRead {

@@ -2,7 +2,8 @@
 
 use super::{Ctx, Outcome};
 use crate::cli::SuperviseArgs;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::exit::ExitCode;
 use crate::supervise::{self, Options, policy::RestartPolicy};
 use serde_json::json;
 
@@ -25,6 +26,22 @@ pub(super) fn run(ctx: &Ctx, args: &SuperviseArgs) -> Result<Outcome> {
         stop_plan: args.signal_plan.clone(),
     };
     let code = supervise::run(ctx.cfg.clone(), fpm, opts)?;
+    match code {
+        ExitCode::CrashLoop => {
+            return Err(Error::CrashLoop(format!(
+                "FPM {} crashed more than {} times within {}; the supervisor gave up",
+                ctx.cfg.path.display(),
+                args.max_restarts,
+                humantime::format_duration(args.within)
+            )));
+        }
+        ExitCode::Timeout => {
+            return Err(Error::Timeout(
+                "FPM processes were still alive after the whole stop plan".into(),
+            ));
+        }
+        _ => {}
+    }
     Ok(Outcome {
         code,
         text: String::new(),

@@ -32,6 +32,9 @@ pub struct HeldSocket {
     pub fd: OwnedFd,
     /// For a unix socket: the hard link that keeps its inode reachable by name.
     pub keeper: Option<PathBuf>,
+    /// For a unix socket: the inode of the socket *file* (fstat on the descriptor gives the
+    /// socket's own inode, not the file's), to recognise our file before removing it.
+    pub file_ino: Option<u64>,
 }
 
 /// Every socket held for one config.
@@ -132,13 +135,11 @@ fn remove_unix(h: &HeldSocket) {
     if let Some(k) = &h.keeper {
         let _ = std::fs::remove_file(k);
     }
-    if let Some(path) = h.addr.unix_path() {
-        // Only our socket: same inode as our descriptor.
-        if let (Ok(meta), Ok(ours)) = (std::fs::metadata(path), nix::sys::stat::fstat(&h.fd)) {
-            use std::os::unix::fs::MetadataExt;
-            if meta.ino() == ours.st_ino {
-                let _ = std::fs::remove_file(path);
-            }
+    if let (Some(path), Some(ours)) = (h.addr.unix_path(), h.file_ino) {
+        // Only our socket file, not one someone else bound since.
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == ours) {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -162,6 +163,8 @@ fn open(pool: &Pool, addr: &ListenAddr) -> Result<HeldSocket> {
     match addr {
         ListenAddr::Unix(path) => {
             let fd = open_unix(pool, path, backlog)?;
+            use std::os::unix::fs::MetadataExt;
+            let file_ino = std::fs::symlink_metadata(path).ok().map(|m| m.ino());
             let keeper = keeper_path(path);
             let _ = std::fs::remove_file(&keeper);
             std::fs::hard_link(path, &keeper).map_err(|e| {
@@ -175,6 +178,7 @@ fn open(pool: &Pool, addr: &ListenAddr) -> Result<HeldSocket> {
                 key,
                 fd,
                 keeper: Some(keeper),
+                file_ino,
             })
         }
         ListenAddr::Tcp { host, port } => {
@@ -184,6 +188,7 @@ fn open(pool: &Pool, addr: &ListenAddr) -> Result<HeldSocket> {
                 key,
                 fd,
                 keeper: None,
+                file_ino: None,
             })
         }
     }

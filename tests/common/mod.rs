@@ -295,6 +295,65 @@ impl Sandbox {
         cmd.spawn().unwrap()
     }
 
+    /// Starts `fpmctl -c CONF supervise ARGS` in the background (output to `supervise.log`
+    /// in the sandbox); killed on drop if still running.
+    pub fn supervise(&self, args: &[&str], env: &[(&str, &str)]) -> u32 {
+        let log = std::fs::File::create(self.dir.path().join("supervise.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fpmctl"));
+        cmd.arg("-c").arg(&self.conf).arg("supervise").args(args);
+        cmd.env("FPMCTL_LOCK_DIR", self.dir.path().join("locks"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log));
+        self.spawn(&mut cmd)
+    }
+
+    pub fn supervise_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("supervise.log")).unwrap_or_default()
+    }
+
+    /// Waits until the supervisor reports a ready master; returns its PID.
+    #[track_caller]
+    pub fn wait_supervised_ready(&self) -> i32 {
+        self.wait_for(
+            Duration::from_secs(15),
+            "the supervised FPM to be ready",
+            || {
+                let j: serde_json::Value =
+                    serde_json::from_str(&self.fpmctl(&["status", "--json"]).stdout).ok()?;
+                let sup = j.get("supervisor")?;
+                (sup["ready"] == true).then(|| sup["master"].as_i64().unwrap() as i32)
+            },
+        )
+    }
+
+    /// Waits for a helper child to exit; its exit code.
+    #[track_caller]
+    pub fn wait_child(&self, pid: u32, limit: Duration) -> i32 {
+        let deadline = Instant::now() + limit;
+        loop {
+            {
+                let mut children = self.children.lock().unwrap();
+                if let Some(c) = children.iter_mut().find(|c| c.id() == pid) {
+                    if let Some(status) = c.try_wait().unwrap() {
+                        return status.code().unwrap_or(-1);
+                    }
+                } else {
+                    panic!("{pid} is not a child of this sandbox");
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "child {pid} still running after {limit:?}\nsupervise log:\n{}",
+                    self.supervise_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("fpm.log")).unwrap_or_default()
     }

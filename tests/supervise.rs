@@ -1,0 +1,342 @@
+//! `fpmctl supervise` against a real php-fpm: crash recovery, crash loops, signals, the
+//! control socket, sd_notify, and restarts that keep the socket path and in-flight requests.
+
+mod common;
+use common::{Opts, Sandbox};
+use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn alive(pid: i32) -> bool {
+    fpmctl::procs::read(pid).is_some_and(|p| !p.is_gone())
+}
+
+fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+}
+
+fn slow_request(sb: &Sandbox, secs: u32) -> std::thread::JoinHandle<Result<String, String>> {
+    let listen = fpmctl::listen::ListenAddr::parse(&sb.tcp_addr()).unwrap();
+    let script = sb.docroot().join("slow.php");
+    std::thread::spawn(move || {
+        let mut req = fpmctl::fastcgi::Request::get("/slow.php");
+        req.script_filename = script.display().to_string();
+        req.query_string = format!("s={secs}");
+        fpmctl::fastcgi::request(&listen, &req, Duration::from_secs(120))
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .map_err(|e| e.to_string())
+    })
+}
+
+fn busy(sb: &Sandbox) -> u64 {
+    let listen = fpmctl::listen::ListenAddr::parse(&sb.tcp_addr()).unwrap();
+    fpmctl::fastcgi::status(&listen, "/status", Duration::from_secs(2))
+        .ok()
+        .and_then(|v| v["active processes"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn supervise_starts_fpm_and_status_names_the_supervisor() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(&[], &[]);
+    let master = sb.wait_supervised_ready();
+    let run = sb.fpmctl(&["status", "--json"]);
+    run.expect_code(0);
+    let j = run.json();
+    assert_eq!(j["master"]["pid"], master, "{run}");
+    assert_eq!(j["supervisor"]["supervisor_pid"], sup, "{run}");
+    for l in j["listen"].as_array().unwrap() {
+        let roles: Vec<&str> = l["holder_details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["role"].as_str().unwrap())
+            .collect();
+        assert!(roles.contains(&"supervisor"), "{run}");
+        assert!(!roles.contains(&"foreign"), "{run}");
+    }
+    sb.fpmctl(&["ping"]).expect_code(0);
+    // start on a supervised config answers with the supervisor's view
+    let start = sb.fpmctl(&["start"]);
+    start.expect_code(0);
+    assert!(start.stdout.contains("supervis"), "{start}");
+}
+
+#[test]
+fn kill_9_of_the_master_brings_fpm_back_ready_with_no_orphan() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.supervise(&[], &[]);
+    let first = sb.wait_supervised_ready();
+    let old_workers: Vec<i32> = sb.workers_of(first).iter().map(|p| p.pid()).collect();
+    signal(first as u32, nix::sys::signal::SIGKILL);
+    let second = sb.wait_for(Duration::from_secs(15), "a new master", || {
+        let m = sb.wait_supervised_ready();
+        (m != first).then_some(m)
+    });
+    sb.wait_for(Duration::from_secs(15), "the old workers to exit", || {
+        old_workers.iter().all(|w| !alive(*w)).then_some(())
+    });
+    let run = sb.fpmctl(&["status", "--json"]);
+    run.expect_code(0);
+    assert_eq!(run.json()["orphans"].as_array().unwrap().len(), 0, "{run}");
+    assert_eq!(run.json()["master"]["pid"], second, "{run}");
+    sb.fpmctl(&["ping"]).expect_code(0);
+    assert!(
+        sb.supervise_log().contains("was killed by SIGKILL"),
+        "{}",
+        sb.supervise_log()
+    );
+}
+
+#[test]
+fn an_fpm_that_dies_right_after_start_ends_in_backoff_then_the_crash_loop_exit_code() {
+    let Some(sb) = Sandbox::new() else { return };
+    // php-fpm -t accepts this pid path; FPM fails to write it at start and exits (78).
+    let text = sb.config_text().replace(
+        &format!("pid = {}", sb.pid_file.display()),
+        &format!("pid = /proc/fpmctl-test-{}.pid", sb.port),
+    );
+    sb.write_config(&text);
+    let started = Instant::now();
+    let sup = sb.supervise(&["--max-restarts", "3", "--within", "60s"], &[]);
+    let code = sb.wait_child(sup, Duration::from_secs(30));
+    let log = sb.supervise_log();
+    assert_eq!(code, 13, "{log}");
+    assert!(log.contains("restarting FPM in"), "no backoff seen:\n{log}");
+    assert!(log.contains("giving up"), "{log}");
+    // Backoff took time: 0 + 0.2 + 0.4 (+ jitter) seconds at least.
+    assert!(started.elapsed() >= Duration::from_millis(600), "{log}");
+    assert!(sb.leftovers().is_empty(), "{log}");
+    assert!(!sb.sock.exists(), "socket file left behind:\n{log}");
+}
+
+#[test]
+fn sigterm_stops_fpm_gracefully_and_leaves_nothing_behind() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(&[], &[]);
+    sb.wait_supervised_ready();
+    signal(sup, nix::sys::signal::SIGTERM);
+    let code = sb.wait_child(sup, Duration::from_secs(30));
+    assert_eq!(code, 0, "{}", sb.supervise_log());
+    assert!(sb.leftovers().is_empty(), "{}", sb.supervise_log());
+    assert!(!sb.sock.exists(), "socket path left");
+    let keepers: Vec<_> = std::fs::read_dir(sb.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("fpmctl-held"))
+        .collect();
+    assert!(keepers.is_empty(), "{keepers:?}");
+    assert!(std::net::TcpListener::bind(sb.tcp_addr()).is_ok());
+}
+
+#[test]
+fn a_second_sigterm_stops_fast_even_with_a_long_request_in_flight() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(&[], &[]);
+    sb.wait_supervised_ready();
+    let _req = slow_request(&sb, 60);
+    sb.wait_for(Duration::from_secs(5), "a busy worker", || {
+        (busy(&sb) >= 2).then_some(())
+    });
+    signal(sup, nix::sys::signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        sb.leftovers().iter().any(|p| p.title.contains("pool tcp")),
+        "graceful stop did not wait"
+    );
+    let t = Instant::now();
+    signal(sup, nix::sys::signal::SIGTERM);
+    let code = sb.wait_child(sup, Duration::from_secs(20));
+    assert_eq!(code, 0, "{}", sb.supervise_log());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "{:?}\n{}",
+        t.elapsed(),
+        sb.supervise_log()
+    );
+    assert!(sb.leftovers().is_empty(), "{}", sb.supervise_log());
+    assert!(
+        sb.supervise_log().contains("stopping FPM fast"),
+        "{}",
+        sb.supervise_log()
+    );
+}
+
+#[test]
+fn fpmctl_stop_goes_through_the_supervisor() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(&[], &[]);
+    sb.wait_supervised_ready();
+    let run = sb.fpmctl(&["stop"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("through the supervisor"), "{run}");
+    assert_eq!(sb.wait_child(sup, Duration::from_secs(10)), 0);
+    assert!(sb.leftovers().is_empty());
+}
+
+#[test]
+fn restarts_through_the_supervisor_never_remove_the_socket_path_and_replace_the_master() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.supervise(&[], &[]);
+    let mut master = sb.wait_supervised_ready();
+    let stop = Arc::new(AtomicBool::new(false));
+    let missing = Arc::new(AtomicUsize::new(0));
+    let watcher = {
+        let (stop, missing, path) = (stop.clone(), missing.clone(), sb.sock.clone());
+        std::thread::spawn(move || {
+            let mut checks = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                if !path.exists() {
+                    missing.fetch_add(1, Ordering::SeqCst);
+                }
+                checks += 1;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            checks
+        })
+    };
+    for i in 0..5 {
+        let run = sb.fpmctl(&["restart"]);
+        run.expect_code(0);
+        assert!(
+            run.stdout.contains("through the supervisor"),
+            "restart {i}: {run}"
+        );
+        let now = sb.wait_supervised_ready();
+        assert_ne!(
+            now, master,
+            "restart {i} did not replace the master:\n{run}"
+        );
+        master = now;
+        sb.fpmctl(&["ping"]).expect_code(0);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let checks = watcher.join().unwrap();
+    assert!(checks > 100);
+    assert_eq!(
+        missing.load(Ordering::SeqCst),
+        0,
+        "the socket path was missing during restarts"
+    );
+    sb.wait_for(Duration::from_secs(10), "retired masters to go", || {
+        (sb.masters().len() == 1).then_some(())
+    });
+}
+
+#[test]
+fn a_restart_keeps_a_ten_second_request_and_returns_long_before_it_ends() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.supervise(&[], &[]);
+    sb.wait_supervised_ready();
+    let req = slow_request(&sb, 10);
+    sb.wait_for(Duration::from_secs(5), "a busy worker", || {
+        (busy(&sb) >= 2).then_some(())
+    });
+    let run = sb.fpmctl(&["restart"]);
+    run.expect_code(0);
+    assert!(run.elapsed < Duration::from_secs(5), "{run}");
+    sb.fpmctl(&["ping"]).expect_code(0);
+    let body = req
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("request failed: {e}\n{}", sb.supervise_log()));
+    assert_eq!(body, "slept 10");
+}
+
+#[test]
+fn a_restart_into_new_pm_settings_applies_them() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.supervise(&[], &[]);
+    sb.wait_supervised_ready();
+    sb.write_config(
+        &sb.config_text()
+            .replace("pm.max_children = 2", "pm.max_children = 3"),
+    );
+    sb.fpmctl(&["restart"]).expect_code(0);
+    let run = sb.fpmctl(&["status", "--json"]);
+    let tcp = &run.json()["pools"][0];
+    assert_eq!(tcp["expected_workers"], 3, "{run}");
+    assert_eq!(tcp["workers"].as_array().unwrap().len(), 3, "{run}");
+}
+
+#[test]
+fn a_broken_config_on_restart_keeps_the_supervised_fpm_serving() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.supervise(&[], &[]);
+    let master = sb.wait_supervised_ready();
+    sb.write_config(&sb.config_text().replace("pm = static", "pm = statik"));
+    let run = sb.fpmctl(&["restart"]);
+    run.expect_code(6);
+    assert!(alive(master));
+    sb.write_config(&sb.config_text());
+    assert_eq!(sb.wait_supervised_ready(), master);
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
+#[test]
+fn sighup_restarts_fpm() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(&[], &[]);
+    let first = sb.wait_supervised_ready();
+    signal(sup, nix::sys::signal::SIGHUP);
+    sb.wait_for(Duration::from_secs(15), "a replacement master", || {
+        let m = sb.wait_supervised_ready();
+        (m != first).then_some(())
+    });
+}
+
+#[test]
+fn systemd_notify_ready_reloading_and_stopping() {
+    let Some(sb) = Sandbox::new() else { return };
+    let path = sb.path().join("systemd-notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let sup = sb.supervise(
+        &["--health-interval", "1s"],
+        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
+    );
+    let mut buf = [0u8; 4096];
+    let mut recv = || {
+        let n = sock.recv(&mut buf).expect("a notify message");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = recv();
+    assert!(first.contains("READY=1"), "{first}");
+    assert!(first.contains(&format!("MAINPID={sup}")), "{first}");
+    sb.fpmctl(&["restart"]).expect_code(0);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|m: &String| m.contains("READY=1")) {
+        seen.push(recv());
+    }
+    assert!(seen.iter().any(|m| m.contains("RELOADING=1")), "{seen:?}");
+    signal(sup, nix::sys::signal::SIGTERM);
+    let mut stopping = false;
+    while let Ok(n) = sock.recv(&mut buf) {
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping);
+    assert_eq!(sb.wait_child(sup, Duration::from_secs(10)), 0);
+}
+
+#[test]
+fn supervise_refuses_when_fpm_already_runs_outside_it() {
+    let Some(sb) = Sandbox::with(Opts::default()) else {
+        return;
+    };
+    let master = sb.start_fpm();
+    let sup = sb.supervise(&[], &[]);
+    let code = sb.wait_child(sup, Duration::from_secs(10));
+    assert_eq!(code, 1, "{}", sb.supervise_log());
+    assert!(
+        sb.supervise_log().contains(&format!("master {master}")),
+        "{}",
+        sb.supervise_log()
+    );
+    assert!(alive(master));
+}
