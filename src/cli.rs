@@ -120,18 +120,33 @@ pub struct StopArgs {
     pub json: bool,
 }
 
-/// Options of `start`.
+/// Whether and how long to wait for readiness after starting FPM.
 #[derive(Debug, Args, Clone)]
-pub struct StartArgs {
-    /// Wait until FPM is proven ready (the default; kept for scripts that pass it).
-    #[arg(long, default_value_t = true, overrides_with = "no_ready_wait")]
+pub struct ReadyWaitArgs {
+    /// Wait until FPM is proven ready (the default; accepted for scripts that pass it).
+    #[arg(long)]
     pub wait: bool,
     /// Return as soon as php-fpm has started, without proving readiness.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "wait")]
     pub no_ready_wait: bool,
     /// How long to wait for readiness.
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
     pub timeout: Duration,
+}
+
+impl ReadyWaitArgs {
+    /// True unless `--no-ready-wait`.
+    pub fn waits(&self) -> bool {
+        !self.no_ready_wait
+    }
+}
+
+/// Options of `start`.
+#[derive(Debug, Args, Clone)]
+pub struct StartArgs {
+    /// Readiness.
+    #[command(flatten)]
+    pub ready: ReadyWaitArgs,
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
@@ -140,15 +155,9 @@ pub struct StartArgs {
 /// Options of `restart`.
 #[derive(Debug, Args, Clone)]
 pub struct RestartArgs {
-    /// Wait until FPM is proven ready (the default).
-    #[arg(long, default_value_t = true, overrides_with = "no_ready_wait")]
-    pub wait: bool,
-    /// Return as soon as php-fpm has started, without proving readiness.
-    #[arg(long)]
-    pub no_ready_wait: bool,
-    /// How long to wait for readiness after starting.
-    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
-    pub timeout: Duration,
+    /// Readiness after starting.
+    #[command(flatten)]
+    pub ready: ReadyWaitArgs,
     /// Overall limit for the stop phase.
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub stop_timeout: Duration,

@@ -3,37 +3,10 @@
 //! config on restart or reload, stale pid files, foreign listeners, stuck requests.
 
 mod common;
-use common::Sandbox;
+use common::{Sandbox, alive, slow_request, wait_busy};
 use std::io::Read;
 use std::process::Command;
 use std::time::Duration;
-
-fn alive(pid: i32) -> bool {
-    fpmctl::procs::read(pid).is_some_and(|p| !p.is_gone())
-}
-
-/// Sends a slow request through FastCGI in a background thread (the reply is not awaited).
-fn start_slow_request(sb: &Sandbox, secs: u32) -> std::thread::JoinHandle<Result<Vec<u8>, String>> {
-    let addr = sb.tcp_addr();
-    let script = sb.docroot().join("slow.php");
-    std::thread::spawn(move || {
-        let listen = fpmctl::listen::ListenAddr::parse(&addr).unwrap();
-        let mut req = fpmctl::fastcgi::Request::get("/slow.php");
-        req.script_filename = script.display().to_string();
-        req.query_string = format!("s={secs}");
-        fpmctl::fastcgi::request(&listen, &req, Duration::from_secs(60))
-            .map(|r| r.body)
-            .map_err(|e| e.to_string())
-    })
-}
-
-fn busy_workers(sb: &Sandbox) -> usize {
-    let listen = fpmctl::listen::ListenAddr::parse(&sb.tcp_addr()).unwrap();
-    fpmctl::fastcgi::status(&listen, "/status", Duration::from_secs(2))
-        .ok()
-        .and_then(|v| v["active processes"].as_u64())
-        .unwrap_or(0) as usize
-}
 
 #[test]
 fn stop_is_graceful_and_returns_when_everything_is_gone() {
@@ -192,10 +165,8 @@ fn start_removes_a_leftover_socket_file_nobody_listens_on() {
 fn a_worker_stuck_in_a_long_request_is_ended_by_the_signal_plan_within_its_bounds() {
     let Some(sb) = Sandbox::new() else { return };
     let master = sb.start_fpm();
-    let _req = start_slow_request(&sb, 60);
-    sb.wait_for(Duration::from_secs(5), "a busy worker", || {
-        (busy_workers(&sb) >= 2).then_some(())
-    });
+    let _req = slow_request(&sb, 60);
+    wait_busy(&sb);
     let run = sb.fpmctl(&["stop", "--signal-plan", "QUIT:1s,TERM:1s,KILL:2s", "--json"]);
     run.expect_code(0);
     assert!(run.elapsed < Duration::from_secs(8), "{run}");
@@ -207,17 +178,15 @@ fn a_worker_stuck_in_a_long_request_is_ended_by_the_signal_plan_within_its_bound
 fn a_graceful_stop_lets_an_in_flight_request_finish() {
     let Some(sb) = Sandbox::new() else { return };
     sb.start_fpm();
-    let req = start_slow_request(&sb, 2);
-    sb.wait_for(Duration::from_secs(5), "a busy worker", || {
-        (busy_workers(&sb) >= 2).then_some(())
-    });
+    let req = slow_request(&sb, 2);
+    wait_busy(&sb);
     let run = sb.fpmctl(&["stop"]);
     run.expect_code(0);
     let body = req
         .join()
         .unwrap()
         .unwrap_or_else(|e| panic!("request failed: {e}\n{run}"));
-    assert_eq!(String::from_utf8_lossy(&body), "slept 2", "{run}");
+    assert_eq!(body, "slept 2", "{run}");
 }
 
 #[test]
@@ -253,10 +222,8 @@ fn two_restarts_started_together_both_succeed_and_leave_one_master() {
 fn no_wait_fails_at_once_while_another_fpmctl_holds_the_lock() {
     let Some(sb) = Sandbox::new() else { return };
     sb.start_fpm();
-    let _req = start_slow_request(&sb, 3);
-    sb.wait_for(Duration::from_secs(5), "a busy worker", || {
-        (busy_workers(&sb) >= 2).then_some(())
-    });
+    let _req = slow_request(&sb, 3);
+    wait_busy(&sb);
     let mut slow = sb.fpmctl_spawn(&["stop"]);
     // Wait until the stop holds the lock (its log says it is stopping the master).
     let mut err = slow.stderr.take().unwrap();
@@ -277,10 +244,8 @@ fn no_wait_fails_at_once_while_another_fpmctl_holds_the_lock() {
 fn fpmctl_killed_mid_restart_leaves_a_state_the_next_restart_repairs() {
     let Some(sb) = Sandbox::new() else { return };
     sb.start_fpm();
-    let _req = start_slow_request(&sb, 30);
-    sb.wait_for(Duration::from_secs(5), "a busy worker", || {
-        (busy_workers(&sb) >= 2).then_some(())
-    });
+    let _req = slow_request(&sb, 30);
+    wait_busy(&sb);
     let mut first = sb.fpmctl_spawn(&["restart"]);
     let mut err = first.stderr.take().unwrap();
     let mut seen = String::new();

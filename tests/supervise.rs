@@ -2,39 +2,14 @@
 //! control socket, sd_notify, and restarts that keep the socket path and in-flight requests.
 
 mod common;
-use common::{Opts, Sandbox};
+use common::{Opts, Sandbox, alive, slow_request, wait_busy};
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-fn alive(pid: i32) -> bool {
-    fpmctl::procs::read(pid).is_some_and(|p| !p.is_gone())
-}
-
 fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
-}
-
-fn slow_request(sb: &Sandbox, secs: u32) -> std::thread::JoinHandle<Result<String, String>> {
-    let listen = fpmctl::listen::ListenAddr::parse(&sb.tcp_addr()).unwrap();
-    let script = sb.docroot().join("slow.php");
-    std::thread::spawn(move || {
-        let mut req = fpmctl::fastcgi::Request::get("/slow.php");
-        req.script_filename = script.display().to_string();
-        req.query_string = format!("s={secs}");
-        fpmctl::fastcgi::request(&listen, &req, Duration::from_secs(120))
-            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
-            .map_err(|e| e.to_string())
-    })
-}
-
-fn busy(sb: &Sandbox) -> u64 {
-    let listen = fpmctl::listen::ListenAddr::parse(&sb.tcp_addr()).unwrap();
-    fpmctl::fastcgi::status(&listen, "/status", Duration::from_secs(2))
-        .ok()
-        .and_then(|v| v["active processes"].as_u64())
-        .unwrap_or(0)
 }
 
 #[test]
@@ -137,9 +112,7 @@ fn a_second_sigterm_stops_fast_even_with_a_long_request_in_flight() {
     let sup = sb.supervise(&[], &[]);
     sb.wait_supervised_ready();
     let _req = slow_request(&sb, 60);
-    sb.wait_for(Duration::from_secs(5), "a busy worker", || {
-        (busy(&sb) >= 2).then_some(())
-    });
+    wait_busy(&sb);
     signal(sup, nix::sys::signal::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -231,9 +204,7 @@ fn a_restart_keeps_a_ten_second_request_and_returns_long_before_it_ends() {
     sb.supervise(&[], &[]);
     sb.wait_supervised_ready();
     let req = slow_request(&sb, 10);
-    sb.wait_for(Duration::from_secs(5), "a busy worker", || {
-        (busy(&sb) >= 2).then_some(())
-    });
+    wait_busy(&sb);
     let run = sb.fpmctl(&["restart"]);
     run.expect_code(0);
     assert!(run.elapsed < Duration::from_secs(5), "{run}");

@@ -79,15 +79,7 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
                 cfg.path.display(),
                 secs(elapsed)
             );
-            for p in &pools {
-                let answer = match &p.answer {
-                    Ok(a) | Err(a) => a.as_str(),
-                };
-                text.push_str(&format!(
-                    "  pool {}: {}/{} workers, {answer}\n",
-                    p.pool, p.workers, p.expected_workers
-                ));
-            }
+            text.push_str(&start::pool_lines(&pools));
             Ok(Outcome {
                 code: ExitCode::Ok,
                 text,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
-    let wait = args.timeout + args.stop_timeout + Duration::from_secs(60);
+    let wait = args.ready.timeout + args.stop_timeout + Duration::from_secs(60);
     if let Some(out) = super::delegate(ctx, "restart", wait)? {
         return Ok(out);
     }
@@ -33,11 +33,11 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
     }
     let snap = discovery::discover(&ctx.cfg);
     start::refuse_foreign_holders(&snap)?;
-    let wait = args.wait && !args.no_ready_wait;
+    let wait = args.ready.waits();
     if let Control::Unit(unit) = systemd::decide(&snap, ctx.global.no_systemd)? {
         systemd::systemctl("restart", &unit)?;
         let pools = if wait {
-            crate::ready::wait_ready(&ctx.cfg, args.timeout)?
+            crate::ready::wait_ready(&ctx.cfg, args.ready.timeout)?
         } else {
             Vec::new()
         };
@@ -52,7 +52,7 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
     let found = describe(&snap);
     let stopped = stop::stop(&ctx.cfg, &args.signal_plan, args.stop_timeout)?;
     let after = discovery::discover(&ctx.cfg);
-    let launch = start::launch(ctx, &fpm, &after, args.timeout, wait, false)?;
+    let launch = start::launch(ctx, &fpm, &after, args.ready.timeout, wait, false)?;
     let mut out = start::outcome(ctx, &launch, "restarted");
     out.text = format!(
         "found {found}\nstopped in {}\n{}total {}\n",

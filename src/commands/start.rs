@@ -25,15 +25,21 @@ pub(crate) struct Launch {
 
 pub(super) fn run(ctx: &Ctx, args: &StartArgs) -> Result<Outcome> {
     // A supervised FPM is started by its supervisor; report what it says.
-    if let Some(out) = super::delegate(ctx, "status", args.timeout)? {
+    if let Some(out) = super::delegate(ctx, "status", args.ready.timeout)? {
         return Ok(out);
     }
     let _lock = ctx.lock()?;
     let fpm = ctx.fpm()?;
     // A master that already runs (under systemd or not) is only checked for readiness.
     let snap = discovery::discover(&ctx.cfg);
-    let wait = args.wait && !args.no_ready_wait;
-    let launch = launch(ctx, &fpm, &snap, args.timeout, wait, true)?;
+    let launch = launch(
+        ctx,
+        &fpm,
+        &snap,
+        args.ready.timeout,
+        args.ready.waits(),
+        true,
+    )?;
     Ok(outcome(ctx, &launch, "started"))
 }
 
@@ -152,32 +158,36 @@ fn remove_stale_sockets(addrs: &[(String, ListenAddr)]) -> Result<()> {
 }
 
 pub(crate) fn outcome(ctx: &Ctx, l: &Launch, verb: &str) -> Outcome {
+    let config = ctx.cfg.path.display();
+    let master = l
+        .master
+        .map(|m| m.to_string())
+        .unwrap_or_else(|| "?".into());
     let mut text = if l.already_running {
-        format!(
-            "FPM {} is already running (master {}) and ready\n",
-            ctx.cfg.path.display(),
-            l.master.unwrap_or_default()
-        )
+        format!("FPM {config} is already running (master {master}) and ready\n")
     } else if l.pools.is_empty() {
         format!(
-            "{verb} FPM {} (master {}) in {}; readiness not checked\n",
-            ctx.cfg.path.display(),
-            l.master
-                .map(|m| m.to_string())
-                .unwrap_or_else(|| "?".into()),
+            "{verb} FPM {config} (master {master}) in {}; readiness not checked\n",
             secs(l.elapsed)
         )
     } else {
         format!(
-            "{verb} FPM {} (master {}); ready in {}\n",
-            ctx.cfg.path.display(),
-            l.master
-                .map(|m| m.to_string())
-                .unwrap_or_else(|| "?".into()),
+            "{verb} FPM {config} (master {master}); ready in {}\n",
             secs(l.elapsed)
         )
     };
-    for p in &l.pools {
+    text.push_str(&pool_lines(&l.pools));
+    Outcome {
+        code: ExitCode::Ok,
+        text,
+        json: launch_json(l),
+    }
+}
+
+/// One line per pool: workers against expected, and how it answered.
+pub(crate) fn pool_lines(pools: &[PoolReady]) -> String {
+    let mut text = String::new();
+    for p in pools {
         let answer = match &p.answer {
             Ok(a) | Err(a) => a.as_str(),
         };
@@ -186,11 +196,7 @@ pub(crate) fn outcome(ctx: &Ctx, l: &Launch, verb: &str) -> Outcome {
             p.pool, p.workers, p.expected_workers
         ));
     }
-    Outcome {
-        code: ExitCode::Ok,
-        text,
-        json: launch_json(l),
-    }
+    text
 }
 
 pub(crate) fn launch_json(l: &Launch) -> serde_json::Value {

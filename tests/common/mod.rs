@@ -34,6 +34,43 @@ pub fn fpm_bin() -> Option<PathBuf> {
     None
 }
 
+/// True when `pid` is alive and not a zombie.
+pub fn alive(pid: i32) -> bool {
+    procs::read(pid).is_some_and(|p| !p.is_gone())
+}
+
+/// A request to `slow.php?s=SECS` on the sandbox's TCP pool, straight over FastCGI, in a
+/// background thread; joins to the response body or the error.
+pub fn slow_request(sb: &Sandbox, secs: u32) -> std::thread::JoinHandle<Result<String, String>> {
+    let listen = fpmctl::listen::ListenAddr::parse(&sb.tcp_addr()).unwrap();
+    let script = sb.docroot().join("slow.php");
+    std::thread::spawn(move || {
+        let mut req = fpmctl::fastcgi::Request::get("/slow.php");
+        req.script_filename = script.display().to_string();
+        req.query_string = format!("s={secs}");
+        fpmctl::fastcgi::request(&listen, &req, Duration::from_secs(120))
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Busy workers of the TCP pool, from its status page (the status request counts itself).
+pub fn busy_workers(sb: &Sandbox) -> u64 {
+    let listen = fpmctl::listen::ListenAddr::parse(&sb.tcp_addr()).unwrap();
+    fpmctl::fastcgi::status(&listen, "/status", Duration::from_secs(2))
+        .ok()
+        .and_then(|v| v["active processes"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Waits until a slow request keeps a TCP worker busy.
+#[track_caller]
+pub fn wait_busy(sb: &Sandbox) {
+    sb.wait_for(Duration::from_secs(5), "a busy worker", || {
+        (busy_workers(sb) >= 2).then_some(())
+    });
+}
+
 /// A free loopback TCP port (bound then released; the kernel does not hand it out again soon).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
