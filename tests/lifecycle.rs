@@ -362,3 +362,78 @@ fn stop_with_orphans_only_applies_the_plan_to_them() {
         "port still accepts:\n{run}"
     );
 }
+
+#[test]
+fn processes_left_after_the_plan_give_the_timeout_exit_code_and_are_listed() {
+    let Some(sb) = Sandbox::new() else { return };
+    let master = sb.start_fpm();
+    let _req = slow_request(&sb, 60);
+    wait_busy(&sb);
+    // process_control_timeout is 10s: after SIGQUIT the master waits for the busy worker.
+    let run = sb.fpmctl(&["stop", "--signal-plan", "QUIT:1s"]);
+    run.expect_code(8);
+    assert!(run.stderr.contains(&master.to_string()), "{run}");
+    assert!(run.stderr.contains("still running after the signal plan"), "{run}");
+    assert!(alive(master), "{run}");
+}
+
+#[test]
+fn a_reload_that_kills_fpm_says_so_with_its_own_exit_code() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.start_fpm();
+    // php-fpm -t accepts this pid path, but the re-executed master cannot write it and exits.
+    let bad = sb.config_text().replace(
+        &format!("pid = {}", sb.pid_file.display()),
+        &format!("pid = /proc/fpmctl-test-{}.pid", sb.port),
+    );
+    sb.write_config(&bad);
+    let run = sb.fpmctl(&["reload"]);
+    run.expect_code(12);
+    assert!(run.stderr.contains("died during the reload"), "{run}");
+    assert!(sb.masters().is_empty(), "{run}");
+}
+
+/// The cgroup v2 hierarchy, when it is mounted and writable here.
+fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let root = mounts.lines().find_map(|l| {
+        let (_, after) = l.split_once(" - ")?;
+        after.starts_with("cgroup2 ").then(|| l.split(' ').nth(4).map(std::path::PathBuf::from))?
+    })?;
+    let probe = root.join(format!("fpmctl-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe).ok()?;
+    let _ = std::fs::remove_dir(&probe);
+    Some(root)
+}
+
+#[test]
+fn a_master_in_a_systemd_unit_is_not_acted_on_behind_systemds_back() {
+    let Some(sb) = Sandbox::new() else { return };
+    let Some(root) = cgroup2_root() else {
+        eprintln!("NOTICE: no writable cgroup v2 hierarchy; systemd refusal not exercised");
+        return;
+    };
+    let master = sb.start_fpm();
+    let unit = format!("fpmctl-test-{}.service", sb.port);
+    let cg = root.join(&unit);
+    std::fs::create_dir(&cg).unwrap();
+    std::fs::write(cg.join("cgroup.procs"), master.to_string()).unwrap();
+    let status = sb.fpmctl(&["status", "--json"]);
+    assert_eq!(status.json()["master"]["systemd_unit"], unit.as_str(), "{status}");
+    for cmd in [&["stop"][..], &["restart"][..], &["reload"][..]] {
+        let run = sb.fpmctl(cmd);
+        run.expect_code(11);
+        assert!(run.stderr.contains(&unit), "{run}");
+        assert!(alive(master), "{cmd:?} touched the master:\n{run}");
+    }
+    let forced = sb.fpmctl(&["--no-systemd", "stop"]);
+    forced.expect_code(0);
+    assert!(!alive(master), "{forced}");
+    // The cgroup empties once the master is reaped; it may linger as a zombie here.
+    for _ in 0..50 {
+        if std::fs::remove_dir(&cg).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
