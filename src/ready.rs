@@ -58,6 +58,7 @@ pub fn wait_ready(cfg: &FpmConfig, timeout: Duration) -> Result<Vec<PoolReady>> 
             pool.name
         );
     }
+    let mut last_note = Instant::now();
     loop {
         let snap = discovery::discover(cfg);
         let verdict = assess(cfg, &snap, deadline);
@@ -71,7 +72,12 @@ pub fn wait_ready(cfg: &FpmConfig, timeout: Duration) -> Result<Vec<PoolReady>> 
                         timeout.as_secs_f64()
                     )));
                 }
-                debug!("not ready yet: {why}");
+                if last_note.elapsed() >= Duration::from_secs(1) {
+                    last_note = Instant::now();
+                    info!("waiting for readiness: {why}");
+                } else {
+                    debug!("not ready yet: {why}");
+                }
             }
         }
         std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));

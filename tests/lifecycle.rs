@@ -373,7 +373,10 @@ fn processes_left_after_the_plan_give_the_timeout_exit_code_and_are_listed() {
     let run = sb.fpmctl(&["stop", "--signal-plan", "QUIT:1s"]);
     run.expect_code(8);
     assert!(run.stderr.contains(&master.to_string()), "{run}");
-    assert!(run.stderr.contains("still running after the signal plan"), "{run}");
+    assert!(
+        run.stderr.contains("still running after the signal plan"),
+        "{run}"
+    );
     assert!(alive(master), "{run}");
 }
 
@@ -398,7 +401,9 @@ fn cgroup2_root() -> Option<std::path::PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let root = mounts.lines().find_map(|l| {
         let (_, after) = l.split_once(" - ")?;
-        after.starts_with("cgroup2 ").then(|| l.split(' ').nth(4).map(std::path::PathBuf::from))?
+        after
+            .starts_with("cgroup2 ")
+            .then(|| l.split(' ').nth(4).map(std::path::PathBuf::from))?
     })?;
     let probe = root.join(format!("fpmctl-probe-{}", std::process::id()));
     std::fs::create_dir(&probe).ok()?;
@@ -419,7 +424,11 @@ fn a_master_in_a_systemd_unit_is_not_acted_on_behind_systemds_back() {
     std::fs::create_dir(&cg).unwrap();
     std::fs::write(cg.join("cgroup.procs"), master.to_string()).unwrap();
     let status = sb.fpmctl(&["status", "--json"]);
-    assert_eq!(status.json()["master"]["systemd_unit"], unit.as_str(), "{status}");
+    assert_eq!(
+        status.json()["master"]["systemd_unit"],
+        unit.as_str(),
+        "{status}"
+    );
     for cmd in [&["stop"][..], &["restart"][..], &["reload"][..]] {
         let run = sb.fpmctl(cmd);
         run.expect_code(11);

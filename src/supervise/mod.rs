@@ -806,6 +806,7 @@ impl Supervisor {
         if !ready || self.starting.is_some() || self.shutdown.is_some() {
             return;
         }
+        let result = result.and(self.worker_counts());
         match &result {
             Ok(()) => debug!("health check passed"),
             Err(e) => warn!(
@@ -819,6 +820,40 @@ impl Supervisor {
                 self.opts.unhealthy_after
             );
             self.request_restart(None);
+        }
+    }
+
+    /// Every pool of the serving master has at least its expected workers.
+    fn worker_counts(&self) -> std::result::Result<(), String> {
+        let Some(m) = &self.current else {
+            return Ok(());
+        };
+        let table = procs::scan(false);
+        let short: Vec<String> = m
+            .cfg
+            .pools
+            .iter()
+            .filter_map(|pool| {
+                let n = table
+                    .iter()
+                    .filter(|p| {
+                        p.ppid == m.id.pid
+                            && !p.is_gone()
+                            && discovery::pool_of_title(&p.title) == Some(pool.name.as_str())
+                    })
+                    .count();
+                // In steady state a dynamic pool may shrink to its idle minimum.
+                let want = match pool.pm {
+                    config::PmStyle::Dynamic => pool.min_spare_servers,
+                    _ => pool.expected_workers(),
+                } as usize;
+                (n < want).then(|| format!("pool {} has {n} of {want} workers", pool.name))
+            })
+            .collect();
+        if short.is_empty() {
+            Ok(())
+        } else {
+            Err(short.join("; "))
         }
     }
 
