@@ -446,3 +446,25 @@ fn a_master_in_a_systemd_unit_is_not_acted_on_behind_systemds_back() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn log_format_json_gives_one_json_object_per_step_and_quiet_silences_steps() {
+    let Some(sb) = Sandbox::new() else { return };
+    let run = sb.fpmctl(&["--log-format", "json", "start"]);
+    run.expect_code(0);
+    sb.note_master(sb.pid_from_file().unwrap());
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert!(!lines.is_empty(), "{run}");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}\n{run}"));
+        assert!(v["fields"]["message"].is_string(), "{line}");
+        assert!(v["level"].is_string(), "{line}");
+    }
+    assert!(run.stderr.contains("starting "), "{run}");
+    let quiet = sb.fpmctl(&["-q", "restart"]);
+    quiet.expect_code(0);
+    assert!(quiet.stderr.trim().is_empty(), "{quiet}");
+    assert!(quiet.stdout.contains("restarted"), "{quiet}");
+    sb.note_master(sb.pid_from_file().unwrap());
+}
