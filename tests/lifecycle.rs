@@ -468,3 +468,23 @@ fn log_format_json_gives_one_json_object_per_step_and_quiet_silences_steps() {
     assert!(quiet.stdout.contains("restarted"), "{quiet}");
     sb.note_master(sb.pid_from_file().unwrap());
 }
+
+/// Regression: a config that php-fpm -t accepts but that fails at start made restart exit 6
+/// ("nothing was changed") although it had stopped the old FPM.
+#[test]
+fn a_restart_whose_new_fpm_fails_to_start_says_fpm_is_down() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.start_fpm();
+    let bad = sb.config_text().replace(
+        &format!("pid = {}", sb.pid_file.display()),
+        &format!("pid = /proc/fpmctl-test-{}.pid", sb.port),
+    );
+    sb.write_config(&bad);
+    let run = sb.fpmctl(&["restart"]);
+    run.expect_code(12);
+    assert!(run.stderr.contains("DOWN"), "{run}");
+    assert!(
+        run.stderr.contains("Unable to create the PID file"),
+        "{run}"
+    );
+}

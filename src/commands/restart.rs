@@ -52,7 +52,21 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
     let found = describe(&snap);
     let stopped = stop::stop(&ctx.cfg, &args.signal_plan, args.stop_timeout)?;
     let after = discovery::discover(&ctx.cfg);
-    let launch = start::launch(ctx, &fpm, &after, args.ready.timeout, wait, false)?;
+    let launch =
+        start::launch(ctx, &fpm, &after, args.ready.timeout, wait, false).map_err(|e| {
+            let down = format!(
+                "the old FPM was stopped, but the new one did not come up, so FPM {} is DOWN",
+                ctx.cfg.path.display()
+            );
+            match e {
+                // Exit 6 means "nothing was changed", which is no longer true here.
+                Error::ConfigInvalid { detail, .. } => Error::FpmDied(format!("{down}: {detail}")),
+                Error::AddressInUse { .. } => Error::Other(format!("{down}: {e}")),
+                Error::FpmDied(m) => Error::FpmDied(format!("{down}: {m}")),
+                Error::NotReady(m) => Error::NotReady(format!("{down} (not ready): {m}")),
+                other => Error::Other(format!("{down}: {other}")),
+            }
+        })?;
     let mut out = start::outcome(ctx, &launch, "restarted");
     out.text = format!(
         "found {found}\nstopped in {}\n{}total {}\n",
