@@ -311,3 +311,28 @@ fn supervise_refuses_when_fpm_already_runs_outside_it() {
     );
     assert!(alive(master));
 }
+
+#[test]
+fn a_restart_into_a_config_without_a_pool_closes_and_removes_its_socket() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.supervise(&[], &[]);
+    sb.wait_supervised_ready();
+    let without_sock = sb.config_text_with(Opts {
+        sock_pool: false,
+        ..Opts::default()
+    });
+    sb.write_config(&without_sock);
+    let run = sb.fpmctl(&["restart"]);
+    run.expect_code(0);
+    sb.fpmctl(&["ping"]).expect_code(0);
+    sb.wait_for(
+        Duration::from_secs(10),
+        "the unused socket to close",
+        || (!sb.sock.exists()).then_some(()),
+    );
+    assert!(
+        sb.supervise_log().contains("no pool uses it any more"),
+        "{}",
+        sb.supervise_log()
+    );
+}

@@ -377,12 +377,12 @@ impl Supervisor {
     /// Starts a new FPM on the held sockets.
     fn spawn(&mut self, why: Why) {
         let cfg = self.cfg.clone();
-        let fds = self.sockets.raw_fds();
+        let fds = self.sockets.raw_fds(&cfg);
         let mut cmd = Command::new(&self.fpm.bin);
         cmd.arg("-F")
             .arg("-y")
             .arg(&self.fpm.config)
-            .env("FPM_SOCKETS", self.sockets.env_value())
+            .env("FPM_SOCKETS", self.sockets.env_value(&cfg))
             .env("NOTIFY_SOCKET", self.notify.path())
             .stdin(Stdio::null())
             .process_group(0);

@@ -87,18 +87,24 @@ impl HeldSockets {
         }
     }
 
+    /// The sockets `cfg` uses. FPM closes (and for unix sockets unlinks) any inherited socket
+    /// its config does not use, so it must be handed only these.
+    fn used_by<'a>(&'a self, cfg: &FpmConfig) -> impl Iterator<Item = &'a HeldSocket> {
+        let wanted = addresses(cfg);
+        self.list.iter().filter(move |h| wanted.contains(&h.addr))
+    }
+
     /// The `FPM_SOCKETS` value for the sockets `cfg` uses.
-    pub fn env_value(&self) -> String {
-        self.list
-            .iter()
+    pub fn env_value(&self, cfg: &FpmConfig) -> String {
+        self.used_by(cfg)
             .map(|h| format!("{}={}", h.key, h.fd.as_raw_fd()))
             .collect::<Vec<_>>()
             .join(",")
     }
 
-    /// Raw descriptors to pass to FPM.
-    pub fn raw_fds(&self) -> Vec<RawFd> {
-        self.list.iter().map(|h| h.fd.as_raw_fd()).collect()
+    /// Raw descriptors of the sockets `cfg` uses, to pass to FPM.
+    pub fn raw_fds(&self, cfg: &FpmConfig) -> Vec<RawFd> {
+        self.used_by(cfg).map(|h| h.fd.as_raw_fd()).collect()
     }
 
     /// Puts back every unix socket path that FPM removed; returns the paths restored.
@@ -129,6 +135,14 @@ impl HeldSockets {
             remove_unix(h);
         }
     }
+}
+
+/// Every address `cfg` listens on: each pool's `listen` and `pm.status_listen`.
+fn addresses(cfg: &FpmConfig) -> Vec<ListenAddr> {
+    crate::discovery::config_addresses(cfg)
+        .into_iter()
+        .map(|(_, addr)| addr)
+        .collect()
 }
 
 fn remove_unix(h: &HeldSocket) {

@@ -203,16 +203,21 @@ impl Sandbox {
     }
 
     pub fn config_text(&self) -> String {
+        self.config_text_with(self.opts.clone())
+    }
+
+    /// The config this sandbox would write with other options (same paths and port).
+    pub fn config_text_with(&self, opts: Opts) -> String {
         let d = self.dir.path().display();
         let mut s = format!(
             "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\ndaemonize = yes\nprocess_control_timeout = {pct}\n\n\
              [tcp]\nuser = nobody\ngroup = nogroup\nlisten = 127.0.0.1:{port}\npm = static\npm.max_children = 2\n\
              ping.path = /ping\npm.status_path = /status\n{extra}\n",
-            pct = self.opts.process_control_timeout,
+            pct = opts.process_control_timeout,
             port = self.port,
-            extra = self.opts.tcp_extra,
+            extra = opts.tcp_extra,
         );
-        if self.opts.sock_pool {
+        if opts.sock_pool {
             s.push_str(&format!(
                 "\n[sock]\nuser = nobody\ngroup = nogroup\nlisten = {d}/fpm.sock\nlisten.mode = 0666\n\
                  pm = dynamic\npm.max_children = 4\npm.start_servers = 2\npm.min_spare_servers = 1\npm.max_spare_servers = 3\n"
