@@ -6,6 +6,9 @@
 //! spawned, also when the test panicked; then it checks nothing is left.
 #![allow(dead_code)]
 
+pub mod load;
+pub mod nginx;
+
 use fpmctl::procs::{self, ProcInfo};
 use std::fmt;
 use std::net::TcpListener;
