@@ -294,12 +294,15 @@ pub fn config_addresses(cfg: &FpmConfig) -> Vec<(String, ListenAddr)> {
 
 /// Takes one look at the system for `cfg`.
 pub fn discover(cfg: &FpmConfig) -> Snapshot {
-    let table = procs::scan(true);
     let mut listeners: Vec<(String, ListenAddr, Vec<u64>)> = Vec::new();
     for (pool, addr) in config_addresses(cfg) {
         let inodes = listen::listening_inodes(&addr).unwrap_or_default();
         listeners.push((pool, addr, inodes));
     }
+    // Open files are only read when a socket listens on one of our addresses: with nothing
+    // listening there are no holders, and orphans (which always hold one) cannot exist.
+    let anything_listens = listeners.iter().any(|l| !l.2.is_empty());
+    let table = procs::scan(anything_listens);
     discover_in(cfg, &table, &listeners)
 }
 

@@ -114,6 +114,8 @@ pub struct StopReport {
     pub foreign_holders: Vec<String>,
     /// A stale pid file that was removed.
     pub removed_pid_file: Option<String>,
+    /// The last look at the system, taken when everything was gone.
+    pub after: Option<Snapshot>,
 }
 
 /// Stops everything of `cfg` with `plan`, within `timeout`.
@@ -219,6 +221,10 @@ pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<Sto
     if !report.already_stopped {
         info!("stopped in {:.2}s", report.elapsed.as_secs_f64());
     }
+    if report.removed_pid_file.is_some() {
+        snap.pid_file = PidFile::Missing(snap.pid_file.path().map(Into::into).unwrap_or_default());
+    }
+    report.after = Some(snap);
     Ok(report)
 }
 

@@ -51,7 +51,11 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
     }
     let found = describe(&snap);
     let stopped = stop::stop(&ctx.cfg, &args.signal_plan, args.stop_timeout)?;
-    let after = discovery::discover(&ctx.cfg);
+    // Stop's last look, taken when everything was gone: no need to look again.
+    let after = match &stopped.after {
+        Some(snap) => snap.clone(),
+        None => discovery::discover(&ctx.cfg),
+    };
     let launch =
         start::launch(ctx, &fpm, &after, args.ready.timeout, wait, false).map_err(|e| {
             let down = format!(

@@ -6,7 +6,6 @@ use crate::discovery::{self, Snapshot};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::fpm::Fpm;
-use crate::listen::{self, ListenAddr};
 use crate::ready::{self, PoolReady};
 use crate::stop::{self, SignalPlan};
 use serde_json::json;
@@ -89,16 +88,19 @@ pub(crate) fn launch(
         fpm.require_valid()?;
         info!("php-fpm -t: configuration is valid");
     }
-    if !snap.orphans.is_empty() {
+    let stopped;
+    let snap = if snap.orphans.is_empty() {
+        snap
+    } else {
         info!(
             "{} orphaned worker(s) of a dead master still hold this config's addresses; stopping them first",
             snap.orphans.len()
         );
-        stop::stop(cfg, &SignalPlan::default(), Duration::from_secs(30))?;
-    }
-    let snap = discovery::discover(cfg);
-    refuse_foreign_holders(&snap)?;
-    remove_stale_sockets(&discovery::config_addresses(cfg))?;
+        stopped = stop::stop(cfg, &SignalPlan::default(), Duration::from_secs(30))?;
+        stopped.after.as_ref().unwrap_or(snap)
+    };
+    refuse_foreign_holders(snap)?;
+    remove_stale_sockets(snap)?;
     info!("starting {} -y {}", fpm.bin.display(), cfg.path.display());
     fpm.start_daemon(timeout.max(Duration::from_secs(5)))?;
     let master = discovery::discover(cfg).master.map(|m| m.pid());
@@ -127,11 +129,11 @@ pub(crate) fn launch(
     })
 }
 
-/// Removes a leftover unix socket file only when nothing listens on it; refuses to touch a
-/// path that is not a socket.
-fn remove_stale_sockets(addrs: &[(String, ListenAddr)]) -> Result<()> {
-    for (pool, addr) in addrs {
-        let Some(path) = addr.unix_path() else {
+/// Removes a leftover unix socket file only when nothing listens on it (by `snap`); refuses
+/// to touch a path that is not a socket.
+fn remove_stale_sockets(snap: &Snapshot) -> Result<()> {
+    for a in &snap.addresses {
+        let Some(path) = a.addr.unix_path() else {
             continue;
         };
         let Ok(meta) = std::fs::symlink_metadata(path) else {
@@ -139,13 +141,12 @@ fn remove_stale_sockets(addrs: &[(String, ListenAddr)]) -> Result<()> {
         };
         if !meta.file_type().is_socket() {
             return Err(Error::Other(format!(
-                "pool {pool}: {} exists and is not a socket; not removing it",
+                "pool {}: {} exists and is not a socket; not removing it",
+                a.pool,
                 path.display()
             )));
         }
-        let listening =
-            listen::listening_inodes(addr).map_err(|e| Error::io("reading /proc/net/unix", e))?;
-        if listening.is_empty() {
+        if a.inodes.is_empty() {
             std::fs::remove_file(path)
                 .map_err(|e| Error::io(format!("removing stale socket {}", path.display()), e))?;
             info!(

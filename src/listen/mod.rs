@@ -4,6 +4,8 @@
 //! Matching sockets to processes is [`crate::procs`]' job; this module only answers
 //! "which listening socket inodes stand on this address".
 
+mod netlink;
+
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -210,8 +212,17 @@ pub fn listening_inodes(addr: &ListenAddr) -> std::io::Result<Vec<u64>> {
     Ok(out)
 }
 
-/// Every TCP socket in LISTEN state: local address and inode.
+/// Every TCP socket in LISTEN state: local address and inode. Asks the kernel through
+/// sock_diag netlink for LISTEN sockets only; falls back to `/proc/net/tcp{,6}`.
 pub fn read_tcp_listeners() -> std::io::Result<Vec<(SocketAddr, u64)>> {
+    match netlink::tcp_listeners() {
+        Ok(list) => Ok(list),
+        Err(_) => read_proc_tcp_listeners(),
+    }
+}
+
+/// [`read_tcp_listeners`] from `/proc/net/tcp` and `/proc/net/tcp6`.
+pub fn read_proc_tcp_listeners() -> std::io::Result<Vec<(SocketAddr, u64)>> {
     let mut out = Vec::new();
     for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
         let text = match std::fs::read_to_string(file) {
