@@ -2,17 +2,13 @@
 //! reach both pools, a steady load sees only 2xx, and stopping FPM under load is counted.
 
 mod common;
-use common::{Sandbox, load, load::Load, nginx::Nginx};
+use common::{Sandbox, alive, load, load::Load, nginx::Nginx};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Each load thread's pause between requests: enough load to matter, little CPU.
 const PAUSE: Duration = Duration::from_millis(1);
-
-fn alive(pid: i32) -> bool {
-    fpmctl::procs::read(pid).is_some_and(|p| !p.is_gone())
-}
 
 #[test]
 fn nginx_reaches_both_pools_and_a_steady_load_sees_only_2xx() {

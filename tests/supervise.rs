@@ -336,3 +336,60 @@ fn a_restart_into_a_config_without_a_pool_closes_and_removes_its_socket() {
         sb.supervise_log()
     );
 }
+
+/// Issue target: restarts under load through nginx fail no request, for the unix-socket and
+/// the TCP pool, and a 10-second request in flight during the restarts completes.
+#[test]
+fn restarts_under_load_through_nginx_fail_no_request_on_either_pool() {
+    use common::{load, load::Load, nginx::Nginx};
+    let Some(sb) = Sandbox::new() else { return };
+    if !common::nginx::available() {
+        return;
+    }
+    sb.supervise(&[], &[]);
+    sb.wait_supervised_ready();
+    let ng = Nginx::start(&sb);
+    let slow = {
+        let addr = ng.addr;
+        std::thread::spawn(move || load::get(addr, "/slow/sock?s=10", Duration::from_secs(60)))
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let loads: Vec<_> = ["/tcp/", "/sock/"]
+        .into_iter()
+        .map(|path| {
+            let l = Load::new(2, Duration::from_secs(60)).pause(Duration::from_millis(2));
+            (path, l.spawn(ng.addr, path, stop.clone()))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..5 {
+        let run = sb.fpmctl(&["restart"]);
+        run.expect_code(0);
+        assert!(
+            run.stdout.contains("through the supervisor"),
+            "restart {i}: {run}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for (path, handle) in loads {
+        let rep = handle.join().unwrap();
+        eprintln!("GET {path} across 5 restarts: {rep}");
+        assert!(rep.requests() > 50, "GET {path}: {rep}");
+        assert_eq!(
+            rep.failed(),
+            0,
+            "GET {path}: {rep}\n{}\n{}",
+            ng.logs(),
+            sb.supervise_log()
+        );
+    }
+    let (status, body) = slow.join().unwrap().expect("the slow request");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "slept 10"),
+        "{}",
+        sb.supervise_log()
+    );
+}
