@@ -338,7 +338,8 @@ fn a_restart_into_a_config_without_a_pool_closes_and_removes_its_socket() {
 }
 
 /// Issue target: restarts under load through nginx fail no request, for the unix-socket and
-/// the TCP pool, and a 10-second request in flight during the restarts completes.
+/// the TCP pool, also into a config with other pm settings, and a 10-second request in flight
+/// during the restarts completes.
 #[test]
 fn restarts_under_load_through_nginx_fail_no_request_on_either_pool() {
     use common::{load, load::Load, nginx::Nginx};
@@ -363,6 +364,13 @@ fn restarts_under_load_through_nginx_fail_no_request_on_either_pool() {
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     for i in 0..5 {
+        if i == 3 {
+            // One restart goes into a config with other pm settings.
+            let more = sb
+                .config_text()
+                .replace("pm.max_children = 2", "pm.max_children = 3");
+            sb.write_config(&more);
+        }
         let run = sb.fpmctl(&["restart"]);
         run.expect_code(0);
         assert!(
@@ -392,4 +400,7 @@ fn restarts_under_load_through_nginx_fail_no_request_on_either_pool() {
         "{}",
         sb.supervise_log()
     );
+    let run = sb.fpmctl(&["status", "--json"]);
+    let tcp_workers = run.json()["pools"][0]["workers"].as_array().unwrap().len();
+    assert_eq!(tcp_workers, 3, "{run}");
 }
