@@ -1,0 +1,63 @@
+//! What `fpmctl supervise` costs while nothing happens: CPU time and resident memory of the
+//! supervisor process over an idle window, with the default health interval and a busy one.
+//!
+//! `cargo bench --bench idle` prints a markdown table. The supervisor waits in `poll(2)`; only
+//! the health thread wakes, once per `--health-interval`, so idle CPU should be about zero.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::Sandbox;
+use std::time::Duration;
+
+/// Idle window measured per row.
+const WINDOW: Duration = Duration::from_secs(5);
+
+/// utime + stime of `pid`, in milliseconds.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the `(comm)`; utime and stime are fields 14 and 15 overall.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    ticks as f64 * 1000.0 / procfs::ticks_per_second() as f64
+}
+
+/// Resident memory of `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("idle bench: run it with `cargo bench --bench idle`");
+        return;
+    }
+    let mut rows = Vec::new();
+    for interval in ["10s", "1s"] {
+        let Some(sb) = Sandbox::new() else { return };
+        let sup = sb.supervise(&["--health-interval", interval], &[]);
+        sb.wait_supervised_ready();
+        std::thread::sleep(Duration::from_millis(500));
+        let before = cpu_ms(sup);
+        std::thread::sleep(WINDOW);
+        let used = cpu_ms(sup) - before;
+        rows.push((interval, used, rss_kib(sup)));
+        sb.fpmctl(&["stop"]).expect_code(0);
+    }
+    println!("| health interval | idle window | supervisor CPU | CPU share | supervisor RSS |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (interval, used, rss) in rows {
+        println!(
+            "| {interval} | {:.0} s | {used:.0} ms | {:.3} % | {:.1} MiB |",
+            WINDOW.as_secs_f64(),
+            100.0 * used / (WINDOW.as_secs_f64() * 1000.0),
+            rss as f64 / 1024.0
+        );
+    }
+}
