@@ -404,3 +404,39 @@ fn restarts_under_load_through_nginx_fail_no_request_on_either_pool() {
     let tcp_workers = run.json()["pools"][0]["workers"].as_array().unwrap().len();
     assert_eq!(tcp_workers, 3, "{run}");
 }
+
+#[test]
+fn watchdog_pings_are_sent_while_healthy_when_systemd_asks_for_them() {
+    let Some(sb) = Sandbox::new() else { return };
+    let path = sb.path().join("systemd-notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    sb.supervise(
+        &[],
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let mut buf = [0u8; 4096];
+    let mut watchdogs = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while watchdogs < 2 && Instant::now() < deadline {
+        let n = sock.recv(&mut buf).expect("a notify message");
+        if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") {
+            watchdogs += 1;
+        }
+    }
+    assert_eq!(watchdogs, 2, "{}", sb.supervise_log());
+}
+
+#[test]
+fn the_held_unix_socket_gets_the_pools_listen_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(sb) = Sandbox::new() else { return };
+    sb.supervise(&[], &[]);
+    sb.wait_supervised_ready();
+    let mode = std::fs::metadata(&sb.sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666, "listen.mode = 0666 in the sandbox config");
+}
