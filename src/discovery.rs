@@ -134,7 +134,7 @@ pub struct Snapshot {
     pub master: Option<ProcInfo>,
     /// Further masters of the same config (should not exist; stopped along with the master).
     pub other_masters: Vec<ProcInfo>,
-    /// Workers of the master(s).
+    /// Workers of the master and of any other master of the config.
     pub workers: Vec<Worker>,
     /// Orphaned workers of a dead master.
     pub orphans: Vec<Worker>,
@@ -191,11 +191,15 @@ impl Snapshot {
         out
     }
 
-    /// Workers of one pool.
+    /// Workers of one pool that belong to the serving master (not those of another master of
+    /// the same config, such as one being retired).
     pub fn pool_workers(&self, pool: &str) -> Vec<&ProcInfo> {
+        let Some(master) = &self.master else {
+            return Vec::new();
+        };
         self.workers
             .iter()
-            .filter(|w| w.pool == pool)
+            .filter(|w| w.pool == pool && w.proc.ppid == master.pid())
             .map(|w| &w.proc)
             .collect()
     }
@@ -500,6 +504,105 @@ mod tests {
         );
         assert_eq!(argv_config("sleep -y /tmp/a.conf"), None);
         assert_eq!(argv_config("/usr/sbin/php-fpm8.2 --nodaemonize"), None);
+    }
+
+    fn config() -> (tempfile::TempDir, FpmConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("php-fpm.conf");
+        let text = format!(
+            "[global]\npid = {d}/fpm.pid\n[www]\nuser = nobody\nlisten = 127.0.0.1:9999\npm = static\npm.max_children = 2\n",
+            d = dir.path().display()
+        );
+        std::fs::write(&path, text).unwrap();
+        let cfg = crate::config::load(&path).unwrap();
+        (dir, cfg)
+    }
+
+    fn proc(pid: i32, ppid: i32, pgrp: i32, title: &str, exe: &str, sockets: &[u64]) -> ProcInfo {
+        ProcInfo {
+            id: crate::procs::ProcId {
+                pid,
+                start_time: 1000 + pid as u64,
+            },
+            ppid,
+            pgrp,
+            state: 'S',
+            comm: exe.rsplit('/').next().unwrap().chars().take(15).collect(),
+            title: title.to_string(),
+            exe: Some(PathBuf::from(exe)),
+            sockets: sockets.to_vec(),
+        }
+    }
+
+    const FPM: &str = "/usr/sbin/php-fpm8.2";
+
+    #[test]
+    fn counts_only_the_serving_masters_workers_per_pool() {
+        let (_d, cfg) = config();
+        std::fs::write(cfg.global.pid_file.as_ref().unwrap(), "100\n").unwrap();
+        let master = format!("php-fpm: master process ({})", cfg.path.display());
+        let table = vec![
+            proc(100, 1, 100, &master, FPM, &[7]),
+            proc(101, 100, 100, "php-fpm: pool www", FPM, &[7]),
+            proc(102, 100, 100, "php-fpm: pool www", FPM, &[7]),
+            // An older master of the same config being retired, and its worker.
+            proc(90, 1, 90, &master, FPM, &[7]),
+            proc(91, 90, 90, "php-fpm: pool www", FPM, &[7]),
+        ];
+        let addr = ListenAddr::parse("127.0.0.1:9999").unwrap();
+        let snap = discover_in(&cfg, &table, &[("www".into(), addr, vec![7])]);
+        assert_eq!(snap.master.as_ref().map(ProcInfo::pid), Some(100));
+        assert_eq!(snap.other_masters.len(), 1);
+        assert_eq!(snap.pool_workers("www").len(), 2);
+        assert_eq!(snap.all_processes().len(), 5);
+    }
+
+    #[test]
+    fn orphans_are_found_by_socket_or_process_group_and_others_are_foreign() {
+        let (_d, cfg) = config();
+        std::fs::write(cfg.global.pid_file.as_ref().unwrap(), "100\n").unwrap();
+        let table = vec![
+            // The master 100 is dead; 101 holds the socket, 102 is in its group.
+            proc(101, 1, 100, "php-fpm: pool www", FPM, &[7]),
+            proc(102, 1, 100, "php-fpm: pool www", FPM, &[]),
+            // A pool of the same name under another live master: not ours.
+            proc(
+                200,
+                1,
+                200,
+                "php-fpm: master process (/other.conf)",
+                FPM,
+                &[8],
+            ),
+            proc(201, 200, 200, "php-fpm: pool www", FPM, &[8]),
+            // Something else on our port.
+            proc(300, 1, 300, "nc -l 9999", "/usr/bin/nc", &[7]),
+        ];
+        let addr = ListenAddr::parse("127.0.0.1:9999").unwrap();
+        let snap = discover_in(&cfg, &table, &[("www".into(), addr, vec![7])]);
+        let orphans: Vec<i32> = snap.orphans.iter().map(|o| o.proc.pid()).collect();
+        assert_eq!(orphans, vec![101, 102]);
+        assert_eq!(snap.state(), State::Orphans);
+        let roles: Vec<(i32, Role)> = snap.addresses[0]
+            .holders
+            .iter()
+            .map(|h| (h.proc.pid(), h.role))
+            .collect();
+        assert_eq!(roles, vec![(101, Role::Orphan), (300, Role::Foreign)]);
+    }
+
+    #[test]
+    fn a_pid_file_naming_another_program_is_stale_and_it_is_never_the_master() {
+        let (_d, cfg) = config();
+        std::fs::write(cfg.global.pid_file.as_ref().unwrap(), "300\n").unwrap();
+        let table = vec![proc(300, 1, 300, "sleep 300", "/usr/bin/sleep", &[])];
+        let snap = discover_in(&cfg, &table, &[]);
+        assert!(snap.master.is_none());
+        assert_eq!(snap.state(), State::StalePidFile);
+        match &snap.pid_file {
+            PidFile::Stale { reason, .. } => assert!(reason.contains("sleep"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -4,7 +4,6 @@
 
 mod common;
 use common::{Sandbox, alive, slow_request, wait_busy};
-use std::io::Read;
 use std::process::Command;
 use std::time::Duration;
 
@@ -224,16 +223,8 @@ fn no_wait_fails_at_once_while_another_fpmctl_holds_the_lock() {
     sb.start_fpm();
     let _req = slow_request(&sb, 3);
     wait_busy(&sb);
-    let mut slow = sb.fpmctl_spawn(&["stop"]);
-    // Wait until the stop holds the lock (its log says it is stopping the master).
-    let mut err = slow.stderr.take().unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 256];
-    while !seen.contains("stopping master") {
-        let n = err.read(&mut buf).unwrap();
-        assert!(n > 0, "stop ended early: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    // Once the stop says it is stopping the master, it holds the lock.
+    let mut slow = sb.fpmctl_spawn_until(&["stop"], "stopping master");
     let run = sb.fpmctl(&["--no-wait", "restart"]);
     run.expect_code(9);
     assert!(run.stderr.contains("--no-wait"), "{run}");
@@ -246,15 +237,7 @@ fn fpmctl_killed_mid_restart_leaves_a_state_the_next_restart_repairs() {
     sb.start_fpm();
     let _req = slow_request(&sb, 30);
     wait_busy(&sb);
-    let mut first = sb.fpmctl_spawn(&["restart"]);
-    let mut err = first.stderr.take().unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 256];
-    while !seen.contains("stopping master") {
-        let n = err.read(&mut buf).unwrap();
-        assert!(n > 0, "restart ended early: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    let mut first = sb.fpmctl_spawn_until(&["restart"], "stopping master");
     first.kill().unwrap();
     first.wait().unwrap();
     let run = sb.fpmctl(&["restart", "--signal-plan", "QUIT:1s,TERM:1s,KILL:2s"]);

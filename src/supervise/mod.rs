@@ -579,22 +579,15 @@ impl Supervisor {
     }
 
     /// Readiness of a starting master: its workers up and every pool answering.
-    fn check_ready(&self, m: &Master) -> std::result::Result<(), String> {
+    fn check_ready(&self, m: &Master) -> Readiness {
         if m.started.elapsed() > self.opts.ready_timeout {
-            return Err("timeout".into());
+            return Readiness::TimedOut;
         }
         let table = procs::scan(false);
         for pool in &m.cfg.pools {
-            let n = table
-                .iter()
-                .filter(|p| {
-                    p.ppid == m.id.pid
-                        && !p.is_gone()
-                        && discovery::pool_of_title(&p.title) == Some(pool.name.as_str())
-                })
-                .count();
+            let n = workers_of(&table, m.id.pid, &pool.name);
             if n < pool.expected_workers() as usize {
-                return Err(format!(
+                return Readiness::Waiting(format!(
                     "pool {}: {n} of {} workers",
                     pool.name,
                     pool.expected_workers()
@@ -602,10 +595,11 @@ impl Supervisor {
             }
         }
         for pool in &m.cfg.pools {
-            crate::ready::check_pool(pool, Duration::from_secs(2))
-                .map_err(|e| format!("pool {}: {e}", pool.name))?;
+            if let Err(e) = crate::ready::check_pool(pool, Duration::from_secs(2)) {
+                return Readiness::Waiting(format!("pool {}: {e}", pool.name));
+            }
         }
-        Ok(())
+        Readiness::Ready
     }
 
     fn tick(&mut self) {
@@ -622,8 +616,8 @@ impl Supervisor {
         // A first (or post-crash) master becoming ready.
         if let Some(m) = self.current.clone().filter(|m| m.ready_at.is_none()) {
             match self.check_ready(&m) {
-                Ok(()) => self.on_ready(None),
-                Err(why) if why == "timeout" => {
+                Readiness::Ready => self.on_ready(None),
+                Readiness::TimedOut => {
                     error!(
                         "FPM master {} not ready after {}; killing it",
                         m.id.pid,
@@ -631,25 +625,25 @@ impl Supervisor {
                     );
                     self.signal_master(m.id, Signal::SIGKILL);
                 }
-                Err(why) => debug!("not ready yet: {why}"),
+                Readiness::Waiting(why) => debug!("not ready yet: {why}"),
             }
         }
         // A replacement becoming ready.
         if let Some((m, _)) = self.starting.clone() {
             match self.check_ready(&m) {
-                Ok(()) => {
+                Readiness::Ready => {
                     let (new, _) = self.starting.take().expect("checked");
                     let old = self.current.replace(new);
                     self.on_ready(old);
                 }
-                Err(why) if why == "timeout" => {
+                Readiness::TimedOut => {
                     error!(
                         "the new FPM master {} was not ready in time; the old one keeps serving",
                         m.id.pid
                     );
                     self.signal_master(m.id, Signal::SIGKILL);
                 }
-                Err(why) => debug!("replacement not ready yet: {why}"),
+                Readiness::Waiting(why) => debug!("replacement not ready yet: {why}"),
             }
         }
         self.progress_retiring();
@@ -834,14 +828,7 @@ impl Supervisor {
             .pools
             .iter()
             .filter_map(|pool| {
-                let n = table
-                    .iter()
-                    .filter(|p| {
-                        p.ppid == m.id.pid
-                            && !p.is_gone()
-                            && discovery::pool_of_title(&p.title) == Some(pool.name.as_str())
-                    })
-                    .count();
+                let n = workers_of(&table, m.id.pid, &pool.name);
                 // In steady state a dynamic pool may shrink to its idle minimum.
                 let want = match pool.pm {
                     config::PmStyle::Dynamic => pool.min_spare_servers,
@@ -1118,6 +1105,23 @@ impl Supervisor {
         std::mem::take(&mut self.sockets).remove_all();
         info!("{text}");
     }
+}
+
+/// How far a starting master is.
+enum Readiness {
+    Ready,
+    Waiting(String),
+    TimedOut,
+}
+
+/// Live workers of `pool` whose parent is `master`.
+fn workers_of(table: &[procs::ProcInfo], master: i32, pool: &str) -> usize {
+    table
+        .iter()
+        .filter(|p| {
+            p.ppid == master && !p.is_gone() && discovery::pool_of_title(&p.title) == Some(pool)
+        })
+        .count()
 }
 
 fn reply_of(code: ExitCode, text: &str) -> control::Reply {

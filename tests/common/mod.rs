@@ -399,6 +399,28 @@ impl Sandbox {
         }
     }
 
+    /// Starts fpmctl in the background and returns once its log shows `needle` (so it is in
+    /// the middle of its work, holding the lock).
+    #[track_caller]
+    pub fn fpmctl_spawn_until(&self, args: &[&str], needle: &str) -> Child {
+        use std::io::Read;
+        let mut child = self.fpmctl_spawn(args);
+        let mut err = child.stderr.take().unwrap();
+        let mut seen = String::new();
+        let mut buf = [0u8; 256];
+        while !seen.contains(needle) {
+            let n = err.read(&mut buf).unwrap();
+            assert!(
+                n > 0,
+                "fpmctl {args:?} ended before logging {needle:?}: {seen}"
+            );
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        // Keep draining so the child never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        child
+    }
+
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("fpm.log")).unwrap_or_default()
     }
