@@ -104,14 +104,15 @@ fn render(ctx: &Ctx, snap: &Snapshot) -> String {
         } else {
             ""
         };
+        let list = pids(&w);
+        let sep = if list.is_empty() { "" } else { "  " };
         let _ = writeln!(
             s,
-            "  pool {}  {}  workers {}/{}{mark}  {}",
+            "  pool {}  {}  workers {}/{}{mark}{sep}{list}",
             pool.name,
             pool.pm.as_str(),
             w.len(),
             pool.expected_workers(),
-            pids(&w)
         );
     }
     if !snap.orphans.is_empty() {

@@ -407,7 +407,12 @@ impl Supervisor {
                 let id = procs::read(pid)
                     .map(|p| p.id)
                     .unwrap_or(ProcId { pid, start_time: 0 });
-                info!("started FPM master {pid} ({why:?})");
+                let reason = match why {
+                    Why::First => "first start",
+                    Why::Crash => "after a crash",
+                    Why::Requested => "restart requested",
+                };
+                info!("started FPM master {pid} ({reason})");
                 let m = Master {
                     id,
                     started: Instant::now(),
