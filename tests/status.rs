@@ -272,3 +272,12 @@ fn a_missing_config_is_exit_4_and_names_the_path() {
         "{run}"
     );
 }
+
+#[test]
+fn a_missing_fpm_binary_is_exit_5_and_names_the_path() {
+    let Some(sb) = Sandbox::new() else { return };
+    let missing = sb.path().join("no-php-fpm");
+    let run = sb.fpmctl(&["--fpm-bin", missing.to_str().unwrap(), "check"]);
+    run.expect_code(5);
+    assert!(run.stderr.contains(missing.to_str().unwrap()), "{run}");
+}

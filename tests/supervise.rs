@@ -440,3 +440,46 @@ fn the_held_unix_socket_gets_the_pools_listen_mode() {
     let mode = std::fs::metadata(&sb.sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o666, "listen.mode = 0666 in the sandbox config");
 }
+
+/// The control socket is root-only (0600); even if its mode is opened up, the supervisor
+/// checks the peer's credentials and refuses a user that is neither root nor its own.
+#[test]
+fn a_user_that_is_not_root_cannot_drive_the_supervisor() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(sb) = Sandbox::new() else { return };
+    sb.supervise(&[], &[]);
+    let master = sb.wait_supervised_ready();
+    let ctl = std::fs::read_dir(sb.path().join("locks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "ctl"))
+        .expect("a control socket");
+    assert_eq!(
+        std::fs::metadata(&ctl).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_fpmctl"))
+        .arg("-c")
+        .arg(&sb.conf)
+        .arg("restart")
+        .env("FPMCTL_LOCK_DIR", sb.path().join("locks"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("refused: only root"), "{stderr}");
+    assert_eq!(
+        sb.wait_supervised_ready(),
+        master,
+        "the master was replaced"
+    );
+    assert!(
+        sb.supervise_log().contains("refused a control connection"),
+        "{}",
+        sb.supervise_log()
+    );
+}

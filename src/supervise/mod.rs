@@ -916,10 +916,6 @@ impl Supervisor {
                 Ok((s, _)) => s,
                 Err(_) => return,
             };
-            if !control::peer_allowed(&stream) {
-                warn!("refused a control connection from a user that is neither root nor ours");
-                continue;
-            }
             let req = match control::read_request(&stream) {
                 Ok(r) => r,
                 Err(e) => {
@@ -927,6 +923,15 @@ impl Supervisor {
                     continue;
                 }
             };
+            if !control::peer_allowed(&stream) {
+                warn!("refused a control connection from a user that is neither root nor ours");
+                let msg = format!(
+                    "refused: only root or uid {} may control this supervisor",
+                    nix::unistd::geteuid()
+                );
+                control::write_reply(stream, &reply_of(ExitCode::Failure, &msg));
+                continue;
+            }
             info!("control request: {}", req.cmd);
             match req.cmd.as_str() {
                 "restart" | "reload" => self.request_restart(Some((stream, "restart"))),
