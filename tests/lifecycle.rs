@@ -368,11 +368,7 @@ fn a_reload_that_kills_fpm_says_so_with_its_own_exit_code() {
     let Some(sb) = Sandbox::new() else { return };
     sb.start_fpm();
     // php-fpm -t accepts this pid path, but the re-executed master cannot write it and exits.
-    let bad = sb.config_text().replace(
-        &format!("pid = {}", sb.pid_file.display()),
-        &format!("pid = /proc/fpmctl-test-{}.pid", sb.port),
-    );
-    sb.write_config(&bad);
+    sb.write_config(&sb.config_text_dying_at_start());
     let run = sb.fpmctl(&["reload"]);
     run.expect_code(12);
     assert!(run.stderr.contains("died during the reload"), "{run}");
@@ -458,11 +454,7 @@ fn log_format_json_gives_one_json_object_per_step_and_quiet_silences_steps() {
 fn a_restart_whose_new_fpm_fails_to_start_says_fpm_is_down() {
     let Some(sb) = Sandbox::new() else { return };
     sb.start_fpm();
-    let bad = sb.config_text().replace(
-        &format!("pid = {}", sb.pid_file.display()),
-        &format!("pid = /proc/fpmctl-test-{}.pid", sb.port),
-    );
-    sb.write_config(&bad);
+    sb.write_config(&sb.config_text_dying_at_start());
     let run = sb.fpmctl(&["restart"]);
     run.expect_code(12);
     assert!(run.stderr.contains("DOWN"), "{run}");

@@ -69,11 +69,7 @@ fn kill_9_of_the_master_brings_fpm_back_ready_with_no_orphan() {
 fn an_fpm_that_dies_right_after_start_ends_in_backoff_then_the_crash_loop_exit_code() {
     let Some(sb) = Sandbox::new() else { return };
     // php-fpm -t accepts this pid path; FPM fails to write it at start and exits (78).
-    let text = sb.config_text().replace(
-        &format!("pid = {}", sb.pid_file.display()),
-        &format!("pid = /proc/fpmctl-test-{}.pid", sb.port),
-    );
-    sb.write_config(&text);
+    sb.write_config(&sb.config_text_dying_at_start());
     let started = Instant::now();
     let sup = sb.supervise(&["--max-restarts", "3", "--within", "60s"], &[]);
     let code = sb.wait_child(sup, Duration::from_secs(30));

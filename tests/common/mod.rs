@@ -229,6 +229,15 @@ impl Sandbox {
         s
     }
 
+    /// A config php-fpm -t accepts but with which FPM dies at start (exit 78): its pid file
+    /// is in /proc, where it cannot be created.
+    pub fn config_text_dying_at_start(&self) -> String {
+        self.config_text().replace(
+            &format!("pid = {}", self.pid_file.display()),
+            &format!("pid = /proc/fpmctl-test-{}.pid", self.port),
+        )
+    }
+
     pub fn write_config(&self, text: &str) {
         std::fs::write(&self.conf, text).unwrap();
     }
