@@ -109,12 +109,15 @@ pub struct JsonArg {
 /// Options of `stop`.
 #[derive(Debug, Args, Clone)]
 pub struct StopArgs {
-    /// Overall limit for the stop; the plan is cut short when it is reached.
-    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
-    pub timeout: Duration,
-    /// Signals and grace periods, tried in order until everything is gone.
-    #[arg(long, value_parser = parse_plan, default_value = "QUIT:20s,TERM:5s,KILL:2s", value_name = "PLAN")]
-    pub signal_plan: SignalPlan,
+    /// Overall limit for the stop; the plan is cut short when it is reached [default: the
+    /// plan's total plus 3s, 30s for the default plan].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+    /// Signals and grace periods, tried in order until everything is gone [default:
+    /// QUIT:20s,TERM:5s,KILL:2s, the QUIT grace raised to process_control_timeout + 2s when
+    /// that is longer, so FPM's own graceful stop is never cut short].
+    #[arg(long, value_parser = parse_plan, value_name = "PLAN")]
+    pub signal_plan: Option<SignalPlan>,
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
@@ -158,12 +161,12 @@ pub struct RestartArgs {
     /// Readiness after starting.
     #[command(flatten)]
     pub ready: ReadyWaitArgs,
-    /// Overall limit for the stop phase.
-    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
-    pub stop_timeout: Duration,
-    /// Signals and grace periods for the stop phase.
-    #[arg(long, value_parser = parse_plan, default_value = "QUIT:20s,TERM:5s,KILL:2s", value_name = "PLAN")]
-    pub signal_plan: SignalPlan,
+    /// Overall limit for the stop phase [default: the plan's total plus 3s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub stop_timeout: Option<Duration>,
+    /// Signals and grace periods for the stop phase [default: as for `stop`].
+    #[arg(long, value_parser = parse_plan, value_name = "PLAN")]
+    pub signal_plan: Option<SignalPlan>,
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
@@ -221,9 +224,10 @@ pub struct SuperviseArgs {
     /// How long the workers of a replaced FPM may take to finish their requests.
     #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
     pub drain_timeout: Duration,
-    /// How FPM is stopped when the supervisor is told to stop (a second signal skips QUIT).
-    #[arg(long, value_parser = parse_plan, default_value = "QUIT:20s,TERM:5s,KILL:2s", value_name = "PLAN")]
-    pub signal_plan: SignalPlan,
+    /// How FPM is stopped when the supervisor is told to stop; a second signal skips QUIT
+    /// [default: as for `stop`].
+    #[arg(long, value_parser = parse_plan, value_name = "PLAN")]
+    pub signal_plan: Option<SignalPlan>,
 }
 
 pub use crate::stop::SignalPlan;

@@ -47,6 +47,30 @@ impl Default for SignalPlan {
     }
 }
 
+impl SignalPlan {
+    /// The default plan for `cfg`: QUIT:20s,TERM:5s,KILL:2s, with the QUIT grace raised to
+    /// `process_control_timeout` + 2s when that is longer. FPM's master waits that long for
+    /// busy workers after SIGQUIT; escalating earlier would cut requests FPM lets finish.
+    pub fn for_config(cfg: &FpmConfig) -> SignalPlan {
+        let mut plan = SignalPlan::default();
+        let fpm_grace = cfg.global.process_control_timeout + Duration::from_secs(2);
+        if let Some(quit) = plan.steps.first_mut() {
+            quit.grace = quit.grace.max(fpm_grace);
+        }
+        plan
+    }
+
+    /// The sum of the graces.
+    pub fn total(&self) -> Duration {
+        self.steps.iter().map(|s| s.grace).sum()
+    }
+
+    /// The overall limit that goes with the plan: its total plus 3s.
+    pub fn default_timeout(&self) -> Duration {
+        self.total() + Duration::from_secs(3)
+    }
+}
+
 impl FromStr for SignalPlan {
     type Err = String;
 
@@ -329,6 +353,26 @@ mod tests {
         assert_eq!(plan.steps[1].grace, Duration::from_secs(5));
         assert_eq!(plan.to_string(), "QUIT:20s,TERM:5s,KILL:2s");
         assert_eq!(SignalPlan::default(), plan);
+    }
+
+    #[test]
+    fn the_default_plan_waits_at_least_as_long_as_fpm_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("php-fpm.conf");
+        let write = |pct: &str| {
+            std::fs::write(
+                &path,
+                format!("[global]\nprocess_control_timeout = {pct}\n[www]\nlisten = 9999\npm = static\npm.max_children = 1\n"),
+            )
+            .unwrap();
+            crate::config::load(&path).unwrap()
+        };
+        let plan = SignalPlan::for_config(&write("10s"));
+        assert_eq!(plan, SignalPlan::default());
+        assert_eq!(plan.default_timeout(), Duration::from_secs(30));
+        let plan = SignalPlan::for_config(&write("1m"));
+        assert_eq!(plan.to_string(), "QUIT:1m 2s,TERM:5s,KILL:2s");
+        assert_eq!(plan.default_timeout(), Duration::from_secs(72));
     }
 
     #[test]

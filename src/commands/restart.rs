@@ -8,14 +8,19 @@ use crate::cli::RestartArgs;
 use crate::discovery;
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
-use crate::stop;
+use crate::stop::{self, SignalPlan};
 use crate::systemd::{self, Control};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tracing::info;
 
 pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
-    let wait = args.ready.timeout + args.stop_timeout + Duration::from_secs(60);
+    let plan = args
+        .signal_plan
+        .clone()
+        .unwrap_or_else(|| SignalPlan::for_config(&ctx.cfg));
+    let stop_timeout = args.stop_timeout.unwrap_or_else(|| plan.default_timeout());
+    let wait = args.ready.timeout + stop_timeout + Duration::from_secs(60);
     if let Some(out) = super::delegate(ctx, "restart", wait)? {
         return Ok(out);
     }
@@ -50,7 +55,7 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
         return Ok(start::outcome(ctx, &launch, "restarted (through systemd)"));
     }
     let found = describe(&snap);
-    let stopped = stop::stop(&ctx.cfg, &args.signal_plan, args.stop_timeout)?;
+    let stopped = stop::stop(&ctx.cfg, &plan, stop_timeout)?;
     // Stop's last look, taken when everything was gone: no need to look again.
     let after = match &stopped.after {
         Some(snap) => snap.clone(),

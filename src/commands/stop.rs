@@ -5,13 +5,18 @@ use crate::cli::StopArgs;
 use crate::discovery;
 use crate::error::Result;
 use crate::exit::ExitCode;
-use crate::stop::{self, StopReport};
+use crate::stop::{self, SignalPlan, StopReport};
 use crate::systemd::{self, Control};
 use serde_json::json;
 use std::time::Duration;
 
 pub(super) fn run(ctx: &Ctx, args: &StopArgs) -> Result<Outcome> {
-    if let Some(out) = super::delegate(ctx, "stop", args.timeout + Duration::from_secs(30))? {
+    let plan = args
+        .signal_plan
+        .clone()
+        .unwrap_or_else(|| SignalPlan::for_config(&ctx.cfg));
+    let timeout = args.timeout.unwrap_or_else(|| plan.default_timeout());
+    if let Some(out) = super::delegate(ctx, "stop", timeout + Duration::from_secs(30))? {
         return Ok(out);
     }
     let _lock = ctx.lock()?;
@@ -19,7 +24,7 @@ pub(super) fn run(ctx: &Ctx, args: &StopArgs) -> Result<Outcome> {
     if let Control::Unit(unit) = systemd::decide(&snap, ctx.global.no_systemd)? {
         systemd::systemctl("stop", &unit)?;
     }
-    let report = stop::stop(&ctx.cfg, &args.signal_plan, args.timeout)?;
+    let report = stop::stop(&ctx.cfg, &plan, timeout)?;
     Ok(outcome(ctx, &report))
 }
 

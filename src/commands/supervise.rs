@@ -23,7 +23,10 @@ pub(super) fn run(ctx: &Ctx, args: &SuperviseArgs) -> Result<Outcome> {
         unhealthy_after: args.unhealthy_after,
         ready_timeout: args.ready_timeout,
         drain_timeout: args.drain_timeout,
-        stop_plan: args.signal_plan.clone(),
+        stop_plan: args
+            .signal_plan
+            .clone()
+            .unwrap_or_else(|| crate::stop::SignalPlan::for_config(&ctx.cfg)),
     };
     let code = supervise::run(ctx.cfg.clone(), fpm, opts)?;
     match code {
