@@ -47,6 +47,33 @@ pub fn decide(snap: &Snapshot, no_systemd: bool) -> Result<Control> {
     )))
 }
 
+/// The distribution's unit for a config that is not running, when systemd runs here and the
+/// unit file exists: `/etc/php/X.Y/fpm/php-fpm.conf` goes with `phpX.Y-fpm.service` (Debian,
+/// Ubuntu). `None` otherwise, and always with `no_systemd`.
+pub fn unit_for_config(config: &Path, no_systemd: bool) -> Option<String> {
+    if no_systemd || !available() {
+        return None;
+    }
+    let unit = unit_name_for(config)?;
+    let installed = [
+        "/etc/systemd/system",
+        "/lib/systemd/system",
+        "/usr/lib/systemd/system",
+    ]
+    .iter()
+    .any(|dir| Path::new(dir).join(&unit).exists());
+    installed.then_some(unit)
+}
+
+/// `phpX.Y-fpm.service` for `/etc/php/X.Y/fpm/php-fpm.conf`.
+fn unit_name_for(config: &Path) -> Option<String> {
+    let rest = config.strip_prefix("/etc/php").ok()?;
+    let mut parts = rest.iter();
+    let version = parts.next()?.to_str()?;
+    (parts.next()? == "fpm" && parts.next()? == "php-fpm.conf" && parts.next().is_none())
+        .then(|| format!("php{version}-fpm.service"))
+}
+
 /// Runs `systemctl ACTION UNIT`.
 pub fn systemctl(action: &str, unit: &str) -> Result<()> {
     info!("systemctl {action} {unit}");
@@ -63,4 +90,26 @@ pub fn systemctl(action: &str, unit: &str) -> Result<()> {
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debian_configs_map_to_their_units() {
+        assert_eq!(
+            unit_name_for(Path::new("/etc/php/8.2/fpm/php-fpm.conf")).as_deref(),
+            Some("php8.2-fpm.service")
+        );
+        assert_eq!(
+            unit_name_for(Path::new("/etc/php/8.2/cli/php-fpm.conf")),
+            None
+        );
+        assert_eq!(unit_name_for(Path::new("/tmp/php-fpm.conf")), None);
+        assert_eq!(
+            unit_name_for(Path::new("/etc/php/8.2/fpm/pool.d/www.conf")),
+            None
+        );
+    }
 }

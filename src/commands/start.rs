@@ -88,6 +88,23 @@ pub(crate) fn launch(
         fpm.require_valid()?;
         info!("php-fpm -t: configuration is valid");
     }
+    if snap.orphans.is_empty()
+        && let Some(unit) = crate::systemd::unit_for_config(&cfg.path, ctx.global.no_systemd)
+    {
+        // Started behind systemd's back, FPM would later be started a second time by it.
+        crate::systemd::systemctl("start", &unit)?;
+        let pools = if wait {
+            ready::wait_ready(cfg, timeout)?
+        } else {
+            Vec::new()
+        };
+        return Ok(Launch {
+            already_running: false,
+            master: discovery::discover(cfg).master.map(|m| m.pid()),
+            pools,
+            elapsed: started.elapsed(),
+        });
+    }
     let stopped;
     let snap = if snap.orphans.is_empty() {
         snap
