@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -137,14 +137,6 @@ pub fn fpm_messages(text: &str) -> Vec<String> {
         .filter(|l| l.starts_with("ERROR:") || l.starts_with("ALERT:") || l.starts_with("WARNING:"))
         .map(|l| l.trim().to_string())
         .collect()
-}
-
-/// True when the path is an executable file.
-pub fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -8,13 +8,16 @@
 //!
 //! Without php-fpm or cgi-fcgi the tests print a notice and pass, unless `CI=true`.
 
+mod common;
+
+use common::free_port;
 use fpmctl::fastcgi::{self, FastCgiError, Phase, Request, Response};
 use fpmctl::listen::{ListenAddr, TcpHost};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use fpmctl::{procs, signals};
+use nix::sys::signal::Signal;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -47,12 +50,6 @@ fn have(programs: &[&str]) -> bool {
     }
     eprintln!("notice: skipping a php-fpm test: {message}");
     false
-}
-
-/// A loopback port nothing listens on right now.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
 }
 
 fn loopback(port: u16) -> ListenAddr {
@@ -217,44 +214,29 @@ impl Drop for Fpm {
 }
 
 /// SIGQUIT (graceful), then SIGKILL to the master and the workers it forked if it is still
-/// there after a grace period; always reaps the master.
+/// there after a grace period; always reaps the master. Signals go through the library's
+/// identity-checked sender, and waiting is on the master's pidfd.
 fn stop(child: &mut Child) {
     if matches!(child.try_wait(), Ok(Some(_))) {
         return;
     }
-    let pid = child.id() as i32;
-    let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
-    let grace = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < grace {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
+    let Some(master) = procs::read(child.id() as i32) else {
+        let _ = child.wait();
+        return;
+    };
+    let _ = signals::send_verified(master.id, Signal::SIGQUIT, |_| true);
+    let left = signals::wait_gone(&[master.id], Instant::now() + Duration::from_secs(3));
+    if !left.is_empty() {
+        let workers: Vec<_> = procs::scan(false)
+            .into_iter()
+            .filter(|p| p.ppid == master.pid())
+            .collect();
+        let _ = signals::send_verified(master.id, Signal::SIGKILL, |_| true);
+        for w in workers {
+            let _ = signals::send_verified(w.id, Signal::SIGKILL, |_| true);
         }
-        thread::sleep(Duration::from_millis(10));
-    }
-    let workers = children_of(pid);
-    let _ = child.kill();
-    for worker in workers {
-        let _ = kill(Pid::from_raw(worker), Signal::SIGKILL);
     }
     let _ = child.wait();
-}
-
-/// PIDs whose parent is `parent`, from `/proc/*/stat`.
-fn children_of(parent: i32) -> Vec<i32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // "pid (comm) state ppid ...": comm may hold spaces, so start after the last ')'.
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
-                == Some(parent)
-        })
-        .collect()
 }
 
 /// Sends `req` with `cgi-fcgi -bind -connect`, passing exactly our client's parameters as
