@@ -1,0 +1,4 @@
+//! Faults of this group; see `main.rs`.
+
+#[allow(unused_imports)]
+use crate::common;
