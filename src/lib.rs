@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod deadline;
 pub mod discovery;
 pub mod error;
 pub mod exit;
