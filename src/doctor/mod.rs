@@ -7,14 +7,26 @@
 //! - [`nginx_log`] and [`fpm_log`] parse single log records without allocating;
 //!   [`scan`] streams files through a byte search that picks the few lines worth parsing,
 //!   and tallies them into [`observe::Observations`].
-//! - [`classify`] is a pure function from observations, config facts and live facts to
-//!   findings; [`live`] gathers the live facts (connecting as nginx's user, accept queues,
-//!   who holds an address); [`report`] renders findings as text and JSON.
+//! - [`facts`] holds the classifier's other inputs (FPM pools, live facts) and its output;
+//!   [`classify`] is a pure function from observations and facts to findings, with
+//!   [`lints`] for config-only warnings and the fixes in a module of their own.
+//! - [`live`] gathers the live facts (connecting as nginx's user, accept queues, who holds
+//!   an address); [`report`] renders findings as text and JSON; [`time`] reads and writes
+//!   the timestamps.
 
+pub mod classify;
+pub mod facts;
+mod fixes;
+pub mod classify;
+pub mod facts;
+mod fixes;
 pub mod fpm_log;
+pub mod lints;
+pub mod live;
 pub mod nginx_conf;
 pub mod nginx_facts;
 pub mod nginx_log;
 pub mod observe;
+pub mod report;
 pub mod scan;
 pub mod time;

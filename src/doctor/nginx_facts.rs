@@ -158,6 +158,73 @@ fn resolve_path(prefix: &Path, p: &str) -> PathBuf {
     }
 }
 
+/// How well a `location` (its arguments joined by a space) matches a request path, the
+/// way nginx picks one: `Exact` beats everything, then the longest prefix if it is `^~`,
+/// then the first matching regex, then the longest prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocationMatch {
+    /// `location = /path`.
+    Exact,
+    /// A prefix of this length; `true` for `^~`.
+    Prefix(usize, bool),
+    /// `~` or `~*`.
+    Regex,
+}
+
+/// Whether `location` matches `path`; `None` when it does not (or its regex is not one
+/// Rust's regex engine accepts).
+pub fn location_match(location: &str, path: &str) -> Option<LocationMatch> {
+    let (modifier, pattern) = match location.split_once(' ') {
+        Some((m @ ("=" | "~" | "~*" | "^~"), p)) => (m, p),
+        _ => ("", location),
+    };
+    match modifier {
+        "=" => (path == pattern).then_some(LocationMatch::Exact),
+        "~" | "~*" => {
+            let re = regex::RegexBuilder::new(pattern)
+                .case_insensitive(modifier == "~*")
+                .size_limit(1 << 20)
+                .build()
+                .ok()?;
+            re.is_match(path).then_some(LocationMatch::Regex)
+        }
+        m => path
+            .starts_with(pattern)
+            .then_some(LocationMatch::Prefix(pattern.len(), m == "^~")),
+    }
+}
+
+/// The pass among `passes` that serves `path`, as nginx chooses its location; the first
+/// one when no location matches or no path is known.
+pub fn pass_for_path<'a>(passes: &[&'a Pass], path: Option<&str>) -> Option<&'a Pass> {
+    let Some(path) = path else {
+        return passes.first().copied();
+    };
+    let matches: Vec<(&Pass, LocationMatch)> = passes
+        .iter()
+        .filter_map(|p| location_match(&p.location, path).map(|m| (*p, m)))
+        .collect();
+    if let Some((p, _)) = matches.iter().find(|(_, m)| *m == LocationMatch::Exact) {
+        return Some(p);
+    }
+    let longest = matches
+        .iter()
+        .filter_map(|(p, m)| match m {
+            LocationMatch::Prefix(n, stop) => Some((*n, *stop, *p)),
+            _ => None,
+        })
+        .max_by_key(|(n, _, _)| *n);
+    if let Some((_, true, p)) = longest {
+        return Some(p);
+    }
+    if let Some((p, _)) = matches.iter().find(|(_, m)| *m == LocationMatch::Regex) {
+        return Some(p);
+    }
+    longest
+        .map(|(_, _, p)| p)
+        .or_else(|| passes.first().copied())
+}
+
 /// Extracts the facts from a read configuration. Relative log paths resolve against
 /// `prefix` (nginx's `-p`, by default its compiled-in prefix).
 pub fn facts(conf: &NginxConf, prefix: &Path) -> NginxFacts {
@@ -348,6 +415,26 @@ mod tests {
         let f = facts_of("error_log stderr;\nhttp { access_log off; access_log syslog:server=x; }");
         assert_eq!(f.worker_user(), "nobody");
         assert!(f.error_logs.is_empty() && f.access_logs.is_empty());
+    }
+
+    #[test]
+    fn picks_the_location_nginx_would() {
+        let f = facts_of(
+            "http { server {\n location / { fastcgi_pass 127.0.0.1:1; }\n location /api/ { fastcgi_pass 127.0.0.1:1; }\n location ~ \\.php$ { fastcgi_pass 127.0.0.1:1; }\n location ^~ /static/ { fastcgi_pass 127.0.0.1:1; }\n location = /exact { fastcgi_pass 127.0.0.1:1; }\n} }",
+        );
+        let passes: Vec<&Pass> = f.passes.iter().collect();
+        let line = |p: Option<&str>| pass_for_path(&passes, p).map(|p| p.at.clone()).unwrap();
+        assert_eq!(line(Some("/x")), "/etc/nginx/nginx.conf:2");
+        assert_eq!(line(Some("/api/v1")), "/etc/nginx/nginx.conf:3");
+        assert_eq!(line(Some("/api/v1.php")), "/etc/nginx/nginx.conf:4");
+        assert_eq!(line(Some("/static/a.php")), "/etc/nginx/nginx.conf:5");
+        assert_eq!(line(Some("/exact")), "/etc/nginx/nginx.conf:6");
+        assert_eq!(line(None), "/etc/nginx/nginx.conf:2");
+        assert_eq!(
+            location_match("~* \\.PHP$", "/a.php"),
+            Some(LocationMatch::Regex)
+        );
+        assert_eq!(location_match("~ (", "/a"), None);
     }
 
     #[test]
