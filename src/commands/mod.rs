@@ -3,6 +3,7 @@
 
 mod check;
 mod config;
+mod doctor;
 mod ping;
 mod reload;
 mod restart;
@@ -135,11 +136,16 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Reload(a) => a.json,
         Command::Ping(a) => a.json,
         Command::Supervise(_) => false,
+        Command::Doctor(a) => a.json && !a.follow,
     }
 }
 
 /// Runs the command the command line names.
 pub fn run(cli: &Cli) -> Result<Outcome> {
+    // A diagnosis must work when the FPM config is broken or missing: doctor loads it itself.
+    if let Command::Doctor(a) = &cli.command {
+        return doctor::run(&cli.global, a);
+    }
     // An unreadable config is exit 4 for every command, which is LSB "unknown" for `status`.
     let ask_fpm = !matches!(cli.command, Command::Status(_) | Command::Config(_));
     let ctx = Ctx::load(&cli.global, ask_fpm)?;
@@ -153,6 +159,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Reload(a) => reload::run(&ctx, a),
         Command::Ping(a) => ping::run(&ctx, a),
         Command::Supervise(a) => supervise::run(&ctx, a),
+        Command::Doctor(a) => doctor::run(&cli.global, a),
     }
 }
 
