@@ -5,6 +5,9 @@
 //! "which listening socket inodes stand on this address".
 
 mod netlink;
+mod queues;
+
+pub use queues::{AcceptQueue, QueueAddr, accept_queues};
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
