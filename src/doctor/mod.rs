@@ -17,9 +17,6 @@
 pub mod classify;
 pub mod facts;
 mod fixes;
-pub mod classify;
-pub mod facts;
-mod fixes;
 pub mod fpm_log;
 pub mod lints;
 pub mod live;
