@@ -671,3 +671,7 @@ fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: &str) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "classify_tests.rs"]
+mod tests;
