@@ -1,10 +1,17 @@
 //! `fpmctl doctor` against incidents provoked with real nginx and real php-fpm.
 //!
+//! - `offline::*`: each recorded case of tests/corpus/ (copied to a temp dir with its paths
+//!   made real), read with `--offline`: exit code, first cause and its fix, the exact JSON
+//!   shape, evidence that quotes real lines, missing includes as notes.
+//! - `live::*`: each case provoked again here, then doctor without `--offline` on the live
+//!   state: the right cause first, with the right fix.
 //! - `record_corpus` (ignored; `FPMCTL_RECORD_CORPUS=1 cargo test --test doctor -- --ignored
 //!   record_corpus`) provokes every case and rewrites tests/corpus/.
 
 mod common;
-use common::incidents::{self, CASES, CAUSES, Expected, PLACEHOLDER};
+use common::incidents::{self, CASES, CAUSES, Expected, Incident, Layout, PLACEHOLDER};
+use common::{Run, run_fpmctl};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn corpus_dir() -> PathBuf {
@@ -76,10 +83,302 @@ fn rfc3339_check_knows_the_format() {
     }
 }
 
+/// Checks the exact JSON shape of the issue: `{"findings": [...], "notes": [...]}`, every
+/// finding with exactly its eight fields of the right types, RFC 3339 times, and evidence
+/// quoting real lines of files under `root`. Returns the findings.
+fn check_shape(run: &Run, root: &Path) -> Vec<Value> {
+    let j = run.json();
+    let obj = j
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object:\n{run}"));
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["findings", "notes"], "top-level keys:\n{run}");
+    for note in j["notes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("notes is not an array:\n{run}"))
+    {
+        assert!(note.is_string(), "a note is not a string: {note}\n{run}");
+    }
+    let findings = j["findings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("findings is not an array:\n{run}"))
+        .clone();
+    for f in &findings {
+        let fo = f
+            .as_object()
+            .unwrap_or_else(|| panic!("a finding is not an object:\n{run}"));
+        let mut keys: Vec<&str> = fo.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "cause",
+                "count",
+                "evidence",
+                "first_seen",
+                "fix",
+                "last_seen",
+                "severity",
+                "summary"
+            ],
+            "finding keys: {f}\n{run}"
+        );
+        let cause = f["cause"].as_str().unwrap_or_else(|| panic!("cause: {f}"));
+        let severity = f["severity"]
+            .as_str()
+            .unwrap_or_else(|| panic!("severity: {f}"));
+        if cause.starts_with("lint-") {
+            assert_eq!(severity, "warning", "a lint is a warning: {f}\n{run}");
+        } else {
+            assert!(
+                CAUSES.contains(&cause),
+                "unknown cause id {cause:?}: {f}\n{run}"
+            );
+            assert!(
+                matches!(severity, "error" | "warning"),
+                "severity: {f}\n{run}"
+            );
+        }
+        assert!(f["count"].is_u64(), "count is not a count: {f}\n{run}");
+        for t in ["first_seen", "last_seen"] {
+            // A lint has no time; a cause was seen at some time.
+            if cause.starts_with("lint-") && f[t].is_null() {
+                continue;
+            }
+            let s = f[t].as_str().unwrap_or_else(|| panic!("{t}: {f}\n{run}"));
+            assert!(is_rfc3339(s), "{t} is not RFC 3339: {s:?}\n{run}");
+        }
+        assert!(
+            f["summary"].as_str().is_some_and(|s| !s.is_empty()),
+            "summary: {f}\n{run}"
+        );
+        assert!(
+            f["fix"].as_str().is_some_and(|s| !s.is_empty()),
+            "fix: {f}\n{run}"
+        );
+        let evidence = f["evidence"]
+            .as_array()
+            .unwrap_or_else(|| panic!("evidence: {f}\n{run}"));
+        if !cause.starts_with("lint-") {
+            assert!(!evidence.is_empty(), "a cause needs evidence: {f}\n{run}");
+        }
+        for e in evidence {
+            check_evidence(e, root, run);
+        }
+    }
+    findings
+}
+
+/// An evidence line names a file under `root` and a line of it that holds its text.
+fn check_evidence(e: &Value, root: &Path, run: &Run) {
+    let eo = e
+        .as_object()
+        .unwrap_or_else(|| panic!("evidence is not an object: {e}\n{run}"));
+    let mut keys: Vec<&str> = eo.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["file", "line", "text"], "evidence keys: {e}\n{run}");
+    let file = e["file"]
+        .as_str()
+        .unwrap_or_else(|| panic!("file: {e}\n{run}"));
+    let line = e["line"]
+        .as_u64()
+        .filter(|n| *n >= 1)
+        .unwrap_or_else(|| panic!("line: {e}\n{run}"));
+    let text = e["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("text: {e}\n{run}"));
+    assert!(
+        Path::new(file).starts_with(root),
+        "evidence from a file that was not given: {e}\n{run}"
+    );
+    let content =
+        std::fs::read_to_string(file).unwrap_or_else(|err| panic!("{file}: {err}\n{run}"));
+    let actual = content
+        .lines()
+        .nth(line as usize - 1)
+        .unwrap_or_else(|| panic!("{file} has no line {line}: {e}\n{run}"));
+    let quoted = text.trim_end_matches('…').trim_end_matches("...").trim();
+    assert!(
+        actual.contains(quoted),
+        "evidence text is not line {line} of {file}:\n  quoted: {text}\n  actual: {actual}\n{run}"
+    );
+}
+
+/// Checks doctor's answer against what the case expects.
+fn check(run: &Run, expected: &Expected, root: &Path, offline: bool) {
+    let findings = check_shape(run, root);
+    let causes: Vec<&str> = findings
+        .iter()
+        .filter_map(|f| f["cause"].as_str())
+        .filter(|c| !c.starts_with("lint-"))
+        .collect();
+    match &expected.first_cause {
+        None => {
+            run.expect_code(0);
+            assert!(
+                causes.is_empty(),
+                "the healthy case names causes {causes:?}:\n{run}"
+            );
+        }
+        Some(first) => {
+            run.expect_code(1);
+            assert_eq!(
+                findings[0]["cause"],
+                first.as_str(),
+                "first finding:\n{run}"
+            );
+            if let Some(fix) = &expected.fix_contains {
+                let got = findings[0]["fix"].as_str().unwrap_or_default();
+                assert!(
+                    got.to_lowercase().contains(&fix.to_lowercase()),
+                    "the fix does not contain {fix:?}: {got:?}\n{run}"
+                );
+            }
+        }
+    }
+    for c in &expected.causes {
+        assert!(causes.contains(&c.as_str()), "cause {c} not found:\n{run}");
+    }
+    for c in &expected.not_causes {
+        assert!(
+            !causes.contains(&c.as_str()),
+            "cause {c} must not be named:\n{run}"
+        );
+    }
+    if offline {
+        let notes = run.json()["notes"].clone();
+        for want in &expected.notes_contain {
+            assert!(
+                notes
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|n| n.as_str().is_some_and(|s| s.contains(want.as_str()))),
+                "no note mentions {want:?}:\n{run}"
+            );
+        }
+    }
+}
+
+/// Doctor `--offline` on a recorded case, copied to a temp dir with its paths made real.
+fn offline(case: &str) {
+    let case_dir = corpus_dir().join(case);
+    let expected = read_expected(&case_dir);
+    let tmp = tempfile::Builder::new()
+        .prefix("fpmctl-corpus-")
+        .tempdir()
+        .unwrap();
+    incidents::materialize(&case_dir, tmp.path());
+    let layout = Layout {
+        root: tmp.path().to_path_buf(),
+    };
+    let run = run_fpmctl(&layout.doctor_args(true), tmp.path(), &[]);
+    check(&run, &expected, tmp.path(), true);
+}
+
+/// Provokes a case and runs doctor on the live state (not offline).
+fn live(case: &str) -> Option<(Incident, Run)> {
+    let inc = incidents::provoke(case)?;
+    let layout = inc.layout();
+    let run = run_fpmctl(&layout.doctor_args(false), inc.sb.path(), &[]);
+    eprintln!("{run}");
+    check(&run, &inc.expected, inc.sb.path(), false);
+    Some((inc, run))
+}
+
+/// Without `--json`, the text report names the cause, quotes evidence as file:line and says
+/// which directive to change.
+#[test]
+fn offline_text_report_names_cause_evidence_and_fix() {
+    let case_dir = corpus_dir().join("socket-permission");
+    let tmp = tempfile::Builder::new()
+        .prefix("fpmctl-corpus-")
+        .tempdir()
+        .unwrap();
+    incidents::materialize(&case_dir, tmp.path());
+    let layout = Layout {
+        root: tmp.path().to_path_buf(),
+    };
+    let args: Vec<String> = layout
+        .doctor_args(true)
+        .into_iter()
+        .filter(|a| a != "--json")
+        .collect();
+    let run = run_fpmctl(&args, tmp.path(), &[]);
+    run.expect_code(1);
+    for want in ["socket-permission", "listen.owner = www-data"] {
+        assert!(
+            run.stdout.contains(want),
+            "the report lacks {want:?}:\n{run}"
+        );
+    }
+    let quoted = format!("{}:", layout.nginx_error_log().display());
+    assert!(
+        run.stdout.match_indices(&quoted).any(
+            |(at, _)| run.stdout[at + quoted.len()..].starts_with(|c: char| c.is_ascii_digit())
+        ),
+        "the report quotes no line as {quoted}LINE:\n{run}"
+    );
+}
+
+macro_rules! cases {
+    ($($name:ident => $case:literal),* $(,)?) => {
+        /// Every recorded case, read offline.
+        mod offline {
+            $(#[test] fn $name() { super::offline($case) })*
+        }
+        /// Every case, provoked here and diagnosed live.
+        mod live {
+            $(#[test] fn $name() { super::live_case($case) })*
+        }
+        #[test]
+        fn every_case_has_a_test() {
+            let named = [$($case),*];
+            assert_eq!(named, CASES);
+        }
+    };
+}
+
+cases! {
+    healthy => "healthy",
+    fpm_not_running => "fpm-not-running",
+    socket_permission => "socket-permission",
+    listen_mismatch => "listen-mismatch",
+    backlog_full => "backlog-full",
+    max_children_reached => "max-children-reached",
+    worker_terminated => "worker-terminated",
+    worker_crashed => "worker-crashed",
+    upstream_timeout => "upstream-timeout",
+    protocol_mismatch => "protocol-mismatch",
+    protocol_mismatch_fastcgi_to_http => "protocol-mismatch-fastcgi-to-http",
+    script_not_found => "script-not-found",
+    header_too_big => "header-too-big",
+    php_fatal => "php-fatal",
+    fpm_bind_failed => "fpm-bind-failed",
+    several_causes => "several-causes",
+    missing_includes => "missing-includes",
+}
+
+fn live_case(case: &str) {
+    let Some((inc, run)) = live(case) else { return };
+    if case == "fpm-bind-failed" {
+        // Live, doctor names the processes that hold the address.
+        let first = &run.json()["findings"][0];
+        let text = first.to_string();
+        assert!(
+            inc.holders.iter().any(|p| text.contains(&p.to_string())),
+            "the finding names none of the holders {:?}:\n{run}",
+            inc.holders
+        );
+    }
+}
+
 /// The corpus on disk: one dir per case, each with its files and `expected.json`, and no
 /// trace of the temp dir it was recorded in.
 #[test]
 fn corpus_is_complete_and_has_no_temp_paths() {
+    let mut first_causes = Vec::new();
     for case in CASES {
         let dir = corpus_dir().join(case);
         for f in [
@@ -99,6 +398,7 @@ fn corpus_is_complete_and_has_no_temp_paths() {
                 "{case}: {e:?}"
             );
         }
+        first_causes.extend(e.first_cause);
         let mut stack = vec![dir.clone()];
         while let Some(p) = stack.pop() {
             for ent in std::fs::read_dir(&p).unwrap() {
@@ -115,6 +415,12 @@ fn corpus_is_complete_and_has_no_temp_paths() {
                 );
             }
         }
+    }
+    for cause in CAUSES {
+        assert!(
+            first_causes.iter().any(|c| c == cause),
+            "no corpus case has {cause} as its first cause"
+        );
     }
 }
 
