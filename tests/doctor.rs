@@ -374,6 +374,100 @@ fn live_case(case: &str) {
     }
 }
 
+/// Kills and reaps a background doctor, also when the test fails.
+struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `--follow --json` prints a finding as one JSON line once its evidence appears in the logs:
+/// a healthy site whose FPM is then stopped.
+#[test]
+fn follow_prints_a_new_finding_as_one_json_line() {
+    use std::io::BufRead;
+    let Some(inc) = incidents::provoke("healthy") else {
+        return;
+    };
+    let mut args = inc.layout().doctor_args(false);
+    args.push("--follow".into());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fpmctl"))
+        .args(&args)
+        .env("FPMCTL_LOCK_DIR", inc.sb.path().join("locks"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Background(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Nothing to report while the site is healthy; then FPM goes away.
+    let master = inc.sb.pid_from_file().expect("FPM runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(master),
+        nix::sys::signal::SIGQUIT,
+    )
+    .unwrap();
+    inc.sb
+        .wait_for(std::time::Duration::from_secs(10), "FPM to exit", || {
+            (!common::alive(master)).then_some(())
+        });
+    let deadline = fpmctl::deadline::Deadline::after(std::time::Duration::from_secs(30));
+    let mut seen = Vec::new();
+    loop {
+        // Requests keep failing until doctor reports (a follower may start at the end).
+        let _ = inc.get("/hello.php");
+        match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(line) => {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+                let causes: Vec<String> = if v["findings"].is_array() {
+                    v["findings"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter_map(|f| f["cause"].as_str().map(str::to_string))
+                        .collect()
+                } else {
+                    v["cause"]
+                        .as_str()
+                        .map(str::to_string)
+                        .into_iter()
+                        .collect()
+                };
+                seen.push(line);
+                if causes.iter().any(|c| c == "fpm-not-running") {
+                    return;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!(
+                    "doctor --follow ended; it printed {seen:#?}\n{}",
+                    inc.logs()
+                )
+            }
+        }
+        assert!(
+            !deadline.expired(),
+            "no fpm-not-running finding after 30s; printed {seen:#?}\n{}",
+            inc.logs()
+        );
+    }
+}
+
 /// The corpus on disk: one dir per case, each with its files and `expected.json`, and no
 /// trace of the temp dir it was recorded in.
 #[test]
