@@ -6,6 +6,7 @@
 //! spawned, also when the test panicked; then it checks nothing is left.
 #![allow(dead_code)]
 
+pub mod incidents;
 pub mod load;
 pub mod nginx;
 
