@@ -25,13 +25,19 @@ pub struct Evidence {
 }
 
 impl Evidence {
-    /// Evidence from a record's bytes.
+    /// Evidence from a record's bytes: its first line (the one at `line`), cut when long.
+    /// A multi-line record (a PHP message with its stack trace) is quoted by its first line.
     pub fn new(file: &str, line: u64, record: &[u8]) -> Evidence {
-        let record = record.strip_suffix(b"\n").unwrap_or(record);
-        let cut = record.len().min(SAMPLE_TEXT);
-        let mut text = String::from_utf8_lossy(&record[..cut]).replace('\n', "\\n");
-        if cut < record.len() {
-            text.push_str(" [...]");
+        let first = memchr::memchr(b'\n', record).map_or(record, |i| &record[..i]);
+        let first = first.strip_suffix(b"\r").unwrap_or(first);
+        let mut cut = first.len().min(SAMPLE_TEXT);
+        // Cut on a character boundary.
+        while cut < first.len() && cut > 0 && (first[cut] & 0xC0) == 0x80 {
+            cut -= 1;
+        }
+        let mut text = String::from_utf8_lossy(&first[..cut]).into_owned();
+        if cut < first.len() {
+            text.push_str("...");
         }
         Evidence {
             file: file.to_string(),
@@ -243,7 +249,7 @@ mod tests {
         }
         assert_eq!((t.count, t.first, t.last, t.value), (5, 9, 30, 4));
         assert_eq!(t.samples.len(), SAMPLES);
-        assert_eq!(t.samples[0].text, "x\\ny");
+        assert_eq!(t.samples[0].text, "x");
         assert_eq!(t.near(10, 1), 4);
         assert_eq!(t.near(30, 0), 1);
         let mut u = Tally::default();

@@ -61,7 +61,7 @@ pub fn finding_text(n: usize, f: &Finding, now: Civil, offset: i64) -> String {
     for e in &f.evidence {
         let mut text: String = e.text.chars().take(TEXT_EVIDENCE).collect();
         if text.len() < e.text.len() {
-            text.push_str(" [...]");
+            text.push_str("...");
         }
         if e.line > 0 {
             out.push_str(&format!("   > {}:{}: {text}\n", e.file, e.line));
