@@ -576,19 +576,19 @@ fn fpm_only(acc: &mut Acc, input: &Input<'_>, bind_failed: &[(ListenAddr, Civil)
                     format!("FPM could not bind {key} because another process holds it{held}");
                 f.fix = match (holder, fpm) {
                     (Some(h), Some(c)) if h.own => format!(
-                        "this config's FPM already runs and holds it: a second php-fpm with the same addresses cannot start; use fpmctl restart -c {c} or fpmctl reload -c {c} instead of starting another",
+                        "this config's FPM already runs and holds {key}: a second php-fpm with the same addresses cannot start; use fpmctl restart -c {c} or fpmctl reload -c {c} instead of starting another",
                         c = c.config.display()
                     ),
                     (Some(h), Some(c)) if h.orphans_only => format!(
-                        "orphaned workers of a dead master hold it: fpmctl stop -c {c} (stops orphans too), then fpmctl start -c {c}",
+                        "orphaned workers of a dead master hold {key}: fpmctl stop -c {c} (stops orphans too), then fpmctl start -c {c}",
                         c = c.config.display()
                     ),
                     (Some(h), _) if !h.holders.is_empty() => format!(
-                        "stop the holder ({}) or move listen in the pool's file to a free address",
+                        "stop the holder of {key} ({}) or move listen in the pool's file to a free address",
                         h.holders.join("; ")
                     ),
                     _ => format!(
-                        "find the holder (ss -ltnp / ss -lxp on {key}); if it is FPM workers left by a dead master, fpmctl stop ends them"
+                        "find the holder of {key} (ss -ltnp / ss -lxp); if it is FPM workers left by a dead master, fpmctl stop ends them"
                     ),
                 };
             }

@@ -324,7 +324,11 @@ mod tests {
         assert_eq!(refused.samples[1].line, 8);
         let fatal = &obs.nginx["fastcgi://127.0.0.1:19311"][&ErrorKind::PhpFatal];
         assert_eq!(fatal.samples[0].line, 2);
-        assert!(fatal.samples[0].text.ends_with("fatal.php:1"), "{}", fatal.samples[0].text);
+        assert!(
+            fatal.samples[0].text.ends_with("fatal.php:1"),
+            "{}",
+            fatal.samples[0].text
+        );
     }
 
     #[test]
