@@ -102,7 +102,8 @@ struct Ran {
     stdout: String,
 }
 
-/// Runs `cmd`, timing it and taking its peak RSS from wait4(2).
+/// Runs `cmd`, timing it and taking its peak RSS from wait4(2) (which also reaps it).
+#[allow(clippy::zombie_processes)]
 fn run(cmd: &mut Command) -> Ran {
     let t = Instant::now();
     let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
