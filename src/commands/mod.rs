@@ -3,8 +3,10 @@
 
 mod check;
 mod config;
+mod ensure;
 mod ping;
 mod reload;
+mod reopen_logs;
 mod restart;
 mod start;
 mod status;
@@ -134,6 +136,8 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Restart(a) => a.json,
         Command::Reload(a) => a.json,
         Command::Ping(a) => a.json,
+        Command::Ensure(a) => a.json,
+        Command::ReopenLogs(a) => a.json,
         Command::Supervise(_) => false,
     }
 }
@@ -153,6 +157,8 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Reload(a) => reload::run(&ctx, a),
         Command::Ping(a) => ping::run(&ctx, a),
         Command::Supervise(a) => supervise::run(&ctx, a),
+        Command::Ensure(a) => ensure::run(&ctx, a),
+        Command::ReopenLogs(a) => reopen_logs::run(&ctx, a),
     }
 }
 
