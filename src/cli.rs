@@ -41,6 +41,11 @@ pub struct GlobalArgs {
     /// The php-fpm binary (default: the one that goes with the config).
     #[arg(long, global = true, value_name = "PATH")]
     pub fpm_bin: Option<PathBuf>,
+    /// FPM's prefix, as `php-fpm -p`: relative include, pid, error_log, listen and log paths
+    /// are resolved under it, and php-fpm is run with `-p DIR` (default: the binary's
+    /// compiled-in prefix, /usr/local in the Docker official images).
+    #[arg(short = 'p', long, global = true, value_name = "DIR")]
+    pub prefix: Option<PathBuf>,
     /// More log output (-v debug, -vv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,

@@ -185,3 +185,21 @@ fn reopen_logs_of_a_stopped_fpm_is_exit_3() {
     run.expect_code(3);
     assert!(run.stderr.contains("nothing was signalled"), "{run}");
 }
+
+#[test]
+fn reopen_logs_says_when_log_level_hides_the_confirmation() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.write_config(
+        &sb.config_text()
+            .replacen("[global]\n", "[global]\nlog_level = warning\n", 1),
+    );
+    let master = sb.start_fpm();
+    let run = sb.fpmctl(&["reopen-logs", "--json"]);
+    run.expect_code(0);
+    assert_eq!(run.json()["confirmed"], false, "{run}");
+    assert_eq!(run.json()["master"], master, "{run}");
+    let text = sb.fpmctl(&["reopen-logs"]);
+    text.expect_code(0);
+    assert!(text.stdout.contains("log_level (warning)"), "{text}");
+    assert!(alive(master));
+}

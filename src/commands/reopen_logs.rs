@@ -53,7 +53,9 @@ pub(super) fn run(ctx: &Ctx, args: &ReopenLogsArgs) -> Result<Outcome> {
             cfg.path.display()
         )));
     };
-    let log = ErrorLog::new(&cfg.global.error_log);
+    // FPM confirms at NOTICE level: a higher log_level hides the line.
+    let notices = matches!(cfg.global.log_level.as_str(), "notice" | "debug");
+    let log = ErrorLog::new(&cfg.global.error_log).filter(|_| notices);
     let before = log.as_ref().map(|l| l.mark());
     match signals::send_verified(master.id, Signal::SIGUSR1, |p| {
         discovery::is_master_of(p, &cfg.path)
@@ -78,12 +80,18 @@ pub(super) fn run(ctx: &Ctx, args: &ReopenLogsArgs) -> Result<Outcome> {
         }
     }
     let (Some(log), Some(before)) = (log, before) else {
+        let why = if notices {
+            format!("its error_log is {}, not a file", cfg.global.error_log)
+        } else {
+            format!(
+                "its log_level ({}) hides FPM's notice",
+                cfg.global.log_level
+            )
+        };
         let text = format!(
-            "sent SIGUSR1 to master {} of {}; its error_log is {}, not a file, so the reopen \
-             is not confirmed\n",
+            "sent SIGUSR1 to master {} of {}; {why}, so the reopen is not confirmed\n",
             master.pid(),
             cfg.path.display(),
-            cfg.global.error_log
         );
         return Ok(Outcome {
             code: ExitCode::Ok,
@@ -112,8 +120,7 @@ pub(super) fn run(ctx: &Ctx, args: &ReopenLogsArgs) -> Result<Outcome> {
         }
         if deadline.expired() {
             return Err(Error::Timeout(format!(
-                "sent SIGUSR1 to master {}, but after {} no '{REOPENED}' line appeared in {} \
-                 (a log_level above notice hides it)",
+                "sent SIGUSR1 to master {}, but after {} no '{REOPENED}' line appeared in {}",
                 master.pid(),
                 humantime::format_duration(args.timeout),
                 log.path.display()
