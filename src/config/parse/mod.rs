@@ -478,6 +478,56 @@ mod tests {
         assert_eq!(config.pools[0].listen_raw, expected.display().to_string());
     }
 
+    /// A binary built with another prefix (the Docker images: `/usr/local`) resolves
+    /// relative paths under its own directories, without `--prefix`.
+    #[test]
+    fn relative_paths_follow_the_binarys_compiled_in_directories() {
+        let dir = files(&[
+            (
+                "etc/php-fpm.conf",
+                "[global]\npid = run/fpm.pid\ninclude=etc/php-fpm.d/*.conf\n",
+            ),
+            (
+                "etc/php-fpm.d/www.conf",
+                &format!("[www]\nlisten = run/www.sock\nslowlog = log/$pool.slow\n{POOL}"),
+            ),
+        ]);
+        let d = dir.path();
+        let opts = LoadOptions {
+            build: BuildDirs {
+                prefix: d.to_path_buf(),
+                localstatedir: d.join("var"),
+            },
+            ..LoadOptions::default()
+        };
+        let config = load_with(&d.join("etc/php-fpm.conf"), &opts).unwrap();
+        assert_eq!(config.files[1], d.join("etc/php-fpm.d/www.conf"));
+        assert_eq!(config.global.pid_file, Some(d.join("var/run/fpm.pid")));
+        assert_eq!(
+            config.global.error_log,
+            d.join("var/log/php-fpm.log").display().to_string()
+        );
+        let pool = &config.pools[0];
+        assert_eq!(
+            pool.listen_raw,
+            d.join("run/www.sock").display().to_string()
+        );
+        assert_eq!(
+            pool.slowlog.as_deref(),
+            Some(d.join("log/www.slow").display().to_string().as_str())
+        );
+        assert_eq!(config.prefix, None);
+        assert_eq!(config.build, opts.build);
+        // Under --prefix the same config puts pid and error_log under the prefix itself.
+        let opts = LoadOptions {
+            prefix: Some(d.to_path_buf()),
+            ..opts
+        };
+        let config = load_with(&d.join("etc/php-fpm.conf"), &opts).unwrap();
+        assert_eq!(config.global.pid_file, Some(d.join("run/fpm.pid")));
+        assert_eq!(config.prefix.as_deref(), Some(d));
+    }
+
     #[test]
     fn unreadable_main_file_is_one_problem() {
         let err = load(Path::new("/nonexistent/php-fpm.conf")).unwrap_err();
