@@ -4,11 +4,11 @@
 
 mod common;
 use common::Sandbox;
+use std::time::Duration;
 
-#[test]
-fn a_config_of_relative_paths_runs_under_prefix() {
-    let Some(sb) = Sandbox::new() else { return };
-    let dir = sb.path().display().to_string();
+/// Rewrites the sandbox's config so that every path in it is relative: the pid file, the
+/// error log, the include and the socket all land in the sandbox only under `-p DIR`.
+fn relative_config(sb: &Sandbox) -> String {
     sb.write_config("[global]\npid = fpm.pid\nerror_log = fpm.log\ninclude = pool.d/*.conf\n");
     std::fs::create_dir_all(sb.path().join("pool.d")).unwrap();
     std::fs::write(
@@ -17,6 +17,13 @@ fn a_config_of_relative_paths_runs_under_prefix() {
          pm = static\npm.max_children = 2\nping.path = /ping\n",
     )
     .unwrap();
+    sb.path().display().to_string()
+}
+
+#[test]
+fn a_config_of_relative_paths_runs_under_prefix() {
+    let Some(sb) = Sandbox::new() else { return };
+    let dir = relative_config(&sb);
 
     // Without the prefix the include is looked for under php-fpm's compiled-in prefix.
     let lost = sb.fpmctl(&["config"]);
@@ -54,5 +61,37 @@ fn a_config_of_relative_paths_runs_under_prefix() {
     assert_ne!(again, master);
     sb.fpmctl(&["--prefix", &dir, "stop"]).expect_code(0);
     assert!(!sb.sock.exists());
+    assert!(sb.masters().is_empty());
+}
+
+/// The supervisor runs FPM with `-p` too, and reloads the config under the prefix when it
+/// restarts FPM.
+#[test]
+fn a_supervised_fpm_runs_under_prefix() {
+    let Some(sb) = Sandbox::new() else { return };
+    let dir = relative_config(&sb);
+    let sup = sb.supervise(&["--prefix", &dir], &[]);
+    let ready = |sb: &Sandbox| {
+        let run = sb.fpmctl(&["--prefix", &dir, "status", "--json"]);
+        let j: serde_json::Value = serde_json::from_str(&run.stdout).ok()?;
+        let s = j.get("supervisor")?;
+        (s["ready"] == true).then(|| s["master"].as_i64().unwrap_or(0) as i32)
+    };
+    let first = sb.wait_for(Duration::from_secs(15), "a supervised FPM", || ready(&sb));
+    sb.note_master(first);
+    assert!(sb.sock.exists(), "{}", sb.supervise_log());
+    assert_eq!(sb.pid_from_file(), Some(first), "{}", sb.supervise_log());
+    sb.fpmctl(&["--prefix", &dir, "restart"]).expect_code(0);
+    let second = sb.wait_for(Duration::from_secs(15), "the new FPM", || {
+        ready(&sb).filter(|m| *m != first)
+    });
+    sb.note_master(second);
+    sb.fpmctl(&["--prefix", &dir, "ping"]).expect_code(0);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sup as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(sb.wait_child(sup, Duration::from_secs(30)), 0);
     assert!(sb.masters().is_empty());
 }
