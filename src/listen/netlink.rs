@@ -95,6 +95,8 @@ fn dump(family: u8) -> io::Result<Vec<(SocketAddr, u64)>> {
 /// Parses one datagram of netlink messages into `out`; true when the dump is complete.
 pub fn parse_messages(mut data: &[u8], out: &mut Vec<(SocketAddr, u64)>) -> io::Result<bool> {
     while data.len() >= NLMSG_HDRLEN {
+        // The loop condition makes these slices 4 and 2 bytes long: the conversions cannot
+        // fail.
         let len = u32::from_ne_bytes(data[0..4].try_into().expect("4 bytes")) as usize;
         let kind = u16::from_ne_bytes(data[4..6].try_into().expect("2 bytes"));
         if len < NLMSG_HDRLEN || len > data.len() {
@@ -108,6 +110,7 @@ pub fn parse_messages(mut data: &[u8], out: &mut Vec<(SocketAddr, u64)>) -> io::
             NLMSG_ERROR => {
                 let code = data
                     .get(NLMSG_HDRLEN..NLMSG_HDRLEN + 4)
+                    // `get` gave exactly 4 bytes.
                     .map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
                     .unwrap_or(-libc::EIO);
                 // The kernel sends a negative errno; anything else (0 is an ACK, which a
