@@ -143,7 +143,7 @@ fn restart_unready(ctx: &Ctx, args: &EnsureArgs, master: i32, why: &str) -> Resu
 /// No master: start FPM, saying what was found.
 fn not_running(ctx: &Ctx, args: &EnsureArgs, snap: &Snapshot) -> Result<Outcome> {
     let found = found(snap);
-    info!("FPM is not running ({found}); starting it");
+    info!(found = %found, "FPM is not running; starting it");
     let fpm = ctx.fpm()?;
     let launch: Launch = start::launch(ctx, &fpm, snap, args.timeout, true, true)?;
     let mut out = start::outcome(ctx, &launch, "started");
