@@ -98,6 +98,7 @@ pub(super) fn rejected(global: &GlobalArgs, err: Error) -> Result<Outcome> {
     let Err(ours) = crate::config::load_with(&path, &fpm.load_options()) else {
         return Err(err);
     };
+    let path = std::path::absolute(&path).unwrap_or(path);
     let Ok(test) = fpm.test() else {
         return Err(err);
     };
