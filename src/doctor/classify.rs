@@ -84,6 +84,44 @@ impl Acc {
     }
 }
 
+impl Acc {
+    /// Adds what the live system showed: `proof` joins the summary of an existing finding
+    /// (evidence quotes only lines of files); a new finding quotes the pool's section in its
+    /// config file, where the fix goes, when it is known.
+    #[allow(clippy::too_many_arguments)]
+    fn add_live(
+        &mut self,
+        cause: &'static str,
+        target: &str,
+        now: Civil,
+        proof: String,
+        pool: Option<&PoolFacts>,
+        summary: impl FnOnce() -> String,
+        fix: impl FnOnce() -> String,
+    ) {
+        if !self.by_key.contains_key(&(cause, target.to_string())) {
+            let mut t = Tally::default();
+            t.add(now, 0, || Evidence {
+                file: String::new(),
+                line: 0,
+                text: String::new(),
+            });
+            t.samples = pool
+                .map(|p| Evidence {
+                    file: p.file.display().to_string(),
+                    line: p.line as u64,
+                    text: format!("[{}]", p.name),
+                })
+                .into_iter()
+                .collect();
+            self.add(cause, target, &t, 0, summary, fix);
+        }
+        if let Some(f) = self.by_key.get_mut(&(cause, target.to_string())) {
+            f.summary.push_str(&format!("; now: {proof}"));
+        }
+    }
+}
+
 fn upstream_target(up: &str) -> Option<(Protocol, ListenAddr)> {
     let protocol = if up.starts_with("http") {
         Protocol::Http
@@ -615,27 +653,23 @@ fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: &str) {
             .as_ref()
             .map(|s| format!(" (socket {s})"))
             .unwrap_or_default();
-        let ev = Evidence {
-            file: p.addr.to_string(),
-            line: 0,
-            text: format!("connect() as {} to {shown}: {text}{perms}", p.user),
-        };
-        let mut t = Tally::default();
-        t.add(input.now, 0, || ev);
+        let ev = format!("connect() as {} to {shown} fails: {text}{perms}", p.user);
         match errno {
-            13 => acc.add(
+            13 => acc.add_live(
                 "socket-permission",
                 &shown,
-                &t,
-                0,
+                input.now,
+                ev,
+                pool,
                 || permission_summary(&shown, nginx_user, pool),
                 || permission_fix(nginx_user, pool, &shown),
             ),
-            2 | 111 if input.live.fpm_running == Some(false) => acc.add(
+            2 | 111 if input.live.fpm_running == Some(false) => acc.add_live(
                 "fpm-not-running",
                 &shown,
-                &t,
-                0,
+                input.now,
+                ev,
+                pool,
                 || format!("nothing listens on {shown} and no FPM master of this config runs"),
                 || {
                     input.fpm.map_or_else(
@@ -651,20 +685,16 @@ fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: &str) {
         if q.limit > 0 && q.waiting >= q.limit {
             let shown = nginx_addr(&q.addr);
             let pool = pool_for(&q.addr);
-            let mut t = Tally::default();
-            t.add(input.now, 0, || Evidence {
-                file: q.addr.to_string(),
-                line: 0,
-                text: format!(
-                    "accept queue of {shown}: {} waiting, limit {}",
-                    q.waiting, q.limit
-                ),
-            });
-            acc.add(
+            let ev = format!(
+                "the accept queue of {shown} holds {} connections, its limit",
+                q.waiting
+            );
+            acc.add_live(
                 "backlog-full",
                 &shown,
-                &t,
-                0,
+                input.now,
+                ev,
+                pool,
                 || format!("the accept queue of {shown} is full now: every worker is busy"),
                 || backlog_fix(pool, input.live.somaxconn),
             );

@@ -56,6 +56,7 @@ fn pool(name: &str, listen: &str) -> PoolFacts {
         name: name.into(),
         listen: ListenAddr::parse(listen).unwrap(),
         file: PathBuf::from(format!("/etc/php/8.2/fpm/pool.d/{name}.conf")),
+        line: 1,
         owner: Some("root".into()),
         group: None,
         mode: Some("0600".into()),
@@ -326,5 +327,28 @@ fn a_live_probe_proves_permission_without_logs() {
     };
     let d = run(&Observations::default(), Some(&fpm()), &live);
     assert_eq!(causes(&d), ["socket-permission"]);
-    assert!(d.findings[0].evidence[0].text.contains("root:root 0600"));
+    let f = &d.findings[0];
+    assert!(
+        f.summary.contains("now: connect() as www-data"),
+        "{}",
+        f.summary
+    );
+    assert!(f.summary.contains("root:root 0600"), "{}", f.summary);
+    assert_eq!(f.evidence[0].file, "/etc/php/8.2/fpm/pool.d/www.conf");
+    assert_eq!(
+        (f.evidence[0].line, f.evidence[0].text.as_str()),
+        (1, "[www]")
+    );
+    assert_eq!(f.count, 1);
+
+    // With log evidence too, the proof joins the summary and the count stays the logs'.
+    let d = run(&obs(PERM, ""), Some(&fpm()), &live);
+    let f = &d.findings[0];
+    assert_eq!((f.count, f.failed), (1, 1));
+    assert!(
+        f.summary.contains("now: connect() as www-data"),
+        "{}",
+        f.summary
+    );
+    assert!(f.evidence.iter().all(|e| e.line > 0));
 }
