@@ -639,6 +639,23 @@ fn show_pool(key: &str) -> &str {
     if key.is_empty() { "(unknown)" } else { key }
 }
 
+/// True when nginx passes FastCGI to `addr`, or nginx's config is unknown (then every
+/// pool counts): a stopped FPM nobody sends requests to fails none.
+fn nginx_uses(input: &Input<'_>, addr: &ListenAddr) -> bool {
+    input.nginx.is_none_or(|n| {
+        n.passes.iter().any(|p| {
+            p.protocol == Protocol::FastCgi
+                && match &p.target {
+                    Target::Addr(a) => super::facts::same_address(a, addr),
+                    Target::Upstream(_, servers) => {
+                        servers.iter().any(|s| super::facts::same_address(s, addr))
+                    }
+                    _ => false,
+                }
+        })
+    })
+}
+
 /// Findings the live system proves without any log line.
 fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: &str) {
     let pool_for = |a: &ListenAddr| input.fpm.and_then(|f| f.pool_for(a));
@@ -664,20 +681,21 @@ fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: &str) {
                 || permission_summary(&shown, nginx_user, pool),
                 || permission_fix(nginx_user, pool, &shown),
             ),
-            2 | 111 if input.live.fpm_running == Some(false) => acc.add_live(
-                "fpm-not-running",
-                &shown,
-                input.now,
-                ev,
-                pool,
-                || format!("nothing listens on {shown} and no FPM master of this config runs"),
-                || {
-                    input.fpm.map_or_else(
-                        || "start FPM".to_string(),
-                        |f| format!("start FPM: fpmctl start -c {}", f.config.display()),
-                    )
-                },
-            ),
+            2 | 111 if input.live.fpm_running == Some(false) && nginx_uses(input, &p.addr) => acc
+                .add_live(
+                    "fpm-not-running",
+                    &shown,
+                    input.now,
+                    ev,
+                    pool,
+                    || format!("nothing listens on {shown} and no FPM master of this config runs"),
+                    || {
+                        input.fpm.map_or_else(
+                            || "start FPM".to_string(),
+                            |f| format!("start FPM: fpmctl start -c {}", f.config.display()),
+                        )
+                    },
+                ),
             _ => {}
         }
     }

@@ -352,3 +352,30 @@ fn a_live_probe_proves_permission_without_logs() {
     );
     assert!(f.evidence.iter().all(|e| e.line > 0));
 }
+
+#[test]
+fn a_stopped_fpm_is_a_cause_only_where_nginx_sends_requests() {
+    let probe = |addr: &str| Probe {
+        addr: ListenAddr::parse(addr).unwrap(),
+        user: "www-data".into(),
+        result: ProbeResult::Failed(2, "No such file or directory".into()),
+        socket_perms: None,
+    };
+    let live = LiveFacts {
+        fpm_running: Some(false),
+        probes: vec![probe("/tmp/dr/www.sock"), probe("/tmp/dr/unused.sock")],
+        ..LiveFacts::default()
+    };
+    let d = run(&Observations::default(), Some(&fpm()), &live);
+    assert_eq!(causes(&d), ["fpm-not-running"]);
+    assert!(
+        d.findings[0].summary.contains("unix:/tmp/dr/www.sock"),
+        "{}",
+        d.findings[0].summary
+    );
+    assert!(
+        d.findings[0].fix.contains("fpmctl start"),
+        "{}",
+        d.findings[0].fix
+    );
+}
