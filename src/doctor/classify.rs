@@ -662,9 +662,39 @@ fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: &str) {
     for p in &input.live.probes {
         let shown = nginx_addr(&p.addr);
         let pool = pool_for(&p.addr);
+        let key = ("socket-permission", shown.clone());
+        if p.result == ProbeResult::Connected
+            && let Some(f) = acc.by_key.get_mut(&key)
+        {
+            f.summary.push_str(&format!(
+                "; now: connect() as {} succeeds, so it was fixed after the last failure",
+                p.user
+            ));
+            continue;
+        }
         let ProbeResult::Failed(errno, text) = &p.result else {
             continue;
         };
+        // The pool's file already says what the fix would: the socket kept its old owner
+        // (a reload re-uses the listening socket; only a restart re-creates it).
+        if *errno == 13
+            && let Some(pool) = pool
+            && (pool.owner.as_deref() == Some(nginx_user)
+                || pool.group.as_deref() == Some(nginx_user))
+            && let Some(f) = acc.by_key.get_mut(&key)
+        {
+            f.fix = match input.fpm {
+                Some(c) => format!(
+                    "{} already names {nginx_user}, but the socket kept its old owner (a reload re-uses it): fpmctl restart -c {}",
+                    pool.file.display(),
+                    c.config.display()
+                ),
+                None => format!(
+                    "{} already names {nginx_user}, but the socket kept its old owner: restart FPM",
+                    pool.file.display()
+                ),
+            };
+        }
         let perms = p
             .socket_perms
             .as_ref()

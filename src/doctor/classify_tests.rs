@@ -379,3 +379,45 @@ fn a_stopped_fpm_is_a_cause_only_where_nginx_sends_requests() {
         d.findings[0].fix
     );
 }
+
+#[test]
+fn a_right_config_with_a_wrong_socket_needs_a_restart_and_a_fixed_one_says_so() {
+    let mut f = fpm();
+    f.pools[0].owner = Some("www-data".into());
+    let probe = |result| LiveFacts {
+        probes: vec![Probe {
+            addr: ListenAddr::parse("/tmp/dr/www.sock").unwrap(),
+            user: "www-data".into(),
+            result,
+            socket_perms: Some("nobody:nogroup 0660".into()),
+        }],
+        ..LiveFacts::default()
+    };
+    let d = run(
+        &obs(PERM, ""),
+        Some(&f),
+        &probe(ProbeResult::Failed(13, "Permission denied".into())),
+    );
+    assert_eq!(causes(&d), ["socket-permission"]);
+    assert!(
+        d.findings[0].fix.contains("kept its old owner"),
+        "{}",
+        d.findings[0].fix
+    );
+    assert!(
+        d.findings[0]
+            .fix
+            .contains("fpmctl restart -c /etc/php/8.2/fpm/php-fpm.conf"),
+        "{}",
+        d.findings[0].fix
+    );
+
+    let d = run(&obs(PERM, ""), Some(&f), &probe(ProbeResult::Connected));
+    assert!(
+        d.findings[0]
+            .summary
+            .ends_with("fixed after the last failure"),
+        "{}",
+        d.findings[0].summary
+    );
+}
