@@ -101,11 +101,6 @@ pub enum Command {
     /// crash-loop limit), restart it on request or when unhealthy without dropping a request.
     /// For systemd (Type=notify), container entrypoints, runit/s6.
     Supervise(SuperviseArgs),
-    /// Name the cause of nginx's 502/504/500 answers from nginx's and FPM's logs, both
-    /// configs and (unless --offline) the live system, with the fix. Exit codes: 0 no cause
-    /// found (warnings alone: 0), 1 at least one cause found, 2 usage, 4 a config named on
-    /// the command line is unreadable.
-    Doctor(DoctorArgs),
     /// For cron: exit 0, printing nothing, when FPM runs and is ready; start it when it does
     /// not run (orphans stopped first) and say what was wrong; report a running but unready
     /// FPM (exit 10) without restarting it unless --restart-unready. Never waits for the lock.
@@ -113,6 +108,11 @@ pub enum Command {
     /// For logrotate's postrotate: SIGUSR1 to the verified master, then prove FPM re-opened
     /// its error log (exit 3 when FPM is not running; nothing else is ever signalled).
     ReopenLogs(ReopenLogsArgs),
+    /// Name the cause of nginx's 502/504/500 answers from nginx's and FPM's logs, both
+    /// configs and (unless --offline) the live system, with the fix. Exit codes: 0 no cause
+    /// found (warnings alone: 0), 1 at least one cause found, 2 usage, 4 a config named on
+    /// the command line is unreadable.
+    Doctor(DoctorArgs),
 }
 
 /// `--json`.

@@ -166,7 +166,16 @@ fn load_fpm(
             }
         },
     };
-    match fpmconfig::load(&path) {
+    // Relative paths resolve as the binary that runs this config resolves them (asking it
+    // runs it: not offline); otherwise under --prefix or Debian's directories.
+    let opts = match super::binary_for(&path, global) {
+        Ok(fpm) if !offline => fpm.load_options(),
+        _ => fpmconfig::LoadOptions {
+            prefix: global.prefix.clone(),
+            ..fpmconfig::LoadOptions::default()
+        },
+    };
+    match fpmconfig::load_with(&path, &opts) {
         Ok(cfg) => Ok(Some(cfg)),
         Err(problems) => {
             let first = problems
