@@ -421,3 +421,26 @@ fn a_right_config_with_a_wrong_socket_needs_a_restart_and_a_fixed_one_says_so() 
         d.findings[0].summary
     );
 }
+
+#[test]
+fn more_workers_than_memory_holds_is_a_lint() {
+    let live = LiveFacts {
+        mem_total_kib: Some(1024 * 1024),
+        worker_rss_kib: vec![("www".into(), 300 * 1024)],
+        ..LiveFacts::default()
+    };
+    let d = run(&Observations::default(), Some(&fpm()), &live);
+    assert!(!d.has_cause());
+    let l = d
+        .findings
+        .iter()
+        .find(|f| f.cause == "lint-max-children-memory")
+        .unwrap();
+    assert!(l.summary.contains("1500 MiB"), "{}", l.summary);
+    assert!(
+        l.fix
+            .starts_with("pm.max_children = 2 in /etc/php/8.2/fpm/pool.d/www.conf (now 5)"),
+        "{}",
+        l.fix
+    );
+}

@@ -170,6 +170,10 @@ pub struct LiveFacts {
     pub holders: Vec<HolderFacts>,
     /// `net.core.somaxconn`.
     pub somaxconn: Option<u32>,
+    /// Average resident memory of each pool's running workers, in KiB.
+    pub worker_rss_kib: Vec<(String, u64)>,
+    /// `MemTotal` of `/proc/meminfo`, in KiB.
+    pub mem_total_kib: Option<u64>,
 }
 
 /// `error` for a cause, `warning` for a lint.

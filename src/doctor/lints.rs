@@ -54,6 +54,49 @@ pub fn lints(input: &Input<'_>) -> Vec<Finding> {
             }
         }
     }
+    if let Some(total) = input.live.mem_total_kib {
+        let need: u64 = fpm
+            .pools
+            .iter()
+            .filter_map(|p| {
+                let rss = input
+                    .live
+                    .worker_rss_kib
+                    .iter()
+                    .find(|(n, _)| *n == p.name)?
+                    .1;
+                Some(u64::from(p.max_children) * rss)
+            })
+            .sum();
+        if need > total {
+            for p in &fpm.pools {
+                let Some(rss) = input
+                    .live
+                    .worker_rss_kib
+                    .iter()
+                    .find(|(n, _)| *n == p.name)
+                    .map(|x| x.1)
+                else {
+                    continue;
+                };
+                // Leave a fifth of memory to everything else; share the rest by pool.
+                let share = total * 4 / 5 * (u64::from(p.max_children) * rss) / need.max(1);
+                out.push(lint(
+                    "lint-max-children-memory",
+                    p.name.clone(),
+                    format!(
+                        "pools at pm.max_children would need {} MiB (pool {}: {} workers of about {} MiB) but the host has {} MiB",
+                        need / 1024,
+                        p.name,
+                        p.max_children,
+                        rss / 1024,
+                        total / 1024
+                    ),
+                    format!("pm.max_children = {} in {} (now {})", (share / rss.max(1)).max(1), p.file.display(), p.max_children),
+                ));
+            }
+        }
+    }
     let Some(nginx) = input.nginx else {
         return out;
     };

@@ -22,6 +22,9 @@ pub fn gather(
         somaxconn: std::fs::read_to_string("/proc/sys/net/core/somaxconn")
             .ok()
             .and_then(|s| s.trim().parse().ok()),
+        mem_total_kib: std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| meminfo_total(&t)),
         ..LiveFacts::default()
     };
     let mut addrs: Vec<ListenAddr> = Vec::new();
@@ -53,6 +56,19 @@ pub fn gather(
             });
         }
         addrs.extend(cfg.pools.iter().map(|p| p.listen.clone()));
+        for pool in &cfg.pools {
+            let rss: Vec<u64> = snap
+                .pool_workers(&pool.name)
+                .iter()
+                .filter_map(|w| rss_kib(w.pid()))
+                .collect();
+            if !rss.is_empty() {
+                live.worker_rss_kib.push((
+                    pool.name.clone(),
+                    rss.iter().sum::<u64>() / rss.len() as u64,
+                ));
+            }
+        }
     }
     for t in nginx_targets {
         if !addrs.contains(t) {
@@ -81,6 +97,22 @@ pub fn gather(
         }
     }
     live
+}
+
+/// Resident memory of a process in KiB (`/proc/PID/statm`, pages).
+fn rss_kib(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf with a constant name has no memory effects.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()? / 1024)
+}
+
+/// `MemTotal` from `/proc/meminfo` text, in KiB.
+pub fn meminfo_total(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 /// Connects to `addr`: a unix socket as `user` (in a child that drops to it), TCP as we are.
@@ -219,6 +251,16 @@ fn connect_unix_as(path: &Path, user: &str) -> ProbeResult {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn reads_memtotal() {
+        assert_eq!(
+            meminfo_total("MemTotal:        8123456 kB\nMemFree: 1 kB\n"),
+            Some(8_123_456)
+        );
+        assert_eq!(meminfo_total("MemFree: 1 kB\n"), None);
+        assert!(rss_kib(std::process::id() as i32).is_some_and(|k| k > 0));
+    }
 
     #[test]
     fn a_socket_only_root_may_use_refuses_nobody() {
