@@ -490,3 +490,110 @@ fn follow(
         json: serde_json::Value::Null,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Real lines nginx wrote when the socket-permission incident was provoked.
+    fn corpus_log() -> String {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/corpus/socket-permission/nginx/error.log");
+        std::fs::read_to_string(p).unwrap()
+    }
+
+    fn count(obs: &Observations) -> u64 {
+        obs.nginx
+            .values()
+            .flat_map(|k| k.values())
+            .map(|t| t.count)
+            .sum()
+    }
+
+    #[test]
+    fn since_reaches_back_into_rotated_and_gzipped_logs() {
+        let text = corpus_log();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("error.log");
+        std::fs::write(&log, "").unwrap();
+        std::fs::write(dir.path().join("error.log.1"), &text).unwrap();
+        let gz = dir.path().join("error.log.2.gz");
+        let mut enc = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz).unwrap(),
+            flate2::Compression::fast(),
+        );
+        enc.write_all(text.as_bytes()).unwrap();
+        enc.finish().unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&gz)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        let read = |since_unix: Option<i64>| {
+            let mut f = LogFile {
+                path: log.clone(),
+                kind: LogKind::NginxError,
+                pos: Position::default(),
+                inode: 0,
+            };
+            let (mut obs, mut sources, mut notes) = (Observations::default(), vec![], vec![]);
+            read_with_rotated(&mut f, None, since_unix, &mut obs, &mut sources, &mut notes);
+            assert!(notes.is_empty(), "{notes:?}");
+            (count(&obs), sources.len())
+        };
+        let per_file = {
+            let mut obs = Observations::default();
+            Scanner::new(LogKind::NginxError)
+                .scan(
+                    text.as_bytes(),
+                    "x",
+                    Position::default(),
+                    None,
+                    true,
+                    &mut obs,
+                )
+                .unwrap();
+            count(&obs)
+        };
+        assert!(per_file > 0);
+        let now = time::now_unix();
+        assert_eq!(read(None), (0, 1));
+        assert_eq!(read(Some(now - 3600)), (per_file, 2));
+        assert_eq!(read(Some(now - 3 * 3600)), (2 * per_file, 3));
+    }
+
+    #[test]
+    fn follow_reads_what_was_appended_and_starts_over_after_rotation() {
+        let text = corpus_log();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("error.log");
+        std::fs::write(&log, &text).unwrap();
+        let mut f = LogFile {
+            path: log.clone(),
+            kind: LogKind::NginxError,
+            pos: Position::default(),
+            inode: std::fs::metadata(&log).unwrap().ino(),
+        };
+        let mut obs = Observations::default();
+        read_more(&mut f, &mut obs).unwrap();
+        let once = count(&obs);
+        assert!(once > 0);
+        read_more(&mut f, &mut obs).unwrap();
+        assert_eq!(count(&obs), once, "nothing new, nothing counted");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        read_more(&mut f, &mut obs).unwrap();
+        assert_eq!(count(&obs), 2 * once);
+        // Rotation: a new file under the same name is read from its start.
+        std::fs::rename(&log, dir.path().join("error.log.1")).unwrap();
+        std::fs::write(&log, &text).unwrap();
+        read_more(&mut f, &mut obs).unwrap();
+        assert_eq!(count(&obs), 3 * once);
+    }
+}
