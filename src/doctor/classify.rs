@@ -357,6 +357,7 @@ pub fn classify(input: &Input<'_>) -> Diagnosis {
     }
 
     fpm_only(&mut acc, input, &bind_failed);
+    fpm_exit_evidence(&mut acc, obs);
     live_findings(&mut acc, input, &nginx_user);
 
     let mut findings: Vec<Finding> = acc.by_key.into_values().collect();
@@ -499,6 +500,36 @@ fn split_resets(
         acc.notes.push(format!(
             "{unexplained} connection resets from {shown} that FPM's log does not explain (pass --fpm-log, or look for workers killed by the OOM killer)"
         ));
+    }
+}
+
+/// FPM's own line saying it exited, quoted beside nginx's failures when it came before them.
+fn fpm_exit_evidence(acc: &mut Acc, obs: &Observations) {
+    let exits: Vec<&Evidence> = obs
+        .fpm_of(FpmEvent::Exiting)
+        .flat_map(|(_, t)| t.samples.iter())
+        .collect();
+    for ((cause, _), f) in acc.by_key.iter_mut() {
+        if *cause != "fpm-not-running" {
+            continue;
+        }
+        let Some(first) = f.first else { continue };
+        let before = exits
+            .iter()
+            .filter(|e| {
+                e.text
+                    .strip_prefix('[')
+                    .and_then(|t| super::time::parse_fpm(t.as_bytes()))
+                    .is_some_and(|t| t <= first + WINDOW)
+            })
+            .next_back();
+        if let Some(e) = before {
+            if f.evidence.len() >= SAMPLES {
+                f.evidence.pop();
+            }
+            f.evidence.push((*e).clone());
+            f.summary.push_str("; FPM's log shows it exiting before");
+        }
     }
 }
 

@@ -444,3 +444,34 @@ fn more_workers_than_memory_holds_is_a_lint() {
         l.fix
     );
 }
+
+#[test]
+fn fpm_not_running_quotes_fpms_exit() {
+    // The recorded incident: FPM stopped, then nginx found no socket.
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/fpm-not-running");
+    let read = |p: &str| std::fs::read_to_string(case.join(p)).unwrap();
+    let o = obs(&read("nginx/error.log"), &read("fpm.log"));
+    let mut f = fpm();
+    f.pools = vec![pool("www", "/__CASE__/run/php8.2-fpm.sock")];
+    let d = run(&o, Some(&f), &LiveFacts::default());
+    assert_eq!(causes(&d), ["fpm-not-running"]);
+    let ev = d.findings[0].evidence.last().unwrap();
+    assert_eq!((ev.file.as_str(), ev.line), ("/var/log/php8.2-fpm.log", 5));
+    assert!(
+        d.findings[0]
+            .summary
+            .ends_with("FPM's log shows it exiting before")
+    );
+    // FPM's exit after the failures explains nothing.
+    let later = obs(
+        &read("nginx/error.log").replace("2026/11/30 05:56", "2026/11/30 05:50"),
+        &read("fpm.log"),
+    );
+    let d = run(&later, Some(&f), &LiveFacts::default());
+    assert!(
+        d.findings[0]
+            .evidence
+            .iter()
+            .all(|e| e.file.ends_with("error.log"))
+    );
+}
