@@ -514,15 +514,12 @@ fn fpm_exit_evidence(acc: &mut Acc, obs: &Observations) {
             continue;
         }
         let Some(first) = f.first else { continue };
-        let before = exits
-            .iter()
-            .filter(|e| {
-                e.text
-                    .strip_prefix('[')
-                    .and_then(|t| super::time::parse_fpm(t.as_bytes()))
-                    .is_some_and(|t| t <= first + WINDOW)
-            })
-            .next_back();
+        let before = exits.iter().rfind(|e| {
+            e.text
+                .strip_prefix('[')
+                .and_then(|t| super::time::parse_fpm(t.as_bytes()))
+                .is_some_and(|t| t <= first + WINDOW)
+        });
         if let Some(e) = before {
             if f.evidence.len() >= SAMPLES {
                 f.evidence.pop();
