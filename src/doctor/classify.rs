@@ -347,7 +347,7 @@ pub fn classify(input: &Input<'_>) -> Diagnosis {
             }
             ErrorKind::PhpFatal => acc.add(
                 "php-fatal",
-                &shown,
+                pool.map_or(shown.as_str(), |p| p.name.as_str()),
                 tally,
                 tally.count,
                 || format!("PHP fatal errors in scripts behind {shown} (500)"),
@@ -560,6 +560,16 @@ fn fpm_only(acc: &mut Acc, input: &Input<'_>, bind_failed: &[(ListenAddr, Civil)
             0,
             || format!("pool {name} used all {n} workers (pm.max_children): requests queued and slowed down"),
             || format!("pm.max_children = {} in {} (now {n}; check that memory holds that many workers)", n * 2, pool_file(name)),
+        );
+    }
+    for (name, t) in obs.fpm_of(FpmEvent::PhpFatal) {
+        acc.add(
+            "php-fatal",
+            name,
+            t,
+            0,
+            || format!("PHP fatal errors in pool {} (500)", show_pool(name)),
+            || fatal_fix(&t.samples),
         );
     }
     for (name, t) in obs.fpm_of(FpmEvent::Terminated) {

@@ -231,6 +231,12 @@ mod tests {
         assert_eq!(r.kind, FpmKind::AlreadyListening(b"/tmp/dr/www.sock"));
         let r = parse(b"[30-Nov-2026 05:47:00] ERROR: FPM initialization failed").unwrap();
         assert_eq!(r.kind, FpmKind::InitFailed);
+        // catch_workers_output = yes, log_errors to the worker's stderr.
+        let r = parse(b"[30-Nov-2026 06:26:46] WARNING: [pool www] child 8218 said into stderr: \"NOTICE: PHP message: PHP Fatal error:  Uncaught Error: Call to undefined function undefined_fn_y() in /tmp/drf/f.php:1\"").unwrap();
+        assert_eq!(r.pool, Some(&b"www"[..]));
+        assert!(
+            matches!(r.kind, FpmKind::PhpFatal(m) if m.starts_with(b"PHP Fatal error:  Uncaught"))
+        );
         let r = parse(b"[30-Nov-2026 05:46:42] NOTICE: ready to handle connections").unwrap();
         assert_eq!(r.kind, FpmKind::Ready);
     }
