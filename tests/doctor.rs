@@ -246,6 +246,17 @@ fn check(run: &Run, expected: &Expected, root: &Path, offline: bool) {
             "cause {c} must not be named:\n{run}"
         );
     }
+    for (cause, n) in &expected.counts {
+        let f = findings
+            .iter()
+            .find(|f| f["cause"] == cause.as_str())
+            .unwrap_or_else(|| panic!("no {cause} finding:\n{run}"));
+        assert_eq!(
+            f["count"].as_u64(),
+            Some(*n),
+            "{cause}: {n} requests failed of it, the finding counts otherwise:\n{run}"
+        );
+    }
     if offline {
         let notes = run.json()["notes"].clone();
         for want in &expected.notes_contain {
@@ -544,7 +555,7 @@ fn record_corpus() {
         let selected = only.as_ref().is_none_or(|o| o.iter().any(|c| c == case));
         let dir = corpus_dir().join(case);
         let how = if selected {
-            let inc = incidents::provoke(case).expect("php-fpm, nginx and root to record");
+            let mut inc = incidents::provoke(case).expect("php-fpm, nginx and root to record");
             inc.settle();
             inc.record(&dir);
             eprintln!("recorded {case}");

@@ -21,6 +21,7 @@ use super::Sandbox;
 use super::load;
 use super::nginx::{self, Nginx};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -89,6 +90,10 @@ pub struct Expected {
     /// Texts that must each appear in some note when the case is read offline from the corpus.
     #[serde(default)]
     pub notes_contain: Vec<String>,
+    /// How many requests failed of each cause, as the incident's own client counted them:
+    /// the `count` doctor must give that cause's finding.
+    #[serde(default)]
+    pub counts: BTreeMap<String, u64>,
 }
 
 impl Expected {
@@ -101,7 +106,14 @@ impl Expected {
             not_causes: not.iter().map(|s| s.to_string()).collect(),
             fix_contains: Some(fix.to_string()),
             notes_contain: Vec::new(),
+            counts: BTreeMap::new(),
         }
+    }
+
+    /// The same, with `n` requests failed of `cause`.
+    fn count(mut self, cause: &str, n: u64) -> Expected {
+        self.counts.insert(cause.to_string(), n);
+        self
     }
 }
 
@@ -120,7 +132,7 @@ pub struct Incident {
     pub holders: Vec<i32>,
     /// Run by the recorder after live checks: the rest of the incident (the seed-004 case
     /// kills the orphans holding the port, so nginx then gets refused connections).
-    after_live: Option<fn(&Incident)>,
+    after_live: Option<fn(&mut Incident)>,
 }
 
 /// Paths of the files doctor reads, under a case root (live sandbox or materialized copy).
@@ -387,8 +399,8 @@ impl Incident {
     }
 
     /// Finishes the incident as it ended on the server (see `after_live`), for recording.
-    pub fn settle(&self) {
-        if let Some(f) = self.after_live {
+    pub fn settle(&mut self) {
+        if let Some(f) = self.after_live.take() {
             f(self);
         }
     }

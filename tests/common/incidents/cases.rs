@@ -94,6 +94,7 @@ pub(super) fn healthy() -> Incident {
         not_causes: CAUSES.iter().map(|s| s.to_string()).collect(),
         fix_contains: None,
         notes_contain: vec![],
+        counts: Default::default(),
     };
     inc
 }
@@ -125,7 +126,8 @@ pub(super) fn fpm_not_running() -> Incident {
         &[],
         &["listen-mismatch", "socket-permission", "fpm-bind-failed"],
         "start",
-    );
+    )
+    .count("fpm-not-running", 10);
     inc
 }
 
@@ -151,7 +153,8 @@ pub(super) fn socket_permission() -> Incident {
         &[],
         &["fpm-not-running", "listen-mismatch"],
         "listen.owner = www-data",
-    );
+    )
+    .count("socket-permission", 10);
     inc
 }
 
@@ -173,7 +176,8 @@ pub(super) fn listen_mismatch() -> Incident {
         &[],
         &["fpm-not-running", "socket-permission"],
         "php8.2-fpm.sock",
-    );
+    )
+    .count("listen-mismatch", 10);
     inc
 }
 
@@ -222,7 +226,8 @@ pub(super) fn backlog_full() -> Incident {
             "max-children-reached",
         ],
         "listen.backlog",
-    );
+    )
+    .count("backlog-full", failed as u64);
     inc
 }
 
@@ -294,7 +299,8 @@ pub(super) fn worker_terminated() -> Incident {
             "fpm-not-running",
         ],
         "request_terminate_timeout",
-    );
+    )
+    .count("worker-terminated", 2);
     inc
 }
 
@@ -321,7 +327,8 @@ pub(super) fn worker_crashed() -> Incident {
             "fpm-not-running",
         ],
         "rlimit_core",
-    );
+    )
+    .count("worker-crashed", 3);
     inc
 }
 
@@ -354,7 +361,8 @@ pub(super) fn upstream_timeout() -> Incident {
         &[],
         &["worker-terminated", "worker-crashed", "fpm-not-running"],
         "fastcgi_read_timeout",
-    );
+    )
+    .count("upstream-timeout", 2);
     inc
 }
 
@@ -386,7 +394,8 @@ pub(super) fn protocol_mismatch() -> Incident {
             "listen-mismatch",
         ],
         "fastcgi_pass",
-    );
+    )
+    .count("protocol-mismatch", 5);
     inc
 }
 
@@ -420,7 +429,8 @@ pub(super) fn protocol_mismatch_fastcgi_to_http() -> Incident {
         &[],
         &["worker-terminated", "worker-crashed", "fpm-not-running"],
         "fastcgi_pass",
-    );
+    )
+    .count("protocol-mismatch", 5);
     inc
 }
 
@@ -452,7 +462,8 @@ pub(super) fn script_not_found() -> Incident {
         &[],
         &["fpm-not-running", "php-fatal", "listen-mismatch"],
         "SCRIPT_FILENAME",
-    );
+    )
+    .count("script-not-found", 6);
     inc
 }
 
@@ -481,7 +492,8 @@ pub(super) fn header_too_big() -> Incident {
         &[],
         &["protocol-mismatch", "worker-crashed", "fpm-not-running"],
         "fastcgi_buffer_size",
-    );
+    )
+    .count("header-too-big", 4);
     inc
 }
 
@@ -508,7 +520,8 @@ pub(super) fn php_fatal() -> Incident {
         &[],
         &["script-not-found", "worker-crashed", "fpm-not-running"],
         "fatal.php",
-    );
+    )
+    .count("php-fatal", 3);
     inc
 }
 
@@ -531,7 +544,7 @@ pub(super) fn fpm_bind_failed() -> Incident {
     );
     inc.wait_log("fpm.log", "unable to bind listening socket");
     inc.holders = orphans;
-    inc.after_live = Some(|inc: &Incident| {
+    inc.after_live = Some(|inc: &mut Incident| {
         for pid in &inc.holders {
             if let Some(p) = fpmctl::procs::read(*pid) {
                 let _ = fpmctl::signals::send_verified(p.id, nix::sys::signal::SIGKILL, |_| true);
@@ -546,6 +559,7 @@ pub(super) fn fpm_bind_failed() -> Incident {
             });
         inc.expect_status("/hello.php", 8, 502);
         inc.wait_nginx("(111: Connection refused)");
+        inc.expected.counts.insert("fpm-bind-failed".into(), 8);
     });
     inc.how = "A restart that starts FPM before the old workers are gone. FPM on a TCP port served 5 requests; its master was killed with \
                SIGKILL (its workers live on as orphans holding the port) and FPM was started \
@@ -614,7 +628,10 @@ pub(super) fn several_causes() -> Incident {
             "worker-terminated",
         ],
         "listen.owner = www-data",
-    );
+    )
+    .count("socket-permission", 8)
+    .count("php-fatal", 3)
+    .count("upstream-timeout", 2);
     inc
 }
 
@@ -662,7 +679,8 @@ pub(super) fn missing_includes() -> Incident {
         &[],
         &["worker-terminated", "fpm-not-running"],
         "fastcgi_read_timeout",
-    );
+    )
+    .count("upstream-timeout", 2);
     inc.expected.notes_contain = vec!["php-timeouts.conf".into()];
     inc
 }
