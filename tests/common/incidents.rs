@@ -157,6 +157,9 @@ impl Layout {
         self.root.join("nginx/access.log")
     }
 
+    /// The environment doctor runs in: logs are written in UTC (see `run_fpm`).
+    pub const DOCTOR_ENV: &[(&str, &str)] = &[("TZ", "UTC")];
+
     /// `fpmctl` arguments for a doctor run on this layout, JSON output.
     pub fn doctor_args(&self, offline: bool) -> Vec<String> {
         let mut args = vec![
@@ -325,6 +328,7 @@ impl Incident {
             .arg("-y")
             .arg(&self.sb.conf)
             .arg("-D")
+            .env("TZ", "UTC")
             .stdin(Stdio::null())
             .output()
             .unwrap()
