@@ -31,7 +31,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("error.log");
     let want = mb << 20;
-    if std::fs::metadata(&log).map(|m| m.len() / (1 << 20)) != Ok(mb) {
+    if std::fs::metadata(&log).map(|m| m.len() / (1 << 20)).ok() != Some(mb) {
         let (irrelevant, relevant) = real_lines(&dir);
         let t = Instant::now();
         write_log(&log, want, &irrelevant, &relevant);
@@ -47,8 +47,13 @@ fn main() {
     let size = std::fs::metadata(&log).unwrap().len();
     let log_s = log.to_str().unwrap();
 
-    // Warm the page cache so both read from memory.
-    run(Command::new("cat").arg(log_s).stdout(Stdio::null()));
+    // Warm the page cache so both read from memory (output discarded: a child's peak RSS
+    // starts from ours at fork, so we must stay small).
+    Command::new("cat")
+        .arg(log_s)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
     let grep = run(Command::new("grep").args(["-c", "connect() ", log_s]));
     let doctor = run(Command::new(env!("CARGO_BIN_EXE_fpmctl")).args([
         "doctor",
@@ -97,7 +102,8 @@ struct Ran {
     stdout: String,
 }
 
-/// Runs `cmd`, timing it and taking its peak RSS from wait4(2).
+/// Runs `cmd`, timing it and taking its peak RSS from wait4(2) (which also reaps it).
+#[allow(clippy::zombie_processes)]
 fn run(cmd: &mut Command) -> Ran {
     let t = Instant::now();
     let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();

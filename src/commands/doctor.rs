@@ -287,7 +287,9 @@ fn log_files(a: &DoctorArgs, world: &World, notes: &mut Vec<String>) -> Vec<LogF
                 .as_ref()
                 .map(|n| n.error_logs.clone())
                 .unwrap_or_default();
-            v.extend(existing(DEFAULT_NGINX_ERROR));
+            if v.is_empty() {
+                v.extend(existing(DEFAULT_NGINX_ERROR));
+            }
             out.extend(v.into_iter().map(|p| (p, LogKind::NginxError)));
         }
         if a.nginx_access_log.is_empty() && !given {

@@ -84,6 +84,44 @@ impl Acc {
     }
 }
 
+impl Acc {
+    /// Adds what the live system showed: `proof` joins the summary of an existing finding
+    /// (evidence quotes only lines of files); a new finding quotes the pool's section in its
+    /// config file, where the fix goes, when it is known.
+    #[allow(clippy::too_many_arguments)]
+    fn add_live(
+        &mut self,
+        cause: &'static str,
+        target: &str,
+        now: Civil,
+        proof: String,
+        pool: Option<&PoolFacts>,
+        summary: impl FnOnce() -> String,
+        fix: impl FnOnce() -> String,
+    ) {
+        if !self.by_key.contains_key(&(cause, target.to_string())) {
+            let mut t = Tally::default();
+            t.add(now, 0, || Evidence {
+                file: String::new(),
+                line: 0,
+                text: String::new(),
+            });
+            t.samples = pool
+                .map(|p| Evidence {
+                    file: p.file.display().to_string(),
+                    line: p.line as u64,
+                    text: format!("[{}]", p.name),
+                })
+                .into_iter()
+                .collect();
+            self.add(cause, target, &t, 0, summary, fix);
+        }
+        if let Some(f) = self.by_key.get_mut(&(cause, target.to_string())) {
+            f.summary.push_str(&format!("; now: {proof}"));
+        }
+    }
+}
+
 fn upstream_target(up: &str) -> Option<(Protocol, ListenAddr)> {
     let protocol = if up.starts_with("http") {
         Protocol::Http
@@ -601,49 +639,93 @@ fn show_pool(key: &str) -> &str {
     if key.is_empty() { "(unknown)" } else { key }
 }
 
+/// True when nginx passes FastCGI to `addr`, or nginx's config is unknown (then every
+/// pool counts): a stopped FPM nobody sends requests to fails none.
+fn nginx_uses(input: &Input<'_>, addr: &ListenAddr) -> bool {
+    input.nginx.is_none_or(|n| {
+        n.passes.iter().any(|p| {
+            p.protocol == Protocol::FastCgi
+                && match &p.target {
+                    Target::Addr(a) => super::facts::same_address(a, addr),
+                    Target::Upstream(_, servers) => {
+                        servers.iter().any(|s| super::facts::same_address(s, addr))
+                    }
+                    _ => false,
+                }
+        })
+    })
+}
+
 /// Findings the live system proves without any log line.
 fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: &str) {
     let pool_for = |a: &ListenAddr| input.fpm.and_then(|f| f.pool_for(a));
     for p in &input.live.probes {
         let shown = nginx_addr(&p.addr);
         let pool = pool_for(&p.addr);
+        let key = ("socket-permission", shown.clone());
+        if p.result == ProbeResult::Connected
+            && let Some(f) = acc.by_key.get_mut(&key)
+        {
+            f.summary.push_str(&format!(
+                "; now: connect() as {} succeeds, so it was fixed after the last failure",
+                p.user
+            ));
+            continue;
+        }
         let ProbeResult::Failed(errno, text) = &p.result else {
             continue;
         };
+        // The pool's file already says what the fix would: the socket kept its old owner
+        // (a reload re-uses the listening socket; only a restart re-creates it).
+        if *errno == 13
+            && let Some(pool) = pool
+            && (pool.owner.as_deref() == Some(nginx_user)
+                || pool.group.as_deref() == Some(nginx_user))
+            && let Some(f) = acc.by_key.get_mut(&key)
+        {
+            f.fix = match input.fpm {
+                Some(c) => format!(
+                    "{} already names {nginx_user}, but the socket kept its old owner (a reload re-uses it): fpmctl restart -c {}",
+                    pool.file.display(),
+                    c.config.display()
+                ),
+                None => format!(
+                    "{} already names {nginx_user}, but the socket kept its old owner: restart FPM",
+                    pool.file.display()
+                ),
+            };
+        }
         let perms = p
             .socket_perms
             .as_ref()
             .map(|s| format!(" (socket {s})"))
             .unwrap_or_default();
-        let ev = Evidence {
-            file: p.addr.to_string(),
-            line: 0,
-            text: format!("connect() as {} to {shown}: {text}{perms}", p.user),
-        };
-        let mut t = Tally::default();
-        t.add(input.now, 0, || ev);
+        let ev = format!("connect() as {} to {shown} fails: {text}{perms}", p.user);
         match errno {
-            13 => acc.add(
+            13 => acc.add_live(
                 "socket-permission",
                 &shown,
-                &t,
-                0,
+                input.now,
+                ev,
+                pool,
                 || permission_summary(&shown, nginx_user, pool),
                 || permission_fix(nginx_user, pool, &shown),
             ),
-            2 | 111 if input.live.fpm_running == Some(false) => acc.add(
-                "fpm-not-running",
-                &shown,
-                &t,
-                0,
-                || format!("nothing listens on {shown} and no FPM master of this config runs"),
-                || {
-                    input.fpm.map_or_else(
-                        || "start FPM".to_string(),
-                        |f| format!("start FPM: fpmctl start -c {}", f.config.display()),
-                    )
-                },
-            ),
+            2 | 111 if input.live.fpm_running == Some(false) && nginx_uses(input, &p.addr) => acc
+                .add_live(
+                    "fpm-not-running",
+                    &shown,
+                    input.now,
+                    ev,
+                    pool,
+                    || format!("nothing listens on {shown} and no FPM master of this config runs"),
+                    || {
+                        input.fpm.map_or_else(
+                            || "start FPM".to_string(),
+                            |f| format!("start FPM: fpmctl start -c {}", f.config.display()),
+                        )
+                    },
+                ),
             _ => {}
         }
     }
@@ -651,20 +733,16 @@ fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: &str) {
         if q.limit > 0 && q.waiting >= q.limit {
             let shown = nginx_addr(&q.addr);
             let pool = pool_for(&q.addr);
-            let mut t = Tally::default();
-            t.add(input.now, 0, || Evidence {
-                file: q.addr.to_string(),
-                line: 0,
-                text: format!(
-                    "accept queue of {shown}: {} waiting, limit {}",
-                    q.waiting, q.limit
-                ),
-            });
-            acc.add(
+            let ev = format!(
+                "the accept queue of {shown} holds {} connections, its limit",
+                q.waiting
+            );
+            acc.add_live(
                 "backlog-full",
                 &shown,
-                &t,
-                0,
+                input.now,
+                ev,
+                pool,
                 || format!("the accept queue of {shown} is full now: every worker is busy"),
                 || backlog_fix(pool, input.live.somaxconn),
             );

@@ -56,6 +56,7 @@ fn pool(name: &str, listen: &str) -> PoolFacts {
         name: name.into(),
         listen: ListenAddr::parse(listen).unwrap(),
         file: PathBuf::from(format!("/etc/php/8.2/fpm/pool.d/{name}.conf")),
+        line: 1,
         owner: Some("root".into()),
         group: None,
         mode: Some("0600".into()),
@@ -326,5 +327,97 @@ fn a_live_probe_proves_permission_without_logs() {
     };
     let d = run(&Observations::default(), Some(&fpm()), &live);
     assert_eq!(causes(&d), ["socket-permission"]);
-    assert!(d.findings[0].evidence[0].text.contains("root:root 0600"));
+    let f = &d.findings[0];
+    assert!(
+        f.summary.contains("now: connect() as www-data"),
+        "{}",
+        f.summary
+    );
+    assert!(f.summary.contains("root:root 0600"), "{}", f.summary);
+    assert_eq!(f.evidence[0].file, "/etc/php/8.2/fpm/pool.d/www.conf");
+    assert_eq!(
+        (f.evidence[0].line, f.evidence[0].text.as_str()),
+        (1, "[www]")
+    );
+    assert_eq!(f.count, 1);
+
+    // With log evidence too, the proof joins the summary and the count stays the logs'.
+    let d = run(&obs(PERM, ""), Some(&fpm()), &live);
+    let f = &d.findings[0];
+    assert_eq!((f.count, f.failed), (1, 1));
+    assert!(
+        f.summary.contains("now: connect() as www-data"),
+        "{}",
+        f.summary
+    );
+    assert!(f.evidence.iter().all(|e| e.line > 0));
+}
+
+#[test]
+fn a_stopped_fpm_is_a_cause_only_where_nginx_sends_requests() {
+    let probe = |addr: &str| Probe {
+        addr: ListenAddr::parse(addr).unwrap(),
+        user: "www-data".into(),
+        result: ProbeResult::Failed(2, "No such file or directory".into()),
+        socket_perms: None,
+    };
+    let live = LiveFacts {
+        fpm_running: Some(false),
+        probes: vec![probe("/tmp/dr/www.sock"), probe("/tmp/dr/unused.sock")],
+        ..LiveFacts::default()
+    };
+    let d = run(&Observations::default(), Some(&fpm()), &live);
+    assert_eq!(causes(&d), ["fpm-not-running"]);
+    assert!(
+        d.findings[0].summary.contains("unix:/tmp/dr/www.sock"),
+        "{}",
+        d.findings[0].summary
+    );
+    assert!(
+        d.findings[0].fix.contains("fpmctl start"),
+        "{}",
+        d.findings[0].fix
+    );
+}
+
+#[test]
+fn a_right_config_with_a_wrong_socket_needs_a_restart_and_a_fixed_one_says_so() {
+    let mut f = fpm();
+    f.pools[0].owner = Some("www-data".into());
+    let probe = |result| LiveFacts {
+        probes: vec![Probe {
+            addr: ListenAddr::parse("/tmp/dr/www.sock").unwrap(),
+            user: "www-data".into(),
+            result,
+            socket_perms: Some("nobody:nogroup 0660".into()),
+        }],
+        ..LiveFacts::default()
+    };
+    let d = run(
+        &obs(PERM, ""),
+        Some(&f),
+        &probe(ProbeResult::Failed(13, "Permission denied".into())),
+    );
+    assert_eq!(causes(&d), ["socket-permission"]);
+    assert!(
+        d.findings[0].fix.contains("kept its old owner"),
+        "{}",
+        d.findings[0].fix
+    );
+    assert!(
+        d.findings[0]
+            .fix
+            .contains("fpmctl restart -c /etc/php/8.2/fpm/php-fpm.conf"),
+        "{}",
+        d.findings[0].fix
+    );
+
+    let d = run(&obs(PERM, ""), Some(&f), &probe(ProbeResult::Connected));
+    assert!(
+        d.findings[0]
+            .summary
+            .ends_with("fixed after the last failure"),
+        "{}",
+        d.findings[0].summary
+    );
 }

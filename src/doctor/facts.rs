@@ -18,6 +18,8 @@ pub struct PoolFacts {
     pub listen: ListenAddr,
     /// The file the pool is defined in.
     pub file: PathBuf,
+    /// The line of its `[name]` section header.
+    pub line: usize,
     /// `listen.owner`.
     pub owner: Option<String>,
     /// `listen.group`.
@@ -55,6 +57,7 @@ impl FpmFacts {
                     name: p.name.clone(),
                     listen: p.listen.clone(),
                     file: p.defined_at.file.clone(),
+                    line: p.defined_at.line,
                     owner: p.listen_owner.clone(),
                     group: p.listen_group.clone(),
                     mode: p.listen_mode.clone(),
