@@ -387,10 +387,12 @@ macro_rules! cases {
 cases! {
     healthy => "healthy",
     fpm_not_running => "fpm-not-running",
+    fpm_not_running_tcp => "fpm-not-running-tcp",
     socket_permission => "socket-permission",
     listen_mismatch => "listen-mismatch",
     backlog_full => "backlog-full",
     max_children_reached => "max-children-reached",
+    max_children_reached_ondemand => "max-children-reached-ondemand",
     worker_terminated => "worker-terminated",
     worker_crashed => "worker-crashed",
     upstream_timeout => "upstream-timeout",

@@ -45,13 +45,15 @@ pub const CAUSES: [&str; 13] = [
 ];
 
 /// Every incident case, one directory each under tests/corpus/.
-pub const CASES: [&str; 17] = [
+pub const CASES: [&str; 19] = [
     "healthy",
     "fpm-not-running",
+    "fpm-not-running-tcp",
     "socket-permission",
     "listen-mismatch",
     "backlog-full",
     "max-children-reached",
+    "max-children-reached-ondemand",
     "worker-terminated",
     "worker-crashed",
     "upstream-timeout",
@@ -209,10 +211,12 @@ pub fn provoke(case: &str) -> Option<Incident> {
     let inc = match case {
         "healthy" => cases::healthy(),
         "fpm-not-running" => cases::fpm_not_running(),
+        "fpm-not-running-tcp" => cases::fpm_not_running_tcp(),
         "socket-permission" => cases::socket_permission(),
         "listen-mismatch" => cases::listen_mismatch(),
         "backlog-full" => cases::backlog_full(),
         "max-children-reached" => cases::max_children_reached(),
+        "max-children-reached-ondemand" => cases::max_children_reached_ondemand(),
         "worker-terminated" => cases::worker_terminated(),
         "worker-crashed" => cases::worker_crashed(),
         "upstream-timeout" => cases::upstream_timeout(),

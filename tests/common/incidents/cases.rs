@@ -684,3 +684,71 @@ pub(super) fn missing_includes() -> Incident {
     inc.expected.notes_contain = vec!["php-timeouts.conf".into()];
     inc
 }
+
+/// Like `fpm_not_running`, on a TCP pool: nginx's connect() is refused.
+pub(super) fn fpm_not_running_tcp() -> Incident {
+    let mut inc = Incident::new("fpm-not-running-tcp");
+    let addr = inc.sb.tcp_addr();
+    inc.pool("www.conf", &tcp_pool(&addr, PM_DEBIAN, ""));
+    let master = inc.start_fpm(2);
+    inc.start_nginx(|d, port| nginx_simple(d, port, &addr, ""));
+    inc.expect_status("/hello.php", 5, 200);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(master),
+        nix::sys::signal::SIGQUIT,
+    )
+    .unwrap();
+    inc.sb.wait_for(Duration::from_secs(10), "FPM to exit", || {
+        (!super::super::alive(master)).then_some(())
+    });
+    inc.expect_status("/hello.php", 7, 502);
+    inc.wait_nginx("(111: Connection refused)");
+    inc.how = "FPM on a TCP port served 5 requests, then was stopped (SIGQUIT to the master); \
+               7 more requests got 502, nginx logs `connect() failed (111: Connection \
+               refused)`."
+        .into();
+    inc.expected = Expected::cause(
+        "fpm-not-running",
+        &[],
+        &["listen-mismatch", "fpm-bind-failed", "protocol-mismatch"],
+        "start",
+    )
+    .count("fpm-not-running", 7);
+    inc
+}
+
+/// `pm = ondemand` reaches its limit at accept time, and FPM words the warning differently.
+pub(super) fn max_children_reached_ondemand() -> Incident {
+    let mut inc = Incident::new("max-children-reached-ondemand");
+    let d = inc.d();
+    let pm = "pm = ondemand\npm.max_children = 2\npm.process_idle_timeout = 10s\n";
+    inc.pool("www.conf", &www_pool(&d, pm, ""));
+    inc.start_fpm(0);
+    inc.start_nginx(|d, port| nginx_simple(d, port, &sock_pass(d), ""));
+    inc.expect_status("/hello.php", 3, 200);
+    // The master forks on accept events it re-arms once a second: requests long enough to
+    // keep both children busy across a tick make the next accept find the limit reached.
+    for _ in 0..3 {
+        let all = inc.burst("/slow.php?s=2", 5);
+        assert!(
+            all.iter().all(|r| matches!(r, Ok((200, _)))),
+            "{all:?}\n{}",
+            inc.logs()
+        );
+        if inc.sb.error_log().contains("reached max_children setting") {
+            break;
+        }
+    }
+    inc.wait_log("fpm.log", "reached max_children setting");
+    inc.how = "`pm = ondemand` with `pm.max_children = 2` and 5 concurrent 2-second requests: \
+               FPM logs `server reached max_children setting (2)` (ondemand's wording, without \
+               `pm.`); the requests queue and are all answered 200."
+        .into();
+    inc.expected = Expected::cause(
+        "max-children-reached",
+        &[],
+        &["backlog-full", "upstream-timeout", "fpm-not-running"],
+        "pm.max_children",
+    );
+    inc
+}
