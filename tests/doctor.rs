@@ -275,6 +275,14 @@ fn check(run: &Run, expected: &Expected, root: &Path, offline: bool) {
             "cause {c} must not be named:\n{run}"
         );
     }
+    for lint in &expected.lints {
+        assert!(
+            findings
+                .iter()
+                .any(|f| f["cause"] == lint.as_str() && f["severity"] == "warning"),
+            "no {lint} warning:\n{run}"
+        );
+    }
     for (cause, n) in &expected.counts {
         let f = findings
             .iter()
@@ -404,6 +412,7 @@ cases! {
     fpm_bind_failed => "fpm-bind-failed",
     several_causes => "several-causes",
     missing_includes => "missing-includes",
+    lints_only => "lints-only",
 }
 
 /// Whether `text` holds `n` as a whole number (not as part of a longer one).
@@ -643,6 +652,9 @@ scripts), `nginx/nginx.conf` (with `fastcgi_params` and any includes), `nginx/er
 - `first_cause`: the cause of doctor's first finding (`null`: doctor must find no cause, exit 0);
 - `causes`: causes that must be among the findings; `not_causes`: causes that must not;
 - `fix_contains`: text the first finding's fix must contain (case-insensitive);
-- `notes_contain`: texts that must appear in doctor's notes when the case is read offline.
+- `notes_contain`: texts that must appear in doctor's notes when the case is read offline;
+- `counts`: for each cause, how many requests the incident's own client saw fail of it: the
+  `count` of that cause's finding;
+- `lints`: `lint-*` warnings that must be among the findings.
 
 ";

@@ -45,7 +45,7 @@ pub const CAUSES: [&str; 13] = [
 ];
 
 /// Every incident case, one directory each under tests/corpus/.
-pub const CASES: [&str; 19] = [
+pub const CASES: [&str; 20] = [
     "healthy",
     "fpm-not-running",
     "fpm-not-running-tcp",
@@ -65,6 +65,7 @@ pub const CASES: [&str; 19] = [
     "fpm-bind-failed",
     "several-causes",
     "missing-includes",
+    "lints-only",
 ];
 
 /// What stands for the sandbox dir in recorded files.
@@ -96,6 +97,9 @@ pub struct Expected {
     /// the `count` doctor must give that cause's finding.
     #[serde(default)]
     pub counts: BTreeMap<String, u64>,
+    /// Lints (`lint-*`, severity warning) that must be among the findings.
+    #[serde(default)]
+    pub lints: Vec<String>,
 }
 
 impl Expected {
@@ -109,6 +113,7 @@ impl Expected {
             fix_contains: Some(fix.to_string()),
             notes_contain: Vec::new(),
             counts: BTreeMap::new(),
+            lints: Vec::new(),
         }
     }
 
@@ -228,6 +233,7 @@ pub fn provoke(case: &str) -> Option<Incident> {
         "fpm-bind-failed" => cases::fpm_bind_failed(),
         "several-causes" => cases::several_causes(),
         "missing-includes" => cases::missing_includes(),
+        "lints-only" => cases::lints_only(),
         other => panic!("no incident case {other:?}"),
     };
     Some(inc)

@@ -95,6 +95,7 @@ pub(super) fn healthy() -> Incident {
         fix_contains: None,
         notes_contain: vec![],
         counts: Default::default(),
+        lints: vec![],
     };
     inc
 }
@@ -750,5 +751,41 @@ pub(super) fn max_children_reached_ondemand() -> Incident {
         &["backlog-full", "upstream-timeout", "fpm-not-running"],
         "pm.max_children",
     );
+    inc
+}
+
+/// A site that serves every request, with configs that will hurt one day: lints, no cause.
+pub(super) fn lints_only() -> Incident {
+    let mut inc = Incident::new("lints-only");
+    let d = inc.d();
+    // Debian's stock php-fpm.conf leaves process_control_timeout at 0.
+    let global = std::fs::read_to_string(&inc.sb.conf).unwrap();
+    inc.sb
+        .write_config(&global.replace("process_control_timeout = 10s\n", ""));
+    // FPM lets a script run for two minutes, nginx gives up after its default 60s.
+    inc.pool(
+        "www.conf",
+        &www_pool(&d, PM_DEBIAN, "request_terminate_timeout = 120s\n"),
+    );
+    inc.start_fpm(2);
+    inc.start_nginx(|d, port| nginx_simple(d, port, &sock_pass(d), ""));
+    inc.expect_status("/hello.php", 10, 200);
+    inc.expect_status("/slow.php?s=1", 1, 200);
+    inc.how = "No `process_control_timeout` (0, Debian's default) and `request_terminate_timeout \
+               = 120s` behind nginx's default `fastcgi_read_timeout` (60s); 11 requests, all \
+               200. Doctor must warn about both (lints) and name no cause."
+        .into();
+    inc.expected = Expected {
+        first_cause: None,
+        causes: vec![],
+        not_causes: CAUSES.iter().map(|s| s.to_string()).collect(),
+        fix_contains: None,
+        notes_contain: vec![],
+        counts: Default::default(),
+        lints: vec![
+            "lint-process-control-timeout".into(),
+            "lint-terminate-exceeds-read-timeout".into(),
+        ],
+    };
     inc
 }
