@@ -10,7 +10,7 @@
 
 mod common;
 use common::incidents::{self, CASES, CAUSES, Expected, Incident, Layout, PLACEHOLDER};
-use common::{Run, run_fpmctl};
+use common::{Run, logtime, run_fpmctl};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -72,6 +72,22 @@ fn rfc3339_check_knows_the_format() {
     ] {
         assert!(is_rfc3339(ok), "{ok}");
     }
+    let t = 1_796_017_801; // 2026-11-30T05:50:01Z
+    assert_eq!(logtime::rfc3339("2026-11-30T05:50:01Z"), Some(t));
+    assert_eq!(logtime::rfc3339("2026-11-30T06:50:01.5+01:00"), Some(t));
+    assert_eq!(
+        logtime::of_line("2026/11/30 05:50:01 [error] 1#1: *1 x"),
+        Some(t)
+    );
+    assert_eq!(
+        logtime::of_line("[30-Nov-2026 05:50:01] WARNING: [pool www] x"),
+        Some(t)
+    );
+    assert_eq!(
+        logtime::of_line("127.0.0.1 - - [30/Nov/2026:05:50:01 +0000] \"GET / HTTP/1.1\" 502 1"),
+        Some(t)
+    );
+    assert_eq!(logtime::of_line("listen = /run/php.sock"), None);
     for bad in [
         "2026/11/30 05:50:01",
         "2026-11-30 05:50:01",
@@ -163,15 +179,27 @@ fn check_shape(run: &Run, root: &Path) -> Vec<Value> {
         if !cause.starts_with("lint-") {
             assert!(!evidence.is_empty(), "a cause needs evidence: {f}\n{run}");
         }
+        let seen = |t: &str| f[t].as_str().and_then(logtime::rfc3339);
         for e in evidence {
-            check_evidence(e, root, run);
+            let line = check_evidence(e, root, run);
+            // A quoted log line was written between the finding's first and last time.
+            if let (Some(at), Some(first), Some(last)) = (
+                logtime::of_line(&line),
+                seen("first_seen"),
+                seen("last_seen"),
+            ) {
+                assert!(
+                    first <= at && at <= last,
+                    "evidence at {at} outside first_seen..last_seen ({first}..{last}): {line}\n{run}"
+                );
+            }
         }
     }
     findings
 }
 
 /// An evidence line names a file under `root` and a line of it that holds its text.
-fn check_evidence(e: &Value, root: &Path, run: &Run) {
+fn check_evidence(e: &Value, root: &Path, run: &Run) -> String {
     let eo = e
         .as_object()
         .unwrap_or_else(|| panic!("evidence is not an object: {e}\n{run}"));
@@ -203,6 +231,7 @@ fn check_evidence(e: &Value, root: &Path, run: &Run) {
         actual.contains(quoted),
         "evidence text is not line {line} of {file}:\n  quoted: {text}\n  actual: {actual}\n{run}"
     );
+    actual.to_string()
 }
 
 /// Checks doctor's answer against what the case expects.
@@ -246,6 +275,25 @@ fn check(run: &Run, expected: &Expected, root: &Path, offline: bool) {
             "cause {c} must not be named:\n{run}"
         );
     }
+    for lint in &expected.lints {
+        assert!(
+            findings
+                .iter()
+                .any(|f| f["cause"] == lint.as_str() && f["severity"] == "warning"),
+            "no {lint} warning:\n{run}"
+        );
+    }
+    for (cause, n) in &expected.counts {
+        let f = findings
+            .iter()
+            .find(|f| f["cause"] == cause.as_str())
+            .unwrap_or_else(|| panic!("no {cause} finding:\n{run}"));
+        assert_eq!(
+            f["count"].as_u64(),
+            Some(*n),
+            "{cause}: {n} requests failed of it, the finding counts otherwise:\n{run}"
+        );
+    }
     if offline {
         let notes = run.json()["notes"].clone();
         for want in &expected.notes_contain {
@@ -273,7 +321,7 @@ fn offline(case: &str) {
     let layout = Layout {
         root: tmp.path().to_path_buf(),
     };
-    let run = run_fpmctl(&layout.doctor_args(true), tmp.path(), &[]);
+    let run = run_fpmctl(&layout.doctor_args(true), tmp.path(), Layout::DOCTOR_ENV);
     check(&run, &expected, tmp.path(), true);
 }
 
@@ -281,7 +329,11 @@ fn offline(case: &str) {
 fn live(case: &str) -> Option<(Incident, Run)> {
     let inc = incidents::provoke(case)?;
     let layout = inc.layout();
-    let run = run_fpmctl(&layout.doctor_args(false), inc.sb.path(), &[]);
+    let run = run_fpmctl(
+        &layout.doctor_args(false),
+        inc.sb.path(),
+        Layout::DOCTOR_ENV,
+    );
     eprintln!("{run}");
     check(&run, &inc.expected, inc.sb.path(), false);
     Some((inc, run))
@@ -305,7 +357,7 @@ fn offline_text_report_names_cause_evidence_and_fix() {
         .into_iter()
         .filter(|a| a != "--json")
         .collect();
-    let run = run_fpmctl(&args, tmp.path(), &[]);
+    let run = run_fpmctl(&args, tmp.path(), Layout::DOCTOR_ENV);
     run.expect_code(1);
     for want in ["socket-permission", "listen.owner = www-data"] {
         assert!(
@@ -343,10 +395,12 @@ macro_rules! cases {
 cases! {
     healthy => "healthy",
     fpm_not_running => "fpm-not-running",
+    fpm_not_running_tcp => "fpm-not-running-tcp",
     socket_permission => "socket-permission",
     listen_mismatch => "listen-mismatch",
     backlog_full => "backlog-full",
     max_children_reached => "max-children-reached",
+    max_children_reached_ondemand => "max-children-reached-ondemand",
     worker_terminated => "worker-terminated",
     worker_crashed => "worker-crashed",
     upstream_timeout => "upstream-timeout",
@@ -358,6 +412,7 @@ cases! {
     fpm_bind_failed => "fpm-bind-failed",
     several_causes => "several-causes",
     missing_includes => "missing-includes",
+    lints_only => "lints-only",
 }
 
 /// Whether `text` holds `n` as a whole number (not as part of a longer one).
@@ -407,6 +462,7 @@ fn follow_prints_a_new_finding_as_one_json_line() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fpmctl"))
         .args(&args)
         .env("FPMCTL_LOCK_DIR", inc.sb.path().join("locks"))
+        .envs(Layout::DOCTOR_ENV.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
@@ -544,7 +600,7 @@ fn record_corpus() {
         let selected = only.as_ref().is_none_or(|o| o.iter().any(|c| c == case));
         let dir = corpus_dir().join(case);
         let how = if selected {
-            let inc = incidents::provoke(case).expect("php-fpm, nginx and root to record");
+            let mut inc = incidents::provoke(case).expect("php-fpm, nginx and root to record");
             inc.settle();
             inc.record(&dir);
             eprintln!("recorded {case}");
@@ -585,7 +641,7 @@ of a real php-fpm 8.2 by `tests/common/incidents.rs`, and recorded by
 
 (as root; it runs `FPMCTL_RECORD_CORPUS=1 cargo test --test doctor -- --ignored record_corpus`,
 with `FPMCTL_RECORD_CASES=a,b` when cases are named, to re-record only those). Nothing here is written by hand: the
-logs are what the daemons wrote. The only change made while recording is that the temp dir the
+logs are what the daemons wrote (nginx and FPM run with `TZ=UTC`, so their times are UTC). The only change made while recording is that the temp dir the
 incident ran in is replaced by `/__CASE__` in every file; the tests copy a case to a temp dir and
 put that dir's path back in, so that includes, sockets and log paths point into the copy.
 
@@ -596,6 +652,9 @@ scripts), `nginx/nginx.conf` (with `fastcgi_params` and any includes), `nginx/er
 - `first_cause`: the cause of doctor's first finding (`null`: doctor must find no cause, exit 0);
 - `causes`: causes that must be among the findings; `not_causes`: causes that must not;
 - `fix_contains`: text the first finding's fix must contain (case-insensitive);
-- `notes_contain`: texts that must appear in doctor's notes when the case is read offline.
+- `notes_contain`: texts that must appear in doctor's notes when the case is read offline;
+- `counts`: for each cause, how many requests the incident's own client saw fail of it: the
+  `count` of that cause's finding;
+- `lints`: `lint-*` warnings that must be among the findings.
 
 ";

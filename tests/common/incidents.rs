@@ -21,6 +21,7 @@ use super::Sandbox;
 use super::load;
 use super::nginx::{self, Nginx};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -44,13 +45,15 @@ pub const CAUSES: [&str; 13] = [
 ];
 
 /// Every incident case, one directory each under tests/corpus/.
-pub const CASES: [&str; 17] = [
+pub const CASES: [&str; 20] = [
     "healthy",
     "fpm-not-running",
+    "fpm-not-running-tcp",
     "socket-permission",
     "listen-mismatch",
     "backlog-full",
     "max-children-reached",
+    "max-children-reached-ondemand",
     "worker-terminated",
     "worker-crashed",
     "upstream-timeout",
@@ -62,6 +65,7 @@ pub const CASES: [&str; 17] = [
     "fpm-bind-failed",
     "several-causes",
     "missing-includes",
+    "lints-only",
 ];
 
 /// What stands for the sandbox dir in recorded files.
@@ -89,6 +93,13 @@ pub struct Expected {
     /// Texts that must each appear in some note when the case is read offline from the corpus.
     #[serde(default)]
     pub notes_contain: Vec<String>,
+    /// How many requests failed of each cause, as the incident's own client counted them:
+    /// the `count` doctor must give that cause's finding.
+    #[serde(default)]
+    pub counts: BTreeMap<String, u64>,
+    /// Lints (`lint-*`, severity warning) that must be among the findings.
+    #[serde(default)]
+    pub lints: Vec<String>,
 }
 
 impl Expected {
@@ -101,7 +112,15 @@ impl Expected {
             not_causes: not.iter().map(|s| s.to_string()).collect(),
             fix_contains: Some(fix.to_string()),
             notes_contain: Vec::new(),
+            counts: BTreeMap::new(),
+            lints: Vec::new(),
         }
+    }
+
+    /// The same, with `n` requests failed of `cause`.
+    fn count(mut self, cause: &str, n: u64) -> Expected {
+        self.counts.insert(cause.to_string(), n);
+        self
     }
 }
 
@@ -120,7 +139,7 @@ pub struct Incident {
     pub holders: Vec<i32>,
     /// Run by the recorder after live checks: the rest of the incident (the seed-004 case
     /// kills the orphans holding the port, so nginx then gets refused connections).
-    after_live: Option<fn(&Incident)>,
+    after_live: Option<fn(&mut Incident)>,
 }
 
 /// Paths of the files doctor reads, under a case root (live sandbox or materialized copy).
@@ -144,6 +163,9 @@ impl Layout {
     pub fn nginx_access_log(&self) -> PathBuf {
         self.root.join("nginx/access.log")
     }
+
+    /// The environment doctor runs in: logs are written in UTC (see `run_fpm`).
+    pub const DOCTOR_ENV: &[(&str, &str)] = &[("TZ", "UTC")];
 
     /// `fpmctl` arguments for a doctor run on this layout, JSON output.
     pub fn doctor_args(&self, offline: bool) -> Vec<String> {
@@ -194,10 +216,12 @@ pub fn provoke(case: &str) -> Option<Incident> {
     let inc = match case {
         "healthy" => cases::healthy(),
         "fpm-not-running" => cases::fpm_not_running(),
+        "fpm-not-running-tcp" => cases::fpm_not_running_tcp(),
         "socket-permission" => cases::socket_permission(),
         "listen-mismatch" => cases::listen_mismatch(),
         "backlog-full" => cases::backlog_full(),
         "max-children-reached" => cases::max_children_reached(),
+        "max-children-reached-ondemand" => cases::max_children_reached_ondemand(),
         "worker-terminated" => cases::worker_terminated(),
         "worker-crashed" => cases::worker_crashed(),
         "upstream-timeout" => cases::upstream_timeout(),
@@ -209,6 +233,7 @@ pub fn provoke(case: &str) -> Option<Incident> {
         "fpm-bind-failed" => cases::fpm_bind_failed(),
         "several-causes" => cases::several_causes(),
         "missing-includes" => cases::missing_includes(),
+        "lints-only" => cases::lints_only(),
         other => panic!("no incident case {other:?}"),
     };
     Some(inc)
@@ -313,6 +338,7 @@ impl Incident {
             .arg("-y")
             .arg(&self.sb.conf)
             .arg("-D")
+            .env("TZ", "UTC")
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -387,8 +413,8 @@ impl Incident {
     }
 
     /// Finishes the incident as it ended on the server (see `after_live`), for recording.
-    pub fn settle(&self) {
-        if let Some(f) = self.after_live {
+    pub fn settle(&mut self) {
+        if let Some(f) = self.after_live.take() {
             f(self);
         }
     }

@@ -8,6 +8,7 @@
 
 pub mod incidents;
 pub mod load;
+pub mod logtime;
 pub mod nginx;
 
 use fpmctl::procs::{self, ProcInfo};

@@ -96,6 +96,9 @@ impl Nginx {
             .arg(&self.dir)
             .arg("-e")
             .arg(self.dir.join("error.log"))
+            // Log times in UTC whatever the host's zone (nginx keeps TZ for its workers), so
+            // recorded logs read the same everywhere.
+            .env("TZ", "UTC")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -94,6 +94,8 @@ pub(super) fn healthy() -> Incident {
         not_causes: CAUSES.iter().map(|s| s.to_string()).collect(),
         fix_contains: None,
         notes_contain: vec![],
+        counts: Default::default(),
+        lints: vec![],
     };
     inc
 }
@@ -125,7 +127,8 @@ pub(super) fn fpm_not_running() -> Incident {
         &[],
         &["listen-mismatch", "socket-permission", "fpm-bind-failed"],
         "start",
-    );
+    )
+    .count("fpm-not-running", 10);
     inc
 }
 
@@ -151,7 +154,8 @@ pub(super) fn socket_permission() -> Incident {
         &[],
         &["fpm-not-running", "listen-mismatch"],
         "listen.owner = www-data",
-    );
+    )
+    .count("socket-permission", 10);
     inc
 }
 
@@ -173,7 +177,8 @@ pub(super) fn listen_mismatch() -> Incident {
         &[],
         &["fpm-not-running", "socket-permission"],
         "php8.2-fpm.sock",
-    );
+    )
+    .count("listen-mismatch", 10);
     inc
 }
 
@@ -222,7 +227,8 @@ pub(super) fn backlog_full() -> Incident {
             "max-children-reached",
         ],
         "listen.backlog",
-    );
+    )
+    .count("backlog-full", failed as u64);
     inc
 }
 
@@ -294,7 +300,8 @@ pub(super) fn worker_terminated() -> Incident {
             "fpm-not-running",
         ],
         "request_terminate_timeout",
-    );
+    )
+    .count("worker-terminated", 2);
     inc
 }
 
@@ -321,7 +328,8 @@ pub(super) fn worker_crashed() -> Incident {
             "fpm-not-running",
         ],
         "rlimit_core",
-    );
+    )
+    .count("worker-crashed", 3);
     inc
 }
 
@@ -354,7 +362,8 @@ pub(super) fn upstream_timeout() -> Incident {
         &[],
         &["worker-terminated", "worker-crashed", "fpm-not-running"],
         "fastcgi_read_timeout",
-    );
+    )
+    .count("upstream-timeout", 2);
     inc
 }
 
@@ -386,7 +395,8 @@ pub(super) fn protocol_mismatch() -> Incident {
             "listen-mismatch",
         ],
         "fastcgi_pass",
-    );
+    )
+    .count("protocol-mismatch", 5);
     inc
 }
 
@@ -420,7 +430,8 @@ pub(super) fn protocol_mismatch_fastcgi_to_http() -> Incident {
         &[],
         &["worker-terminated", "worker-crashed", "fpm-not-running"],
         "fastcgi_pass",
-    );
+    )
+    .count("protocol-mismatch", 5);
     inc
 }
 
@@ -452,7 +463,8 @@ pub(super) fn script_not_found() -> Incident {
         &[],
         &["fpm-not-running", "php-fatal", "listen-mismatch"],
         "SCRIPT_FILENAME",
-    );
+    )
+    .count("script-not-found", 6);
     inc
 }
 
@@ -481,7 +493,8 @@ pub(super) fn header_too_big() -> Incident {
         &[],
         &["protocol-mismatch", "worker-crashed", "fpm-not-running"],
         "fastcgi_buffer_size",
-    );
+    )
+    .count("header-too-big", 4);
     inc
 }
 
@@ -508,7 +521,8 @@ pub(super) fn php_fatal() -> Incident {
         &[],
         &["script-not-found", "worker-crashed", "fpm-not-running"],
         "fatal.php",
-    );
+    )
+    .count("php-fatal", 3);
     inc
 }
 
@@ -531,7 +545,7 @@ pub(super) fn fpm_bind_failed() -> Incident {
     );
     inc.wait_log("fpm.log", "unable to bind listening socket");
     inc.holders = orphans;
-    inc.after_live = Some(|inc: &Incident| {
+    inc.after_live = Some(|inc: &mut Incident| {
         for pid in &inc.holders {
             if let Some(p) = fpmctl::procs::read(*pid) {
                 let _ = fpmctl::signals::send_verified(p.id, nix::sys::signal::SIGKILL, |_| true);
@@ -546,6 +560,7 @@ pub(super) fn fpm_bind_failed() -> Incident {
             });
         inc.expect_status("/hello.php", 8, 502);
         inc.wait_nginx("(111: Connection refused)");
+        inc.expected.counts.insert("fpm-bind-failed".into(), 8);
     });
     inc.how = "A restart that starts FPM before the old workers are gone. FPM on a TCP port served 5 requests; its master was killed with \
                SIGKILL (its workers live on as orphans holding the port) and FPM was started \
@@ -614,7 +629,10 @@ pub(super) fn several_causes() -> Incident {
             "worker-terminated",
         ],
         "listen.owner = www-data",
-    );
+    )
+    .count("socket-permission", 8)
+    .count("php-fatal", 3)
+    .count("upstream-timeout", 2);
     inc
 }
 
@@ -662,7 +680,112 @@ pub(super) fn missing_includes() -> Incident {
         &[],
         &["worker-terminated", "fpm-not-running"],
         "fastcgi_read_timeout",
-    );
+    )
+    .count("upstream-timeout", 2);
     inc.expected.notes_contain = vec!["php-timeouts.conf".into()];
+    inc
+}
+
+/// Like `fpm_not_running`, on a TCP pool: nginx's connect() is refused.
+pub(super) fn fpm_not_running_tcp() -> Incident {
+    let mut inc = Incident::new("fpm-not-running-tcp");
+    let addr = inc.sb.tcp_addr();
+    inc.pool("www.conf", &tcp_pool(&addr, PM_DEBIAN, ""));
+    let master = inc.start_fpm(2);
+    inc.start_nginx(|d, port| nginx_simple(d, port, &addr, ""));
+    inc.expect_status("/hello.php", 5, 200);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(master),
+        nix::sys::signal::SIGQUIT,
+    )
+    .unwrap();
+    inc.sb.wait_for(Duration::from_secs(10), "FPM to exit", || {
+        (!super::super::alive(master)).then_some(())
+    });
+    inc.expect_status("/hello.php", 7, 502);
+    inc.wait_nginx("(111: Connection refused)");
+    inc.how = "FPM on a TCP port served 5 requests, then was stopped (SIGQUIT to the master); \
+               7 more requests got 502, nginx logs `connect() failed (111: Connection \
+               refused)`."
+        .into();
+    inc.expected = Expected::cause(
+        "fpm-not-running",
+        &[],
+        &["listen-mismatch", "fpm-bind-failed", "protocol-mismatch"],
+        "start",
+    )
+    .count("fpm-not-running", 7);
+    inc
+}
+
+/// `pm = ondemand` reaches its limit at accept time, and FPM words the warning differently.
+pub(super) fn max_children_reached_ondemand() -> Incident {
+    let mut inc = Incident::new("max-children-reached-ondemand");
+    let d = inc.d();
+    let pm = "pm = ondemand\npm.max_children = 2\npm.process_idle_timeout = 10s\n";
+    inc.pool("www.conf", &www_pool(&d, pm, ""));
+    inc.start_fpm(0);
+    inc.start_nginx(|d, port| nginx_simple(d, port, &sock_pass(d), ""));
+    inc.expect_status("/hello.php", 3, 200);
+    // The master forks on accept events it re-arms once a second: requests long enough to
+    // keep both children busy across a tick make the next accept find the limit reached.
+    for _ in 0..3 {
+        let all = inc.burst("/slow.php?s=2", 5);
+        assert!(
+            all.iter().all(|r| matches!(r, Ok((200, _)))),
+            "{all:?}\n{}",
+            inc.logs()
+        );
+        if inc.sb.error_log().contains("reached max_children setting") {
+            break;
+        }
+    }
+    inc.wait_log("fpm.log", "reached max_children setting");
+    inc.how = "`pm = ondemand` with `pm.max_children = 2` and 5 concurrent 2-second requests: \
+               FPM logs `server reached max_children setting (2)` (ondemand's wording, without \
+               `pm.`); the requests queue and are all answered 200."
+        .into();
+    inc.expected = Expected::cause(
+        "max-children-reached",
+        &[],
+        &["backlog-full", "upstream-timeout", "fpm-not-running"],
+        "pm.max_children",
+    );
+    inc
+}
+
+/// A site that serves every request, with configs that will hurt one day: lints, no cause.
+pub(super) fn lints_only() -> Incident {
+    let mut inc = Incident::new("lints-only");
+    let d = inc.d();
+    // Debian's stock php-fpm.conf leaves process_control_timeout at 0.
+    let global = std::fs::read_to_string(&inc.sb.conf).unwrap();
+    inc.sb
+        .write_config(&global.replace("process_control_timeout = 10s\n", ""));
+    // FPM lets a script run for two minutes, nginx gives up after its default 60s.
+    inc.pool(
+        "www.conf",
+        &www_pool(&d, PM_DEBIAN, "request_terminate_timeout = 120s\n"),
+    );
+    inc.start_fpm(2);
+    inc.start_nginx(|d, port| nginx_simple(d, port, &sock_pass(d), ""));
+    inc.expect_status("/hello.php", 10, 200);
+    inc.expect_status("/slow.php?s=1", 1, 200);
+    inc.how = "No `process_control_timeout` (0, Debian's default) and `request_terminate_timeout \
+               = 120s` behind nginx's default `fastcgi_read_timeout` (60s); 11 requests, all \
+               200. Doctor must warn about both (lints) and name no cause."
+        .into();
+    inc.expected = Expected {
+        first_cause: None,
+        causes: vec![],
+        not_causes: CAUSES.iter().map(|s| s.to_string()).collect(),
+        fix_contains: None,
+        notes_contain: vec![],
+        counts: Default::default(),
+        lints: vec![
+            "lint-process-control-timeout".into(),
+            "lint-terminate-exceeds-read-timeout".into(),
+        ],
+    };
     inc
 }
