@@ -47,7 +47,7 @@ impl Ctx {
     /// too, the error is [`Error::ConfigInvalid`] with FPM's own message.
     pub fn load(global: &GlobalArgs, ask_fpm: bool) -> Result<Ctx> {
         let path = fpmconfig::find_config(global.config.as_deref(), global.php_version.as_deref())?;
-        let cfg = match fpmconfig::load(&path) {
+        let mut cfg = match fpmconfig::load(&path) {
             Ok(cfg) => cfg,
             Err(problems) => {
                 if ask_fpm
@@ -62,6 +62,14 @@ impl Ctx {
         for w in &cfg.warnings {
             tracing::warn!("{w}");
         }
+        // The binary identifies this config's processes; without one nothing is proven ours.
+        cfg.binary = fpmconfig::find_binary(
+            &cfg.path,
+            global.fpm_bin.as_deref(),
+            global.php_version.as_deref(),
+        )
+        .ok()
+        .and_then(|bin| crate::identity::FpmBinary::resolve(&bin).ok());
         Ok(Ctx {
             cfg,
             global: global.clone(),

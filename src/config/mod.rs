@@ -60,6 +60,10 @@ pub struct FpmConfig {
     pub pools: Vec<Pool>,
     /// What php-fpm would only warn about, such as an include pattern that matches nothing.
     pub warnings: Vec<Problem>,
+    /// The php-fpm binary that runs this config, by identity; `None` until whoever resolved
+    /// it (`--fpm-bin` or [`find_binary`]) sets it. Without it no process is proven to be
+    /// this config's FPM (see [`crate::identity`]).
+    pub binary: Option<crate::identity::FpmBinary>,
 }
 
 /// `[global]` directives fpmctl needs, with php-fpm's defaults filled in.

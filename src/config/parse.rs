@@ -896,6 +896,7 @@ impl<'a> Loader<'a> {
             global,
             pools,
             warnings: self.warnings,
+            binary: None,
         })
     }
 
