@@ -127,8 +127,8 @@ pub struct Address {
     pub inodes: Vec<u64>,
     /// Processes holding those sockets.
     pub holders: Vec<Holder>,
-    /// False when a socket listens here but the open files of some processes could not be
-    /// read (another user's, without root): `holders` may then be incomplete.
+    /// False when a listening socket here has no holder fpmctl could see while the open
+    /// files of some processes could not be read (another user's, without root).
     pub holders_known: bool,
 }
 
@@ -428,8 +428,13 @@ pub fn discover_in(
         {
             continue;
         }
-        // An orphan proves itself: it holds one of this config's listening sockets.
+        // An orphan proves itself: it holds one of this config's listening sockets. Without
+        // that, only a process in the group of the PID the pid file names is worth reporting
+        // (the evidence is ambiguous); other pool processes of the same name are not ours.
         let holds_ours = p.sockets.iter().any(|i| all_inodes.contains(i));
+        if !holds_ours && Some(p.pgrp) != pid_file.pid() {
+            continue;
+        }
         match verdict {
             Verdict::Ours if holds_ours => orphans.push(Worker {
                 proc: p.clone(),
@@ -467,7 +472,8 @@ pub fn discover_in(
             Role::Foreign
         }
     };
-    // Holders are complete only when every live process's open files could be read.
+    // A listening socket always has a holder: when none was seen and some processes' open
+    // files could not be read, who holds it is unknown (never "free").
     let some_unreadable = table.iter().any(|p| p.restricted && !p.is_gone());
     let addresses = listeners
         .iter()
@@ -479,13 +485,17 @@ pub fn discover_in(
                     proc: p.clone(),
                     role: role_of(p),
                 })
-                .collect();
+                .collect::<Vec<Holder>>();
+            let holders_known = !some_unreadable
+                || inodes
+                    .iter()
+                    .all(|i| holders.iter().any(|h| h.proc.sockets.contains(i)));
             Address {
                 pool: pool.clone(),
                 addr: addr.clone(),
                 inodes: inodes.clone(),
                 holders,
-                holders_known: inodes.is_empty() || !some_unreadable,
+                holders_known,
             }
         })
         .collect();

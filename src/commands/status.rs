@@ -133,6 +133,8 @@ fn render(ctx: &Ctx, snap: &Snapshot) -> String {
         let w = snap.pool_workers(&pool.name);
         let mark = if state == State::Running && w.len() < pool.expected_workers() as usize {
             "  (short!)"
+        } else if state == State::Unverified {
+            "  (workers of an unproven master are not counted)"
         } else {
             ""
         };

@@ -191,8 +191,8 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
     crate::commands::refuse_foreign_holders(&discovery::discover(&cfg))?;
     fpm.require_valid()?;
 
-    let lock_dir = crate::lock::lock_dir();
     let control = control::bind(&cfg.path)?;
+    let lock_dir = crate::lock::secure_dir()?;
     let notify = notify::Listener::new(&lock_dir).map_err(|e| {
         Error::io(
             format!("creating a notify socket under {}", lock_dir.display()),

@@ -3,6 +3,7 @@
 //! the pid file as a hint.
 
 use crate::common::{self, Sandbox, alive};
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -201,6 +202,108 @@ fn f11_ping_with_dead_master_and_answering_orphans_is_down() {
         (ping.stdout.clone() + &ping.stderr).contains("orphan"),
         "ping says that orphans answered:\n{ping}"
     );
+}
+
+/// A planted symlink in the lock directory never truncates its target; an unsafe
+/// directory is refused; an empty `FPMCTL_LOCK_DIR` means the default.
+#[test]
+fn f12_lock_directory_cannot_be_turned_against_root() {
+    let Some(sb) = Sandbox::new() else { return };
+    // A first run creates the directory and the lock file.
+    sb.fpmctl(&["stop"]).expect_code(0);
+    let dir = sb.lock_dir();
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the lock directory is private");
+    let lock = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "lock"))
+        .expect("a lock file");
+
+    // A symlink planted where the lock file goes.
+    let victim = sb.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+    let run = sb.fpmctl(&["stop"]);
+    assert_ne!(run.code, 0, "a symlinked lock file is refused:\n{run}");
+    assert!(run.stderr.contains(&lock.display().to_string()), "{run}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    std::fs::remove_file(&lock).unwrap();
+
+    // A directory others can write to is refused before anything is created in it.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let run = sb.fpmctl(&["stop"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains(&dir.display().to_string()), "{run}");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // A directory owned by another user is refused.
+    nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let run = sb.fpmctl(&["stop"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("owned by"), "{run}");
+    nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+
+    // An empty FPMCTL_LOCK_DIR is unset, never the current directory.
+    let run = sb.fpmctl_env(&["stop"], &[("FPMCTL_LOCK_DIR", "")]);
+    run.expect_code(0);
+    let in_cwd: Vec<_> = std::fs::read_dir(sb.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "lock"))
+        .collect();
+    assert!(
+        in_cwd.is_empty(),
+        "a lock file in the current directory: {in_cwd:?}"
+    );
+}
+
+/// A control socket planted by another user is ignored; the command acts directly.
+#[test]
+fn f13_control_socket_of_another_user_is_ignored() {
+    let Some(sb) = Sandbox::new() else { return };
+    let master = sb.start_fpm();
+    let dir = sb.lock_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let cfg = fpmctl::config::load(&sb.conf).unwrap();
+    let name = fpmctl::supervise::control::socket_path(&cfg.path);
+    let ctl = dir.join(name.file_name().unwrap());
+    // A fake supervisor: the socket file is chowned to nobody, and it listens as nobody.
+    let script = r#"
+        use Socket;
+        my $path = $ENV{CTL};
+        socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die $!;
+        bind($s, pack_sockaddr_un($path)) or die $!;
+        chown(65534, 65534, $path) or die $!;
+        $( = $) = 65534; $< = $> = 65534;
+        listen($s, 5) or die $!;
+        while (accept(my $c, $s)) {
+            my $line = <$c>;
+            print $c qq({"code":0,"text":"fake answer\n","json":{}}\n);
+            close $c;
+        }
+    "#;
+    sb.spawn(Command::new("perl").arg("-e").arg(script).env("CTL", &ctl));
+    sb.wait_for(Duration::from_secs(5), "the fake control socket", || {
+        std::os::unix::net::UnixStream::connect(&ctl)
+            .ok()
+            .map(|_| ())
+    });
+
+    let status = sb.fpmctl(&["status"]);
+    status.expect_code(0);
+    assert!(!status.stdout.contains("fake answer"), "{status}");
+    assert!(
+        status.stderr.contains(&ctl.display().to_string()),
+        "{status}"
+    );
+    let stop = sb.fpmctl(&["stop"]);
+    stop.expect_code(0);
+    assert!(!stop.stdout.contains("fake answer"), "{stop}");
+    assert!(!alive(master), "stop acted directly:\n{stop}");
 }
 
 /// A pid file with junk in it is removed by a successful stop.
