@@ -175,6 +175,10 @@ fn f10_orphans_of_another_config_are_not_ours() {
     let status = a.fpmctl(&["status", "--json"]);
     let j = status.json();
     assert_eq!(j["orphans"].as_array().unwrap().len(), 0, "{status}");
+    // The ambiguous evidence is reported, not acted on.
+    for o in &b_orphans {
+        assert!(lookalike_pids(&j).contains(&(*o as i64)), "{status}");
+    }
     let stop = a.fpmctl(&["stop"]);
     stop.expect_code(0);
     for o in &b_orphans {
