@@ -10,6 +10,9 @@ fn f16_non_root_user_is_told_what_it_cannot_see() {
         return;
     };
     let master = sb.start_fpm();
+    // The config itself is readable by everyone, whatever the umask: only processes are hidden.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sb.conf, std::fs::Permissions::from_mode(0o644)).unwrap();
     const CANNOT: &str = "cannot inspect processes of other users: run as root";
 
     let status = sb.fpmctl_as("nobody", "nogroup", &["status"]);
