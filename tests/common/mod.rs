@@ -74,13 +74,23 @@ pub fn wait_busy(sb: &Sandbox) {
     });
 }
 
-/// A free loopback TCP port (bound then released; the kernel does not hand it out again soon).
+/// A free loopback TCP port, never one this test process handed out before: the kernel may
+/// give a port it just released to the next `bind(0)`, and two sandboxes of one test must not
+/// share an address. (Bound then released; whoever uses it retries on "Address already in use".)
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// What one fpmctl run did, printable in full when an assertion fails.
