@@ -360,7 +360,18 @@ pub fn classify(input: &Input<'_>) -> Diagnosis {
     fpm_exit_evidence(&mut acc, obs);
     live_findings(&mut acc, input, &nginx_user);
 
-    let mut findings: Vec<Finding> = acc.by_key.into_values().collect();
+    // A finding's count is the requests that failed of it; FPM's events only count where
+    // nginx's log shows no failed request (a pool at pm.max_children, crashes nobody saw).
+    let mut findings: Vec<Finding> = acc
+        .by_key
+        .into_values()
+        .map(|mut f| {
+            if f.failed > 0 {
+                f.count = f.failed;
+            }
+            f
+        })
+        .collect();
     findings.extend(lints::lints(input).into_iter().map(|mut l| {
         l.first = Some(input.now);
         l.last = Some(input.now);
@@ -749,8 +760,12 @@ fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: &str) {
                 || permission_summary(&shown, nginx_user, pool),
                 || permission_fix(nginx_user, pool, &shown),
             ),
-            2 | 111 if input.live.fpm_running == Some(false) && nginx_uses(input, &p.addr) => acc
-                .add_live(
+            2 | 111
+                if input.live.fpm_running == Some(false)
+                    && pool.is_some()
+                    && nginx_uses(input, &p.addr) =>
+            {
+                acc.add_live(
                     "fpm-not-running",
                     &shown,
                     input.now,
@@ -763,7 +778,8 @@ fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: &str) {
                             |f| format!("start FPM: fpmctl start -c {}", f.config.display()),
                         )
                     },
-                ),
+                )
+            }
             _ => {}
         }
     }

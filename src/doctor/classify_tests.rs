@@ -456,7 +456,15 @@ fn fpm_not_running_quotes_fpms_exit() {
     let d = run(&o, Some(&f), &LiveFacts::default());
     assert_eq!(causes(&d), ["fpm-not-running"]);
     let ev = d.findings[0].evidence.last().unwrap();
-    assert_eq!((ev.file.as_str(), ev.line), ("/var/log/php8.2-fpm.log", 5));
+    let exit_line = read("fpm.log")
+        .lines()
+        .position(|l| l.contains("exiting, bye-bye"))
+        .unwrap() as u64
+        + 1;
+    assert_eq!(
+        (ev.file.as_str(), ev.line),
+        ("/var/log/php8.2-fpm.log", exit_line)
+    );
     assert!(
         d.findings[0]
             .summary
@@ -464,7 +472,7 @@ fn fpm_not_running_quotes_fpms_exit() {
     );
     // FPM's exit after the failures explains nothing.
     let later = obs(
-        &read("nginx/error.log").replace("2026/11/30 05:56", "2026/11/30 05:50"),
+        &read("nginx/error.log").replace("2026/11/30 ", "2026/11/29 "),
         &read("fpm.log"),
     );
     let d = run(&later, Some(&f), &LiveFacts::default());
