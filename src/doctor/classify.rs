@@ -86,8 +86,8 @@ impl Acc {
 
 impl Acc {
     /// Adds what the live system showed: `proof` joins the summary of an existing finding
-    /// (evidence quotes only lines of files); a new finding quotes the pool's section in its
-    /// config file, where the fix goes, when it is known.
+    /// (evidence quotes only lines of files); a new finding quotes `quote`, the config line
+    /// where the fix goes, when it is known.
     #[allow(clippy::too_many_arguments)]
     fn add_live(
         &mut self,
@@ -95,7 +95,7 @@ impl Acc {
         target: &str,
         now: Civil,
         proof: String,
-        pool: Option<&PoolFacts>,
+        quote: Option<Evidence>,
         summary: impl FnOnce() -> String,
         fix: impl FnOnce() -> String,
     ) {
@@ -106,14 +106,7 @@ impl Acc {
                 line: 0,
                 text: String::new(),
             });
-            t.samples = pool
-                .map(|p| Evidence {
-                    file: p.file.display().to_string(),
-                    line: p.line as u64,
-                    text: format!("[{}]", p.name),
-                })
-                .into_iter()
-                .collect();
+            t.samples = quote.into_iter().collect();
             self.add(cause, target, &t, 0, summary, fix);
         }
         if let Some(f) = self.by_key.get_mut(&(cause, target.to_string())) {
@@ -688,6 +681,15 @@ fn show_pool(key: &str) -> &str {
     if key.is_empty() { "(unknown)" } else { key }
 }
 
+/// The pool's section header in its file: where a pool's fix goes.
+fn pool_quote(p: &PoolFacts) -> Evidence {
+    Evidence {
+        file: p.file.display().to_string(),
+        line: p.line as u64,
+        text: format!("[{}]", p.name),
+    }
+}
+
 /// True when nginx passes FastCGI to `addr`, or nginx's config is unknown (then every
 /// pool counts): a stopped FPM nobody sends requests to fails none.
 fn nginx_uses(input: &Input<'_>, addr: &ListenAddr) -> bool {
@@ -756,7 +758,7 @@ fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: &str) {
                 &shown,
                 input.now,
                 ev,
-                pool,
+                pool.map(pool_quote),
                 || permission_summary(&shown, nginx_user, pool),
                 || permission_fix(nginx_user, pool, &shown),
             ),
@@ -770,7 +772,7 @@ fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: &str) {
                     &shown,
                     input.now,
                     ev,
-                    pool,
+                    pool.map(pool_quote),
                     || format!("nothing listens on {shown} and no FPM master of this config runs"),
                     || {
                         input.fpm.map_or_else(
@@ -779,6 +781,45 @@ fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: &str) {
                         )
                     },
                 )
+            }
+            2 | 111 if input.live.fpm_running == Some(true) && pool.is_none() => {
+                let Some(pass) = input.nginx.and_then(|n| {
+                    n.passes.iter().find(|x| {
+                        x.protocol == Protocol::FastCgi
+                            && matches!(&x.target, Target::Addr(a) if super::facts::same_address(a, &p.addr))
+                    })
+                }) else {
+                    continue;
+                };
+                let pools = input.fpm.map(|f| f.pools.as_slice()).unwrap_or_default();
+                let Some(want) = pools.first().map(|x| nginx_addr(&x.listen)) else {
+                    continue;
+                };
+                let quote = pass.at.rsplit_once(':').and_then(|(file, line)| {
+                    Some(Evidence {
+                        file: file.to_string(),
+                        line: line.parse().ok()?,
+                        text: pass.raw.clone(),
+                    })
+                });
+                let listens: Vec<String> = pools
+                    .iter()
+                    .map(|x| format!("{} (pool {})", nginx_addr(&x.listen), x.name))
+                    .collect();
+                acc.add_live(
+                    "listen-mismatch",
+                    &shown,
+                    input.now,
+                    ev,
+                    quote,
+                    || {
+                        format!(
+                            "nginx passes to {shown}, but no FPM pool listens there; FPM runs and listens on {}",
+                            listens.join(", ")
+                        )
+                    },
+                    || format!("fastcgi_pass {want}; at {} (or set listen in the pool's file to {shown})", pass.at),
+                );
             }
             _ => {}
         }
@@ -796,7 +837,7 @@ fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: &str) {
                 &shown,
                 input.now,
                 ev,
-                pool,
+                pool.map(pool_quote),
                 || format!("the accept queue of {shown} is full now: every worker is busy"),
                 || backlog_fix(pool, input.live.somaxconn),
             );

@@ -483,3 +483,38 @@ fn fpm_not_running_quotes_fpms_exit() {
             .all(|e| e.file.ends_with("error.log"))
     );
 }
+
+#[test]
+fn a_live_probe_proves_a_mismatch_while_fpm_runs_elsewhere() {
+    let live = LiveFacts {
+        fpm_running: Some(true),
+        probes: vec![Probe {
+            addr: ListenAddr::parse("127.0.0.1:19312").unwrap(),
+            user: "www-data".into(),
+            result: ProbeResult::Failed(111, "Connection refused".into()),
+            socket_perms: None,
+        }],
+        ..LiveFacts::default()
+    };
+    let d = run(&Observations::default(), Some(&fpm()), &live);
+    assert_eq!(causes(&d), ["listen-mismatch"]);
+    let f = &d.findings[0];
+    assert_eq!(f.evidence[0].file, "/etc/nginx/nginx.conf");
+    assert_eq!(
+        (f.evidence[0].line, f.evidence[0].text.as_str()),
+        (5, "127.0.0.1:19312")
+    );
+    assert!(
+        f.fix
+            .starts_with("fastcgi_pass unix:/tmp/dr/www.sock; at /etc/nginx/nginx.conf:5"),
+        "{}",
+        f.fix
+    );
+    assert!(!d.findings.iter().any(|f| f.cause == "lint-listen-mismatch"));
+    // Nothing runs: the probe alone names nothing for an address no pool has.
+    let stopped = LiveFacts {
+        fpm_running: Some(false),
+        ..live
+    };
+    assert!(causes(&run(&Observations::default(), Some(&fpm()), &stopped)).is_empty());
+}
