@@ -258,6 +258,7 @@ fn check(main: &[u8], included: &[Vec<u8>]) -> Result<(), TestCaseError> {
             ("FOO".to_string(), "foo".to_string()),
             ("PORT".to_string(), "9001".to_string()),
         ])),
+        ..LoadOptions::default()
     };
     let path = dir.path().join("main.conf");
     let first = load_with(&path, &opts);
