@@ -332,7 +332,11 @@ fn pool_model() -> impl Strategy<Value = PoolModel> {
         )>(),
         prop::bool::ANY,
         0u32..200_000,
-        prop::option::of("u[a-z0-9]{0,7}"),
+        // Users php-fpm can resolve: unknown names are refused, as php-fpm -t refuses them.
+        prop::option::of(
+            prop::sample::select(vec!["nobody", "root", "daemon", "www-data"])
+                .prop_map(str::to_string),
+        ),
         prop::option::of(1024u16..65535),
     )
         .prop_map(
@@ -452,7 +456,12 @@ proptest! {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("main.conf");
         std::fs::write(&path, write_config(&pools, dir.path(), &style)).expect("write");
-        let cfg = load_with(&path, &LoadOptions { prefix: Some(dir.path().to_path_buf()), env: Some(HashMap::new()) });
+        let opts = LoadOptions {
+            prefix: Some(dir.path().to_path_buf()),
+            env: Some(HashMap::new()),
+            ..LoadOptions::default()
+        };
+        let cfg = load_with(&path, &opts);
         let cfg = match cfg {
             Ok(cfg) => cfg,
             Err(e) => return Err(TestCaseError::fail(format!("refused: {e}"))),

@@ -136,6 +136,9 @@ fn pool(index: usize) -> impl Strategy<Value = String> {
                 "rlimit_files = 1024",
                 "user = ",
                 "group = nogroup",
+                "group = nosuchgroupfpm",
+                "listen.owner = nosuchuserfpm",
+                "listen.group = nogroup",
                 "pm.status_listen = 127.0.0.1:19399",
                 "ping.response = \"a;b\"",
                 "ping.response = a b c",
@@ -246,6 +249,7 @@ proptest! {
                 "FPMCTL_FUZZ_N".to_string(),
                 "4".to_string(),
             )])),
+            ..config::LoadOptions::default()
         };
         let ours = config::load_with(&main, &opts);
         prop_assert_eq!(
