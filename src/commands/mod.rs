@@ -3,6 +3,7 @@
 
 mod check;
 mod config;
+mod doctor;
 mod ensure;
 mod ping;
 mod reload;
@@ -150,11 +151,16 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Ensure(a) => a.json,
         Command::ReopenLogs(a) => a.json,
         Command::Supervise(_) => false,
+        Command::Doctor(a) => a.json && !a.follow,
     }
 }
 
 /// Runs the command the command line names.
 pub fn run(cli: &Cli) -> Result<Outcome> {
+    // A diagnosis must work when the FPM config is broken or missing: doctor loads it itself.
+    if let Command::Doctor(a) = &cli.command {
+        return doctor::run(&cli.global, a);
+    }
     // An unreadable config is exit 4 for every command, which is LSB "unknown" for `status`.
     let ask_fpm = !matches!(cli.command, Command::Status(_) | Command::Config(_));
     let ctx = match Ctx::load(&cli.global, ask_fpm) {
@@ -177,6 +183,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Reload(a) => reload::run(&ctx, a),
         Command::Ping(a) => ping::run(&ctx, a),
         Command::Supervise(a) => supervise::run(&ctx, a),
+        Command::Doctor(a) => doctor::run(&cli.global, a),
         Command::Ensure(a) => ensure::run(&ctx, a),
         Command::ReopenLogs(a) => reopen_logs::run(&ctx, a),
     }
