@@ -2,7 +2,7 @@
 //! when provoked) scanned into observations, configs given as text or facts.
 
 use super::*;
-use crate::doctor::facts::{FpmFacts, HolderFacts, LiveFacts, PoolFacts, Probe};
+use crate::doctor::facts::{FpmFacts, HolderFacts, LiveFacts, PoolFacts, Probe, ProbeResult};
 use crate::doctor::nginx_conf::{NginxConf, parse_text};
 use crate::doctor::nginx_facts::facts;
 use crate::doctor::scan::{LogKind, Position, Scanner};
