@@ -71,7 +71,7 @@ pub(super) fn run(global: &GlobalArgs, a: &DoctorArgs) -> Result<Outcome> {
     let live = if a.offline {
         LiveFacts::default()
     } else {
-        let user = nginx.as_ref().map_or("www-data", |n| n.worker_user());
+        let user = nginx.as_ref().map(|n| n.worker_user());
         live::gather(cfg.as_ref(), &fastcgi_targets(nginx.as_ref()), user)
     };
     if let (Some(running), Some(c)) = (live.fpm_running, &cfg) {

@@ -186,10 +186,9 @@ fn pass_to<'n>(
 /// Classifies. Pure: the same input gives the same diagnosis.
 pub fn classify(input: &Input<'_>) -> Diagnosis {
     let mut acc = Acc::default();
-    let nginx_user = input
-        .nginx
-        .map_or("nobody", |n| n.worker_user())
-        .to_string();
+    // nginx's worker user, when its config is known (never guessed).
+    let nginx_user: Option<String> = input.nginx.map(|n| n.worker_user().to_string());
+    let nginx_user = nginx_user.as_deref();
     let pools = input.fpm.map(|f| f.pools.as_slice()).unwrap_or_default();
     let pool_for = |a: &ListenAddr| input.fpm.and_then(|f| f.pool_for(a));
     let obs = input.obs;
@@ -217,8 +216,8 @@ pub fn classify(input: &Input<'_>) -> Diagnosis {
                 &shown,
                 tally,
                 tally.count,
-                || permission_summary(&shown, &nginx_user, pool),
-                || permission_fix(&nginx_user, pool, &shown),
+                || permission_summary(&shown, nginx_user, pool),
+                || permission_fix(nginx_user, pool, &shown),
             ),
             ErrorKind::ConnectFailed(errno @ (2 | 111)) => {
                 let why = errno_text(errno);
@@ -354,7 +353,7 @@ pub fn classify(input: &Input<'_>) -> Diagnosis {
 
     fpm_only(&mut acc, input, &bind_failed);
     fpm_exit_evidence(&mut acc, obs);
-    live_findings(&mut acc, input, &nginx_user);
+    live_findings(&mut acc, input, nginx_user);
 
     // A finding's count is the requests that failed of it; FPM's events only count where
     // nginx's log shows no failed request (a pool at pm.max_children, crashes nobody saw).

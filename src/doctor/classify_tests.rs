@@ -518,3 +518,29 @@ fn a_live_probe_proves_a_mismatch_while_fpm_runs_elsewhere() {
     };
     assert!(causes(&run(&Observations::default(), Some(&fpm()), &stopped)).is_empty());
 }
+
+#[test]
+fn without_nginx_config_nginx_user_is_not_guessed() {
+    let o = obs(PERM, "");
+    let live = LiveFacts::default();
+    let d = classify(&Input {
+        obs: &o,
+        nginx: None,
+        fpm: Some(&fpm()),
+        live: &live,
+        now: 0,
+    });
+    assert_eq!(causes(&d), ["socket-permission"]);
+    let f = &d.findings[0];
+    assert!(
+        f.summary.starts_with("nginx's workers may not connect"),
+        "{}",
+        f.summary
+    );
+    assert!(f.fix.contains("pass --nginx-conf"), "{}", f.fix);
+    assert!(
+        !f.fix.contains("nobody") && !f.fix.contains("www-data"),
+        "{}",
+        f.fix
+    );
+}

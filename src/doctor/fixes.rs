@@ -5,9 +5,13 @@ use super::facts::PoolFacts;
 use super::nginx_facts::Pass;
 use super::observe::Evidence;
 
-pub(super) fn permission_summary(shown: &str, user: &str, pool: Option<&PoolFacts>) -> String {
-    let mut s =
-        format!("nginx's workers (user {user}) may not connect to {shown}: permission denied");
+pub(super) fn permission_summary(
+    shown: &str,
+    user: Option<&str>,
+    pool: Option<&PoolFacts>,
+) -> String {
+    let who = user.map_or_else(String::new, |u| format!(" (user {u})"));
+    let mut s = format!("nginx's workers{who} may not connect to {shown}: permission denied");
     if let Some(p) = pool {
         s.push_str(&format!(
             "; pool {} sets listen.owner = {}, listen.group = {}, listen.mode = {}",
@@ -20,14 +24,17 @@ pub(super) fn permission_summary(shown: &str, user: &str, pool: Option<&PoolFact
     s
 }
 
-pub(super) fn permission_fix(user: &str, pool: Option<&PoolFacts>, shown: &str) -> String {
-    match pool {
-        Some(p) => format!(
-            "listen.owner = {user} and listen.group = {user} (listen.mode = 0660) in {} because nginx runs as {user}",
-            p.file.display()
+pub(super) fn permission_fix(user: Option<&str>, pool: Option<&PoolFacts>, shown: &str) -> String {
+    let file = pool.map_or_else(
+        || format!("the pool that listens on {shown}"),
+        |p| p.file.display().to_string(),
+    );
+    match user {
+        Some(user) => format!(
+            "listen.owner = {user} and listen.group = {user} (listen.mode = 0660) in {file} because nginx runs as {user}"
         ),
         None => format!(
-            "listen.owner = {user} in the pool that listens on {shown}, because nginx runs as {user}"
+            "listen.owner and listen.group = the user nginx's workers run as (its `user` directive; pass --nginx-conf to have it named), listen.mode = 0660, in {file}"
         ),
     }
 }

@@ -36,7 +36,7 @@ fn nginx_uses(input: &Input<'_>, addr: &ListenAddr) -> bool {
 }
 
 /// Findings the live system proves without any log line.
-pub(super) fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: &str) {
+pub(super) fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: Option<&str>) {
     let pool_for = |a: &ListenAddr| input.fpm.and_then(|f| f.pool_for(a));
     for p in &input.live.probes {
         let shown = nginx_addr(&p.addr);
@@ -58,6 +58,7 @@ pub(super) fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: &str) 
         // (a reload re-uses the listening socket; only a restart re-creates it).
         if *errno == 13
             && let Some(pool) = pool
+            && let Some(nginx_user) = nginx_user
             && (pool.owner.as_deref() == Some(nginx_user)
                 || pool.group.as_deref() == Some(nginx_user))
             && let Some(f) = acc.by_key.get_mut(&key)
