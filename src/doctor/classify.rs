@@ -565,7 +565,7 @@ fn fpm_only(acc: &mut Acc, input: &Input<'_>, bind_failed: &[(ListenAddr, Civil)
             t,
             0,
             || format!("pool {name} used all {n} workers (pm.max_children): requests queued and slowed down"),
-            || format!("pm.max_children = {} in {} (now {n}; check that memory holds that many workers)", n * 2, pool_file(name)),
+            || max_children_fix(n, name, &pool_file(name), input.live),
         );
     }
     for (name, t) in obs.fpm_of(FpmEvent::PhpFatal) {
@@ -676,6 +676,39 @@ fn fpm_only(acc: &mut Acc, input: &Input<'_>, bind_failed: &[(ListenAddr, Civil)
             }
             _ => {}
         }
+    }
+}
+
+/// `pm.max_children` raised to twice `n`, or to what memory holds when the live system
+/// showed the workers' size.
+fn max_children_fix(n: u64, pool: &str, file: &str, live: &LiveFacts) -> String {
+    let rss = live
+        .worker_rss_kib
+        .iter()
+        .find(|(p, _)| p == pool)
+        .map(|x| x.1);
+    match (rss, live.mem_total_kib) {
+        (Some(rss), Some(total)) if rss > 0 => {
+            // Four fifths of memory for this pool's workers at most.
+            let fits = (total * 4 / 5 / rss).max(1);
+            let want = (n * 2).min(fits);
+            if want <= n {
+                format!(
+                    "workers of pool {pool} use about {} MiB each and {n} of them already fill the host's memory: add memory or make the scripts faster, rather than raising pm.max_children in {file}",
+                    rss / 1024
+                )
+            } else {
+                format!(
+                    "pm.max_children = {want} in {file} (now {n}; workers use about {} MiB each, {} MiB of memory)",
+                    rss / 1024,
+                    total / 1024
+                )
+            }
+        }
+        _ => format!(
+            "pm.max_children = {} in {file} (now {n}; check that memory holds that many workers)",
+            n * 2
+        ),
     }
 }
 

@@ -544,3 +544,29 @@ fn without_nginx_config_nginx_user_is_not_guessed() {
         f.fix
     );
 }
+
+#[test]
+fn max_children_fix_fits_memory_when_workers_were_measured() {
+    let mut f = fpm();
+    f.pools.push(pool("dyn", "/tmp/dr/dyn.sock"));
+    let live = |mem_mib: u64| LiveFacts {
+        mem_total_kib: Some(mem_mib * 1024),
+        worker_rss_kib: vec![("dyn".into(), 100 * 1024)],
+        ..LiveFacts::default()
+    };
+    let fix = |mem| {
+        run(&obs("", FPM_MAX), Some(&f), &live(mem))
+            .findings
+            .into_iter()
+            .find(|x| x.cause == "max-children-reached")
+            .unwrap()
+            .fix
+    };
+    assert!(fix(8192).starts_with("pm.max_children = 4 in /etc/php/8.2/fpm/pool.d/dyn.conf (now 2; workers use about 100 MiB each"), "{}", fix(8192));
+    assert!(fix(375).starts_with("pm.max_children = 3 "), "{}", fix(375));
+    assert!(
+        fix(200).contains("already fill the host's memory"),
+        "{}",
+        fix(200)
+    );
+}
