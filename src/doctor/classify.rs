@@ -274,7 +274,7 @@ pub fn classify(input: &Input<'_>) -> Diagnosis {
                     tally,
                     tally.count,
                     || {
-                        let limit = pass.and_then(|p| p.read_timeout.as_ref()).map_or("60s (the default)".to_string(), |t| format!("{}s", t.value.as_secs()));
+                        let limit = super::fixes::read_timeout_text(pass);
                         let mut s = format!("requests to {shown} ran longer than nginx waits (fastcgi_read_timeout {limit}): 504");
                         if saturated {
                             s.push_str("; the pool was also at pm.max_children, so requests queued");

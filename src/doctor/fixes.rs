@@ -61,20 +61,52 @@ pub(super) fn backlog_fix(pool: Option<&PoolFacts>, somaxconn: Option<u32>) -> S
     }
 }
 
+/// Where a setting unset at `pass` may hide: the includes in scope that could not be read.
+pub(super) fn unread(pass: Option<&Pass>) -> Option<String> {
+    let p = pass?;
+    let list: Vec<String> = p
+        .unread_includes
+        .iter()
+        .map(|u| format!("{} (included at {})", u.value, u.at))
+        .collect();
+    (!list.is_empty()).then(|| list.join(", "))
+}
+
+/// nginx's `fastcgi_read_timeout` where `pass` stands, as the summary says it.
+pub(super) fn read_timeout_text(pass: Option<&Pass>) -> String {
+    match (pass.and_then(|p| p.read_timeout.as_ref()), unread(pass)) {
+        (Some(t), _) => format!("{}s", t.value.as_secs()),
+        (None, Some(files)) => {
+            format!("unknown: it may be set in {files}, which could not be read")
+        }
+        (None, None) => "60s (the default)".to_string(),
+    }
+}
+
 pub(super) fn timeout_fix(pass: Option<&Pass>, pool: Option<&PoolFacts>) -> String {
     let cur = pass.and_then(|p| p.read_timeout.as_ref());
+    let hidden = if cur.is_none() { unread(pass) } else { None };
     let now_secs = cur.map_or(60, |t| t.value.as_secs());
     let term = pool
         .map(|p| p.terminate_timeout.as_secs())
         .filter(|s| *s > 0);
     let want = term.map_or((now_secs * 2).max(60), |t| t.max(now_secs * 2));
-    let at = cur
-        .map(|t| t.at.clone())
-        .or_else(|| pass.map(|p| p.at.clone()));
-    let mut s = format!(
-        "fastcgi_read_timeout {want}s;{} (now {now_secs}s), above the slowest script",
-        at.map(|a| format!(" at {a}")).unwrap_or_default()
-    );
+    let mut s = match (cur, &hidden) {
+        (Some(t), _) => format!(
+            "fastcgi_read_timeout {want}s; at {} (now {now_secs}s), above the slowest script",
+            t.at
+        ),
+        (None, Some(files)) => format!(
+            "fastcgi_read_timeout above the slowest script, where it is set: probably {files}{}",
+            pass.map(|p| format!(", or in the location at {}", p.at))
+                .unwrap_or_default()
+        ),
+        (None, None) => format!(
+            "fastcgi_read_timeout {want}s;{} (now {now_secs}s, the default), above the slowest script",
+            pass.map(|p| format!(" in the location at {}", p.at))
+                .unwrap_or_default()
+        ),
+    };
     if let Some(p) = pool {
         s.push_str(&format!(
             ", and request_terminate_timeout = {want}s in {} so FPM stops what nginx gave up on",
