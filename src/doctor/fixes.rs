@@ -120,14 +120,30 @@ pub(super) fn header_fix(pass: Option<&Pass>) -> String {
     let cur = pass.and_then(|p| p.buffer_size.as_ref());
     let now = cur.map_or(4096, |b| b.value);
     let want = (now * 4).max(32 * 1024);
+    if cur.is_none()
+        && let Some(files) = unread(pass)
+    {
+        return format!(
+            "fastcgi_buffer_size {}k; and fastcgi_buffers 16 {}k; where they are set: probably {files}{} (their value there is unknown)",
+            want / 1024,
+            want / 1024,
+            pass.map(|p| format!(", or in the location at {}", p.at))
+                .unwrap_or_default()
+        );
+    }
     let at = cur
         .map(|b| b.at.clone())
         .or_else(|| pass.map(|p| p.at.clone()));
     format!(
-        "fastcgi_buffer_size {}k;{} (now {}k) and fastcgi_buffers 16 {}k;",
+        "fastcgi_buffer_size {}k;{} (now {}k{}) and fastcgi_buffers 16 {}k;",
         want / 1024,
         at.map(|a| format!(" at {a}")).unwrap_or_default(),
         (now / 1024).max(1),
+        if cur.is_none() {
+            ", the default on most hosts"
+        } else {
+            ""
+        },
         want / 1024
     )
 }
