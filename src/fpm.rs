@@ -5,11 +5,12 @@
 //! signal dispositions (the standard library resets them before exec), stdin from /dev/null
 //! and stderr captured to a file, so a daemon that keeps stderr open cannot block us.
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A php-fpm binary and the config it runs.
 #[derive(Debug, Clone)]
@@ -86,9 +87,8 @@ impl Fpm {
             .stderr(Stdio::from(log_w))
             .spawn()
             .map_err(|e| Error::io(format!("starting {}", self.bin.display()), e))?;
-        let deadline = Instant::now() + timeout;
         if let Some(me) = crate::procs::read(child.id() as i32) {
-            crate::signals::wait_gone(&[me.id], deadline);
+            crate::signals::wait_gone(&[me.id], Deadline::after(timeout));
         }
         let status = match child.try_wait() {
             Ok(Some(status)) => status,

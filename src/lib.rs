@@ -13,8 +13,11 @@ pub mod error;
 pub mod exit;
 pub mod fastcgi;
 pub mod fpm;
+pub mod interrupt;
 pub mod listen;
 pub mod lock;
+pub mod outcome;
+pub mod output;
 pub mod procs;
 pub mod ready;
 pub mod signals;
@@ -24,3 +27,4 @@ pub mod systemd;
 
 pub use error::{Error, Result};
 pub use exit::ExitCode;
+pub use outcome::Outcome;

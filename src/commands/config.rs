@@ -13,6 +13,7 @@ pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
         code: ExitCode::Ok,
         text: render(&ctx.cfg),
         json: to_json(&ctx.cfg),
+        error: None,
     })
 }
 

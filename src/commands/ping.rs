@@ -11,6 +11,7 @@ use serde_json::json;
 use std::fmt::Write;
 
 pub(super) fn run(ctx: &Ctx, args: &PingArgs) -> Result<Outcome> {
+    ctx.warn_problems("pinging the pools");
     let pools: Vec<&Pool> = match &args.pool {
         Some(name) => vec![ctx.cfg.pool(name).ok_or_else(|| {
             usage(format!(
@@ -87,5 +88,6 @@ pub(super) fn run(ctx: &Ctx, args: &PingArgs) -> Result<Outcome> {
         code: ExitCode::Ok,
         text,
         json: json!({ "ok": true, "pools": results }),
+        error: None,
     })
 }

@@ -23,7 +23,7 @@ pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
     // A supervisor, if one owns this FPM, adds what it knows (restarts, readiness).
     let sup = crate::supervise::control::request(
         &ctx.cfg.path,
-        "status",
+        &crate::supervise::control::Request::new("status"),
         std::time::Duration::from_secs(3),
     )
     .ok()
@@ -32,7 +32,18 @@ pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
         text.push_str(&format!("  {}", reply.text));
         json["supervisor"] = reply.json;
     }
-    Ok(Outcome { code, text, json })
+    // A broken config does not hide what runs: what could be read of it was used, and
+    // each problem is named.
+    for p in &ctx.problems {
+        text.push_str(&format!("  config problem: {p}\n"));
+    }
+    json["config_problems"] = ctx.problems.iter().map(|p| p.to_string()).collect();
+    Ok(Outcome {
+        code,
+        text,
+        json,
+        error: None,
+    })
 }
 
 fn uptime(p: &ProcInfo) -> String {

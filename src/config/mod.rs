@@ -8,7 +8,7 @@ mod locate;
 mod parse;
 
 pub use locate::{find_binary, find_config};
-pub use parse::{LoadOptions, load, load_with};
+pub use parse::{LoadOptions, load, load_lenient, load_with};
 
 use crate::listen::ListenAddr;
 use std::path::PathBuf;

@@ -56,6 +56,24 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<FpmConfig, ConfigErr
     loader.finish(main)
 }
 
+/// Like [`load_with`], but keeps what could be read when some values are invalid: the model
+/// built from every valid directive (pid file, pools and their listen addresses; invalid
+/// values fall back to php-fpm's defaults, unbuildable pools are left out) and every
+/// problem. `Err` only when the main file cannot be read at all.
+pub fn load_lenient(
+    path: &Path,
+    opts: &LoadOptions,
+) -> Result<(FpmConfig, Vec<Problem>), ConfigError> {
+    let main = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut loader = Loader::new(opts);
+    if !loader.load_file(&main, 1, None) {
+        return Err(ConfigError {
+            problems: loader.problems,
+        });
+    }
+    Ok(loader.build(main))
+}
+
 /// php-fpm's `PHP_PREFIX` as Debian builds it: the base of relative pool paths and includes.
 const DEFAULT_PREFIX: &str = "/usr";
 /// php-fpm's `PHP_LOCALSTATEDIR` as Debian builds it: the base of a relative `pid`/`error_log`.
@@ -868,7 +886,16 @@ impl<'a> Loader<'a> {
     // Building the model
     // -----------------------------------------------------------------------------------
 
-    fn finish(mut self, path: PathBuf) -> Result<FpmConfig, ConfigError> {
+    fn finish(self, path: PathBuf) -> Result<FpmConfig, ConfigError> {
+        let (config, problems) = self.build(path);
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        Ok(config)
+    }
+
+    /// The model from what was read, and every problem found.
+    fn build(mut self, path: PathBuf) -> (FpmConfig, Vec<Problem>) {
         let global = self.finish_global();
         if self.pools.is_empty() {
             self.problem(
@@ -885,18 +912,14 @@ impl<'a> Loader<'a> {
             .filter_map(|raw| self.finish_pool(raw))
             .collect();
         self.check_unique_addresses(&raw_pools, &pools);
-        if !self.problems.is_empty() {
-            return Err(ConfigError {
-                problems: self.problems,
-            });
-        }
-        Ok(FpmConfig {
+        let config = FpmConfig {
             path,
             files: self.files,
             global,
             pools,
             warnings: self.warnings,
-        })
+        };
+        (config, self.problems)
     }
 
     fn finish_global(&mut self) -> Global {

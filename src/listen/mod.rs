@@ -10,6 +10,10 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
+/// The longest unix socket path the kernel takes (`sun_path` is 108 bytes with its NUL);
+/// a longer `listen` path is silently truncated by php-fpm, which then binds another path.
+pub const SUN_PATH_MAX: usize = 107;
+
 /// The host part of a TCP listen address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TcpHost {

@@ -24,10 +24,12 @@ pub mod policy;
 pub mod sockets;
 
 use crate::config::{self, FpmConfig};
+use crate::deadline::Deadline;
 use crate::discovery;
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::fpm::Fpm;
+use crate::outcome::Outcome;
 use crate::procs::{self, ProcId};
 use crate::signals::{self, Sent};
 use crate::stop::SignalPlan;
@@ -88,6 +90,8 @@ impl Default for Options {
 struct Master {
     id: ProcId,
     started: Instant,
+    /// When it must be ready, or it is killed.
+    ready_by: Deadline,
     cfg: FpmConfig,
     ready_at: Option<Instant>,
     last_notify: Option<Instant>,
@@ -99,7 +103,7 @@ struct Master {
 struct Retiring {
     master: Option<ProcId>,
     workers: Vec<ProcId>,
-    deadline: Instant,
+    deadline: Deadline,
     escalated: u8,
 }
 
@@ -116,7 +120,9 @@ enum Why {
 struct Shutdown {
     code: ExitCode,
     step: usize,
-    deadline: Instant,
+    deadline: Deadline,
+    /// A `stop --timeout` given through the control socket: the whole stop's limit.
+    limit: Deadline,
 }
 
 /// Signals the loop reacts to, set by signal-hook handlers.
@@ -144,7 +150,9 @@ struct Supervisor {
     retiring: Vec<Retiring>,
     crashes: CrashTracker,
     health: HealthTracker,
-    restart_at: Option<Instant>,
+    restart_at: Option<Deadline>,
+    /// `--timeout` of the restart request being served: the new FPM's readiness limit.
+    ready_limit: Option<Duration>,
     waiting_replies: Vec<(UnixStream, &'static str)>,
     shutdown: Option<Shutdown>,
     announced_ready: bool,
@@ -186,7 +194,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         );
         crate::stop::stop(&cfg, &SignalPlan::default(), Duration::from_secs(30))?;
     }
-    crate::commands::refuse_foreign_holders(&discovery::discover(&cfg))?;
+    discovery::refuse_foreign_holders(&discovery::discover(&cfg))?;
     fpm.require_valid()?;
 
     let lock_dir = crate::lock::lock_dir();
@@ -230,6 +238,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         starting: None,
         retiring: Vec::new(),
         restart_at: None,
+        ready_limit: None,
         waiting_replies: Vec::new(),
         shutdown: None,
         announced_ready: false,
@@ -241,7 +250,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
     };
     sup.spawn(Why::First);
     let code = sup.event_loop(&wake_r, &flags);
-    sup.finish();
+    sup.finish(code);
     Ok(code)
 }
 
@@ -332,7 +341,7 @@ impl Supervisor {
             }
             if flags.reload.swap(false, Ordering::SeqCst) {
                 info!("reload requested by signal");
-                self.request_restart(None);
+                self.request_restart(None, None);
             }
             for msg in self.notify.drain() {
                 self.on_notify(msg);
@@ -351,27 +360,26 @@ impl Supervisor {
     }
 
     fn next_timeout(&self) -> Duration {
-        let now = Instant::now();
-        let mut next = now + Duration::from_secs(30);
-        let mut consider = |t: Instant| next = next.min(t);
+        let mut next = Deadline::after(Duration::from_secs(30));
         if let Some(t) = self.restart_at {
-            consider(t);
+            next = next.min(t);
         }
         if self.starting.is_some() || self.current.as_ref().is_some_and(|m| m.ready_at.is_none()) {
-            consider(now + Duration::from_millis(25));
+            next = next.slice(Duration::from_millis(25));
         }
         for r in &self.retiring {
-            consider(r.deadline);
-            consider(now + Duration::from_millis(100));
+            next = next.min(r.deadline).slice(Duration::from_millis(100));
         }
         if let Some(s) = &self.shutdown {
-            consider(s.deadline);
-            consider(now + Duration::from_millis(50));
+            next = next
+                .min(s.deadline)
+                .min(s.limit)
+                .slice(Duration::from_millis(50));
         }
         if let Some(w) = self.watchdog {
-            consider(self.last_watchdog + w / 2);
+            next = next.min(Deadline::after_from(self.last_watchdog, w / 2));
         }
-        next.saturating_duration_since(now)
+        next.remaining()
     }
 
     /// Starts a new FPM on the held sockets.
@@ -413,9 +421,14 @@ impl Supervisor {
                     Why::Requested => "restart requested",
                 };
                 info!("started FPM master {pid} ({reason})");
+                let ready_in = match why {
+                    Why::Requested => self.ready_limit.unwrap_or(self.opts.ready_timeout),
+                    _ => self.opts.ready_timeout,
+                };
                 let m = Master {
                     id,
                     started: Instant::now(),
+                    ready_by: Deadline::after(ready_in),
                     cfg,
                     ready_at: None,
                     last_notify: None,
@@ -506,7 +519,7 @@ impl Supervisor {
                         humantime::format_duration(self.opts.policy.within)
                     );
                 }
-                self.restart_at = Some(Instant::now() + after);
+                self.restart_at = Some(Deadline::after(after));
             }
             CrashDecision::GiveUp { crashes } => {
                 error!(
@@ -543,7 +556,7 @@ impl Supervisor {
         self.retiring.push(Retiring {
             master: None,
             workers,
-            deadline: Instant::now() + self.opts.drain_timeout,
+            deadline: Deadline::after(self.opts.drain_timeout),
             escalated: 0,
         });
     }
@@ -585,7 +598,7 @@ impl Supervisor {
 
     /// Readiness of a starting master: its workers up and every pool answering.
     fn check_ready(&self, m: &Master) -> Readiness {
-        if m.started.elapsed() > self.opts.ready_timeout {
+        if m.ready_by.expired() {
             return Readiness::TimedOut;
         }
         let table = procs::scan(false);
@@ -614,7 +627,7 @@ impl Supervisor {
             self.progress_retiring();
             return;
         }
-        if self.restart_at.is_some_and(|t| now >= t) {
+        if self.restart_at.is_some_and(|t| t.expired_at(now)) {
             self.restart_at = None;
             self.spawn(Why::Crash);
         }
@@ -624,9 +637,9 @@ impl Supervisor {
                 Readiness::Ready => self.on_ready(None),
                 Readiness::TimedOut => {
                     error!(
-                        "FPM master {} not ready after {}; killing it",
+                        "FPM master {} not ready after {:.1}s; killing it",
                         m.id.pid,
-                        humantime::format_duration(self.opts.ready_timeout)
+                        m.started.elapsed().as_secs_f64()
                     );
                     self.signal_master(m.id, Signal::SIGKILL);
                 }
@@ -654,7 +667,7 @@ impl Supervisor {
         self.progress_retiring();
         self.check_hung_master();
         if let Some(w) = self.watchdog
-            && now >= self.last_watchdog + w / 2
+            && Deadline::after_from(self.last_watchdog, w / 2).expired_at(now)
         {
             self.last_watchdog = now;
             if self.current.as_ref().is_some_and(|m| m.ready_at.is_some())
@@ -727,7 +740,7 @@ impl Supervisor {
         self.retiring.push(Retiring {
             master: Some(old.id),
             workers,
-            deadline: Instant::now() + self.opts.drain_timeout,
+            deadline: Deadline::after(self.opts.drain_timeout),
             escalated: 0,
         });
     }
@@ -756,7 +769,7 @@ impl Supervisor {
                 }
                 continue;
             }
-            if now >= r.deadline {
+            if r.deadline.expired_at(now) {
                 let sig = if r.escalated == 0 {
                     Signal::SIGTERM
                 } else {
@@ -773,7 +786,7 @@ impl Supervisor {
                         signals::send_verified(*w, sig, |p| discovery::is_pool_process_of(p, cfg));
                 }
                 r.escalated += 1;
-                r.deadline = now + Duration::from_secs(5);
+                r.deadline = Deadline::after_from(now, Duration::from_secs(5));
             }
         }
         for i in done.into_iter().rev() {
@@ -796,7 +809,7 @@ impl Supervisor {
             if let Some(m) = self.current.as_mut() {
                 m.last_notify = Some(Instant::now());
             }
-            self.request_restart(None);
+            self.request_restart(None, None);
         }
     }
 
@@ -818,7 +831,7 @@ impl Supervisor {
                 "FPM is unhealthy after {} failed checks: restarting it",
                 self.opts.unhealthy_after
             );
-            self.request_restart(None);
+            self.request_restart(None, None);
         }
     }
 
@@ -850,7 +863,13 @@ impl Supervisor {
     }
 
     /// Starts a replacement FPM (config reloaded and tested first); `reply` gets the answer.
-    fn request_restart(&mut self, reply: Option<(UnixStream, &'static str)>) {
+    /// Starts a replacement FPM (config tested and reloaded first); `reply` gets the answer.
+    /// `ready_limit` is a forwarded `--timeout`: how long the new FPM may take to be ready.
+    fn request_restart(
+        &mut self,
+        reply: Option<(UnixStream, &'static str)>,
+        ready_limit: Option<Duration>,
+    ) {
         if self.shutdown.is_some() {
             if let Some((s, _)) = reply {
                 control::write_reply(
@@ -866,34 +885,30 @@ impl Supervisor {
         if self.starting.is_some() {
             return; // the restart in progress answers everyone
         }
-        let cfg = match config::load(&self.cfg_path) {
-            Ok(c) => c,
+        // php-fpm's verdict first, so a config it rejects is exit 6, as without a supervisor.
+        let cfg = self
+            .fpm
+            .require_valid()
+            .and_then(|()| config::load(&self.cfg_path).map_err(Error::from))
+            .and_then(|cfg| {
+                // Refused exactly as `restart` and `reload` refuse it without a supervisor.
+                discovery::refuse_foreign_holders(&discovery::discover(&cfg))?;
+                self.sockets.reconcile(&cfg)?;
+                Ok(cfg)
+            });
+        let cfg = match cfg {
+            Ok(cfg) => cfg,
             Err(e) => {
                 error!("not restarting: {e}");
                 self.reply_all(
-                    ExitCode::ConfigUnreadable,
+                    e.exit_code(),
                     &format!("not restarted, the running FPM was kept: {e}"),
                 );
                 return;
             }
         };
-        if let Err(e) = self.fpm.require_valid() {
-            error!("not restarting: {e}");
-            self.reply_all(
-                e.exit_code(),
-                &format!("not restarted, the running FPM was kept: {e}"),
-            );
-            return;
-        }
-        if let Err(e) = self.sockets.reconcile(&cfg) {
-            error!("not restarting: {e}");
-            self.reply_all(
-                e.exit_code(),
-                &format!("not restarted, the running FPM was kept: {e}"),
-            );
-            return;
-        }
         self.cfg = cfg;
+        self.ready_limit = ready_limit;
         self.sd.send("RELOADING=1\nSTATUS=restarting FPM");
         self.restart_at = None;
         self.restarts += 1;
@@ -933,20 +948,24 @@ impl Supervisor {
                 continue;
             }
             info!("control request: {}", req.cmd);
-            match req.cmd.as_str() {
-                "restart" | "reload" => self.request_restart(Some((stream, "restart"))),
-                "stop" => {
-                    self.waiting_replies.push((stream, "stop"));
-                    self.begin_shutdown(ExitCode::Ok);
+            match control_action(&req) {
+                Err(msg) => control::write_reply(stream, &reply_of(ExitCode::Usage, &msg)),
+                Ok(Action::Restart { ready_limit }) => {
+                    self.request_restart(Some((stream, "restart")), ready_limit)
                 }
-                "status" => control::write_reply(stream, &self.status_reply()),
-                other => control::write_reply(
-                    stream,
-                    &reply_of(
-                        ExitCode::Usage,
-                        &format!("unknown control command '{other}'"),
-                    ),
-                ),
+                Ok(Action::Stop { plan, limit }) => {
+                    self.waiting_replies.push((stream, "stop"));
+                    if self.shutdown.is_none() {
+                        if let Some(plan) = plan {
+                            self.opts.stop_plan = plan;
+                        }
+                        self.begin_shutdown(ExitCode::Ok);
+                        if let (Some(s), Some(limit)) = (&mut self.shutdown, limit) {
+                            s.limit = Deadline::after(limit);
+                        }
+                    }
+                }
+                Ok(Action::Status) => control::write_reply(stream, &self.status_reply()),
             }
         }
     }
@@ -974,11 +993,12 @@ impl Supervisor {
                 std::process::id()
             ),
         };
-        control::Reply {
-            code: if cur.is_some_and(|m| m.ready_at.is_some()) {
-                0
+        let ready = cur.is_some_and(|m| m.ready_at.is_some());
+        control::Reply::from(&Outcome {
+            code: if ready {
+                ExitCode::Ok
             } else {
-                ExitCode::NotReady.code()
+                ExitCode::NotReady
             },
             text,
             json: json!({
@@ -989,7 +1009,8 @@ impl Supervisor {
                 "fpm_status": cur.and_then(|m| m.status.clone()),
                 "sockets": self.sockets.list.iter().map(|h| h.addr.to_string()).collect::<Vec<_>>(),
             }),
-        }
+            error: None,
+        })
     }
 
     fn on_term(&mut self) {
@@ -1010,7 +1031,7 @@ impl Supervisor {
                 if s.step < fast {
                     warn!("second stop signal: stopping FPM fast");
                     s.step = fast;
-                    s.deadline = Instant::now();
+                    s.deadline = Deadline::after(Duration::ZERO);
                 }
             }
         }
@@ -1025,7 +1046,8 @@ impl Supervisor {
         self.shutdown = Some(Shutdown {
             code,
             step: 0,
-            deadline: Instant::now(),
+            deadline: Deadline::after(Duration::ZERO),
+            limit: Deadline::NEVER,
         });
         self.send_shutdown_signal(0);
     }
@@ -1069,14 +1091,14 @@ impl Supervisor {
         }
         if let Some(s) = &mut self.shutdown {
             s.step = step;
-            s.deadline = Instant::now() + st.grace;
+            s.deadline = Deadline::after(st.grace);
         }
     }
 
     fn shutdown_step(&mut self) {
         let gone = self.reap();
         let Some(s) = &self.shutdown else { return };
-        if Instant::now() >= s.deadline && !gone {
+        if s.deadline.expired() && !gone {
             let next = s.step + 1;
             if next < self.opts.stop_plan.steps.len() {
                 self.send_shutdown_signal(next);
@@ -1092,23 +1114,26 @@ impl Supervisor {
         }
         let s = self.shutdown.as_ref()?;
         let last = self.opts.stop_plan.steps.len().saturating_sub(1);
-        if s.step >= last && Instant::now() >= s.deadline + Duration::from_secs(5) {
+        if s.limit.expired() {
+            error!("FPM processes still alive when the stop's --timeout expired; exiting anyway");
+            return Some(ExitCode::Timeout);
+        }
+        if s.step >= last && s.deadline.extended(Duration::from_secs(5)).expired() {
             error!("FPM processes still alive after the whole stop plan; exiting anyway");
             return Some(ExitCode::Timeout);
         }
         None
     }
 
-    fn finish(&mut self) {
-        let code = self
-            .shutdown
-            .as_ref()
-            .map(|s| s.code)
-            .unwrap_or(ExitCode::Ok);
-        let text = if code == ExitCode::Ok {
-            "FPM stopped; supervisor exiting".to_string()
-        } else {
-            format!("supervisor exiting: {}", code.meaning())
+    /// Answers every waiting client with the code the supervisor exits with.
+    fn finish(&mut self, code: ExitCode) {
+        let text = match code {
+            ExitCode::Ok => "FPM stopped; supervisor exiting".to_string(),
+            ExitCode::Timeout => format!(
+                "FPM processes were still alive after the signal plan {} (or the stop's --timeout); supervisor exiting",
+                self.opts.stop_plan
+            ),
+            other => format!("supervisor exiting: {}", other.meaning()),
         };
         self.reply_all(code, &text);
         let _ = std::fs::remove_file(control::socket_path(&self.cfg_path));
@@ -1134,11 +1159,75 @@ fn workers_of(table: &[procs::ProcInfo], master: i32, pool: &str) -> usize {
         .count()
 }
 
+/// The reply for an outcome the supervisor reached: its [`Outcome`], serialized.
 fn reply_of(code: ExitCode, text: &str) -> control::Reply {
-    control::Reply {
-        code: code.code(),
-        text: format!("{text}\n"),
-        json: json!({ "code": code.code(), "message": text }),
+    let out = if code == ExitCode::Ok {
+        Outcome::ok(
+            format!("{text}\n"),
+            json!({ "code": code.code(), "message": text }),
+        )
+    } else {
+        Outcome::failure(code, text)
+    };
+    control::Reply::from(&out)
+}
+
+/// What a control request asks for, with its options; `Err` refuses an option the
+/// supervisor cannot honour (exit 2), so none is ever dropped silently.
+#[derive(Debug, PartialEq)]
+enum Action {
+    Restart {
+        ready_limit: Option<Duration>,
+    },
+    Stop {
+        plan: Option<SignalPlan>,
+        limit: Option<Duration>,
+    },
+    Status,
+}
+
+fn control_action(req: &control::Request) -> std::result::Result<Action, String> {
+    let timeout = req.timeout_ms.map(Duration::from_millis);
+    let refuse = |what: &str, why: &str| Err(format!("{} {what}: {why}", req.cmd));
+    match req.cmd.as_str() {
+        "restart" | "reload" => {
+            if req.signal_plan.is_some() || req.stop_timeout_ms.is_some() {
+                return refuse(
+                    "--signal-plan/--stop-timeout",
+                    "the supervisor starts the new FPM beside the old one and retires the old one without a signal plan (its --drain-timeout bounds that)",
+                );
+            }
+            if req.no_ready_wait {
+                return refuse(
+                    "--no-ready-wait",
+                    "the supervisor answers once the new FPM is proven ready",
+                );
+            }
+            Ok(Action::Restart {
+                ready_limit: timeout,
+            })
+        }
+        "stop" => {
+            if req.stop_timeout_ms.is_some() || req.no_ready_wait {
+                return refuse("options", "only --timeout and --signal-plan apply to stop");
+            }
+            let plan = req
+                .signal_plan
+                .as_deref()
+                .map(str::parse::<SignalPlan>)
+                .transpose()?;
+            Ok(Action::Stop {
+                plan,
+                limit: timeout,
+            })
+        }
+        "status" => {
+            if *req != control::Request::new("status") {
+                return refuse("options", "status takes none");
+            }
+            Ok(Action::Status)
+        }
+        other => Err(format!("unknown control command '{other}'")),
     }
 }
 
@@ -1151,5 +1240,67 @@ fn describe(status: &WaitStatus) -> String {
         WaitStatus::Exited(_, code) => format!("exited with status {code}"),
         WaitStatus::Signaled(_, sig, _) => format!("was killed by {}", sig.as_str()),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control::Request;
+
+    #[test]
+    fn forwarded_options_are_honoured_or_refused() {
+        let req = |cmd: &str| Request::new(cmd);
+        assert_eq!(
+            control_action(&Request {
+                timeout_ms: Some(20_000),
+                ..req("restart")
+            }),
+            Ok(Action::Restart {
+                ready_limit: Some(Duration::from_secs(20))
+            })
+        );
+        assert!(
+            control_action(&Request {
+                signal_plan: Some("QUIT:1s".into()),
+                ..req("reload")
+            })
+            .unwrap_err()
+            .contains("--signal-plan")
+        );
+        assert!(
+            control_action(&Request {
+                no_ready_wait: true,
+                ..req("restart")
+            })
+            .is_err()
+        );
+        assert_eq!(
+            control_action(&Request {
+                signal_plan: Some("QUIT:1s".into()),
+                timeout_ms: Some(0),
+                ..req("stop")
+            }),
+            Ok(Action::Stop {
+                plan: Some("QUIT:1s".parse().unwrap()),
+                limit: Some(Duration::ZERO)
+            })
+        );
+        assert!(
+            control_action(&Request {
+                signal_plan: Some("HUP:1s".into()),
+                ..req("stop")
+            })
+            .is_err()
+        );
+        assert_eq!(control_action(&req("status")), Ok(Action::Status));
+        assert!(
+            control_action(&Request {
+                timeout_ms: Some(1),
+                ..req("status")
+            })
+            .is_err()
+        );
+        assert!(control_action(&req("explode")).is_err());
     }
 }

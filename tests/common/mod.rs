@@ -340,13 +340,21 @@ impl Sandbox {
 
     /// Starts fpmctl in the background (for races); the caller waits on it.
     pub fn fpmctl_spawn(&self, args: &[&str]) -> Child {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fpmctl"));
-        cmd.arg("-c").arg(&self.conf).args(args);
-        cmd.env("FPMCTL_LOCK_DIR", self.dir.path().join("locks"));
+        let mut cmd = self.fpmctl_command(args);
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
         cmd.spawn().unwrap()
+    }
+
+    /// `fpmctl -c CONF ARGS` with this sandbox's lock directory, for a test that sets up
+    /// stdio or signals itself. Spawned from Rust, the child has default signal dispositions.
+    pub fn fpmctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fpmctl"));
+        cmd.arg("-c").arg(&self.conf).args(args);
+        cmd.env("FPMCTL_LOCK_DIR", self.dir.path().join("locks"));
+        cmd.current_dir(self.dir.path());
+        cmd
     }
 
     /// Starts `fpmctl -c CONF supervise ARGS` in the background (output to `supervise.log`
@@ -405,6 +413,46 @@ impl Sandbox {
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts fpmctl in the background and returns once its log shows `needle`, collecting
+    /// its stderr, so the test can signal it mid-step and read everything it said.
+    #[track_caller]
+    pub fn spawn_until(&self, args: &[&str], needle: &str) -> Spawned {
+        use std::io::Read;
+        let mut child = self.fpmctl_spawn(args);
+        let mut err = child.stderr.take().unwrap();
+        let seen = std::sync::Arc::new(Mutex::new(String::new()));
+        let mut buf = [0u8; 256];
+        while !seen.lock().unwrap().contains(needle) {
+            let n = err.read(&mut buf).unwrap();
+            assert!(
+                n > 0,
+                "fpmctl {args:?} ended before logging {needle:?}: {}",
+                seen.lock().unwrap()
+            );
+            seen.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let sink = std::sync::Arc::clone(&seen);
+        let reader = std::thread::spawn(move || {
+            loop {
+                match err.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => sink
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n])),
+                }
+            }
+        });
+        Spawned {
+            child,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            stderr: seen,
+            reader: Some(reader),
         }
     }
 
@@ -501,6 +549,67 @@ impl Drop for Sandbox {
         if !left.is_empty() && !panicking {
             panic!("sandbox left processes behind: {left:?}");
         }
+    }
+}
+
+/// An fpmctl running in the background whose stderr is being collected.
+pub struct Spawned {
+    pub child: Child,
+    pub args: Vec<String>,
+    stderr: std::sync::Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Spawned {
+    /// Sends `sig` to the fpmctl process itself, by PID.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// Waits (bounded) for it to exit; everything it printed.
+    #[track_caller]
+    pub fn wait(mut self, limit: Duration) -> Run {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let mut run = wait_run(&mut self.child, &args, limit);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        run.stderr = self.stderr.lock().unwrap().clone();
+        run
+    }
+}
+
+/// Waits (bounded) for a child fpmctl to exit; its output so far and exit code, printable.
+#[track_caller]
+pub fn wait_run(child: &mut Child, args: &[&str], limit: Duration) -> Run {
+    use std::io::Read;
+    let started = Instant::now();
+    let deadline = started + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("fpmctl {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut stdout);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    Run {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+        elapsed: started.elapsed(),
     }
 }
 
