@@ -253,10 +253,10 @@ pub fn is_master_of(p: &ProcInfo, config: &Path) -> bool {
         .strip_prefix("php-fpm: master process (")
         .and_then(|t| t.strip_suffix(')'))
     {
-        return same_path(Path::new(inner), config, p.pid());
+        return same_path(&crate::lossless::to_path(inner), config, p.pid());
     }
     argv_config(&p.title)
-        .map(|c| same_path(Path::new(&c), config, p.pid()))
+        .map(|c| same_path(&crate::lossless::to_path(&c), config, p.pid()))
         .unwrap_or(false)
 }
 

@@ -113,7 +113,9 @@ impl ExitCode {
             ExitCode::Systemd => "the master belongs to a systemd unit; refused",
             ExitCode::FpmDied => "FPM exited while starting or reloading",
             ExitCode::CrashLoop => "supervise: FPM crashed too often",
-            ExitCode::Interrupted => "interrupted by a signal; the step in progress was finished first",
+            ExitCode::Interrupted => {
+                "interrupted by a signal; the step in progress was finished first"
+            }
         }
     }
 

@@ -16,6 +16,7 @@ pub mod fpm;
 pub mod interrupt;
 pub mod listen;
 pub mod lock;
+pub mod lossless;
 pub mod outcome;
 pub mod output;
 pub mod procs;

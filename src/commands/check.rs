@@ -7,6 +7,7 @@ use crate::config::FpmConfig;
 use crate::error::Result;
 use crate::exit::ExitCode;
 use crate::listen::{ListenAddr, TcpHost};
+use crate::lossless;
 use serde_json::json;
 use std::fmt::Write;
 
@@ -117,6 +118,14 @@ pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
         let _ = writeln!(text, "warning: {w}");
     }
     let _ = writeln!(text, "{}", if ok { "check passed" } else { "check FAILED" });
+    let mut json = json!({
+        "config": lossless::json_path(&ctx.cfg.path),
+        "valid": ok,
+        "fpm_test": { "ok": test.ok, "binary": lossless::json_path(&fpm.bin), "messages": test.messages },
+        "problems": problems,
+        "warnings": warnings,
+    });
+    lossless::lossy_note(&mut json, [ctx.cfg.path.as_path(), fpm.bin.as_path()]);
     Ok(Outcome {
         code: if ok {
             ExitCode::Ok
@@ -124,13 +133,7 @@ pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
             ExitCode::ConfigInvalid
         },
         text,
-        json: json!({
-            "config": ctx.cfg.path,
-            "valid": ok,
-            "fpm_test": { "ok": test.ok, "binary": fpm.bin, "messages": test.messages },
-            "problems": problems,
-            "warnings": warnings,
-        }),
+        json,
         error: None,
     })
 }

@@ -4,8 +4,10 @@ use super::{Ctx, Outcome};
 use crate::config::{FpmConfig, Pool};
 use crate::error::Result;
 use crate::exit::ExitCode;
+use crate::lossless;
 use serde_json::json;
 use std::fmt::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
@@ -40,7 +42,7 @@ pub fn render(cfg: &FpmConfig) -> String {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "(unset)".into());
     let _ = writeln!(s, "pid = {pid}");
-    let _ = writeln!(s, "error_log = {}", g.error_log);
+    let _ = writeln!(s, "error_log = {}", lossless::display(&g.error_log));
     let _ = writeln!(s, "daemonize = {}", if g.daemonize { "yes" } else { "no" });
     let _ = writeln!(
         s,
@@ -66,7 +68,7 @@ pub fn render(cfg: &FpmConfig) -> String {
 
 fn render_pool(s: &mut String, p: &Pool) {
     let _ = writeln!(s, "\n[{}] ; {}", p.name, p.defined_at);
-    let _ = writeln!(s, "listen = {}", p.listen_raw);
+    let _ = writeln!(s, "listen = {}", lossless::display(&p.listen_raw));
     let _ = writeln!(s, "listen.backlog = {}", p.listen_backlog);
     let _ = writeln!(s, "listen.owner = {}", opt(&p.listen_owner));
     let _ = writeln!(s, "listen.group = {}", opt(&p.listen_group));
@@ -109,11 +111,11 @@ fn ms(d: Duration) -> u64 {
 /// The stable JSON form.
 pub fn to_json(cfg: &FpmConfig) -> serde_json::Value {
     let g = &cfg.global;
-    json!({
-        "config": cfg.path,
-        "files": cfg.files,
-        "pid_file": g.pid_file,
-        "error_log": g.error_log,
+    let mut doc = json!({
+        "config": lossless::json_path(&cfg.path),
+        "files": cfg.files.iter().map(|f| lossless::json_path(f)).collect::<Vec<_>>(),
+        "pid_file": lossless::json_opt_path(g.pid_file.as_deref()),
+        "error_log": lossless::display(&g.error_log),
         "daemonize": g.daemonize,
         "process_control_timeout_ms": ms(g.process_control_timeout),
         "emergency_restart_threshold": g.emergency_restart_threshold,
@@ -141,5 +143,17 @@ pub fn to_json(cfg: &FpmConfig) -> serde_json::Value {
             "status_listen": p.status_listen.as_ref().map(|l| l.to_string()),
             "request_terminate_timeout_ms": ms(p.request_terminate_timeout),
         })).collect::<Vec<_>>(),
-    })
+    });
+    let error_log = lossless::to_path(&g.error_log);
+    let listen_paths = cfg.pools.iter().filter_map(|p| p.listen.unix_path());
+    lossless::lossy_note(
+        &mut doc,
+        cfg.files
+            .iter()
+            .map(PathBuf::as_path)
+            .chain([cfg.path.as_path(), error_log.as_path()])
+            .chain(g.pid_file.as_deref())
+            .chain(listen_paths),
+    );
+    doc
 }

@@ -6,6 +6,7 @@ use super::{Ctx, Outcome};
 use crate::discovery::{self, PidFile, Snapshot, State};
 use crate::error::Result;
 use crate::exit::ExitCode;
+use crate::lossless;
 use crate::procs::{self, ProcInfo};
 use serde_json::json;
 use std::fmt::Write;
@@ -172,7 +173,7 @@ fn to_json(ctx: &Ctx, snap: &Snapshot) -> serde_json::Value {
         json!({
             "pid": m.pid(),
             "uptime_s": m.age().map(|d| d.as_secs()),
-            "binary": m.exe,
+            "binary": lossless::json_opt_path(m.exe.as_deref()),
             "systemd_unit": procs::systemd_unit(m.pid()),
         })
     });
@@ -184,13 +185,13 @@ fn to_json(ctx: &Ctx, snap: &Snapshot) -> serde_json::Value {
             (Some(path.clone()), *pid, true, Some(reason.clone()))
         }
     };
-    json!({
+    let mut doc = json!({
         "state": snap.state().as_str(),
-        "config": cfg.path,
+        "config": lossless::json_path(&cfg.path),
         "master": master,
         "other_masters": snap.other_masters.iter().map(|m| m.pid()).collect::<Vec<_>>(),
         "pid_file": {
-            "path": pid_file_path,
+            "path": lossless::json_opt_path(pid_file_path.as_deref()),
             "pid": pid_file_pid,
             "stale": stale,
             "reason": stale_reason,
@@ -218,5 +219,14 @@ fn to_json(ctx: &Ctx, snap: &Snapshot) -> serde_json::Value {
                 "role": h.role.as_str(),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
-    })
+    });
+    let exe = snap.master.as_ref().and_then(|m| m.exe.as_deref());
+    lossless::lossy_note(
+        &mut doc,
+        [cfg.path.as_path()]
+            .into_iter()
+            .chain(exe)
+            .chain(pid_file_path.as_deref()),
+    );
+    doc
 }

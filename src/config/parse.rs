@@ -716,7 +716,8 @@ impl<'a> Loader<'a> {
             }
         };
         self.files.push(path.to_path_buf());
-        let text = String::from_utf8_lossy(&bytes);
+        // Lossless: a path that is not UTF-8 keeps its bytes (crate::lossless).
+        let text = crate::lossless::decode(&bytes);
         for (index, line) in text.split('\n').enumerate() {
             let at = Location {
                 file: path.to_path_buf(),
@@ -926,7 +927,7 @@ impl<'a> Loader<'a> {
         let g = std::mem::take(&mut self.global);
         let pid_file = g
             .text("pid")
-            .map(|p| PathBuf::from(self.resolve(p, DEFAULT_STATE_DIR)));
+            .map(|p| crate::lossless::to_path(&self.resolve(p, DEFAULT_STATE_DIR)));
         let error_log = match g.text("error_log") {
             Some(log) if log.eq_ignore_ascii_case("syslog") => log.to_string(),
             Some(log) => self.resolve(log, DEFAULT_STATE_DIR),

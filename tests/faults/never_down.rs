@@ -241,6 +241,35 @@ fn f04_a_unix_path_past_the_kernel_limit_fails_check_and_start_before_launch() {
     assert!(sb.masters().is_empty(), "php-fpm was launched:\n{start}");
 }
 
+/// Fault: the config, pid file and socket live in a directory whose name is not UTF-8
+/// (byte 0xff, legal on Linux).
+#[test]
+fn f05_paths_that_are_not_utf8_work_for_every_command() {
+    let Some(sb) = Sandbox::with(Opts {
+        root_name: Some(b"fpm-\xff-dir"),
+        ..Opts::default()
+    }) else {
+        return;
+    };
+    for cmd in ["check", "config"] {
+        let run = sb.fpmctl(&[cmd, "--json"]);
+        run.expect_code(0);
+        assert_eq!(run.json()["lossy_paths"], true, "{run}");
+    }
+    let start = sb.fpmctl(&["start"]);
+    start.expect_code(0);
+    let master = sb.pid_from_file().expect("a pid file");
+    sb.note_master(master);
+    let status = sb.fpmctl(&["status", "--json"]);
+    status.expect_code(0);
+    assert_eq!(status.json()["master"]["pid"], master, "{status}");
+    assert_eq!(status.json()["lossy_paths"], true, "{status}");
+    sb.fpmctl(&["ping"]).expect_code(0);
+    sb.fpmctl(&["stop"]).expect_code(0);
+    assert!(!alive(master));
+    assert!(sb.leftovers().is_empty());
+}
+
 /// Fault: a reload into a config with a new address a foreign process holds.
 #[test]
 fn f06_a_reload_into_an_address_held_by_a_foreign_process_is_refused() {
