@@ -75,7 +75,8 @@ impl ProcInfo {
     /// How long the process has been running.
     pub fn age(&self) -> Option<Duration> {
         let up = system_uptime()?;
-        let started = Duration::from_secs_f64(self.id.start_time as f64 / ticks_per_second());
+        let started =
+            Duration::try_from_secs_f64(self.id.start_time as f64 / ticks_per_second()).ok()?;
         up.checked_sub(started)
     }
 }
@@ -87,7 +88,7 @@ fn ticks_per_second() -> f64 {
 fn system_uptime() -> Option<Duration> {
     let text = std::fs::read_to_string("/proc/uptime").ok()?;
     let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// Reads one process; `None` when it does not exist (or vanished while being read).

@@ -128,7 +128,9 @@ fn wait_reexec(
         let why = match &snap.master {
             None => {
                 let since = *masterless_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > NO_MASTER_GRACE && procs::read_same(old_master).is_none() {
+                if Deadline::after_from(since, NO_MASTER_GRACE).expired()
+                    && procs::read_same(old_master).is_none()
+                {
                     return Err(Error::FpmDied(format!(
                         "master {} exited during the reload and no new master appeared",
                         old_master.pid

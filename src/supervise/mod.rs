@@ -799,8 +799,8 @@ impl Supervisor {
         let (Some(_), Some(last)) = (m.ready_at, m.last_notify) else {
             return;
         };
-        let limit = (m.cfg.global.systemd_interval * 3).max(Duration::from_secs(30));
-        if last.elapsed() > limit && !m.cfg.global.systemd_interval.is_zero() {
+        let limit = (m.cfg.global.systemd_interval.saturating_mul(3)).max(Duration::from_secs(30));
+        if Deadline::after_from(last, limit).expired() && !m.cfg.global.systemd_interval.is_zero() {
             warn!(
                 "FPM master {} sent no status for {}s: treating it as hung",
                 m.id.pid,
