@@ -46,6 +46,8 @@ fn abortable() -> &'static Arc<AtomicBool> {
 static MESSAGES: OnceLock<Messages> = OnceLock::new();
 static PHASE: AtomicU8 = AtomicU8::new(0);
 static RECEIVED: AtomicUsize = AtomicUsize::new(0);
+/// How many [`Critical`] sections are open (they nest: the outermost one decides).
+static DEPTH: AtomicUsize = AtomicUsize::new(0);
 static FIRST_SIGNAL: AtomicI32 = AtomicI32::new(0);
 static HUNG_UP: AtomicBool = AtomicBool::new(false);
 
@@ -137,10 +139,13 @@ pub struct Critical {
 }
 
 impl Critical {
-    /// Enters a critical section at `phase`.
+    /// Enters a critical section at `phase` (inside another one: a nested section that
+    /// only moves the phase).
     pub fn enter(phase: Phase) -> Critical {
-        RECEIVED.store(0, Ordering::SeqCst);
-        FIRST_SIGNAL.store(0, Ordering::SeqCst);
+        if DEPTH.fetch_add(1, Ordering::SeqCst) == 0 {
+            RECEIVED.store(0, Ordering::SeqCst);
+            FIRST_SIGNAL.store(0, Ordering::SeqCst);
+        }
         PHASE.store(phase as u8, Ordering::SeqCst);
         abortable().store(false, Ordering::SeqCst);
         Critical { _private: () }
@@ -151,7 +156,8 @@ impl Critical {
         PHASE.store(phase as u8, Ordering::SeqCst);
     }
 
-    /// Leaves the section; the name of the signal that arrived during it, if one did.
+    /// Leaves the section; the name of the signal that arrived during it (or during the
+    /// section it is nested in), if one did.
     pub fn leave(self) -> Option<&'static str> {
         let sig = FIRST_SIGNAL.load(Ordering::SeqCst);
         drop(self);
@@ -165,7 +171,9 @@ impl Critical {
 
 impl Drop for Critical {
     fn drop(&mut self) {
-        abortable().store(true, Ordering::SeqCst);
+        if DEPTH.fetch_sub(1, Ordering::SeqCst) == 1 {
+            abortable().store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -174,11 +182,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_section_reports_nothing_when_no_signal_came() {
-        let c = Critical::enter(Phase::Stopping);
+    fn sections_nest_and_only_the_outermost_restores_the_default_action() {
+        let outer = Critical::enter(Phase::Stopping);
         assert!(!abortable().load(Ordering::SeqCst));
-        c.phase(Phase::Starting);
-        assert_eq!(c.leave(), None);
+        let inner = Critical::enter(Phase::Starting);
+        assert_eq!(inner.leave(), None);
+        assert!(
+            !abortable().load(Ordering::SeqCst),
+            "the outer section still runs"
+        );
+        outer.phase(Phase::Starting);
+        assert_eq!(outer.leave(), None);
         assert!(abortable().load(Ordering::SeqCst));
     }
 }

@@ -7,6 +7,7 @@ use crate::discovery::{self, Snapshot};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::fpm::Fpm;
+use crate::interrupt::{Critical, Phase};
 use crate::ready::{self, PoolReady};
 use crate::stop::{self, SignalPlan};
 use crate::supervise::control::Request;
@@ -121,6 +122,9 @@ pub(crate) fn launch(
         });
     }
     let stopped;
+    // Orphans still serve: once they get their signal, FPM must be started again before a
+    // SIGINT or SIGTERM may end fpmctl.
+    let critical = (!snap.orphans.is_empty()).then(|| Critical::enter(Phase::Stopping));
     let snap = if snap.orphans.is_empty() {
         snap
     } else {
@@ -131,10 +135,20 @@ pub(crate) fn launch(
         stopped = stop::stop(cfg, &SignalPlan::default(), Duration::from_secs(30))?;
         stopped.after.as_ref().unwrap_or(snap)
     };
+    if let Some(c) = &critical {
+        c.phase(Phase::Starting);
+    }
     discovery::refuse_foreign_holders(snap)?;
     remove_stale_sockets(snap)?;
     info!("starting {} -y {}", fpm.bin.display(), cfg.path.display());
     fpm.start_daemon(timeout.max(Duration::from_secs(5)))?;
+    if let Some(sig) = critical.and_then(Critical::leave) {
+        return Err(Error::Interrupted(format!(
+            "interrupted by {sig}: the orphans were stopped and FPM {} was started again, but its readiness was not checked (`fpmctl -c {} ping` checks it)",
+            cfg.path.display(),
+            cfg.path.display()
+        )));
+    }
     let master = discovery::discover(cfg).master.map(|m| m.pid());
     let pools = if wait {
         // At least a second to prove readiness, even when the launch used up the budget.
