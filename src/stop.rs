@@ -71,6 +71,7 @@ impl SignalPlan {
 
     /// The sum of the graces (saturating).
     pub fn total(&self) -> Duration {
+        // Saturating: graces come from the command line and may be absurdly long.
         self.steps
             .iter()
             .fold(Duration::ZERO, |sum, s| sum.saturating_add(s.grace))
@@ -387,6 +388,27 @@ fn deliver(p: &ProcInfo, sig: Signal, check: &dyn Fn(&ProcInfo) -> bool) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_with_an_absurd_grace_does_not_overflow_its_total() {
+        // Parsing refuses such graces (huge_graces_are_refused_and_sums_saturate); a plan
+        // built in code must still not overflow.
+        let huge = Duration::from_secs(u64::MAX);
+        let plan = SignalPlan {
+            steps: vec![
+                Step {
+                    signal: Signal::SIGQUIT,
+                    grace: huge,
+                },
+                Step {
+                    signal: Signal::SIGKILL,
+                    grace: huge,
+                },
+            ],
+        };
+        assert_eq!(plan.total(), Duration::MAX);
+        assert_eq!(plan.default_timeout(), Duration::MAX);
+    }
 
     #[test]
     fn parses_and_prints_plans() {

@@ -3,8 +3,10 @@
 
 mod check;
 mod config;
+mod ensure;
 mod ping;
 mod reload;
+mod reopen_logs;
 mod restart;
 mod start;
 mod status;
@@ -41,7 +43,16 @@ impl Ctx {
     /// cannot be found or read.
     pub fn load(global: &GlobalArgs) -> Result<Ctx> {
         let path = fpmconfig::find_config(global.config.as_deref(), global.php_version.as_deref())?;
-        let (cfg, problems) = fpmconfig::load_lenient(&path, &fpmconfig::LoadOptions::default())?;
+        // Relative paths resolve as the binary that runs this config resolves them; without
+        // a binary, Debian's directories (or --prefix) are all there is to go by.
+        let opts = match binary_for(&path, global) {
+            Ok(fpm) => fpm.load_options(),
+            Err(_) => fpmconfig::LoadOptions {
+                prefix: global.prefix.clone(),
+                ..fpmconfig::LoadOptions::default()
+            },
+        };
+        let (cfg, problems) = fpmconfig::load_lenient(&path, &opts)?;
         for w in &cfg.warnings {
             tracing::warn!("{w}");
         }
@@ -80,15 +91,7 @@ impl Ctx {
 
     /// The php-fpm binary for this config.
     pub fn fpm(&self) -> Result<Fpm> {
-        let bin: PathBuf = fpmconfig::find_binary(
-            &self.cfg.path,
-            self.global.fpm_bin.as_deref(),
-            self.global.php_version.as_deref(),
-        )?;
-        Ok(Fpm {
-            bin,
-            config: self.cfg.path.clone(),
-        })
+        binary_for(&self.cfg.path, &self.global)
     }
 
     /// Takes this config's lock, as the global options say.
@@ -101,6 +104,20 @@ impl Ctx {
     }
 }
 
+/// The php-fpm binary for the config at `path`, with `--prefix`.
+fn binary_for(path: &std::path::Path, global: &GlobalArgs) -> Result<Fpm> {
+    let bin: PathBuf = fpmconfig::find_binary(
+        path,
+        global.fpm_bin.as_deref(),
+        global.php_version.as_deref(),
+    )?;
+    Ok(Fpm {
+        bin,
+        config: path.to_path_buf(),
+        prefix: global.prefix.clone(),
+    })
+}
+
 /// `php-fpm -t`'s opinion of a config our parser rejected; `None` when it cannot be asked
 /// or accepts it.
 fn fpm_verdict(
@@ -108,16 +125,7 @@ fn fpm_verdict(
     global: &GlobalArgs,
     problems: &ConfigError,
 ) -> Option<Error> {
-    let bin = fpmconfig::find_binary(
-        path,
-        global.fpm_bin.as_deref(),
-        global.php_version.as_deref(),
-    )
-    .ok()?;
-    let fpm = Fpm {
-        bin,
-        config: path.to_path_buf(),
-    };
+    let fpm = binary_for(path, global).ok()?;
     let test = fpm.test().ok()?;
     if test.ok {
         return None;
@@ -144,13 +152,22 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Restart(a) => a.json,
         Command::Reload(a) => a.json,
         Command::Ping(a) => a.json,
+        Command::Ensure(a) => a.json,
+        Command::ReopenLogs(a) => a.json,
         Command::Supervise(_) => false,
     }
 }
 
 /// Runs the command the command line names.
 pub fn run(cli: &Cli) -> Result<Outcome> {
-    let ctx = Ctx::load(&cli.global)?;
+    let ctx = match Ctx::load(&cli.global) {
+        Ok(ctx) => ctx,
+        // `check` reports a config it cannot load in its own form, with every problem.
+        Err(e @ Error::Config(_)) if matches!(cli.command, Command::Check(_)) => {
+            return check::rejected(&cli.global, e);
+        }
+        Err(e) => return Err(e),
+    };
     if !matches!(cli.command, Command::Supervise(_))
         && let Err(e) = crate::interrupt::install(&ctx.cfg.path)
     {
@@ -163,10 +180,11 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
             config::run(&ctx)
         }
         Command::Status(_) => status::run(&ctx),
-        Command::Check(_) => {
-            ctx.require_valid_config(true)?;
-            check::run(&ctx)
-        }
+        Command::Check(_) => match ctx.require_valid_config(true) {
+            Ok(()) => check::run(&ctx),
+            // `check` reports a config it cannot load in its own form, with every problem.
+            Err(e) => check::rejected(&cli.global, e),
+        },
         Command::Stop(a) => stop::run(&ctx, a),
         Command::Start(a) => start::run(&ctx, a),
         Command::Restart(a) => restart::run(&ctx, a),
@@ -176,6 +194,8 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
             ctx.require_valid_config(true)?;
             supervise::run(&ctx, a)
         }
+        Command::Ensure(a) => ensure::run(&ctx, a),
+        Command::ReopenLogs(a) => reopen_logs::run(&ctx, a),
     }
 }
 

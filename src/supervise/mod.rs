@@ -387,10 +387,11 @@ impl Supervisor {
         let cfg = self.cfg.clone();
         let fds = self.sockets.raw_fds(&cfg);
         let mut cmd = Command::new(&self.fpm.bin);
-        cmd.arg("-F")
-            .arg("-y")
-            .arg(&self.fpm.config)
-            .env("FPM_SOCKETS", self.sockets.env_value(&cfg))
+        cmd.arg("-F").arg("-y").arg(&self.fpm.config);
+        if let Some(prefix) = &self.fpm.prefix {
+            cmd.arg("-p").arg(prefix);
+        }
+        cmd.env("FPM_SOCKETS", self.sockets.env_value(&cfg))
             .env("NOTIFY_SOCKET", self.notify.path())
             .stdin(Stdio::null())
             .process_group(0);
@@ -889,7 +890,9 @@ impl Supervisor {
         let cfg = self
             .fpm
             .require_valid()
-            .and_then(|()| config::load(&self.cfg_path).map_err(Error::from))
+            .and_then(|()| {
+                config::load_with(&self.cfg_path, &self.fpm.load_options()).map_err(Error::from)
+            })
             .and_then(|cfg| {
                 // Refused exactly as `restart` and `reload` refuse it without a supervisor.
                 discovery::refuse_foreign_holders(&discovery::discover(&cfg))?;
