@@ -9,6 +9,7 @@
 pub mod load;
 pub mod nginx;
 
+use fpmctl::deadline::Deadline;
 use fpmctl::procs::{self, ProcInfo};
 use std::fmt;
 use std::net::TcpListener;
@@ -425,7 +426,7 @@ impl Sandbox {
     /// Waits for a helper child to exit; its exit code.
     #[track_caller]
     pub fn wait_child(&self, pid: u32, limit: Duration) -> i32 {
-        let deadline = Instant::now() + limit;
+        let deadline = Deadline::after(limit);
         loop {
             {
                 let mut children = self.children.lock().unwrap();
@@ -437,7 +438,7 @@ impl Sandbox {
                     panic!("{pid} is not a child of this sandbox");
                 }
             }
-            if Instant::now() > deadline {
+            if deadline.expired() {
                 panic!(
                     "child {pid} still running after {limit:?}\nsupervise log:\n{}",
                     self.supervise_log()
@@ -516,12 +517,12 @@ impl Sandbox {
     /// Polls `f` (bounded, short pauses) until it returns `Some`, or panics after `limit`.
     #[track_caller]
     pub fn wait_for<T>(&self, limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + limit;
+        let deadline = Deadline::after(limit);
         loop {
             if let Some(v) = f() {
                 return v;
             }
-            if Instant::now() > deadline {
+            if deadline.expired() {
                 panic!(
                     "timed out after {limit:?} waiting for {what}\nFPM log:\n{}",
                     self.error_log()
@@ -615,12 +616,12 @@ impl Spawned {
 pub fn wait_run(child: &mut Child, args: &[&str], limit: Duration) -> Run {
     use std::io::Read;
     let started = Instant::now();
-    let deadline = started + limit;
+    let deadline = Deadline::after_from(started, limit);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        if Instant::now() > deadline {
+        if deadline.expired() {
             let _ = child.kill();
             let _ = child.wait();
             panic!("fpmctl {args:?} still running after {limit:?}");

@@ -4,8 +4,7 @@
 use crate::common::{Sandbox, alive, slow_request, wait_busy};
 use std::time::Duration;
 
-/// Fault: a command forwarded to the supervisor fails; its real exit code (here 7, an
-/// address held by a foreign process) used to collapse to 1.
+/// Fault: a forwarded command fails with 7 (foreign holder); the client used to exit 1.
 #[test]
 fn f15_a_forwarded_command_returns_the_supervisors_real_exit_code() {
     let Some(sb) = Sandbox::new() else { return };
@@ -31,8 +30,7 @@ fn f15_a_forwarded_command_returns_the_supervisors_real_exit_code() {
     assert_eq!(sb.wait_supervised_ready(), master);
 }
 
-/// Fault: options given to a forwarded stop were dropped, and the answer said 0 while the
-/// supervisor itself exited 8 because processes outlived the plan.
+/// Fault: a forwarded stop dropped its plan and answered 0 while the supervisor exited 8.
 #[test]
 fn f15_a_stop_through_the_supervisor_honours_its_plan_and_answers_the_real_code() {
     let Some(sb) = Sandbox::new() else { return };

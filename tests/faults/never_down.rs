@@ -18,8 +18,7 @@ fn new_master(sb: &Sandbox, old: i32) -> i32 {
     pid
 }
 
-/// Fault: stdout and stderr are a pipe whose reader goes away mid-restart
-/// (`fpmctl restart --wait 2>&1 | head -1`).
+/// Fault: output to a pipe whose reader went away mid-restart (`restart --wait 2>&1 | head -1`).
 #[test]
 fn f01_a_closed_output_pipe_mid_restart_never_leaves_fpm_down() {
     let Some(sb) = Sandbox::new() else { return };
@@ -90,8 +89,7 @@ fn f02_sighup_mid_restart_does_not_stop_the_restart() {
     sb.fpmctl(&["ping"]).expect_code(0);
 }
 
-/// Fault: Ctrl-C twice mid-restart: fpmctl aborts, but says what state FPM is in and what
-/// repairs it.
+/// Fault: Ctrl-C twice mid-restart (fpmctl aborts, naming FPM's state and the repair).
 #[test]
 fn f02_a_second_sigint_aborts_and_names_the_state_and_the_repair() {
     let Some(sb) = Sandbox::new() else { return };
@@ -163,8 +161,7 @@ fn f03_a_broken_config_blocks_neither_status_nor_ping_nor_stop() {
     assert!(sb.leftovers().is_empty(), "{stop}");
 }
 
-/// Fault: the config is broken while a supervisor runs FPM: `restart` is refused by the
-/// supervisor, `stop` still stops.
+/// Fault: the config is broken while a supervisor runs FPM.
 #[test]
 fn f03_a_broken_config_does_not_block_the_supervisor() {
     let Some(sb) = Sandbox::new() else { return };
@@ -218,8 +215,7 @@ fn f04_absurd_and_zero_durations_are_usage_errors_and_touch_nothing() {
     }
 }
 
-/// Fault: a unix listen path longer than the kernel's 107-byte limit (FPM would silently
-/// bind a truncated path).
+/// Fault: a unix listen path past the kernel's 107-byte limit (FPM binds a truncated path).
 #[test]
 fn f04_a_unix_path_past_the_kernel_limit_fails_check_and_start_before_launch() {
     let Some(sb) = Sandbox::new() else { return };
@@ -241,8 +237,7 @@ fn f04_a_unix_path_past_the_kernel_limit_fails_check_and_start_before_launch() {
     assert!(sb.masters().is_empty(), "php-fpm was launched:\n{start}");
 }
 
-/// Fault: the config, pid file and socket live in a directory whose name is not UTF-8
-/// (byte 0xff, legal on Linux).
+/// Fault: config, pid file and socket in a directory whose name is not UTF-8 (byte 0xff).
 #[test]
 fn f05_paths_that_are_not_utf8_work_for_every_command() {
     let Some(sb) = Sandbox::with(Opts {
@@ -295,8 +290,7 @@ fn f06_a_reload_into_an_address_held_by_a_foreign_process_is_refused() {
     drop(foreign);
 }
 
-/// Fault: a reload that takes longer than the old fixed 30s limit because a request is in
-/// flight (FPM drains for up to process_control_timeout); here at a smaller scale.
+/// Fault: a reload slowed by a request in flight past the old fixed limit (at a smaller scale).
 #[test]
 fn f07_a_slow_but_successful_reload_is_reported_as_success() {
     let Some(sb) = Sandbox::with(Opts {
