@@ -41,6 +41,30 @@ fn f01_a_closed_output_pipe_mid_restart_never_leaves_fpm_down() {
     sb.fpmctl(&["ping"]).expect_code(0);
 }
 
+/// Fault: stderr is a full pipe that nobody reads (a blocking log write would stall the restart).
+#[test]
+fn f01_a_full_stderr_pipe_does_not_stall_a_restart() {
+    let Some(sb) = Sandbox::new() else { return };
+    let old = sb.start_fpm();
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    // Fill the pipe to the brim: any further write blocks until someone reads.
+    let size = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap() as usize;
+    let mut written = 0;
+    while written < size {
+        written += nix::unistd::write(&write, &vec![b'x'; size - written]).unwrap();
+    }
+    let mut cmd = sb.fpmctl_command(&["restart", "--wait"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(write));
+    let mut child = cmd.spawn().unwrap();
+    let run = common::wait_run(&mut child, &["restart", "--wait"], Duration::from_secs(30));
+    drop(read);
+    assert_eq!(run.code, 0, "{run}");
+    new_master(&sb, old);
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
 /// Sends `sig` to an fpmctl restart while it waits for a graceful stop (a request is in
 /// flight), and returns what it said.
 fn signal_mid_restart(sb: &Sandbox, sigs: &[Signal]) -> common::Run {
