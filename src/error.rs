@@ -114,6 +114,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The lock directory, or a file in it, could be turned against fpmctl (another user's
+    /// directory, writable by others, a planted symlink): refused.
+    #[error("{0}")]
+    UnsafeLockDir(String),
     /// Any other failure.
     #[error("{0}")]
     Other(String),
@@ -138,7 +142,7 @@ impl Error {
             Error::Usage(_) => ExitCode::Usage,
             Error::Interrupted(_) => ExitCode::Interrupted,
             Error::Forwarded { code, .. } => *code,
-            Error::Io { .. } | Error::Other(_) => ExitCode::Failure,
+            Error::Io { .. } | Error::UnsafeLockDir(_) | Error::Other(_) => ExitCode::Failure,
         }
     }
 

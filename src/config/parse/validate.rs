@@ -37,6 +37,7 @@ impl Loader<'_> {
             warnings: self.warnings,
             prefix: self.prefix,
             build: self.build,
+            binary: None,
         };
         (config, self.problems)
     }
