@@ -244,10 +244,14 @@ fn f04_absurd_and_zero_durations_are_usage_errors_and_touch_nothing() {
 fn f04_a_unix_path_past_the_kernel_limit_fails_check_and_start_before_launch() {
     let Some(sb) = Sandbox::new() else { return };
     let long = sb.path().join(format!("{}.sock", "s".repeat(110)));
-    sb.write_config(
-        &sb.config_text()
-            .replace(&sb.sock.display().to_string(), &long.display().to_string()),
-    );
+    let text = sb
+        .config_text()
+        .replace(&sb.sock.display().to_string(), &long.display().to_string());
+    sb.write_config(&text);
+    let line = 1 + text
+        .lines()
+        .position(|l| l.starts_with("listen") && l.contains(".sock"))
+        .unwrap();
     let check = sb.fpmctl(&["check"]);
     check.expect_code(6);
     assert!(check.stdout.contains("107"), "{check}");
@@ -255,8 +259,10 @@ fn f04_a_unix_path_past_the_kernel_limit_fails_check_and_start_before_launch() {
     start.expect_code(6);
     assert!(start.stderr.contains("107"), "{start}");
     assert!(
-        start.stderr.contains(&format!("{}:", sb.conf.display())),
-        "{start}"
+        start
+            .stderr
+            .contains(&format!("{}:{line}", sb.conf.display())),
+        "the listen line is not named:\n{start}"
     );
     assert!(sb.masters().is_empty(), "php-fpm was launched:\n{start}");
 }
