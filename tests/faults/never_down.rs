@@ -227,6 +227,8 @@ fn f04_absurd_and_zero_durations_are_usage_errors_and_touch_nothing() {
         vec!["--lock-timeout", huge, "restart"],
         vec!["ping", "--timeout", "0s"],
         vec!["restart", "--timeout", "0s"],
+        vec!["ensure", "--timeout", "0s"],
+        vec!["reopen-logs", "--timeout", "0s"],
         vec!["supervise", "--health-interval", "0s"],
         vec!["supervise", "--health-timeout", "0s"],
         vec!["supervise", "--within", "0s"],
