@@ -21,6 +21,7 @@
 pub mod control;
 pub mod notify;
 pub mod policy;
+mod request;
 pub mod sockets;
 
 use crate::config::{self, FpmConfig};
@@ -39,6 +40,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use policy::{CrashDecision, CrashTracker, HealthTracker, RestartPolicy};
+use request::{Action, control_action};
 use serde_json::json;
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -1193,65 +1195,6 @@ fn reply_of(code: ExitCode, text: &str) -> control::Reply {
     control::Reply::from(&out)
 }
 
-/// What a control request asks for, with its options; `Err` refuses an option the
-/// supervisor cannot honour (exit 2), so none is ever dropped silently.
-#[derive(Debug, PartialEq)]
-enum Action {
-    Restart {
-        ready_limit: Option<Duration>,
-    },
-    Stop {
-        plan: Option<SignalPlan>,
-        limit: Option<Duration>,
-    },
-    Status,
-}
-
-fn control_action(req: &control::Request) -> std::result::Result<Action, String> {
-    let timeout = req.timeout_ms.map(Duration::from_millis);
-    let refuse = |what: &str, why: &str| Err(format!("{} {what}: {why}", req.cmd));
-    match req.cmd.as_str() {
-        "restart" | "reload" => {
-            if req.signal_plan.is_some() || req.stop_timeout_ms.is_some() {
-                return refuse(
-                    "--signal-plan/--stop-timeout",
-                    "the supervisor starts the new FPM beside the old one and retires the old one without a signal plan (its --drain-timeout bounds that)",
-                );
-            }
-            if req.no_ready_wait {
-                return refuse(
-                    "--no-ready-wait",
-                    "the supervisor answers once the new FPM is proven ready",
-                );
-            }
-            Ok(Action::Restart {
-                ready_limit: timeout,
-            })
-        }
-        "stop" => {
-            if req.stop_timeout_ms.is_some() || req.no_ready_wait {
-                return refuse("options", "only --timeout and --signal-plan apply to stop");
-            }
-            let plan = req
-                .signal_plan
-                .as_deref()
-                .map(str::parse::<SignalPlan>)
-                .transpose()?;
-            Ok(Action::Stop {
-                plan,
-                limit: timeout,
-            })
-        }
-        "status" => {
-            if *req != control::Request::new("status") {
-                return refuse("options", "status takes none");
-            }
-            Ok(Action::Status)
-        }
-        other => Err(format!("unknown control command '{other}'")),
-    }
-}
-
 fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
 }
@@ -1261,67 +1204,5 @@ fn describe(status: &WaitStatus) -> String {
         WaitStatus::Exited(_, code) => format!("exited with status {code}"),
         WaitStatus::Signaled(_, sig, _) => format!("was killed by {}", sig.as_str()),
         other => format!("{other:?}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use control::Request;
-
-    #[test]
-    fn forwarded_options_are_honoured_or_refused() {
-        let req = |cmd: &str| Request::new(cmd);
-        assert_eq!(
-            control_action(&Request {
-                timeout_ms: Some(20_000),
-                ..req("restart")
-            }),
-            Ok(Action::Restart {
-                ready_limit: Some(Duration::from_secs(20))
-            })
-        );
-        assert!(
-            control_action(&Request {
-                signal_plan: Some("QUIT:1s".into()),
-                ..req("reload")
-            })
-            .unwrap_err()
-            .contains("--signal-plan")
-        );
-        assert!(
-            control_action(&Request {
-                no_ready_wait: true,
-                ..req("restart")
-            })
-            .is_err()
-        );
-        assert_eq!(
-            control_action(&Request {
-                signal_plan: Some("QUIT:1s".into()),
-                timeout_ms: Some(0),
-                ..req("stop")
-            }),
-            Ok(Action::Stop {
-                plan: Some("QUIT:1s".parse().unwrap()),
-                limit: Some(Duration::ZERO)
-            })
-        );
-        assert!(
-            control_action(&Request {
-                signal_plan: Some("HUP:1s".into()),
-                ..req("stop")
-            })
-            .is_err()
-        );
-        assert_eq!(control_action(&req("status")), Ok(Action::Status));
-        assert!(
-            control_action(&Request {
-                timeout_ms: Some(1),
-                ..req("status")
-            })
-            .is_err()
-        );
-        assert!(control_action(&req("explode")).is_err());
     }
 }
