@@ -292,6 +292,12 @@ fn f05_paths_that_are_not_utf8_work_for_every_command() {
     assert_eq!(status.json()["master"]["pid"], master, "{status}");
     assert_eq!(status.json()["lossy_paths"], true, "{status}");
     sb.fpmctl(&["ping"]).expect_code(0);
+    for cmd in ["restart", "reload"] {
+        let run = sb.fpmctl(&[cmd]);
+        run.expect_code(0);
+        sb.note_master(sb.pid_from_file().expect("a pid file"));
+    }
+    let master = sb.pid_from_file().expect("a pid file");
     sb.fpmctl(&["stop"]).expect_code(0);
     assert!(!alive(master));
     assert!(sb.leftovers().is_empty());
