@@ -303,6 +303,36 @@ fn f05_paths_that_are_not_utf8_work_for_every_command() {
     assert!(sb.leftovers().is_empty());
 }
 
+/// Fault: a supervised FPM whose config and socket paths are not UTF-8 (byte 0xff).
+#[test]
+fn f05_a_supervisor_runs_fpm_from_paths_that_are_not_utf8() {
+    let Some(sb) = Sandbox::with(Opts {
+        root_name: Some(b"sup-\xff-dir"),
+        ..Opts::default()
+    }) else {
+        return;
+    };
+    let sup = sb.supervise(&[], &[]);
+    let first = sb.wait_supervised_ready();
+    sb.fpmctl(&["ping"]).expect_code(0);
+    let restart = sb.fpmctl(&["restart"]);
+    restart.expect_code(0);
+    assert_ne!(sb.wait_supervised_ready(), first, "{restart}");
+    sb.fpmctl(&["ping"]).expect_code(0);
+    assert!(
+        sb.sock.exists(),
+        "the socket path is gone:\n{}",
+        sb.supervise_log()
+    );
+    sb.fpmctl(&["stop"]).expect_code(0);
+    assert_eq!(
+        sb.wait_child(sup, Duration::from_secs(30)),
+        0,
+        "{}",
+        sb.supervise_log()
+    );
+}
+
 /// Fault: a reload into a config with a new address a foreign process holds.
 #[test]
 fn f06_a_reload_into_an_address_held_by_a_foreign_process_is_refused() {
