@@ -41,6 +41,36 @@ fn f01_a_closed_output_pipe_mid_restart_never_leaves_fpm_down() {
     sb.fpmctl(&["ping"]).expect_code(0);
 }
 
+/// Fault: the terminal fpmctl writes to is closed mid-restart (writes fail with EIO).
+#[test]
+fn f01_a_closed_terminal_mid_restart_never_leaves_fpm_down() {
+    let Some(sb) = Sandbox::new() else { return };
+    let old = sb.start_fpm();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    for fd in [&pty.master, &pty.slave] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .unwrap();
+    }
+    let mut cmd = sb.fpmctl_command(&["restart", "--wait"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(Stdio::from(pty.slave));
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    // Read what the terminal shows until the first line, then hang up the terminal.
+    let mut terminal = std::io::BufReader::new(std::fs::File::from(pty.master));
+    let mut first = String::new();
+    terminal.read_line(&mut first).unwrap();
+    drop(terminal);
+    let run = common::wait_run(&mut child, &["restart", "--wait"], Duration::from_secs(60));
+    assert_eq!(run.code, 0, "first line {first:?}\n{run}");
+    new_master(&sb, old);
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
 /// Fault: stderr is a full pipe that nobody reads (a blocking log write would stall the restart).
 #[test]
 fn f01_a_full_stderr_pipe_does_not_stall_a_restart() {
