@@ -3,6 +3,7 @@
 
 mod check;
 mod config;
+mod generate;
 mod ping;
 mod reload;
 mod restart;
@@ -134,12 +135,16 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Restart(a) => a.json,
         Command::Reload(a) => a.json,
         Command::Ping(a) => a.json,
-        Command::Supervise(_) => false,
+        Command::Supervise(_) | Command::Generate(_) => false,
     }
 }
 
 /// Runs the command the command line names.
 pub fn run(cli: &Cli) -> Result<Outcome> {
+    // `generate` reads no FPM config.
+    if let Command::Generate(what) = &cli.command {
+        return generate::run(what);
+    }
     // An unreadable config is exit 4 for every command, which is LSB "unknown" for `status`.
     let ask_fpm = !matches!(cli.command, Command::Status(_) | Command::Config(_));
     let ctx = Ctx::load(&cli.global, ask_fpm)?;
@@ -153,6 +158,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Reload(a) => reload::run(&ctx, a),
         Command::Ping(a) => ping::run(&ctx, a),
         Command::Supervise(a) => supervise::run(&ctx, a),
+        Command::Generate(what) => generate::run(what),
     }
 }
 

@@ -1,0 +1,76 @@
+//! `fpmctl generate man DIR` and `fpmctl generate completions SHELL`: man pages (clap_mangen)
+//! and shell completions (clap_complete) made from the command-line definitions, so they can
+//! never disagree with `--help`. Hidden from `--help`; packagers run it (packaging/deb).
+
+use super::Outcome;
+use crate::cli::{Cli, GenerateArgs};
+use crate::error::{Error, Result};
+use crate::exit::ExitCode;
+use clap::CommandFactory;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// Runs `generate`.
+pub fn run(what: &GenerateArgs) -> Result<Outcome> {
+    match what {
+        GenerateArgs::Man { dir } => {
+            let written = man_pages(dir)?;
+            let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+            Ok(Outcome {
+                code: ExitCode::Ok,
+                text: names.iter().map(|n| format!("{n}\n")).collect(),
+                json: json!({ "written": names }),
+            })
+        }
+        GenerateArgs::Completions { shell } => {
+            let mut cmd = public_command();
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "fpmctl", &mut buf);
+            let text = String::from_utf8(buf).map_err(|e| {
+                Error::Other(format!("the {shell} completion script is not UTF-8: {e}"))
+            })?;
+            Ok(Outcome {
+                code: ExitCode::Ok,
+                text,
+                json: json!({ "shell": shell.to_string() }),
+            })
+        }
+    }
+}
+
+/// The command line without its hidden commands: the completion generators would offer them.
+fn public_command() -> clap::Command {
+    let full = Cli::command();
+    let mut cmd = clap::Command::new("fpmctl")
+        .version(crate::cli::VERSION)
+        .args(full.get_arguments().cloned())
+        .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+    if let Some(about) = full.get_about() {
+        cmd = cmd.about(about.clone());
+    }
+    cmd
+}
+
+/// Writes `fpmctl.1` and one `fpmctl-COMMAND.1` per visible command into `dir`; returns the
+/// paths written, the main page first.
+pub fn man_pages(dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    // Building resolves each subcommand's display name (`fpmctl-stop`), which names its page.
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let mut pages = vec![cmd.clone()];
+    pages.extend(cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+    let mut written = Vec::new();
+    for page in pages {
+        let man = clap_mangen::Man::new(page);
+        let path = dir.join(man.get_filename());
+        let mut text = Vec::new();
+        man.render(&mut text)
+            .map_err(|e| Error::io(format!("rendering {}", path.display()), e))?;
+        std::fs::write(&path, text)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        written.push(path);
+    }
+    Ok(written)
+}
