@@ -223,3 +223,26 @@ fn generate_needs_no_fpm_config() {
     );
     r.expect_code(0);
 }
+
+#[test]
+fn the_logrotate_snippet_parses_and_reopens_through_fpmctl() {
+    if !have("logrotate") {
+        return;
+    }
+    let snippet = Path::new(REPO).join("packaging/logrotate/php8.2-fpm");
+    let text = std::fs::read_to_string(&snippet).unwrap();
+    assert!(text.contains("fpmctl -q -c /etc/php/8.2/fpm/php-fpm.conf reopen-logs"));
+    // -d: parse and report only, nothing is rotated or run.
+    let state = tempfile::tempdir().unwrap();
+    let o = Command::new("logrotate")
+        .arg("-d")
+        .arg("-s")
+        .arg(state.path().join("status"))
+        .arg(&snippet)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "logrotate -d: {err}");
+    assert!(!err.contains("error"), "logrotate -d: {err}");
+    assert!(err.contains("/var/log/php8.2-fpm.log"), "{err}");
+}
