@@ -75,7 +75,9 @@ impl ProcInfo {
     /// How long the process has been running.
     pub fn age(&self) -> Option<Duration> {
         let up = system_uptime()?;
-        let started = Duration::from_secs_f64(self.id.start_time as f64 / ticks_per_second());
+        // `try_`: a zero tick rate or a garbled /proc/uptime gives no age, not a panic.
+        let started =
+            Duration::try_from_secs_f64(self.id.start_time as f64 / ticks_per_second()).ok()?;
         up.checked_sub(started)
     }
 }
@@ -85,9 +87,14 @@ fn ticks_per_second() -> f64 {
 }
 
 fn system_uptime() -> Option<Duration> {
-    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    parse_uptime(&std::fs::read_to_string("/proc/uptime").ok()?)
+}
+
+/// The first field of `/proc/uptime` text; `None` for anything not a finite, non-negative
+/// number of seconds.
+fn parse_uptime(text: &str) -> Option<Duration> {
     let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// Reads one process; `None` when it does not exist (or vanished while being read).
@@ -205,6 +212,17 @@ pub fn unit_from_cgroup(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_garbled_uptime_is_no_age_not_a_panic() {
+        assert_eq!(
+            parse_uptime("12.5 40.0\n"),
+            Some(Duration::from_millis(12_500))
+        );
+        for bad in ["inf 1", "NaN 1", "-1 1", "1e400 1", "", "x"] {
+            assert_eq!(parse_uptime(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn titles_lose_nuls_and_padding() {

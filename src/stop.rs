@@ -62,12 +62,15 @@ impl SignalPlan {
 
     /// The sum of the graces.
     pub fn total(&self) -> Duration {
-        self.steps.iter().map(|s| s.grace).sum()
+        // Saturating: graces come from the command line and may be absurdly long.
+        self.steps
+            .iter()
+            .fold(Duration::ZERO, |sum, s| sum.saturating_add(s.grace))
     }
 
     /// The overall limit that goes with the plan: its total plus 3s.
     pub fn default_timeout(&self) -> Duration {
-        self.total() + Duration::from_secs(3)
+        self.total().saturating_add(Duration::from_secs(3))
     }
 }
 
@@ -344,6 +347,15 @@ fn deliver(p: &ProcInfo, sig: Signal, check: &dyn Fn(&ProcInfo) -> bool) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_with_an_absurd_grace_does_not_overflow_its_total() {
+        let plan: SignalPlan = "QUIT:18446744073709551615s,KILL:18446744073709551615s"
+            .parse()
+            .unwrap();
+        assert_eq!(plan.total(), Duration::MAX);
+        assert_eq!(plan.default_timeout(), Duration::MAX);
+    }
 
     #[test]
     fn parses_and_prints_plans() {

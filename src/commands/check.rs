@@ -3,8 +3,9 @@
 //! does not exist. Changes nothing.
 
 use super::{Ctx, Outcome};
-use crate::config::FpmConfig;
-use crate::error::Result;
+use crate::cli::GlobalArgs;
+use crate::config::{FpmConfig, find_config};
+use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::listen::{ListenAddr, TcpHost};
 use serde_json::json;
@@ -82,6 +83,51 @@ fn same_address(a: &ListenAddr, b: &ListenAddr) -> bool {
         }
         _ => false,
     }
+}
+
+/// `check` of a config the parser rejected (`err`, from loading it): the same report as for
+/// one it accepts, with php-fpm's verdict and every problem found, each naming its file and
+/// line. Only when php-fpm cannot be asked is `err` returned as it is.
+pub(super) fn rejected(global: &GlobalArgs, err: Error) -> Result<Outcome> {
+    let Ok(path) = find_config(global.config.as_deref(), global.php_version.as_deref()) else {
+        return Err(err);
+    };
+    let Ok(fpm) = super::binary_for(&path, global) else {
+        return Err(err);
+    };
+    let Err(ours) = crate::config::load_with(&path, &fpm.load_options()) else {
+        return Err(err);
+    };
+    let path = std::path::absolute(&path).unwrap_or(path);
+    let Ok(test) = fpm.test() else {
+        return Err(err);
+    };
+    let problems: Vec<String> = ours.problems.iter().map(|p| p.to_string()).collect();
+    let mut text = String::new();
+    if test.ok {
+        let _ = writeln!(text, "php-fpm -t: {} is valid", path.display());
+    } else {
+        let _ = writeln!(text, "php-fpm -t: {} is INVALID", path.display());
+        for m in &test.messages {
+            let _ = writeln!(text, "  {m}");
+        }
+    }
+    for p in &problems {
+        let _ = writeln!(text, "problem: {p}");
+    }
+    let _ = writeln!(text, "check FAILED");
+    Ok(Outcome {
+        // What loading said: 6 when php-fpm rejects it too, 4 when only fpmctl cannot read it.
+        code: err.exit_code(),
+        text,
+        json: json!({
+            "config": path,
+            "valid": false,
+            "fpm_test": { "ok": test.ok, "binary": fpm.bin, "messages": test.messages },
+            "problems": problems,
+            "warnings": Vec::<String>::new(),
+        }),
+    })
 }
 
 pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -74,12 +74,39 @@ pub fn read_request(stream: &UnixStream) -> Result<Request> {
         .set_nonblocking(false)
         .and_then(|_| stream.set_read_timeout(Some(Duration::from_secs(2))))
         .map_err(|e| Error::io("control connection", e))?;
+    let line = read_line_bounded(stream).map_err(|e| Error::io("reading a control request", e))?;
+    parse_request(&line)
+}
+
+/// The longest line either side reads: a status reply with every pool's JSON fits many
+/// times over; a peer that sends more without a newline is cut off, not buffered.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Reads one line of at most [`MAX_LINE`] bytes.
+fn read_line_bounded(stream: impl Read) -> std::io::Result<String> {
     let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
-        .map_err(|e| Error::io("reading a control request", e))?;
+    BufReader::new(stream.take(MAX_LINE as u64 + 1)).read_line(&mut line)?;
+    if line.len() > MAX_LINE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a line longer than {MAX_LINE} bytes"),
+        ));
+    }
+    Ok(line)
+}
+
+/// Parses one request line (the JSON object `{"cmd": ...}`).
+pub fn parse_request(line: &str) -> Result<Request> {
+    serde_json::from_str(line.trim()).map_err(|e| {
+        let shown: String = line.trim().chars().take(200).collect();
+        Error::Other(format!("bad control request {shown:?}: {e}"))
+    })
+}
+
+/// Parses one reply line from the supervisor.
+pub fn parse_reply(line: &str) -> Result<Reply> {
     serde_json::from_str(line.trim())
-        .map_err(|e| Error::Other(format!("bad control request {:?}: {e}", line.trim())))
+        .map_err(|e| Error::Other(format!("bad answer from the supervisor: {e}")))
 }
 
 /// Writes a reply and closes.
@@ -108,8 +135,7 @@ pub fn request(config: &Path, cmd: &str, wait: Duration) -> Result<Option<Reply>
     stream
         .set_read_timeout(Some(wait))
         .map_err(|e| Error::io("control socket", e))?;
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line).map_err(|e| {
+    let line = read_line_bounded(&stream).map_err(|e| {
         Error::io(
             format!("waiting for the supervisor's answer on {}", path.display()),
             e,
@@ -121,7 +147,19 @@ pub fn request(config: &Path, cmd: &str, wait: Duration) -> Result<Option<Reply>
             path.display()
         )));
     }
-    serde_json::from_str(line.trim())
-        .map(Some)
-        .map_err(|e| Error::Other(format!("bad answer from the supervisor: {e}")))
+    parse_reply(&line).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endless_control_line_is_cut_off_not_buffered() {
+        // A peer that never sends a newline: refused after MAX_LINE bytes.
+        let err = read_line_bounded(std::io::repeat(b'a')).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        let ok = read_line_bounded(&b"{\"cmd\":\"status\"}\nrest"[..]).unwrap();
+        assert_eq!(parse_request(&ok).unwrap().cmd, "status");
+    }
 }

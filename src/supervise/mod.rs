@@ -379,10 +379,11 @@ impl Supervisor {
         let cfg = self.cfg.clone();
         let fds = self.sockets.raw_fds(&cfg);
         let mut cmd = Command::new(&self.fpm.bin);
-        cmd.arg("-F")
-            .arg("-y")
-            .arg(&self.fpm.config)
-            .env("FPM_SOCKETS", self.sockets.env_value(&cfg))
+        cmd.arg("-F").arg("-y").arg(&self.fpm.config);
+        if let Some(prefix) = &self.fpm.prefix {
+            cmd.arg("-p").arg(prefix);
+        }
+        cmd.env("FPM_SOCKETS", self.sockets.env_value(&cfg))
             .env("NOTIFY_SOCKET", self.notify.path())
             .stdin(Stdio::null())
             .process_group(0);
@@ -866,7 +867,7 @@ impl Supervisor {
         if self.starting.is_some() {
             return; // the restart in progress answers everyone
         }
-        let cfg = match config::load(&self.cfg_path) {
+        let cfg = match config::load_with(&self.cfg_path, &self.fpm.load_options()) {
             Ok(c) => c,
             Err(e) => {
                 error!("not restarting: {e}");
