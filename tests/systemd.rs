@@ -550,6 +550,16 @@ fn the_supervise_unit_recovers_a_killed_master_feeds_the_watchdog_and_reloads() 
     let supervisor = b.prop(unit, "MainPID");
     let status = b.prop(unit, "StatusText");
     assert!(status.contains("ready"), "status text: {status}");
+    // The hardening is in force: CHOWN, DAC_OVERRIDE, KILL, SETGID, SETUID and nothing else.
+    let caps = b.sh(&format!("grep CapBnd /proc/{supervisor}/status"));
+    assert_eq!(
+        String::from_utf8_lossy(&caps.stdout)
+            .split_whitespace()
+            .nth(1),
+        Some("00000000000000e3"),
+        "{}",
+        text(&caps)
+    );
     let mode = b.sh("stat -c %a:%U /run/fpmctl");
     assert_eq!(String::from_utf8_lossy(&mode.stdout).trim(), "700:root");
     let master_of = |b: &Booted| -> Option<i64> {
