@@ -582,3 +582,49 @@ fn the_docker_entrypoint_as_pid_1_stops_gracefully_on_sigterm() {
     assert_eq!(code, 0, "{}", c.log());
     assert!(c.log().contains("stopping FPM gracefully"), "{}", c.log());
 }
+
+/// The logrotate snippet run for real (`logrotate -f`) against a sandboxed FPM: the log is
+/// rotated, and the postrotate's `fpmctl reopen-logs` makes FPM write to a new file.
+#[test]
+fn logrotate_with_the_snippet_rotates_and_fpm_reopens_its_log() {
+    let Some(sb) = common::Sandbox::new() else {
+        return;
+    };
+    if !have("logrotate") {
+        return;
+    }
+    sb.start_fpm();
+    let log = sb.path().join("fpm.log");
+    let snippet = std::fs::read_to_string(Path::new(REPO).join("packaging/logrotate/php8.2-fpm"))
+        .unwrap()
+        .replace("/var/log/php8.2-fpm.log", &log.display().to_string())
+        .replace("/usr/bin/fpmctl", env!("CARGO_BIN_EXE_fpmctl"))
+        .replace(
+            "/etc/php/8.2/fpm/php-fpm.conf",
+            &sb.conf.display().to_string(),
+        );
+    let conf = sb.path().join("logrotate.conf");
+    std::fs::write(&conf, snippet).unwrap();
+    let o = Command::new("logrotate")
+        .arg("-f")
+        .arg("-s")
+        .arg(sb.path().join("logrotate.status"))
+        .arg(&conf)
+        .env("FPMCTL_LOCK_DIR", sb.path().join("locks"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "logrotate: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rotated = sb.path().join("fpm.log.1");
+    assert!(rotated.exists(), "not rotated");
+    sb.wait_for(Duration::from_secs(10), "FPM to write a new log", || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("re-opened"))
+    });
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
