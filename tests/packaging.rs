@@ -316,6 +316,8 @@ struct Container {
     root: tempfile::TempDir,
     unshare: std::process::Child,
     pid1: i32,
+    /// PID 1's namespace, kept to look for leftovers once PID 1 is gone.
+    ns: std::path::PathBuf,
     fpm_bin: std::path::PathBuf,
     port: u16,
 }
@@ -367,6 +369,7 @@ impl Container {
             root,
             unshare,
             pid1: 0,
+            ns: std::path::PathBuf::new(),
             fpm_bin,
             port,
         };
@@ -379,6 +382,7 @@ impl Container {
                 .parse()
                 .ok()
         });
+        c.ns = std::fs::read_link(format!("/proc/{}/ns/pid", c.pid1)).unwrap();
         c.wait_for(Duration::from_secs(30), "the HEALTHCHECK to pass", || {
             c.healthcheck().status.success().then_some(())
         });
@@ -443,9 +447,7 @@ impl Container {
 
     /// Host PIDs of the namespace's processes, with their state letter.
     fn processes(&self) -> Vec<(i32, char)> {
-        let Ok(ns) = std::fs::read_link(format!("/proc/{}/ns/pid", self.pid1)) else {
-            return Vec::new();
-        };
+        let ns = &self.ns;
         std::fs::read_dir("/proc")
             .unwrap()
             .flatten()
@@ -454,7 +456,7 @@ impl Container {
                 std::fs::read_link(format!("/proc/{p}/ns/pid"))
                     .ok()
                     .as_ref()
-                    == Some(&ns)
+                    == Some(ns)
             })
             .filter_map(|p| {
                 let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
@@ -570,7 +572,7 @@ fn the_docker_entrypoint_as_pid_1_recovers_reaps_and_stops_gracefully_on_sigquit
     let body = req.join().unwrap();
     assert_eq!(code, 0, "{}", c.log());
     assert_eq!(body.as_deref(), Ok("slept 3"), "{}", c.log());
-    assert!(c.processes().is_empty());
+    assert!(c.processes().is_empty(), "{:?}", c.processes());
 }
 
 #[test]
@@ -581,6 +583,7 @@ fn the_docker_entrypoint_as_pid_1_stops_gracefully_on_sigterm() {
     let code = c.stop_with(nix::sys::signal::SIGTERM);
     assert_eq!(code, 0, "{}", c.log());
     assert!(c.log().contains("stopping FPM gracefully"), "{}", c.log());
+    assert!(c.processes().is_empty(), "{:?}", c.processes());
 }
 
 /// The logrotate snippet run for real (`logrotate -f`) against a sandboxed FPM: the log is
