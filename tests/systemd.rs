@@ -180,6 +180,8 @@ exec /lib/systemd/systemd --system --unit=basic.target
                 "--propagation",
                 "private",
                 "--mount-proc",
+                // Should this test die, unshare's death takes systemd and its namespace along.
+                "--kill-child",
             ])
             .arg(&boot)
             .stdin(Stdio::null())
