@@ -139,11 +139,25 @@ fn man_pages_exist_for_every_command_and_render_with_man() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "man -l {page}: {err}");
         assert!(err.trim().is_empty(), "man -l {page} warned: {err}");
-        for section in ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS"] {
+        for section in ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "EXIT STATUS"] {
             assert!(text.contains(section), "{page} lacks {section}:\n{text}");
         }
         let name = page.trim_end_matches(".1");
         assert!(text.contains(name), "{page} does not name {name}:\n{text}");
+        // Every code of the table, on every page.
+        let source = std::fs::read_to_string(out.join(page)).unwrap();
+        for code in fpmctl::ExitCode::ALL {
+            let entry = format!(".TP\n\\fB{}\\fR\n", code.code());
+            assert!(
+                source.contains(&entry),
+                "{page} lacks exit code {}",
+                code.code()
+            );
+        }
+        assert!(
+            text.contains(fpmctl::cli::VERSION),
+            "{page} lacks the version:\n{text}"
+        );
     }
     // The main page carries the exit-code table and lists each command's page.
     let main = std::fs::read_to_string(out.join("fpmctl.1")).unwrap();

@@ -63,14 +63,47 @@ pub fn man_pages(dir: &Path) -> Result<Vec<PathBuf>> {
     pages.extend(cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
     let mut written = Vec::new();
     for page in pages {
-        let man = clap_mangen::Man::new(page);
+        let man = clap_mangen::Man::new(page.clone())
+            .source(format!("fpmctl {}", crate::cli::VERSION))
+            .manual("fpmctl manual");
         let path = dir.join(man.get_filename());
-        let mut text = Vec::new();
-        man.render(&mut text)
+        let text = render(&man, &page)
             .map_err(|e| Error::io(format!("rendering {}", path.display()), e))?;
         std::fs::write(&path, text)
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         written.push(path);
     }
     Ok(written)
+}
+
+/// One page: clap_mangen's sections, with the exit-code table as EXIT STATUS on every page
+/// (each code means the same for every command) in place of the main page's after-help.
+fn render(man: &clap_mangen::Man, cmd: &clap::Command) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    if cmd.get_arguments().any(|a| !a.is_hide_set()) {
+        man.render_options_section(&mut out)?;
+    }
+    if cmd.get_subcommands().any(|s| !s.is_hide_set()) {
+        man.render_subcommands_section(&mut out)?;
+    }
+    out.extend_from_slice(exit_status_section().as_bytes());
+    if cmd.get_version().is_some() {
+        man.render_version_section(&mut out)?;
+    }
+    Ok(out)
+}
+
+/// The exit-code table in roff.
+fn exit_status_section() -> String {
+    let mut roff = String::from(".SH \"EXIT STATUS\"\n");
+    for code in ExitCode::ALL {
+        // Hyphens as roff wants them; no meaning starts a line with a dot or quote.
+        let meaning = code.meaning().replace('\\', "\\e").replace('-', "\\-");
+        roff.push_str(&format!(".TP\n\\fB{}\\fR\n{meaning}\n", code.code()));
+    }
+    roff
 }
