@@ -455,6 +455,12 @@ fn the_distribution_unit_with_the_drop_in_starts_reloads_refuses_a_broken_config
         unit,
     );
 
+    // An operator's `fpmctl reload` goes through systemctl, whose ExecReload is fpmctl again:
+    // the outer run must not hold the config's lock while the inner one needs it.
+    let out = b.fpmctl(&format!("-c {conf} reload"));
+    expect_ok(&out, "fpmctl reload through systemd", &b, unit);
+    assert_eq!(b.prop(unit, "MainPID"), master);
+
     // A broken config: the reload fails as systemctl sees it, the old FPM keeps serving.
     let conf_copy = b.path().join("etc-php-fpm/php-fpm.conf");
     let good = std::fs::read_to_string(&conf_copy).unwrap();

@@ -23,7 +23,7 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     if let Some(out) = super::delegate(ctx, "reload", args.timeout + Duration::from_secs(60))? {
         return Ok(out);
     }
-    let _lock = ctx.lock()?;
+    let mut lock = Some(ctx.lock()?);
     let started = Instant::now();
     let cfg = &ctx.cfg;
     let fpm = ctx.fpm()?;
@@ -42,6 +42,10 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
         )));
     };
     if let Control::Unit(unit) = systemd::decide(&snap, ctx.global.no_systemd)? {
+        // systemd serializes jobs on the unit itself, and the unit's ExecReload may be fpmctl
+        // (packaging/systemd's drop-in), which needs this lock: holding it here would make
+        // both wait until the lock timeout.
+        drop(lock.take());
         systemd::systemctl("reload", &unit)?;
     } else {
         match signals::send_verified(master.id, Signal::SIGUSR2, |p| {
