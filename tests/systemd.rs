@@ -460,6 +460,11 @@ fn the_distribution_unit_with_the_drop_in_starts_reloads_refuses_a_broken_config
     let out = b.fpmctl(&format!("-c {conf} reload"));
     expect_ok(&out, "fpmctl reload through systemd", &b, unit);
     assert_eq!(b.prop(unit, "MainPID"), master);
+    // And `fpmctl restart`: systemctl restart, through ExecStartPre=fpmctl check.
+    let out = b.fpmctl(&format!("-c {conf} restart"));
+    expect_ok(&out, "fpmctl restart through systemd", &b, unit);
+    let master = b.prop(unit, "MainPID");
+    assert_ne!(master, "0");
 
     // A broken config: the reload fails as systemctl sees it, the old FPM keeps serving.
     let conf_copy = b.path().join("etc-php-fpm/php-fpm.conf");
