@@ -86,7 +86,7 @@ pub enum Command {
     Config(JsonArg),
     /// Show the master, workers per pool, listen addresses and their holders, orphans.
     /// Exit codes follow LSB: 0 running, 1 dead but pid file or orphans remain, 3 not running,
-    /// 4 config unreadable.
+    /// 4 unknown (config unreadable, or a master that cannot be proven to be this FPM).
     Status(JsonArg),
     /// Test the config with php-fpm -t and check what needs no running FPM.
     Check(JsonArg),

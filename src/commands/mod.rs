@@ -52,14 +52,15 @@ impl Ctx {
         let path = fpmconfig::find_config(global.config.as_deref(), global.php_version.as_deref())?;
         // Relative paths resolve as the binary that runs this config resolves them; without
         // a binary, Debian's directories (or --prefix) are all there is to go by.
-        let opts = match binary_for(&path, global) {
+        let fpm = binary_for(&path, global);
+        let opts = match &fpm {
             Ok(fpm) => fpm.load_options(),
             Err(_) => fpmconfig::LoadOptions {
                 prefix: global.prefix.clone(),
                 ..fpmconfig::LoadOptions::default()
             },
         };
-        let cfg = match fpmconfig::load_with(&path, &opts) {
+        let mut cfg = match fpmconfig::load_with(&path, &opts) {
             Ok(cfg) => cfg,
             Err(problems) => {
                 if ask_fpm
@@ -74,6 +75,10 @@ impl Ctx {
         for w in &cfg.warnings {
             tracing::warn!("{w}");
         }
+        // The binary identifies this config's processes; without one nothing is proven ours.
+        cfg.binary = fpm
+            .ok()
+            .and_then(|fpm| crate::identity::FpmBinary::resolve(&fpm.bin).ok());
         Ok(Ctx {
             cfg,
             global: global.clone(),

@@ -39,6 +39,14 @@ pub(super) fn run(ctx: &Ctx, args: &ReopenLogsArgs) -> Result<Outcome> {
     let started = Instant::now();
     let snap = discovery::discover(cfg);
     let Some(master) = snap.master.clone() else {
+        if let Some(l) = snap.unverified_masters().next() {
+            return Err(Error::Other(format!(
+                "PID {} looks like the master of {}, but {}; nothing was signalled",
+                l.proc.pid(),
+                cfg.path.display(),
+                l.doubt
+            )));
+        }
         let stale = match &snap.pid_file {
             discovery::PidFile::Stale { path, reason, .. } => {
                 format!(
@@ -58,7 +66,7 @@ pub(super) fn run(ctx: &Ctx, args: &ReopenLogsArgs) -> Result<Outcome> {
     let log = ErrorLog::new(&cfg.global.error_log).filter(|_| notices);
     let before = log.as_ref().map(|l| l.mark());
     match signals::send_verified(master.id, Signal::SIGUSR1, |p| {
-        discovery::is_master_of(p, &cfg.path)
+        discovery::is_master_of(p, cfg)
     }) {
         Ok(Sent::Delivered) => info!(
             pid = master.pid(),

@@ -66,6 +66,10 @@ pub struct FpmConfig {
     pub prefix: Option<PathBuf>,
     /// The binary's compiled-in directories relative paths were resolved under otherwise.
     pub build: BuildDirs,
+    /// The php-fpm binary that runs this config, by identity; `None` until whoever resolved
+    /// it (`--fpm-bin` or [`find_binary`]) sets it. Without it no process is proven to be
+    /// this config's FPM (see [`crate::identity`]).
+    pub binary: Option<crate::identity::FpmBinary>,
 }
 
 /// `[global]` directives fpmctl needs, with php-fpm's defaults filled in.

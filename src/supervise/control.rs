@@ -1,7 +1,10 @@
 //! The supervisor's control socket: `fpmctl restart|reload|stop|status` run against a
 //! supervised config talk to the running supervisor instead of acting on their own. One
 //! request per connection, one JSON line each way. The socket is `0600` in the lock directory
-//! and the peer's credentials are checked: only root or the supervisor's own user may speak.
+//! (see [`crate::lock::secure_dir`]) and both sides check each other: the supervisor answers
+//! only root or its own user, and a client believes a socket only when the socket file and
+//! the peer (`SO_PEERCRED`) belong to root or the invoking user; any other is ignored with a
+//! warning, and the command acts on its own.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -35,11 +38,8 @@ pub fn socket_path(config: &Path) -> PathBuf {
 
 /// Binds the control socket (replacing a stale one nobody answers on).
 pub fn bind(config: &Path) -> Result<UnixListener> {
+    crate::lock::secure_dir()?;
     let path = socket_path(config);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    }
     if path.exists() {
         if UnixStream::connect(&path).is_ok() {
             return Err(Error::Other(format!(
@@ -60,12 +60,21 @@ pub fn bind(config: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// True when `uid` may be trusted on the control socket: root or the running user.
+pub fn trusted_uid(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
+}
+
+/// The peer's uid (`SO_PEERCRED`), if the kernel tells it.
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .ok()
+        .map(|c| c.uid())
+}
+
 /// True when the peer may control us: root or our own user.
 pub fn peer_allowed(stream: &UnixStream) -> bool {
-    match nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials) {
-        Ok(cred) => cred.uid() == 0 || cred.uid() == nix::unistd::geteuid().as_raw(),
-        Err(_) => false,
-    }
+    peer_uid(stream).is_some_and(trusted_uid)
 }
 
 /// Reads one request from a freshly accepted connection (bounded wait).
@@ -117,14 +126,39 @@ pub fn write_reply(mut stream: UnixStream, reply: &Reply) {
     let _ = stream.write_all(line.as_bytes());
 }
 
-/// Sends `cmd` to the supervisor of `config`, if one runs; `Ok(None)` when none answers.
+/// Sends `cmd` to the supervisor of `config`, if one runs; `Ok(None)` when none answers, or
+/// when the socket or its peer belongs to neither root nor us (a warning says so).
 /// `wait` bounds how long the supervisor may take (a restart waits for readiness).
 pub fn request(config: &Path, cmd: &str, wait: Duration) -> Result<Option<Reply>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let path = socket_path(config);
+    let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        return Ok(None);
+    };
+    if !meta.file_type().is_socket() || !trusted_uid(meta.uid()) {
+        tracing::warn!(
+            uid = meta.uid(),
+            "ignoring {}: it is not a socket of root or of this user (uid {}); acting directly",
+            path.display(),
+            meta.uid()
+        );
+        return Ok(None);
+    }
     let mut stream = match UnixStream::connect(&path) {
         Ok(s) => s,
         Err(_) => return Ok(None),
     };
+    match peer_uid(&stream) {
+        Some(uid) if trusted_uid(uid) => {}
+        peer => {
+            tracing::warn!(
+                "ignoring {}: the process answering on it runs as uid {}, neither root nor this user; acting directly",
+                path.display(),
+                peer.map(|u| u.to_string()).unwrap_or_else(|| "?".into())
+            );
+            return Ok(None);
+        }
+    }
     let req = serde_json::to_string(&Request { cmd: cmd.into() }).unwrap_or_default() + "\n";
     stream.write_all(req.as_bytes()).map_err(|e| {
         Error::io(

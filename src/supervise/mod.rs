@@ -97,6 +97,8 @@ struct Master {
 /// An FPM being retired: its master stopped (or dead), its workers finishing.
 #[derive(Debug)]
 struct Retiring {
+    /// The config (and binary) the retired FPM was started with.
+    cfg: FpmConfig,
     master: Option<ProcId>,
     workers: Vec<ProcId>,
     deadline: Instant,
@@ -189,8 +191,8 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
     crate::commands::refuse_foreign_holders(&discovery::discover(&cfg))?;
     fpm.require_valid()?;
 
-    let lock_dir = crate::lock::lock_dir();
     let control = control::bind(&cfg.path)?;
+    let lock_dir = crate::lock::secure_dir()?;
     let notify = notify::Listener::new(&lock_dir).map_err(|e| {
         Error::io(
             format!("creating a notify socket under {}", lock_dir.display()),
@@ -379,7 +381,12 @@ impl Supervisor {
 
     /// Starts a new FPM on the held sockets.
     fn spawn(&mut self, why: Why) {
-        let cfg = self.cfg.clone();
+        let mut cfg = self.cfg.clone();
+        // What this master will run: identified now, so an upgrade of the file later does
+        // not make it unprovable to us (its executable keeps this device and inode).
+        if let Ok(bin) = crate::identity::FpmBinary::resolve(&self.fpm.bin) {
+            cfg.binary = Some(bin);
+        }
         let fds = self.sockets.raw_fds(&cfg);
         let mut cmd = Command::new(&self.fpm.bin);
         cmd.arg("-F").arg("-y").arg(&self.fpm.config);
@@ -459,7 +466,7 @@ impl Supervisor {
                         warn!(
                             "the new FPM master {pid} {how} before it was ready; the old one keeps serving"
                         );
-                        self.retire_orphans_of(m.id.pid);
+                        self.retire_orphans_of(&m.cfg, m.id.pid);
                         self.reply_all(ExitCode::FpmDied, &format!("the new FPM master {pid} {how} before it was ready; the running FPM was kept"));
                     } else if let Some(r) = self
                         .retiring
@@ -489,8 +496,8 @@ impl Supervisor {
         for path in self.sockets.restore_paths() {
             info!("socket path {} is back", path.display());
         }
-        if let Some(pid) = pid {
-            self.retire_orphans_of(pid);
+        if let Some(m) = &m {
+            self.retire_orphans_of(&m.cfg, m.id.pid);
         }
         self.sd.send("STATUS=FPM exited; restarting");
         match self.crashes.on_crash(Instant::now(), policy::jitter()) {
@@ -523,14 +530,14 @@ impl Supervisor {
     }
 
     /// SIGQUITs the live workers of a dead or retired master and tracks them until gone.
-    fn retire_orphans_of(&mut self, master_pid: i32) {
+    fn retire_orphans_of(&mut self, cfg: &FpmConfig, master_pid: i32) {
         let workers: Vec<ProcId> = procs::scan(false)
             .into_iter()
             .filter(|p| {
                 !p.is_gone()
                     && p.pgrp == master_pid
                     && p.pid() != master_pid
-                    && discovery::is_pool_process_of(p, &self.cfg)
+                    && discovery::is_pool_process_of(p, cfg)
             })
             .map(|p| p.id)
             .collect();
@@ -542,27 +549,15 @@ impl Supervisor {
             workers.len()
         );
         for w in &workers {
-            self.signal_worker(*w, Signal::SIGQUIT);
+            signal_worker(cfg, *w, Signal::SIGQUIT);
         }
         self.retiring.push(Retiring {
+            cfg: cfg.clone(),
             master: None,
             workers,
             deadline: Instant::now() + self.opts.drain_timeout,
             escalated: 0,
         });
-    }
-
-    fn signal_worker(&self, id: ProcId, sig: Signal) {
-        let cfg = &self.cfg;
-        let _ = signals::send_verified(id, sig, |p| discovery::is_pool_process_of(p, cfg));
-    }
-
-    fn signal_master(&self, id: ProcId, sig: Signal) -> bool {
-        let path = &self.cfg_path;
-        matches!(
-            signals::send_verified(id, sig, |p| discovery::is_master_of(p, path)),
-            Ok(Sent::Delivered)
-        )
     }
 
     fn on_notify(&mut self, msg: notify::Message) {
@@ -632,7 +627,7 @@ impl Supervisor {
                         m.id.pid,
                         humantime::format_duration(self.opts.ready_timeout)
                     );
-                    self.signal_master(m.id, Signal::SIGKILL);
+                    signal_master(&m.cfg, m.id, Signal::SIGKILL);
                 }
                 Readiness::Waiting(why) => debug!("not ready yet: {why}"),
             }
@@ -650,7 +645,7 @@ impl Supervisor {
                         "the new FPM master {} was not ready in time; the old one keeps serving",
                         m.id.pid
                     );
-                    self.signal_master(m.id, Signal::SIGKILL);
+                    signal_master(&m.cfg, m.id, Signal::SIGKILL);
                 }
                 Readiness::Waiting(why) => debug!("replacement not ready yet: {why}"),
             }
@@ -708,9 +703,9 @@ impl Supervisor {
 
     /// Retires a replaced master without its exit cleanup (see the module docs).
     fn retire(&mut self, old: Master) {
-        if !self.signal_master(old.id, Signal::SIGSTOP) {
+        if !signal_master(&old.cfg, old.id, Signal::SIGSTOP) {
             // Already gone: only its workers are left, if any.
-            self.retire_orphans_of(old.id.pid);
+            self.retire_orphans_of(&old.cfg, old.id.pid);
             return;
         }
         let workers: Vec<ProcId> = procs::scan(false)
@@ -726,9 +721,10 @@ impl Supervisor {
             workers.len()
         );
         for w in &workers {
-            self.signal_worker(*w, Signal::SIGQUIT);
+            signal_worker(&old.cfg, *w, Signal::SIGQUIT);
         }
         self.retiring.push(Retiring {
+            cfg: old.cfg.clone(),
             master: Some(old.id),
             workers,
             deadline: Instant::now() + self.opts.drain_timeout,
@@ -740,18 +736,18 @@ impl Supervisor {
         let now = Instant::now();
         let mut done = Vec::new();
         for (i, r) in self.retiring.iter_mut().enumerate() {
-            r.workers.retain(|w| procs::read_same(*w).is_some());
+            r.workers.retain(|w| !procs::is_gone(*w));
             if r.workers.is_empty() {
                 if let Some(m) = r.master {
                     // Workers are gone; the stopped master never runs its cleanup.
-                    let path = &self.cfg_path;
+                    let cfg = &r.cfg;
                     match signals::send_verified(m, Signal::SIGKILL, |p| {
-                        discovery::is_master_of(p, path)
+                        discovery::is_master_of(p, cfg)
                     }) {
                         Ok(Sent::Delivered) => debug!("retired master {} killed", m.pid),
                         _ => r.master = None,
                     }
-                    if procs::read_same(m).is_none() {
+                    if procs::is_gone(m) {
                         r.master = None;
                     }
                 }
@@ -772,9 +768,7 @@ impl Supervisor {
                     sig.as_str()
                 );
                 for w in &r.workers {
-                    let cfg = &self.cfg;
-                    let _ =
-                        signals::send_verified(*w, sig, |p| discovery::is_pool_process_of(p, cfg));
+                    signal_worker(&r.cfg, *w, sig);
                 }
                 r.escalated += 1;
                 r.deadline = now + Duration::from_secs(5);
@@ -870,7 +864,7 @@ impl Supervisor {
         if self.starting.is_some() {
             return; // the restart in progress answers everyone
         }
-        let cfg = match config::load_with(&self.cfg_path, &self.fpm.load_options()) {
+        let mut cfg = match config::load_with(&self.cfg_path, &self.fpm.load_options()) {
             Ok(c) => c,
             Err(e) => {
                 error!("not restarting: {e}");
@@ -897,6 +891,7 @@ impl Supervisor {
             );
             return;
         }
+        cfg.binary = self.cfg.binary.clone();
         self.cfg = cfg;
         self.sd.send("RELOADING=1\nSTATUS=restarting FPM");
         self.restart_at = None;
@@ -1038,15 +1033,17 @@ impl Supervisor {
         let Some(st) = self.opts.stop_plan.steps.get(step).copied() else {
             return;
         };
-        let masters: Vec<ProcId> = self
+        let masters: Vec<(ProcId, &FpmConfig)> = self
             .current
             .iter()
-            .map(|m| m.id)
-            .chain(self.starting.iter().map(|(m, _)| m.id))
+            .map(|m| (m.id, &m.cfg))
+            .chain(self.starting.iter().map(|(m, _)| (m.id, &m.cfg)))
             .collect();
-        for m in &masters {
-            if self.signal_master(*m, st.signal) {
+        for (m, cfg) in &masters {
+            if signal_master(cfg, *m, st.signal) {
                 info!(
+                    pid = m.pid,
+                    signal = signals::short_name(st.signal),
                     "stopping master {} (SIG{})",
                     m.pid,
                     signals::short_name(st.signal)
@@ -1056,18 +1053,25 @@ impl Supervisor {
         // Retired masters are stopped: kill them; their workers already had SIGQUIT.
         for r in &self.retiring {
             if let Some(m) = r.master {
-                self.signal_master(m, Signal::SIGKILL);
+                signal_master(&r.cfg, m, Signal::SIGKILL);
             }
         }
         if st.signal == Signal::SIGKILL || masters.is_empty() {
-            for p in procs::scan(false)
-                .into_iter()
-                .filter(|p| discovery::is_pool_process_of(p, &self.cfg))
-            {
+            let cfgs: Vec<&FpmConfig> = masters
+                .iter()
+                .map(|(_, c)| *c)
+                .chain(std::iter::once(&self.cfg))
+                .collect();
+            for p in procs::scan(false) {
+                let Some(cfg) = cfgs.iter().find(|c| discovery::is_pool_process_of(&p, c)) else {
+                    continue;
+                };
                 if p.ppid == std::process::id() as i32
-                    || masters.iter().any(|m| m.pid == p.pgrp || m.pid == p.ppid)
+                    || masters
+                        .iter()
+                        .any(|(m, _)| m.pid == p.pgrp || m.pid == p.ppid)
                 {
-                    self.signal_worker(p.id, st.signal);
+                    signal_worker(cfg, p.id, st.signal);
                 }
             }
         }
@@ -1119,6 +1123,19 @@ impl Supervisor {
         std::mem::take(&mut self.sockets).remove_all();
         info!("{text}");
     }
+}
+
+/// Signals a worker of the FPM started with `cfg`, re-checking its identity first.
+fn signal_worker(cfg: &FpmConfig, id: ProcId, sig: Signal) {
+    let _ = signals::send_verified(id, sig, |p| discovery::is_pool_process_of(p, cfg));
+}
+
+/// Signals a master started with `cfg`, re-checking its identity first; true if delivered.
+fn signal_master(cfg: &FpmConfig, id: ProcId, sig: Signal) -> bool {
+    matches!(
+        signals::send_verified(id, sig, |p| discovery::is_master_of(p, cfg)),
+        Ok(Sent::Delivered)
+    )
 }
 
 /// How far a starting master is.

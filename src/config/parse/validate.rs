@@ -33,6 +33,7 @@ impl Loader<'_> {
             warnings: self.warnings,
             prefix: self.prefix,
             build: self.build,
+            binary: None,
         })
     }
 
