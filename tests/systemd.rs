@@ -563,13 +563,14 @@ fn the_supervise_unit_recovers_a_killed_master_feeds_the_watchdog_and_reloads() 
     let supervisor = b.prop(unit, "MainPID");
     let status = b.prop(unit, "StatusText");
     assert!(status.contains("ready"), "status text: {status}");
-    // The hardening is in force: CHOWN, DAC_OVERRIDE, KILL, SETGID, SETUID and nothing else.
+    // The hardening is in force: CHOWN, DAC_OVERRIDE, KILL, SETGID, SETUID, SYS_PTRACE and
+    // nothing else.
     let caps = b.sh(&format!("grep CapBnd /proc/{supervisor}/status"));
     assert_eq!(
         String::from_utf8_lossy(&caps.stdout)
             .split_whitespace()
             .nth(1),
-        Some("00000000000000e3"),
+        Some("00000000000800e3"),
         "{}",
         text(&caps)
     );
@@ -612,6 +613,13 @@ fn the_supervise_unit_recovers_a_killed_master_feeds_the_watchdog_and_reloads() 
     );
     let third = master_of(&b).expect("a master after reload");
     assert_ne!(third, second, "reload did not replace the master");
+    // The killed master's orphans and the replaced master with its workers are gone: only
+    // the serving master and its 3 workers are left.
+    b.wait_for(
+        Duration::from_secs(30),
+        "only the serving FPM's processes",
+        || (b.fpm_processes().len() == 4).then_some(()),
+    );
     expect_ok(
         &b.fpmctl(&format!("-c {conf_s} ping")),
         "ping after reload",
@@ -655,4 +663,7 @@ fn the_supervise_unit_recovers_a_killed_master_feeds_the_watchdog_and_reloads() 
         || b.fpm_processes().is_empty().then_some(()),
     );
     assert!(!b.path().join("sb/fpm.sock").exists(), "socket path left");
+    // The supervisor stopped FPM itself and exited 0: systemd had nothing left to kill.
+    assert_eq!(b.prop(unit, "Result"), "success", "{}", b.journal(unit));
+    assert_eq!(b.prop(unit, "ExecMainStatus"), "0", "{}", b.journal(unit));
 }
