@@ -506,6 +506,7 @@ fn the_distribution_unit_with_the_drop_in_starts_reloads_refuses_a_broken_config
         "every php-fpm process to exit",
         || b.fpm_processes().is_empty().then_some(()),
     );
+    assert_eq!(b.prop(unit, "Result"), "success", "{}", b.journal(unit));
 }
 
 /// `fpmctl-supervise@.service` as shipped (hardening included): ready through sd_notify, a
