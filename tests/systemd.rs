@@ -106,8 +106,9 @@ struct Booted {
 
 impl Booted {
     /// Boots systemd with the units `prepare` returns; `prepare` gets the test's directory
-    /// first (to write configs into). With `private_php_etc`, a private copy of
-    /// `/etc/php/8.2/fpm` is bound over it, so a test may break the config.
+    /// first (to write configs, and files in its private `etc-default/`, into). With
+    /// `private_php_etc`, a private copy of `/etc/php/8.2/fpm` is bound over it, so a test may
+    /// break the config.
     fn boot(private_php_etc: bool, prepare: impl FnOnce(&Path) -> Units) -> Booted {
         let serial = BOOT.lock().unwrap_or_else(|e| e.into_inner());
         // Outside /tmp: the namespace gets its own /tmp, and the test's files must be seen
@@ -117,6 +118,15 @@ impl Booted {
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // A private /etc/default (a copy, bound over it inside), so a test can write the
+        // units' /etc/default/fpmctl-INSTANCE without touching the host's.
+        let etc_default = dir.path().join("etc-default");
+        let st = Command::new("cp")
+            .args(["-a", "/etc/default"])
+            .arg(&etc_default)
+            .status()
+            .unwrap();
+        assert!(st.success(), "copying /etc/default");
         let units = dir.path().join("units");
         for (rel, content) in prepare(dir.path()) {
             let path = units.join(rel);
@@ -124,7 +134,7 @@ impl Booted {
             std::fs::write(&path, content).unwrap();
         }
         std::fs::create_dir_all(&units).unwrap();
-        let mut bind = String::new();
+        let mut bind = format!("mount --bind {} /etc/default\n", etc_default.display());
         if private_php_etc {
             let copy = dir.path().join("etc-php-fpm");
             let st = Command::new("cp")
@@ -133,7 +143,10 @@ impl Booted {
                 .status()
                 .unwrap();
             assert!(st.success(), "copying /etc/php/8.2/fpm");
-            bind = format!("mount --bind {} /etc/php/8.2/fpm\n", copy.display());
+            bind.push_str(&format!(
+                "mount --bind {} /etc/php/8.2/fpm\n",
+                copy.display()
+            ));
         }
         let script = format!(
             r#"#!/bin/bash
@@ -534,12 +547,17 @@ fn the_supervise_unit_recovers_a_killed_master_feeds_the_watchdog_and_reloads() 
             ),
         )
         .unwrap();
-        // The instance's config and options, as /etc/default/fpmctl-NAME would give them; a
-        // short watchdog so that a starved one would show within the test.
-        let instance = format!(
-            "[Service]\nEnvironment=FPMCTL_CONFIG={d}/php-fpm.conf\n\
-             Environment=\"FPMCTL_SUPERVISE_OPTS=--health-interval 1s\"\nWatchdogSec=4s\n"
-        );
+        // The instance's config and options, where the unit documents them (the namespace's
+        // own /etc/default).
+        std::fs::write(
+            dir.join("etc-default/fpmctl-sandbox"),
+            format!(
+                "FPMCTL_CONFIG={d}/php-fpm.conf\nFPMCTL_SUPERVISE_OPTS=\"--health-interval 1s\"\n"
+            ),
+        )
+        .unwrap();
+        // A short watchdog, so that a starved one would show within the test.
+        let instance = "[Service]\nWatchdogSec=4s\n".to_string();
         vec![
             (
                 "fpmctl-supervise@.service".to_string(),
@@ -574,6 +592,13 @@ fn the_supervise_unit_recovers_a_killed_master_feeds_the_watchdog_and_reloads() 
         Some("00000000000800e3"),
         "{}",
         text(&caps)
+    );
+    // Config and options came from /etc/default/fpmctl-sandbox.
+    let cmd = b.sh(&format!("tr '\\0' ' ' < /proc/{supervisor}/cmdline"));
+    let cmd = String::from_utf8_lossy(&cmd.stdout).into_owned();
+    assert!(
+        cmd.contains(&format!("-c {conf_s} supervise --health-interval 1s")),
+        "{cmd}"
     );
     let mode = b.sh("stat -c %a:%U /run/fpmctl");
     assert_eq!(String::from_utf8_lossy(&mode.stdout).trim(), "700:root");
