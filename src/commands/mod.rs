@@ -3,6 +3,7 @@
 
 mod check;
 mod config;
+mod doctor;
 mod ensure;
 mod generate;
 mod ping;
@@ -151,6 +152,7 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Ensure(a) => a.json,
         Command::ReopenLogs(a) => a.json,
         Command::Supervise(_) | Command::Generate(_) => false,
+        Command::Doctor(a) => a.json && !a.follow,
     }
 }
 
@@ -159,6 +161,10 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
     // `generate` reads no FPM config.
     if let Command::Generate(what) = &cli.command {
         return generate::run(what);
+    }
+    // A diagnosis must work when the FPM config is broken or missing: doctor loads it itself.
+    if let Command::Doctor(a) = &cli.command {
+        return doctor::run(&cli.global, a);
     }
     // An unreadable config is exit 4 for every command, which is LSB "unknown" for `status`.
     let ask_fpm = !matches!(cli.command, Command::Status(_) | Command::Config(_));
@@ -182,6 +188,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Reload(a) => reload::run(&ctx, a),
         Command::Ping(a) => ping::run(&ctx, a),
         Command::Supervise(a) => supervise::run(&ctx, a),
+        Command::Doctor(a) => doctor::run(&cli.global, a),
         Command::Ensure(a) => ensure::run(&ctx, a),
         Command::ReopenLogs(a) => reopen_logs::run(&ctx, a),
         Command::Generate(what) => generate::run(what),
