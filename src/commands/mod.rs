@@ -5,6 +5,7 @@ mod check;
 mod config;
 mod doctor;
 mod ensure;
+mod generate;
 mod ping;
 mod reload;
 mod reopen_logs;
@@ -160,13 +161,17 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Ping(a) => a.json,
         Command::Ensure(a) => a.json,
         Command::ReopenLogs(a) => a.json,
-        Command::Supervise(_) => false,
+        Command::Supervise(_) | Command::Generate(_) => false,
         Command::Doctor(a) => a.json && !a.follow,
     }
 }
 
 /// Runs the command the command line names.
 pub fn run(cli: &Cli) -> Result<Outcome> {
+    // `generate` reads no FPM config.
+    if let Command::Generate(what) = &cli.command {
+        return generate::run(what);
+    }
     // A diagnosis must work when the FPM config is broken or missing: doctor loads it itself.
     if let Command::Doctor(a) = &cli.command {
         return doctor::run(&cli.global, a);
@@ -208,6 +213,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Doctor(a) => doctor::run(&cli.global, a),
         Command::Ensure(a) => ensure::run(&ctx, a),
         Command::ReopenLogs(a) => reopen_logs::run(&ctx, a),
+        Command::Generate(what) => generate::run(what),
     }
 }
 
