@@ -122,6 +122,7 @@ pub(super) fn run(global: &GlobalArgs, a: &DoctorArgs) -> Result<Outcome> {
         code,
         text: report::to_text(&diag, &sources, now, offset),
         json: report::to_json(&diag, now, offset),
+        error: None,
     })
 }
 
@@ -481,7 +482,7 @@ fn follow(
     let mut notes_seen: HashSet<String> = first.notes.iter().cloned().collect();
     if !a.json {
         for n in &first.notes {
-            eprintln!("note: {n}");
+            crate::output::eprint(&format!("note: {n}\n"));
         }
     }
     while open && !stop.load(Ordering::Relaxed) {
@@ -511,6 +512,7 @@ fn follow(
         },
         text: String::new(),
         json: serde_json::Value::Null,
+        error: None,
     })
 }
 
