@@ -511,28 +511,40 @@ fn split_resets(
 
 /// FPM's own line saying it exited, quoted beside nginx's failures when it came before them.
 fn fpm_exit_evidence(acc: &mut Acc, obs: &Observations) {
-    let exits: Vec<&Evidence> = obs
+    let exits: Vec<(Civil, &Evidence)> = obs
         .fpm_of(FpmEvent::Exiting)
         .flat_map(|(_, t)| t.samples.iter())
+        .filter_map(|e| {
+            let t = e.text.strip_prefix('[')?;
+            Some((super::time::parse_fpm(t.as_bytes())?, e))
+        })
+        .collect();
+    let readies: Vec<Civil> = obs
+        .fpm_of(FpmEvent::Ready)
+        .flat_map(|(_, t)| t.seconds.keys().copied())
         .collect();
     for ((cause, _), f) in acc.by_key.iter_mut() {
         if *cause != "fpm-not-running" {
             continue;
         }
         let Some(first) = f.first else { continue };
-        let before = exits.iter().rfind(|e| {
-            e.text
-                .strip_prefix('[')
-                .and_then(|t| super::time::parse_fpm(t.as_bytes()))
-                .is_some_and(|t| t <= first + WINDOW)
-        });
-        if let Some(e) = before {
-            if f.evidence.len() >= SAMPLES {
-                f.evidence.pop();
-            }
-            f.evidence.push((*e).clone());
-            f.summary.push_str("; FPM's log shows it exiting before");
+        // The last exit before the failures, with no start between them.
+        let Some((t, e)) = exits
+            .iter()
+            .filter(|(t, _)| *t <= first + WINDOW)
+            .max_by_key(|(t, _)| *t)
+        else {
+            continue;
+        };
+        if readies.iter().any(|r| r > t && *r <= first) {
+            continue;
         }
+        if f.evidence.len() >= SAMPLES {
+            f.evidence.pop();
+        }
+        f.evidence.push((*e).clone());
+        f.first = Some(first.min(*t));
+        f.summary.push_str("; FPM's log shows it exiting before");
     }
 }
 

@@ -465,6 +465,9 @@ fn fpm_not_running_quotes_fpms_exit() {
         (ev.file.as_str(), ev.line),
         ("/var/log/php8.2-fpm.log", exit_line)
     );
+    // The incident starts with FPM's exit: every quoted line lies within first..last.
+    let exit_time = crate::doctor::time::parse_fpm(ev.text[1..].as_bytes()).unwrap();
+    assert!(d.findings[0].first.unwrap() <= exit_time);
     assert!(
         d.findings[0]
             .summary
