@@ -466,7 +466,7 @@ fn fpm_not_running_quotes_fpms_exit() {
         ("/var/log/php8.2-fpm.log", exit_line)
     );
     // The incident starts with FPM's exit: every quoted line lies within first..last.
-    let exit_time = crate::doctor::time::parse_fpm(ev.text[1..].as_bytes()).unwrap();
+    let exit_time = crate::doctor::time::parse_fpm(&ev.text.as_bytes()[1..]).unwrap();
     assert!(d.findings[0].first.unwrap() <= exit_time);
     assert!(
         d.findings[0]
