@@ -19,6 +19,7 @@
 //!   a new FPM starts at once on the same sockets, with backoff when crashes repeat.
 
 pub mod control;
+pub mod machine;
 pub mod notify;
 pub mod policy;
 pub mod sockets;
