@@ -204,6 +204,22 @@ impl Snapshot {
             .collect()
     }
 
+    /// Refuses when a process that is not this FPM holds one of its addresses: nothing
+    /// may start on an address someone else serves.
+    pub fn refuse_foreign_holders(&self) -> crate::error::Result<()> {
+        for a in &self.addresses {
+            if let Some(h) = a.foreign().next() {
+                return Err(crate::error::Error::AddressInUse {
+                    address: a.addr.to_string(),
+                    pool: a.pool.clone(),
+                    pid: h.proc.pid(),
+                    program: h.proc.program(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// True when nothing of this config runs.
     pub fn is_empty(&self) -> bool {
         self.all_processes().is_empty()

@@ -11,8 +11,6 @@ mod status;
 mod stop;
 mod supervise;
 
-pub(crate) use start::refuse_foreign_holders;
-
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{self as fpmconfig, FpmConfig};
 use crate::error::{Error, Result};

@@ -44,17 +44,7 @@ pub(super) fn run(ctx: &Ctx, args: &StartArgs) -> Result<Outcome> {
 
 /// Refuses when a process that is not this FPM holds one of its addresses.
 pub(crate) fn refuse_foreign_holders(snap: &Snapshot) -> Result<()> {
-    for a in &snap.addresses {
-        if let Some(h) = a.foreign().next() {
-            return Err(Error::AddressInUse {
-                address: a.addr.to_string(),
-                pool: a.pool.clone(),
-                pid: h.proc.pid(),
-                program: h.proc.program(),
-            });
-        }
-    }
-    Ok(())
+    snap.refuse_foreign_holders()
 }
 
 /// Starts FPM unless it already runs, then proves readiness (when `wait`).

@@ -679,12 +679,13 @@ impl Machine {
         match self.crashes.on_crash(now, self.jitter) {
             CrashDecision::Restart { after, crashes } => {
                 self.restarts += 1;
-                info!(
-                    crashes,
-                    max = self.settings.policy.max_restarts,
-                    delay_ms = after.as_millis() as u64,
-                    "restarting FPM"
-                );
+                let max = self.settings.policy.max_restarts;
+                if after.is_zero() {
+                    info!(crashes, max, "restarting FPM now");
+                } else {
+                    let delay_ms = after.as_millis() as u64;
+                    info!(crashes, max, delay_ms, "restarting FPM in {delay_ms} ms");
+                }
                 if after.is_zero() {
                     self.spawn(Role::Starting, Why::Crash, now, out);
                     self.phase = Phase::Starting;
@@ -700,7 +701,7 @@ impl Machine {
         error!(
             crashes,
             within_s = self.settings.policy.within.as_secs(),
-            "FPM crash-loops: giving up"
+            "FPM crashed {crashes} times within the window: giving up"
         );
         self.begin_stop(ExitCode::CrashLoop, now, out);
     }
