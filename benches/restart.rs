@@ -238,8 +238,9 @@ fn init_script_restart(sb: &Sandbox) -> Duration {
     let began = Instant::now();
     let pid = sb.pid_from_file().expect("a pid file");
     let master = fpmctl::procs::read(pid).expect("the master in the pid file is alive");
+    let cfg = sb.fpm_config().expect("the sandbox config loads");
     let sent = fpmctl::signals::send_verified(master.id, Signal::SIGQUIT, |p| {
-        fpmctl::discovery::is_master_of(p, &sb.conf)
+        fpmctl::discovery::is_master_of(p, &cfg)
     });
     assert!(
         matches!(sent, Ok(fpmctl::signals::Sent::Delivered)),

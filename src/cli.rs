@@ -41,6 +41,11 @@ pub struct GlobalArgs {
     /// The php-fpm binary (default: the one that goes with the config).
     #[arg(long, global = true, value_name = "PATH")]
     pub fpm_bin: Option<PathBuf>,
+    /// FPM's prefix, as `php-fpm -p`: relative include, pid, error_log, listen and log paths
+    /// are resolved under it, and php-fpm is run with `-p DIR` (default: the binary's
+    /// compiled-in prefix, /usr/local in the Docker official images).
+    #[arg(short = 'p', long, global = true, value_name = "DIR")]
+    pub prefix: Option<PathBuf>,
     /// More log output (-v debug, -vv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -77,7 +82,7 @@ pub enum Command {
     Config(JsonArg),
     /// Show the master, workers per pool, listen addresses and their holders, orphans.
     /// Exit codes follow LSB: 0 running, 1 dead but pid file or orphans remain, 3 not running,
-    /// 4 config unreadable.
+    /// 4 unknown (config unreadable, or a master that cannot be proven to be this FPM).
     Status(JsonArg),
     /// Test the config with php-fpm -t and check what needs no running FPM.
     Check(JsonArg),
@@ -96,6 +101,13 @@ pub enum Command {
     /// crash-loop limit), restart it on request or when unhealthy without dropping a request.
     /// For systemd (Type=notify), container entrypoints, runit/s6.
     Supervise(SuperviseArgs),
+    /// For cron: exit 0, printing nothing, when FPM runs and is ready; start it when it does
+    /// not run (orphans stopped first) and say what was wrong; report a running but unready
+    /// FPM (exit 10) without restarting it unless --restart-unready. Never waits for the lock.
+    Ensure(EnsureArgs),
+    /// For logrotate's postrotate: SIGUSR1 to the verified master, then prove FPM re-opened
+    /// its error log (exit 3 when FPM is not running; nothing else is ever signalled).
+    ReopenLogs(ReopenLogsArgs),
 }
 
 /// `--json`.
@@ -228,6 +240,32 @@ pub struct SuperviseArgs {
     /// [default: as for `stop`].
     #[arg(long, value_parser = parse_plan, value_name = "PLAN")]
     pub signal_plan: Option<SignalPlan>,
+}
+
+/// Options of `ensure`.
+#[derive(Debug, Args, Clone)]
+pub struct EnsureArgs {
+    /// How long a running FPM may take to answer before it counts as not ready, and how long
+    /// a started one may take to become ready.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    pub timeout: Duration,
+    /// Restart (as `restart`) a running FPM that is not ready, instead of only reporting it.
+    #[arg(long)]
+    pub restart_unready: bool,
+    /// Machine-readable output on stdout (printed also when nothing was done).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `reopen-logs`.
+#[derive(Debug, Args, Clone)]
+pub struct ReopenLogsArgs {
+    /// How long to wait for FPM to confirm the reopen in its error log.
+    #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
+    pub timeout: Duration,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub use crate::stop::SignalPlan;

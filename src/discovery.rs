@@ -2,19 +2,21 @@
 //! title and binary), its workers, orphaned workers of a dead master, and every process that
 //! holds one of its listen addresses.
 //!
-//! The rules, in order of trust:
-//! - The master's title is `php-fpm: master process (<config path>)` (or, while it re-execs,
-//!   its argv is a php-fpm invocation naming the config) and its executable is a php-fpm binary.
-//! - A worker's title is `php-fpm: pool <name>` for a pool of this config and its parent is
-//!   the master.
-//! - An orphan has a pool title of this config, its parent is no FPM master, and it either
-//!   holds a listening socket on one of this config's addresses, or shares a process group
-//!   with one that does, or its process group is the PID the pid file names (FPM's master calls
-//!   `setsid()`, so the group is the old master's PID).
+//! Who is proven to be this config's FPM is decided by [`crate::identity`] (the binary by
+//! device and inode, the config in the title, never a config test). On top of that:
+//! - A worker's title is `php-fpm: pool <name>` for a pool of this config, it runs the
+//!   config's binary, and its parent is the master.
+//! - An orphan is such a pool process whose parent is no FPM master and which itself holds a
+//!   listening socket (by inode) on one of this config's addresses. A process group or a pid
+//!   file is no evidence: a stale pid file may name another config's dead master. A pool
+//!   process without that evidence is a [`Lookalike`]: reported, never signalled.
 //! - A pid file naming a dead PID, a zombie or another program is *stale*; that process is
 //!   never called FPM.
+//! - Whatever looks like this config's FPM but is not proven (another binary, a binary
+//!   replaced since it started, a process fpmctl may not inspect) is a [`Lookalike`].
 
 use crate::config::FpmConfig;
+use crate::identity::{self, Doubt, Verdict};
 use crate::listen::{self, ListenAddr};
 use crate::procs::{self, ProcInfo};
 use std::collections::HashSet;
@@ -29,6 +31,8 @@ pub enum PidFile {
     Missing(PathBuf),
     /// It names the verified master.
     Live(PathBuf, i32),
+    /// It names a process that looks like the master but is not proven (see [`Lookalike`]).
+    Unverified(PathBuf, i32),
     /// It names a dead PID, a zombie or another program, or holds no PID.
     Stale {
         /// The pid file.
@@ -45,14 +49,17 @@ impl PidFile {
     pub fn path(&self) -> Option<&Path> {
         match self {
             PidFile::NotConfigured => None,
-            PidFile::Missing(p) | PidFile::Live(p, _) | PidFile::Stale { path: p, .. } => Some(p),
+            PidFile::Missing(p)
+            | PidFile::Live(p, _)
+            | PidFile::Unverified(p, _)
+            | PidFile::Stale { path: p, .. } => Some(p),
         }
     }
 
     /// The PID written in the file, if any.
     pub fn pid(&self) -> Option<i32> {
         match self {
-            PidFile::Live(_, pid) => Some(*pid),
+            PidFile::Live(_, pid) | PidFile::Unverified(_, pid) => Some(*pid),
             PidFile::Stale { pid, .. } => *pid,
             _ => None,
         }
@@ -79,6 +86,9 @@ pub enum Role {
     Orphan,
     /// The `fpmctl supervise` that owns this FPM and holds its sockets (never signalled).
     Supervisor,
+    /// It looks like this config's FPM but cannot be proven to be (a [`Lookalike`] whose
+    /// doubt is not foreign): never signalled.
+    Unverified,
     /// Anything else: never signalled by fpmctl.
     Foreign,
 }
@@ -91,6 +101,7 @@ impl Role {
             Role::Worker => "worker",
             Role::Orphan => "orphan",
             Role::Supervisor => "supervisor",
+            Role::Unverified => "unverified",
             Role::Foreign => "foreign",
         }
     }
@@ -116,13 +127,39 @@ pub struct Address {
     pub inodes: Vec<u64>,
     /// Processes holding those sockets.
     pub holders: Vec<Holder>,
+    /// False when a listening socket here has no holder fpmctl could see while the open
+    /// files of some processes could not be read (another user's, without root).
+    pub holders_known: bool,
 }
 
 impl Address {
-    /// Holders that are not this config's FPM.
+    /// Holders not proven to be this config's FPM (foreign or unverified).
     pub fn foreign(&self) -> impl Iterator<Item = &Holder> {
-        self.holders.iter().filter(|h| h.role == Role::Foreign)
+        self.holders
+            .iter()
+            .filter(|h| matches!(h.role, Role::Foreign | Role::Unverified))
     }
+}
+
+/// What a [`Lookalike`] looks like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Looks {
+    /// This config's master.
+    Master,
+    /// A pool process of this config (the pool named).
+    Pool(String),
+}
+
+/// A process that looks like this config's FPM (by title) but is not proven to be it.
+/// Reported; never signalled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookalike {
+    /// The process.
+    pub proc: ProcInfo,
+    /// What it looks like.
+    pub looks: Looks,
+    /// Why it is not proven.
+    pub doubt: Doubt,
 }
 
 /// One consistent look at this config's processes and addresses.
@@ -140,6 +177,8 @@ pub struct Snapshot {
     pub orphans: Vec<Worker>,
     /// Every listen address (pool `listen` and `pm.status_listen`).
     pub addresses: Vec<Address>,
+    /// Processes that look like this config's FPM but are not proven to be it.
+    pub lookalikes: Vec<Lookalike>,
 }
 
 /// The overall state, as `status` reports it.
@@ -153,6 +192,9 @@ pub enum State {
     StalePidFile,
     /// No master, but orphaned workers of this config remain.
     Orphans,
+    /// No proven master, but one that cannot be verified runs (a replaced binary, or a
+    /// process fpmctl may not inspect): LSB "unknown".
+    Unverified,
 }
 
 impl State {
@@ -163,6 +205,7 @@ impl State {
             State::Stopped => "stopped",
             State::StalePidFile => "stale-pid-file",
             State::Orphans => "orphans",
+            State::Unverified => "unverified",
         }
     }
 }
@@ -172,6 +215,8 @@ impl Snapshot {
     pub fn state(&self) -> State {
         if self.master.is_some() {
             State::Running
+        } else if self.unverified_masters().next().is_some() {
+            State::Unverified
         } else if !self.orphans.is_empty() {
             State::Orphans
         } else if matches!(self.pid_file, PidFile::Stale { .. }) {
@@ -224,80 +269,34 @@ impl Snapshot {
     pub fn is_empty(&self) -> bool {
         self.all_processes().is_empty()
     }
-}
 
-/// The pool name in a worker title `php-fpm: pool NAME`.
-pub fn pool_of_title(title: &str) -> Option<&str> {
-    title.strip_prefix("php-fpm: pool ").map(str::trim)
-}
-
-fn is_any_master_title(title: &str) -> bool {
-    title.starts_with("php-fpm: master process")
-}
-
-/// True when `p` is the FPM master of the config at `config`: alive, a php-fpm binary, and
-/// titled for this config (or, mid re-exec, invoked with `-y`/`--fpm-config` naming it).
-pub fn is_master_of(p: &ProcInfo, config: &Path) -> bool {
-    if p.is_gone() || !p.is_php_fpm_binary() {
-        return false;
+    /// Lookalike masters that may well be this config's master but cannot be proven
+    /// (not impostors): while one runs, nothing can be said for sure.
+    pub fn unverified_masters(&self) -> impl Iterator<Item = &Lookalike> {
+        self.lookalikes
+            .iter()
+            .filter(|l| l.looks == Looks::Master && !l.doubt.is_foreign())
     }
-    if let Some(inner) = p
-        .title
-        .strip_prefix("php-fpm: master process (")
-        .and_then(|t| t.strip_suffix(')'))
-    {
-        return same_path(Path::new(inner), config, p.pid());
+
+    /// True when the view is limited because processes of other users could not be read.
+    pub fn limited_view(&self) -> bool {
+        self.lookalikes
+            .iter()
+            .any(|l| l.doubt == Doubt::CannotInspect)
+            || self.addresses.iter().any(|a| !a.holders_known)
     }
-    argv_config(&p.title)
-        .map(|c| same_path(Path::new(&c), config, p.pid()))
-        .unwrap_or(false)
 }
 
-/// True when `p` is a live php-fpm pool process of a pool named in `cfg`.
+pub use crate::identity::pool_of_title;
+
+/// True when `p` is proven to be the FPM master of `cfg` (see [`crate::identity`]).
+pub fn is_master_of(p: &ProcInfo, cfg: &FpmConfig) -> bool {
+    identity::judge_master(p, &cfg.path, cfg.binary.as_ref()).is_ours()
+}
+
+/// True when `p` is proven to be a live pool process (worker or orphan) of `cfg`.
 pub fn is_pool_process_of(p: &ProcInfo, cfg: &FpmConfig) -> bool {
-    !p.is_gone()
-        && p.is_php_fpm_binary()
-        && pool_of_title(&p.title).is_some_and(|name| cfg.pool(name).is_some())
-}
-
-/// The config named on a php-fpm command line (`-y PATH`, `-yPATH`, `--fpm-config PATH` or
-/// `--fpm-config=PATH`). Arguments are split on spaces, so paths with spaces are not found.
-fn argv_config(cmdline: &str) -> Option<String> {
-    let mut args = cmdline.split(' ');
-    let first = args.next()?;
-    if !Path::new(first)
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("php-fpm"))
-    {
-        return None;
-    }
-    while let Some(a) = args.next() {
-        if a == "-y" || a == "--fpm-config" {
-            return args.next().map(str::to_string);
-        }
-        if let Some(v) = a.strip_prefix("--fpm-config=") {
-            return Some(v.to_string());
-        }
-        if let Some(v) = a.strip_prefix("-y").filter(|v| !v.is_empty()) {
-            return Some(v.to_string());
-        }
-    }
-    None
-}
-
-fn same_path(seen: &Path, config: &Path, pid: i32) -> bool {
-    if seen == config {
-        return true;
-    }
-    let seen = if seen.is_relative() {
-        PathBuf::from(format!("/proc/{pid}/cwd")).join(seen)
-    } else {
-        seen.to_path_buf()
-    };
-    match (seen.canonicalize(), config.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
+    identity::judge_pool_process(p, cfg).is_ours()
 }
 
 /// Every listen address of the config, with its pool.
@@ -333,10 +332,23 @@ pub fn discover_in(
     listeners: &[(String, ListenAddr, Vec<u64>)],
 ) -> Snapshot {
     let config = cfg.path.as_path();
+    let bin = cfg.binary.as_ref();
     let pid_file_path = cfg.global.pid_file.clone();
     let file_pid = pid_file_path.as_ref().map(|p| read_pid_file(p));
 
-    let masters: Vec<&ProcInfo> = table.iter().filter(|p| is_master_of(p, config)).collect();
+    let mut masters: Vec<&ProcInfo> = Vec::new();
+    let mut lookalikes: Vec<Lookalike> = Vec::new();
+    for p in table {
+        match identity::judge_master(p, config, bin) {
+            Verdict::Ours => masters.push(p),
+            Verdict::Doubtful(doubt) => lookalikes.push(Lookalike {
+                proc: p.clone(),
+                looks: Looks::Master,
+                doubt,
+            }),
+            Verdict::NotOurs => {}
+        }
+    }
     let by_pid = |pid: i32| table.iter().find(|p| p.pid() == pid);
 
     let pid_file = match (&pid_file_path, file_pid) {
@@ -349,6 +361,13 @@ pub fn discover_in(
         },
         (Some(path), Some(Ok(pid))) => match by_pid(pid) {
             Some(p) if masters.iter().any(|m| m.id == p.id) => PidFile::Live(path.clone(), pid),
+            Some(p)
+                if lookalikes
+                    .iter()
+                    .any(|l| l.proc.id == p.id && !l.doubt.is_foreign()) =>
+            {
+                PidFile::Unverified(path.clone(), pid)
+            }
             Some(p) if p.is_gone() => PidFile::Stale {
                 path: path.clone(),
                 pid: Some(pid),
@@ -375,7 +394,7 @@ pub fn discover_in(
         },
     };
 
-    // The master: the one the pid file names, else the oldest process titled for this config.
+    // The master: the one the pid file names, else the oldest proven master of this config.
     let master = match &pid_file {
         PidFile::Live(_, pid) => masters
             .iter()
@@ -392,42 +411,64 @@ pub fn discover_in(
         .map(|m| (*m).clone())
         .collect();
     let master_pids: HashSet<i32> = masters.iter().map(|m| m.pid()).collect();
+    let lookalike_master_pids: HashSet<i32> = lookalikes.iter().map(|l| l.proc.pid()).collect();
 
     let all_inodes: HashSet<u64> = listeners.iter().flat_map(|l| l.2.iter().copied()).collect();
     let mut workers = Vec::new();
-    let mut candidates = Vec::new();
-    for p in table.iter().filter(|p| is_pool_process_of(p, cfg)) {
+    let mut orphans = Vec::new();
+    for p in table {
+        let verdict = identity::judge_pool_process(p, cfg);
+        if verdict == Verdict::NotOurs {
+            continue;
+        }
         let pool = pool_of_title(&p.title).unwrap_or_default().to_string();
         if master_pids.contains(&p.ppid) {
-            workers.push(Worker {
+            match verdict {
+                Verdict::Ours => workers.push(Worker {
+                    proc: p.clone(),
+                    pool,
+                }),
+                Verdict::Doubtful(doubt) => lookalikes.push(Lookalike {
+                    proc: p.clone(),
+                    looks: Looks::Pool(pool),
+                    doubt,
+                }),
+                Verdict::NotOurs => {}
+            }
+            continue;
+        }
+        // Workers of an unproven master are reported with it, or of another config's master
+        // not at all.
+        if lookalike_master_pids.contains(&p.ppid)
+            || by_pid(p.ppid).is_some_and(|parent| identity::is_any_master_title(&parent.title))
+        {
+            continue;
+        }
+        // An orphan proves itself: it holds one of this config's listening sockets. Without
+        // that, only a process in the group of the PID the pid file names is worth reporting
+        // (the evidence is ambiguous); other pool processes of the same name are not ours.
+        let holds_ours = p.sockets.iter().any(|i| all_inodes.contains(i));
+        if !holds_ours && Some(p.pgrp) != pid_file.pid() {
+            continue;
+        }
+        match verdict {
+            Verdict::Ours if holds_ours => orphans.push(Worker {
                 proc: p.clone(),
                 pool,
-            });
-        } else if !by_pid(p.ppid).is_some_and(|parent| is_any_master_title(&parent.title)) {
-            candidates.push(Worker {
+            }),
+            Verdict::Ours => lookalikes.push(Lookalike {
                 proc: p.clone(),
-                pool,
-            });
+                looks: Looks::Pool(pool),
+                doubt: Doubt::NoSocketEvidence,
+            }),
+            Verdict::Doubtful(doubt) => lookalikes.push(Lookalike {
+                proc: p.clone(),
+                looks: Looks::Pool(pool),
+                doubt,
+            }),
+            Verdict::NotOurs => {}
         }
     }
-    // Orphans: evidence from sockets, the process group, or the pid file's dead master.
-    let holding_groups: HashSet<i32> = candidates
-        .iter()
-        .filter(|w| w.proc.sockets.iter().any(|i| all_inodes.contains(i)))
-        .map(|w| w.proc.pgrp)
-        .collect();
-    let dead_master = match &pid_file {
-        PidFile::Stale { pid: Some(pid), .. } => Some(*pid),
-        _ => None,
-    };
-    let orphans: Vec<Worker> = candidates
-        .into_iter()
-        .filter(|w| {
-            w.proc.sockets.iter().any(|i| all_inodes.contains(i))
-                || holding_groups.contains(&w.proc.pgrp)
-                || Some(w.proc.pgrp) == dead_master
-        })
-        .collect();
 
     let role_of = |p: &ProcInfo| -> Role {
         if masters.iter().any(|m| m.id == p.id) {
@@ -438,10 +479,18 @@ pub fn discover_in(
             Role::Orphan
         } else if is_supervisor_of(p, &masters, &orphans) {
             Role::Supervisor
+        } else if lookalikes
+            .iter()
+            .any(|l| l.proc.id == p.id && !l.doubt.is_foreign())
+        {
+            Role::Unverified
         } else {
             Role::Foreign
         }
     };
+    // A listening socket always has a holder: when none was seen and some processes' open
+    // files could not be read, who holds it is unknown (never "free").
+    let some_unreadable = table.iter().any(|p| p.restricted && !p.is_gone());
     let addresses = listeners
         .iter()
         .map(|(pool, addr, inodes)| {
@@ -452,12 +501,17 @@ pub fn discover_in(
                     proc: p.clone(),
                     role: role_of(p),
                 })
-                .collect();
+                .collect::<Vec<Holder>>();
+            let holders_known = !some_unreadable
+                || inodes
+                    .iter()
+                    .all(|i| holders.iter().any(|h| h.proc.sockets.contains(i)));
             Address {
                 pool: pool.clone(),
                 addr: addr.clone(),
                 inodes: inodes.clone(),
                 holders,
+                holders_known,
             }
         })
         .collect();
@@ -469,6 +523,7 @@ pub fn discover_in(
         workers,
         orphans,
         addresses,
+        lookalikes,
     }
 }
 
@@ -504,24 +559,6 @@ fn read_pid_file(path: &Path) -> Result<i32, PidFileRead> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn finds_the_config_on_a_php_fpm_command_line() {
-        assert_eq!(
-            argv_config("/usr/sbin/php-fpm8.2 -F -y /tmp/a.conf").as_deref(),
-            Some("/tmp/a.conf")
-        );
-        assert_eq!(
-            argv_config("php-fpm --fpm-config=/tmp/b.conf").as_deref(),
-            Some("/tmp/b.conf")
-        );
-        assert_eq!(
-            argv_config("php-fpm -y/tmp/c.conf").as_deref(),
-            Some("/tmp/c.conf")
-        );
-        assert_eq!(argv_config("sleep -y /tmp/a.conf"), None);
-        assert_eq!(argv_config("/usr/sbin/php-fpm8.2 --nodaemonize"), None);
-    }
-
     fn config() -> (tempfile::TempDir, FpmConfig) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("php-fpm.conf");
@@ -530,7 +567,11 @@ mod tests {
             d = dir.path().display()
         );
         std::fs::write(&path, text).unwrap();
-        let cfg = crate::config::load(&path).unwrap();
+        let mut cfg = crate::config::load(&path).unwrap();
+        cfg.binary = Some(crate::identity::FpmBinary {
+            path: PathBuf::from(FPM),
+            id: FPM_ID,
+        });
         (dir, cfg)
     }
 
@@ -546,11 +587,21 @@ mod tests {
             comm: exe.rsplit('/').next().unwrap().chars().take(15).collect(),
             title: title.to_string(),
             exe: Some(PathBuf::from(exe)),
+            exe_id: Some(if exe == FPM {
+                FPM_ID
+            } else {
+                crate::procs::FileId {
+                    dev: 1,
+                    ino: pid as u64,
+                }
+            }),
             sockets: sockets.to_vec(),
+            ..ProcInfo::default()
         }
     }
 
     const FPM: &str = "/usr/sbin/php-fpm8.2";
+    const FPM_ID: crate::procs::FileId = crate::procs::FileId { dev: 1, ino: 42 };
 
     #[test]
     fn counts_only_the_serving_masters_workers_per_pool() {
@@ -574,13 +625,13 @@ mod tests {
     }
 
     #[test]
-    fn orphans_are_found_by_socket_or_process_group_and_others_are_foreign() {
+    fn orphans_are_found_by_the_sockets_they_hold_and_others_are_foreign() {
         let (_d, cfg) = config();
         std::fs::write(cfg.global.pid_file.as_ref().unwrap(), "100\n").unwrap();
         let table = vec![
-            // The master 100 is dead; 101 holds the socket, 102 is in its group.
+            // The master 100 is dead; 101 and 102 hold the socket.
             proc(101, 1, 100, "php-fpm: pool www", FPM, &[7]),
-            proc(102, 1, 100, "php-fpm: pool www", FPM, &[]),
+            proc(102, 1, 100, "php-fpm: pool www", FPM, &[7]),
             // A pool of the same name under another live master: not ours.
             proc(
                 200,
@@ -604,7 +655,82 @@ mod tests {
             .iter()
             .map(|h| (h.proc.pid(), h.role))
             .collect();
-        assert_eq!(roles, vec![(101, Role::Orphan), (300, Role::Foreign)]);
+        assert_eq!(
+            roles,
+            vec![
+                (101, Role::Orphan),
+                (102, Role::Orphan),
+                (300, Role::Foreign)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stale_pid_file_naming_another_configs_dead_master_proves_nothing() {
+        let (_d, cfg) = config();
+        // 500 was another config's master; its orphans share pool names with ours and sit
+        // in its process group, but hold only that config's socket (8).
+        std::fs::write(cfg.global.pid_file.as_ref().unwrap(), "500\n").unwrap();
+        let table = vec![
+            proc(501, 1, 500, "php-fpm: pool www", FPM, &[8]),
+            proc(502, 1, 500, "php-fpm: pool www", FPM, &[]),
+        ];
+        let addr = ListenAddr::parse("127.0.0.1:9999").unwrap();
+        let snap = discover_in(&cfg, &table, &[("www".into(), addr, vec![7])]);
+        assert!(snap.orphans.is_empty());
+        assert!(snap.is_empty());
+        assert_eq!(snap.state(), State::StalePidFile);
+        let doubts: Vec<(i32, &Doubt)> = snap
+            .lookalikes
+            .iter()
+            .map(|l| (l.proc.pid(), &l.doubt))
+            .collect();
+        assert_eq!(
+            doubts,
+            vec![
+                (501, &Doubt::NoSocketEvidence),
+                (502, &Doubt::NoSocketEvidence)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_impostor_master_is_foreign_and_a_replaced_binary_is_unverified() {
+        let (_d, cfg) = config();
+        let master = format!("php-fpm: master process ({})", cfg.path.display());
+        let table = vec![proc(600, 1, 600, &master, "/tmp/php-fpm-evil", &[7])];
+        let addr = ListenAddr::parse("127.0.0.1:9999").unwrap();
+        let listeners = [("www".to_string(), addr, vec![7])];
+        let snap = discover_in(&cfg, &table, &listeners);
+        assert!(snap.master.is_none());
+        assert_eq!(snap.state(), State::Stopped);
+        assert_eq!(snap.addresses[0].holders[0].role, Role::Foreign);
+        assert_eq!(snap.addresses[0].foreign().count(), 1);
+
+        let mut old = proc(700, 1, 700, &master, FPM, &[7]);
+        old.exe_id = Some(crate::procs::FileId { dev: 1, ino: 41 });
+        old.exe_deleted = true;
+        let snap = discover_in(&cfg, &[old], &listeners);
+        assert!(snap.master.is_none());
+        assert_eq!(snap.state(), State::Unverified);
+        assert_eq!(snap.addresses[0].holders[0].role, Role::Unverified);
+        assert!(snap.is_empty(), "never signalled");
+    }
+
+    #[test]
+    fn other_users_processes_make_the_view_limited() {
+        let (_d, cfg) = config();
+        let master = format!("php-fpm: master process ({})", cfg.path.display());
+        let mut hidden = proc(800, 1, 800, &master, FPM, &[]);
+        hidden.exe = None;
+        hidden.exe_id = None;
+        hidden.restricted = true;
+        let addr = ListenAddr::parse("127.0.0.1:9999").unwrap();
+        let snap = discover_in(&cfg, &[hidden], &[("www".into(), addr, vec![7])]);
+        assert_eq!(snap.state(), State::Unverified);
+        assert!(snap.limited_view());
+        assert!(!snap.addresses[0].holders_known);
+        assert_eq!(snap.lookalikes[0].doubt, Doubt::CannotInspect);
     }
 
     #[test]
@@ -619,11 +745,5 @@ mod tests {
             PidFile::Stale { reason, .. } => assert!(reason.contains("sleep"), "{reason}"),
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn pool_titles() {
-        assert_eq!(pool_of_title("php-fpm: pool www"), Some("www"));
-        assert_eq!(pool_of_title("php-fpm: master process (/x)"), None);
     }
 }

@@ -103,6 +103,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The lock directory, or a file in it, could be turned against fpmctl (another user's
+    /// directory, writable by others, a planted symlink): refused.
+    #[error("{0}")]
+    UnsafeLockDir(String),
     /// Any other failure.
     #[error("{0}")]
     Other(String),
@@ -124,7 +128,7 @@ impl Error {
             Error::FpmDied(_) => ExitCode::FpmDied,
             Error::CrashLoop(_) => ExitCode::CrashLoop,
             Error::Usage(_) => ExitCode::Usage,
-            Error::Io { .. } | Error::Other(_) => ExitCode::Failure,
+            Error::Io { .. } | Error::UnsafeLockDir(_) | Error::Other(_) => ExitCode::Failure,
         }
     }
 

@@ -15,7 +15,7 @@ pub enum ExitCode {
     Failure,
     /// Bad command line (unknown flag, malformed duration or signal plan).
     Usage,
-    /// For `status` and `ping`: FPM is not running.
+    /// For `status`, `ping` and `reopen-logs`: FPM is not running.
     NotRunning,
     /// The FPM configuration could not be found, read or parsed (LSB "unknown" for `status`).
     ConfigUnreadable,
@@ -86,7 +86,7 @@ impl ExitCode {
                 "failure; status: FPM is dead but its pid file or orphaned workers remain"
             }
             ExitCode::Usage => "bad command line",
-            ExitCode::NotRunning => "status, ping: FPM is not running",
+            ExitCode::NotRunning => "status, ping, reopen-logs: FPM is not running",
             ExitCode::ConfigUnreadable => "FPM config not found, unreadable or unparsable",
             ExitCode::BinaryNotFound => "no php-fpm binary found",
             ExitCode::ConfigInvalid => "php-fpm -t rejected the config; nothing was changed",

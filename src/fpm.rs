@@ -1,14 +1,18 @@
-//! Running the php-fpm binary: `php-fpm -t` (config test) and starting a daemonized FPM.
+//! Running the php-fpm binary: `php-fpm -t` (config test), starting a daemonized FPM, and
+//! asking a binary for its compiled-in directories ([`build_dirs`]).
 //!
 //! FPM is always started with `-y <config>` so its master title names the config, which is how
-//! [`crate::discovery`] recognises it. Children start with a clean signal mask and default
+//! [`crate::discovery`] recognises it, and with `-p <prefix>` when fpmctl was given `--prefix`. Children start with a clean signal mask and default
 //! signal dispositions (the standard library resets them before exec), stdin from /dev/null
 //! and stderr captured to a file, so a daemon that keeps stderr open cannot block us.
 
+use crate::config::{BuildDirs, LoadOptions};
 use crate::error::{Error, Result};
+use std::collections::HashMap;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 /// A php-fpm binary and the config it runs.
@@ -18,6 +22,8 @@ pub struct Fpm {
     pub bin: PathBuf,
     /// The main config.
     pub config: PathBuf,
+    /// `-p`: the base of relative paths, when given; `None` leaves it to the binary.
+    pub prefix: Option<PathBuf>,
 }
 
 /// How `php-fpm -t` judged the config.
@@ -30,14 +36,32 @@ pub struct TestResult {
 }
 
 impl Fpm {
-    /// A command for this binary with `-y <config>`, stdin closed.
+    /// A command for this binary with `-y <config>` (and `-p <prefix>`), stdin closed.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("-y").arg(&self.config).stdin(Stdio::null());
+        if let Some(prefix) = &self.prefix {
+            cmd.arg("-p").arg(prefix);
+        }
         // Readiness is proven by fpmctl itself; FPM must not tell a service manager we
         // may be running under that it is the main process.
         cmd.env_remove("NOTIFY_SOCKET");
         cmd
+    }
+
+    /// How to load this FPM's config so relative paths resolve as this binary resolves them:
+    /// under `-p` when given, else under the binary's compiled-in directories.
+    pub fn load_options(&self) -> LoadOptions {
+        let build = match &self.prefix {
+            // Under -p the compiled-in directories play no part.
+            Some(_) => BuildDirs::default(),
+            None => build_dirs(&self.bin),
+        };
+        LoadOptions {
+            prefix: self.prefix.clone(),
+            build,
+            env: None,
+        }
     }
 
     /// Runs `php-fpm -t`; `Err` only when it could not be run at all.
@@ -125,6 +149,84 @@ impl Fpm {
         }
         Err(Error::FpmDied(detail))
     }
+}
+
+/// Compiled-in directories already asked for in this run, per binary.
+static BUILD_DIRS: LazyLock<Mutex<HashMap<PathBuf, BuildDirs>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The compiled-in `PHP_PREFIX` and `PHP_LOCALSTATEDIR` of `bin`, asked once per binary and
+/// run (`php-fpm -tt` on a probe config in a temp dir). When the binary cannot tell, Debian's
+/// (`/usr`, `/var`), with a warning: relative paths may then be resolved elsewhere than FPM
+/// resolves them.
+pub fn build_dirs(bin: &Path) -> BuildDirs {
+    if let Some(dirs) = BUILD_DIRS.lock().ok().and_then(|c| c.get(bin).cloned()) {
+        return dirs;
+    }
+    let dirs = match probe_build_dirs(bin) {
+        Ok(dirs) => {
+            tracing::debug!(
+                bin = %bin.display(),
+                prefix = %dirs.prefix.display(),
+                localstatedir = %dirs.localstatedir.display(),
+                "compiled-in directories"
+            );
+            dirs
+        }
+        Err(why) => {
+            let dirs = BuildDirs::default();
+            tracing::warn!(
+                bin = %bin.display(),
+                "could not ask php-fpm for its compiled-in prefix ({why}); relative paths are \
+                 taken under {} and {} (pass --prefix to be sure)",
+                dirs.prefix.display(),
+                dirs.localstatedir.display()
+            );
+            dirs
+        }
+    };
+    if let Ok(mut cache) = BUILD_DIRS.lock() {
+        cache.insert(bin.to_path_buf(), dirs.clone());
+    }
+    dirs
+}
+
+fn probe_build_dirs(bin: &Path) -> std::result::Result<BuildDirs, String> {
+    let user = probe_user().ok_or("no account to name as the probe pool's user")?;
+    let dir = tempfile::Builder::new()
+        .prefix("fpmctl-probe-")
+        .tempdir()
+        .map_err(|e| format!("creating a temp dir: {e}"))?;
+    let conf = dir.path().join("probe.conf");
+    std::fs::write(&conf, crate::config::probe_config(&user))
+        .map_err(|e| format!("writing {}: {e}", conf.display()))?;
+    let out = Command::new(bin)
+        .arg("-tt")
+        .arg("-y")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .map_err(|e| format!("running {} -tt: {e}", bin.display()))?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    BuildDirs::from_dump(&text).ok_or_else(|| {
+        let why = fpm_messages(&text).join("; ");
+        format!("php-fpm -tt exited with {}: {why}", out.status)
+    })
+}
+
+/// An account the probe pool can name: ours when we are not root (FPM ignores it then, but
+/// looks it up), otherwise a common unprivileged one that exists.
+fn probe_user() -> Option<String> {
+    use nix::unistd::{Uid, User};
+    let me = Uid::effective();
+    if !me.is_root() {
+        return User::from_uid(me).ok().flatten().map(|u| u.name);
+    }
+    ["nobody", "www-data", "daemon"]
+        .into_iter()
+        .find(|n| matches!(User::from_name(n), Ok(Some(u)) if !u.uid.is_root()))
+        .map(str::to_string)
 }
 
 /// FPM's ERROR, ALERT and WARNING lines from its stderr, without the `[date] ` prefix.

@@ -13,6 +13,7 @@ pub mod error;
 pub mod exit;
 pub mod fastcgi;
 pub mod fpm;
+pub mod identity;
 pub mod listen;
 pub mod lock;
 pub mod procs;

@@ -4,14 +4,21 @@
 //! the kernel, start times are not reused for the same PID. Zombies are treated as gone:
 //! they hold no sockets and may never be reaped when PID 1 does not reap.
 //!
+//! Reading fails closed: a process whose `/proc` entry exists but cannot be read is
+//! [`Lookup::Unreadable`], never "gone"; only a missing entry, a zombie or another start
+//! time mean gone. A process of another user seen without root has no readable executable
+//! or open files: it is marked [`ProcInfo::restricted`], so callers can say what they could
+//! not see instead of guessing.
+//!
 //! This module only reads; signalling lives in [`crate::signals`].
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// PID plus start time (clock ticks since boot): a process identity that survives PID reuse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ProcId {
     /// The PID.
     pub pid: i32,
@@ -19,8 +26,29 @@ pub struct ProcId {
     pub start_time: u64,
 }
 
+/// A file's identity: device and inode. Two paths (or a path and a running process's
+/// executable) are the same file exactly when these are equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FileId {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+}
+
+impl FileId {
+    /// The identity of the file `path` names (symlinks followed).
+    pub fn of(path: &Path) -> std::io::Result<FileId> {
+        let m = std::fs::metadata(path)?;
+        Ok(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+}
+
 /// What fpmctl knows about one process.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProcInfo {
     /// Identity.
     pub id: ProcId,
@@ -36,6 +64,14 @@ pub struct ProcInfo {
     pub title: String,
     /// The executable, when readable (` (deleted)` stripped).
     pub exe: Option<PathBuf>,
+    /// Device and inode of the running executable (`stat` of `/proc/PID/exe`, which still
+    /// works after the file was deleted), when readable.
+    pub exe_id: Option<FileId>,
+    /// The executable was deleted (or replaced) since the process started it.
+    pub exe_deleted: bool,
+    /// Its executable or open files could not be read (another user's process, seen
+    /// without root): what it runs and which sockets it holds are unknown.
+    pub restricted: bool,
     /// Socket inodes among its open files (filled only by [`scan`] with sockets).
     pub sockets: Vec<u64>,
 }
@@ -60,22 +96,12 @@ impl ProcInfo {
             .unwrap_or_else(|| self.comm.clone())
     }
 
-    /// True when the executable looks like a php-fpm binary (`php-fpm`, `php-fpm8.2`, ...).
-    /// When the executable cannot be read, `comm` decides.
-    pub fn is_php_fpm_binary(&self) -> bool {
-        match &self.exe {
-            Some(exe) => exe
-                .file_name()
-                .map(|n| n.to_string_lossy().starts_with("php-fpm"))
-                .unwrap_or(false),
-            None => self.comm.starts_with("php-fpm"),
-        }
-    }
-
     /// How long the process has been running.
     pub fn age(&self) -> Option<Duration> {
         let up = system_uptime()?;
-        let started = Duration::from_secs_f64(self.id.start_time as f64 / ticks_per_second());
+        // `try_`: a zero tick rate or a garbled /proc/uptime gives no age, not a panic.
+        let started =
+            Duration::try_from_secs_f64(self.id.start_time as f64 / ticks_per_second()).ok()?;
         up.checked_sub(started)
     }
 }
@@ -85,40 +111,129 @@ fn ticks_per_second() -> f64 {
 }
 
 fn system_uptime() -> Option<Duration> {
-    let text = std::fs::read_to_string("/proc/uptime").ok()?;
-    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_secs_f64(secs))
+    parse_uptime(&std::fs::read_to_string("/proc/uptime").ok()?)
 }
 
-/// Reads one process; `None` when it does not exist (or vanished while being read).
-pub fn read(pid: i32) -> Option<ProcInfo> {
+/// The first field of `/proc/uptime` text; `None` for anything not a finite, non-negative
+/// number of seconds.
+fn parse_uptime(text: &str) -> Option<Duration> {
+    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+/// The outcome of looking one process up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// It exists (and, for [`lookup_same`], is the same process, alive).
+    Found(ProcInfo),
+    /// Proven gone: no such PID, a zombie, or (for [`lookup_same`]) another start time.
+    Gone,
+    /// Its `/proc` entry exists but could not be read: maybe alive, never "gone".
+    Unreadable(String),
+}
+
+/// Looks one process up, failing closed.
+pub fn lookup(pid: i32) -> Lookup {
     read_process(pid, false)
 }
 
-/// Reads one process only if it is still the same one (same start time) and alive.
-pub fn read_same(id: ProcId) -> Option<ProcInfo> {
-    read(id.pid).filter(|p| p.id == id && !p.is_gone())
+/// Looks up the process `id` names: [`Lookup::Found`] only while it is that process and
+/// alive, [`Lookup::Gone`] only when that is proven.
+pub fn lookup_same(id: ProcId) -> Lookup {
+    match lookup(id.pid) {
+        Lookup::Found(p) if p.id == id && !p.is_gone() => Lookup::Found(p),
+        Lookup::Found(_) | Lookup::Gone => Lookup::Gone,
+        unreadable => unreadable,
+    }
 }
 
-fn read_process(pid: i32, with_sockets: bool) -> Option<ProcInfo> {
-    let proc = procfs::process::Process::new(pid).ok()?;
-    let stat = proc.stat().ok()?;
+/// True only when the process `id` is proven gone (an unreadable entry is not).
+pub fn is_gone(id: ProcId) -> bool {
+    lookup_same(id) == Lookup::Gone
+}
+
+/// True only when no live process has `pid`: none at all, or a zombie (an unreadable entry
+/// is not gone).
+pub fn pid_is_gone(pid: i32) -> bool {
+    match lookup(pid) {
+        Lookup::Found(p) => p.is_gone(),
+        Lookup::Gone => true,
+        Lookup::Unreadable(_) => false,
+    }
+}
+
+/// Reads one process; `None` when it does not exist or could not be read.
+pub fn read(pid: i32) -> Option<ProcInfo> {
+    match lookup(pid) {
+        Lookup::Found(p) => Some(p),
+        _ => None,
+    }
+}
+
+/// Reads one process only if it is still the same one (same start time) and alive.
+/// `None` also when it could not be read: use [`is_gone`] to decide that it is gone.
+pub fn read_same(id: ProcId) -> Option<ProcInfo> {
+    match lookup_same(id) {
+        Lookup::Found(p) => Some(p),
+        _ => None,
+    }
+}
+
+fn is_denied(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::PermissionDenied
+}
+
+fn read_process(pid: i32, with_sockets: bool) -> Lookup {
+    use procfs::ProcError;
+    let unreadable = |e: ProcError| match e {
+        ProcError::NotFound(_) => Lookup::Gone,
+        other => Lookup::Unreadable(format!("/proc/{pid}: {other}")),
+    };
+    let proc = match procfs::process::Process::new(pid) {
+        Ok(p) => p,
+        Err(e) => return unreadable(e),
+    };
+    let stat = match proc.stat() {
+        Ok(s) => s,
+        Err(e) => return unreadable(e),
+    };
     let title = std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|raw| title_from_cmdline(&raw))
         .unwrap_or_default();
-    let exe = proc.exe().ok().map(|p| {
-        let s = p.to_string_lossy();
-        match s.strip_suffix(" (deleted)") {
-            Some(stripped) => PathBuf::from(stripped),
-            None => p,
+    let exe_link = format!("/proc/{pid}/exe");
+    let mut restricted = false;
+    let mut exe_deleted = false;
+    let exe = match std::fs::read_link(&exe_link) {
+        Ok(p) => {
+            let s = p.to_string_lossy();
+            Some(match s.strip_suffix(" (deleted)") {
+                Some(stripped) => {
+                    exe_deleted = true;
+                    PathBuf::from(stripped)
+                }
+                None => p,
+            })
         }
-    });
+        Err(e) => {
+            restricted |= is_denied(&e);
+            None
+        }
+    };
+    let exe_id = exe
+        .as_ref()
+        .and_then(|_| FileId::of(Path::new(&exe_link)).ok());
     let sockets = if with_sockets {
-        socket_inodes(&proc)
+        match socket_inodes(&proc) {
+            Ok(s) => s,
+            Err(denied) => {
+                restricted |= denied;
+                Vec::new()
+            }
+        }
     } else {
         Vec::new()
     };
-    Some(ProcInfo {
+    Lookup::Found(ProcInfo {
         id: ProcId {
             pid,
             start_time: stat.starttime,
@@ -129,6 +244,9 @@ fn read_process(pid: i32, with_sockets: bool) -> Option<ProcInfo> {
         comm: stat.comm,
         title,
         exe,
+        exe_id,
+        exe_deleted,
+        restricted,
         sockets,
     })
 }
@@ -142,28 +260,35 @@ pub fn title_from_cmdline(raw: &[u8]) -> String {
     s.trim().to_string()
 }
 
-fn socket_inodes(proc: &procfs::process::Process) -> Vec<u64> {
+/// Socket inodes among a process's open files; `Err(true)` when they could not be read for
+/// lack of permission, `Err(false)` for other failures (the process vanished).
+fn socket_inodes(proc: &procfs::process::Process) -> Result<Vec<u64>, bool> {
+    let fds = proc
+        .fd()
+        .map_err(|e| matches!(e, procfs::ProcError::PermissionDenied(_)))?;
     let mut out = Vec::new();
-    if let Ok(fds) = proc.fd() {
-        for fd in fds.flatten() {
-            if let procfs::process::FDTarget::Socket(inode) = fd.target {
-                out.push(inode);
-            }
+    for fd in fds.flatten() {
+        if let procfs::process::FDTarget::Socket(inode) = fd.target {
+            out.push(inode);
         }
     }
     out.sort_unstable();
     out.dedup();
-    out
+    Ok(out)
 }
 
-/// Reads every process, with its socket inodes when `with_sockets` is set.
+/// Reads every process, with its socket inodes when `with_sockets` is set. A process whose
+/// `/proc` entry cannot be read at all is left out.
 pub fn scan(with_sockets: bool) -> Vec<ProcInfo> {
     let Ok(all) = procfs::process::all_processes() else {
         return Vec::new();
     };
     let mut out: Vec<ProcInfo> = all
         .flatten()
-        .filter_map(|p| read_process(p.pid(), with_sockets))
+        .filter_map(|p| match read_process(p.pid(), with_sockets) {
+            Lookup::Found(info) => Some(info),
+            _ => None,
+        })
         .collect();
     out.sort_by_key(|p| p.id.pid);
     out
@@ -207,6 +332,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_garbled_uptime_is_no_age_not_a_panic() {
+        assert_eq!(
+            parse_uptime("12.5 40.0\n"),
+            Some(Duration::from_millis(12_500))
+        );
+        for bad in ["inf 1", "NaN 1", "-1 1", "1e400 1", "", "x"] {
+            assert_eq!(parse_uptime(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn titles_lose_nuls_and_padding() {
         assert_eq!(
             title_from_cmdline(b"php-fpm: master process (/etc/php.conf)\0\0\0   \0"),
@@ -247,11 +383,17 @@ mod tests {
         assert!(!mine.sockets.is_empty());
         let same = read_same(mine.id).unwrap();
         assert_eq!(same.id, mine.id);
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(mine.exe_id, Some(FileId::of(&exe).unwrap()));
+        assert!(!mine.exe_deleted && !mine.restricted);
+        assert!(!is_gone(mine.id));
         let wrong = ProcId {
             pid: me,
             start_time: mine.id.start_time + 1,
         };
         assert!(read_same(wrong).is_none());
+        assert!(is_gone(wrong));
+        assert_eq!(lookup(i32::MAX), Lookup::Gone);
         drop(listener);
     }
 }

@@ -4,7 +4,9 @@
 //! `/proc` to check the PID still has the start time we identified *and* still passes the
 //! caller's check (for example "is this config's FPM master"), and only then signals through
 //! the pidfd. A pidfd cannot be redirected to a new process that reuses the PID, so the
-//! check and the signal refer to the same process. ESRCH means "already gone".
+//! check and the signal refer to the same process. ESRCH means "already gone"; any other
+//! failure (an unreadable `/proc` entry, an unexpected pidfd error) fails closed: the process
+//! is not signalled and counts as possibly alive, never as gone.
 //!
 //! Waiting uses the same pidfds: a pidfd becomes readable when its process exits, also for
 //! processes that are not our children and also while they are unreaped zombies.
@@ -66,8 +68,10 @@ pub fn send_verified(
         Err(Errno::ESRCH) => return Ok(Sent::Gone),
         Err(e) => return Err(e),
     };
-    let Some(now) = procs::read_same(id) else {
-        return Ok(Sent::Gone);
+    let now = match procs::lookup_same(id) {
+        procs::Lookup::Found(p) => p,
+        procs::Lookup::Gone => return Ok(Sent::Gone),
+        procs::Lookup::Unreadable(_) => return Ok(Sent::Refused),
     };
     if !still_ours(&now) {
         return Ok(Sent::Refused);
@@ -84,21 +88,19 @@ pub fn send_verified(
 }
 
 /// Waits until every process in `ids` is gone (exited, zombie, or its PID reused) or
-/// `deadline` passes; returns the ones still alive.
+/// `deadline` passes; returns the ones still alive (or that could not be proven gone).
 pub fn wait_gone(ids: &[ProcId], deadline: Instant) -> Vec<ProcId> {
     let mut watched: Vec<(ProcId, Option<OwnedFd>)> = Vec::new();
     for &id in ids {
         match pidfd_open(id.pid) {
-            Err(_) => continue, // ESRCH: gone already
-            Ok(fd) => {
-                if procs::read_same(id).is_some() {
-                    watched.push((id, fd));
-                }
-            }
+            Err(Errno::ESRCH) => continue,
+            // No pidfd (an unexpected error): watch it through /proc alone.
+            Err(_) => watched.push((id, None)),
+            Ok(fd) => watched.push((id, fd)),
         }
     }
     loop {
-        watched.retain(|(id, _)| procs::read_same(*id).is_some());
+        watched.retain(|(id, _)| !procs::is_gone(*id));
         if watched.is_empty() {
             return Vec::new();
         }

@@ -62,12 +62,15 @@ impl SignalPlan {
 
     /// The sum of the graces.
     pub fn total(&self) -> Duration {
-        self.steps.iter().map(|s| s.grace).sum()
+        // Saturating: graces come from the command line and may be absurdly long.
+        self.steps
+            .iter()
+            .fold(Duration::ZERO, |sum, s| sum.saturating_add(s.grace))
     }
 
     /// The overall limit that goes with the plan: its total plus 3s.
     pub fn default_timeout(&self) -> Duration {
-        self.total() + Duration::from_secs(3)
+        self.total().saturating_add(Duration::from_secs(3))
     }
 }
 
@@ -152,6 +155,18 @@ pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<Sto
         ..StopReport::default()
     };
     let mut seen: HashSet<ProcId> = HashSet::new();
+    if snap.master.is_none() {
+        refuse_unverified(cfg, &snap)?;
+    }
+    for l in &snap.lookalikes {
+        info!(
+            pid = l.proc.pid(),
+            "PID {} ({}) looks like this config's FPM but is not proven, so it is not signalled: {}",
+            l.proc.pid(),
+            l.proc.program(),
+            l.doubt
+        );
+    }
     if snap.is_empty() {
         report.already_stopped = true;
     } else {
@@ -230,16 +245,16 @@ pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<Sto
             report.foreign_holders.push(note);
         }
     }
-    // A master that was killed could not remove its pid file.
-    if let PidFile::Stale {
-        path,
-        pid: Some(pid),
-        ..
-    } = &snap.pid_file
-        && (report.stopped.contains(pid) || crate::procs::read(*pid).is_none_or(|p| p.is_gone()))
-        && std::fs::remove_file(path).is_ok()
+    // A master that was killed could not remove its pid file; junk in it names nobody.
+    if let PidFile::Stale { path, pid, .. } = &snap.pid_file
+        && snap.unverified_masters().next().is_none()
+        && pid.is_none_or(|pid| report.stopped.contains(&pid) || crate::procs::pid_is_gone(pid))
+        && remove_pid_file(path)
     {
-        info!("removed stale pid file {} (PID {pid})", path.display());
+        match pid {
+            Some(pid) => info!(pid, "removed stale pid file {} (PID {pid})", path.display()),
+            None => info!("removed pid file {}, which held no PID", path.display()),
+        }
         report.removed_pid_file = Some(path.display().to_string());
     }
     if !report.already_stopped {
@@ -250,6 +265,28 @@ pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<Sto
     }
     report.after = Some(snap);
     Ok(report)
+}
+
+/// Refuses to call a config stopped while a master that looks like its own runs unproven.
+fn refuse_unverified(cfg: &FpmConfig, snap: &Snapshot) -> Result<()> {
+    let doubts: Vec<String> = snap
+        .unverified_masters()
+        .map(|l| format!("PID {} {}", l.proc.pid(), l.doubt))
+        .collect();
+    if doubts.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Other(format!(
+        "a master of {} runs but is not proven to be this FPM, so it was not signalled: {}",
+        cfg.path.display(),
+        doubts.join("; ")
+    )))
+}
+
+/// Removes a pid file, never through a symlink (only a regular file is removed).
+fn remove_pid_file(path: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
+        && std::fs::remove_file(path).is_ok()
 }
 
 fn describe(snap: &Snapshot) {
@@ -292,7 +329,7 @@ fn still_running(snap: &Snapshot) -> String {
 fn send_step(cfg: &FpmConfig, snap: &Snapshot, sig: Signal) -> Vec<i32> {
     let name = signals::short_name(sig);
     let mut sent = Vec::new();
-    let is_master = |p: &ProcInfo| discovery::is_master_of(p, &cfg.path);
+    let is_master = |p: &ProcInfo| discovery::is_master_of(p, cfg);
     let is_pool = |p: &ProcInfo| discovery::is_pool_process_of(p, cfg);
 
     for m in snap.master.iter().chain(snap.other_masters.iter()) {
@@ -344,6 +381,15 @@ fn deliver(p: &ProcInfo, sig: Signal, check: &dyn Fn(&ProcInfo) -> bool) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_with_an_absurd_grace_does_not_overflow_its_total() {
+        let plan: SignalPlan = "QUIT:18446744073709551615s,KILL:18446744073709551615s"
+            .parse()
+            .unwrap();
+        assert_eq!(plan.total(), Duration::MAX);
+        assert_eq!(plan.default_timeout(), Duration::MAX);
+    }
 
     #[test]
     fn parses_and_prints_plans() {

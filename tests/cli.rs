@@ -61,6 +61,8 @@ fn help_output_matches_the_snapshots() {
         "reload",
         "ping",
         "supervise",
+        "ensure",
+        "reopen-logs",
     ];
     for cmd in commands {
         let args: Vec<&str> = if cmd.is_empty() {

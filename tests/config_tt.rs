@@ -7,6 +7,7 @@
 //! Without php-fpm 8.2 the tests print a notice and pass, except when `CI=true`.
 
 use fpmctl::config::{self, FpmConfig, LoadOptions};
+use fpmctl::fpm;
 use fpmctl::listen::ListenAddr;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -400,6 +401,130 @@ const CASES: &[Case] = &[
         env: &[],
         prefix: false,
     },
+    // The layouts below follow configs php-fpm's own test suite (php-src, sapi/fpm/tests)
+    // exercises, written afresh with other names and values.
+    Case {
+        name: "php-src style: pools included in name order, not file order",
+        files: &[
+            (
+                "main.conf",
+                global!("log_level = notice", "include = {dir}/conf.d/*.conf"),
+            ),
+            (
+                "conf.d/zeta.conf",
+                "[zeta]\nlisten = 127.0.0.1:19241\nuser = nobody\npm = ondemand\npm.max_children = 4\n",
+            ),
+            (
+                "conf.d/alpha.conf",
+                "[alpha]\nlisten = 127.0.0.1:19242\nuser = nobody\npm = ondemand\npm.max_children = 4\n",
+            ),
+            (
+                "conf.d/Mid.conf",
+                "[mid]\nlisten = 127.0.0.1:19243\nuser = nobody\npm = ondemand\npm.max_children = 4\n",
+            ),
+        ],
+        env: &[],
+        prefix: false,
+    },
+    Case {
+        name: "php-src style: one pool per process manager, each with its own ping answer",
+        files: &[(
+            "main.conf",
+            global!(
+                "[pm_dyn]",
+                "user = nobody",
+                "listen = 127.0.0.1:19244",
+                "ping.path = /are-you-there",
+                "ping.response = dyn-here",
+                "pm = dynamic",
+                "pm.max_children = 6",
+                "pm.start_servers = 3",
+                "pm.min_spare_servers = 2",
+                "pm.max_spare_servers = 4",
+                "[pm_lazy]",
+                "user = nobody",
+                "listen = 127.0.0.1:19245",
+                "ping.path = /are-you-there",
+                "ping.response = lazy-here",
+                "pm = ondemand",
+                "pm.max_children = 3",
+                "pm.process_idle_timeout = 7",
+                "[pm_fixed]",
+                "user = nobody",
+                "listen = 127.0.0.1:19246",
+                "ping.path = /are-you-there",
+                "ping.response = fixed-here",
+                "pm = static",
+                "pm.max_children = 3",
+            ),
+        )],
+        env: &[],
+        prefix: false,
+    },
+    Case {
+        name: "php-src style: unix socket with ACL users and groups, numeric owner",
+        files: &[(
+            "main.conf",
+            global!(
+                "[acl]",
+                "user = nobody",
+                "listen = {dir}/acl.sock",
+                "listen.acl_users = nobody,www-data",
+                "listen.acl_groups = nogroup,www-data",
+                "listen.owner = 65534",
+                "listen.mode = 0600",
+                "pm = dynamic",
+                "pm.max_children = 5",
+                "pm.min_spare_servers = 1",
+                "pm.max_spare_servers = 3",
+            ),
+        )],
+        env: &[],
+        prefix: false,
+    },
+    // RHEL and Fedora ship /etc/php-fpm.conf including /etc/php-fpm.d/*.conf, a www pool on
+    // /run/php-fpm/www.sock open to the web server through ACLs, and PHP settings per pool.
+    Case {
+        name: "RHEL/Fedora layout: www.conf with ACLs and php_admin_value",
+        files: &[
+            (
+                "main.conf",
+                concat!(
+                    "; RHEL-style main file: includes first, then [global]\n",
+                    "include={dir}/php-fpm.d/*.conf\n",
+                    "\n",
+                    "[global]\n",
+                    "pid = {dir}/run/php-fpm/php-fpm.pid\n",
+                    "error_log = {dir}/error.log\n",
+                    "daemonize = yes\n",
+                ),
+            ),
+            (
+                "php-fpm.d/www.conf",
+                concat!(
+                    "[www]\n",
+                    "user = www-data\n",
+                    "group = www-data\n",
+                    "listen = /run/php-fpm/www.sock\n",
+                    "listen.acl_users = www-data,nobody\n",
+                    "listen.allowed_clients = 127.0.0.1\n",
+                    "pm = dynamic\n",
+                    "pm.max_children = 50\n",
+                    "pm.start_servers = 5\n",
+                    "pm.min_spare_servers = 5\n",
+                    "pm.max_spare_servers = 35\n",
+                    "slowlog = {dir}/www-slow.log\n",
+                    "php_admin_value[error_log] = /var/log/php-fpm/www-error.log\n",
+                    "php_admin_flag[log_errors] = on\n",
+                    "php_value[session.save_handler] = files\n",
+                    "php_value[session.save_path]    = /var/lib/php/session\n",
+                    "php_value[soap.wsdl_cache_dir]  = /var/lib/php/wsdlcache\n",
+                ),
+            ),
+        ],
+        env: &[],
+        prefix: false,
+    },
     Case {
         name: "defaults and boolean words",
         files: &[(
@@ -462,8 +587,11 @@ fn sample_configs_match_php_fpm() {
         let mut vars: HashMap<String, String> = std::env::vars().collect();
         vars.remove("FPMCTL_TT_UNSET");
         vars.extend(env.iter().cloned());
+        // What the binary says its compiled-in directories are: checked here too, by the
+        // cases with relative paths and no prefix.
         let opts = LoadOptions {
             prefix,
+            build: fpm::build_dirs(&bin),
             env: Some(vars),
         };
         let diffs = match config::load_with(&main, &opts) {
@@ -609,18 +737,27 @@ fn php_fpm_dump(
         config.display()
     );
     let mut dump: Dump = Vec::new();
+    // With `error_log = /proc/self/fd/2` (the Docker images) each line arrives twice, once
+    // on stderr and once through the error log: a repeated section continues the first.
+    let mut current = 0;
     for line in stderr.lines() {
         let Some((_, notice)) = line.split_once("] NOTICE: ") else {
             continue;
         };
         if let Some(entry) = notice.strip_prefix('\t') {
             if let (Some((key, value)), Some((_, section))) =
-                (entry.split_once(" = "), dump.last_mut())
+                (entry.split_once(" = "), dump.get_mut(current))
             {
                 section.insert(key.to_string(), value.to_string());
             }
         } else if let Some(name) = notice.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
-            dump.push((name.to_string(), HashMap::new()));
+            current = match dump.iter().position(|(n, _)| n == name) {
+                Some(i) => i,
+                None => {
+                    dump.push((name.to_string(), HashMap::new()));
+                    dump.len() - 1
+                }
+            };
         }
     }
     assert_eq!(
@@ -734,4 +871,221 @@ fn yes_no(value: bool) -> String {
 /// php-fpm prints times as whole seconds with an `s`, e.g. `60s` for `1m`.
 fn secs(value: Duration) -> String {
     format!("{}s", value.as_secs())
+}
+
+/// The Docker official images' php-fpm layout (php:8.2-fpm), written afresh: a main file whose
+/// only include is relative to FPM's prefix (`/usr/local` there), the stock `www.conf`, the
+/// image's `docker.conf` (logs to the container's stderr) and `zz-docker.conf` (foreground, a
+/// bare port that overrides the stock listen address).
+const DOCKER_LAYOUT: &[(&str, &str)] = &[
+    (
+        "etc/php-fpm.conf",
+        concat!(
+            "; main file as the image ships it: mostly comments, and the pools from php-fpm.d\n",
+            "[global]\n",
+            "pid = run/php-fpm.pid\n",
+            ";error_log = log/php-fpm.log\n",
+            ";log_level = notice\n",
+            "\n",
+            "include=etc/php-fpm.d/*.conf\n",
+        ),
+    ),
+    (
+        "etc/php-fpm.d/www.conf",
+        concat!(
+            "[www]\n",
+            "user = www-data\n",
+            "group = www-data\n",
+            "listen = 127.0.0.1:9000\n",
+            ";listen.owner = www-data\n",
+            "pm = dynamic\n",
+            "pm.max_children = 5\n",
+            "pm.start_servers = 2\n",
+            "pm.min_spare_servers = 1\n",
+            "pm.max_spare_servers = 3\n",
+            ";pm.status_path = /status\n",
+        ),
+    ),
+    (
+        "etc/php-fpm.d/docker.conf",
+        concat!(
+            "[global]\n",
+            "error_log = /proc/self/fd/2\n",
+            "log_limit = 8192\n",
+            "\n",
+            "[www]\n",
+            "access.log = /proc/self/fd/2\n",
+            "clear_env = no\n",
+            "catch_workers_output = yes\n",
+            "decorate_workers_output = no\n",
+        ),
+    ),
+    (
+        "etc/php-fpm.d/zz-docker.conf",
+        "[global]\ndaemonize = no\n\n[www]\nlisten = 9000\n",
+    ),
+];
+
+/// `fpmctl --prefix DIR config` on the Docker layout agrees with `php-fpm -tt -p DIR`, through
+/// the library and through the binary.
+#[test]
+fn docker_layout_under_prefix_matches_php_fpm() {
+    let Some(bin) = php_fpm() else { return };
+    let dir = write_case(DOCKER_LAYOUT);
+    let main = dir.path().join("etc/php-fpm.conf");
+    let dump = php_fpm_dump(&bin, &main, Some(dir.path()), &[]);
+
+    let opts = LoadOptions {
+        prefix: Some(dir.path().to_path_buf()),
+        ..LoadOptions::default()
+    };
+    let ours = config::load_with(&main, &opts).unwrap_or_else(|e| panic!("our parser: {e}"));
+    let diffs = differences(&dump, &ours);
+    assert!(diffs.is_empty(), "Docker layout:\n{}", diffs.join("\n"));
+    let d = dir.path();
+    assert_eq!(
+        ours.files,
+        [
+            main.clone(),
+            d.join("etc/php-fpm.d/docker.conf"),
+            d.join("etc/php-fpm.d/www.conf"),
+            d.join("etc/php-fpm.d/zz-docker.conf"),
+        ]
+    );
+
+    // The binary, as a user runs it.
+    let out = Command::new(env!("CARGO_BIN_EXE_fpmctl"))
+        .arg("-c")
+        .arg(&main)
+        .arg("--prefix")
+        .arg(d)
+        .arg("--fpm-bin")
+        .arg(&bin)
+        .args(["config", "--json"])
+        .env("FPMCTL_LOCK_DIR", d.join("locks"))
+        .output()
+        .expect("fpmctl runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "fpmctl config failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let g = &dump[0].1;
+    assert_eq!(j["pid_file"].as_str(), g.get("pid").map(String::as_str));
+    assert_eq!(
+        j["error_log"].as_str(),
+        g.get("error_log").map(String::as_str)
+    );
+    assert_eq!(j["prefix"].as_str(), d.to_str());
+    let www = &dump[1].1;
+    assert_eq!(
+        j["pools"][0]["listen_raw"].as_str(),
+        www.get("listen").map(String::as_str)
+    );
+    assert_eq!(j["files"].as_array().map(Vec::len), Some(4), "{j}");
+    assert!(
+        j["pid_file"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(d.to_str().unwrap())),
+        "{j}"
+    );
+
+    // Without the prefix, php-fpm looks for the pools under its compiled-in prefix, and so
+    // does fpmctl: both refuse the same way rather than agree by accident.
+    let build = fpm::build_dirs(&bin);
+    let unprefixed = config::load_with(
+        &main,
+        &LoadOptions {
+            build: build.clone(),
+            ..LoadOptions::default()
+        },
+    );
+    let expected = build.prefix.join("etc/php-fpm.d");
+    if !expected.exists() {
+        let err = unprefixed.expect_err("no pools without the prefix");
+        assert!(
+            err.to_string().contains(&expected.display().to_string()),
+            "{err}"
+        );
+    }
+}
+
+/// php-fpm looks up every account name while testing the config, also when it does not run
+/// as root; an unknown one fails the test. Numeric IDs are not looked up.
+const UNKNOWN_ACCOUNTS: &[(&str, &str)] = &[
+    ("user", "cannot get uid for user 'fpmctl-no-such-user'"),
+    ("group", "cannot get gid for group 'fpmctl-no-such-group'"),
+    (
+        "listen.owner",
+        "cannot get uid for user 'fpmctl-no-such-user'",
+    ),
+    (
+        "listen.group",
+        "cannot get gid for group 'fpmctl-no-such-group'",
+    ),
+];
+
+#[test]
+fn unknown_accounts_are_rejected_like_php_fpm() {
+    let Some(bin) = php_fpm() else { return };
+    for (key, message) in UNKNOWN_ACCOUNTS {
+        let value = if key.ends_with("group") {
+            "fpmctl-no-such-group"
+        } else {
+            "fpmctl-no-such-user"
+        };
+        // The [other] pool starts on line 9; the account directive is its line 14.
+        let text = format!(
+            "{INVALID_HEAD}pm.max_children = 1\n[other]\nlisten = {{dir}}/other.sock\n\
+             user = nobody\npm = static\npm.max_children = 1\n{key} = {value}\n"
+        );
+        let dir = write_case(&[("main.conf", &text)]);
+        let main = dir.path().join("main.conf");
+        let output = Command::new(&bin)
+            .arg("-tt")
+            .arg("-y")
+            .arg(&main)
+            .output()
+            .expect("php-fpm runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains(message),
+            "{key}: php-fpm said:\n{stderr}"
+        );
+        let err = config::load(&main).expect_err(key);
+        assert_eq!(err.problems.len(), 1, "{key}: {err}");
+        let p = &err.problems[0];
+        assert_eq!(p.at.as_ref().map(|a| a.line), Some(14), "{key}: {err}");
+        assert!(p.message.contains(message), "{key}: {err}");
+        assert!(p.message.contains("pool 'other'"), "{key}: {err}");
+
+        // Through the binary: `config` names file and line (exit 4); `check` also asks
+        // php-fpm and gives its words (exit 6).
+        for (command, code) in [("config", 4), ("check", 6)] {
+            let out = Command::new(env!("CARGO_BIN_EXE_fpmctl"))
+                .arg("-c")
+                .arg(&main)
+                .arg("--fpm-bin")
+                .arg(&bin)
+                .arg(command)
+                .env("FPMCTL_LOCK_DIR", dir.path().join("locks"))
+                .output()
+                .expect("fpmctl runs");
+            // `config` fails with an error on stderr, `check` reports on stdout.
+            let err = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(code), "{key} {command}:\n{err}");
+            assert!(err.contains(message), "{key} {command}:\n{err}");
+            assert!(err.contains("main.conf:14"), "{key} {command}:\n{err}");
+        }
+    }
+    // Numbers are IDs, not names: accepted by both.
+    let text =
+        format!("{INVALID_HEAD}pm.max_children = 1\nlisten.owner = 4242\nlisten.group = 4343\n");
+    let dir = write_case(&[("main.conf", &text)]);
+    let main = dir.path().join("main.conf");
+    php_fpm_dump(&bin, &main, None, &[]);
+    config::load(&main).expect("numeric IDs");
 }

@@ -456,6 +456,13 @@ fn a_user_that_is_not_root_cannot_drive_the_supervisor() {
         0o600
     );
     std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // The lock directory is 0700 too; let others reach the socket so the supervisor's own
+    // check is what refuses them.
+    std::fs::set_permissions(
+        sb.path().join("locks"),
+        std::fs::Permissions::from_mode(0o711),
+    )
+    .unwrap();
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(env!("CARGO_BIN_EXE_fpmctl"))

@@ -32,6 +32,24 @@ pub fn render(cfg: &FpmConfig) -> String {
     for f in &cfg.files {
         let _ = writeln!(s, "; read {}", f.display());
     }
+    match &cfg.prefix {
+        Some(p) => {
+            let _ = writeln!(
+                s,
+                "; relative paths resolved under --prefix {}",
+                p.display()
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "; relative paths resolved under php-fpm's compiled-in prefix {} (pid and \
+                 error_log under {})",
+                cfg.build.prefix.display(),
+                cfg.build.localstatedir.display()
+            );
+        }
+    }
     let _ = writeln!(s, "[global]");
     let pid = g
         .pid_file
@@ -40,6 +58,7 @@ pub fn render(cfg: &FpmConfig) -> String {
         .unwrap_or_else(|| "(unset)".into());
     let _ = writeln!(s, "pid = {pid}");
     let _ = writeln!(s, "error_log = {}", g.error_log);
+    let _ = writeln!(s, "log_level = {}", g.log_level);
     let _ = writeln!(s, "daemonize = {}", if g.daemonize { "yes" } else { "no" });
     let _ = writeln!(
         s,
@@ -87,6 +106,12 @@ fn render_pool(s: &mut String, p: &Pool) {
     if let Some(l) = &p.status_listen {
         let _ = writeln!(s, "pm.status_listen = {l}");
     }
+    if let Some(l) = &p.slowlog {
+        let _ = writeln!(s, "slowlog = {l}");
+    }
+    if let Some(l) = &p.access_log {
+        let _ = writeln!(s, "access.log = {l}");
+    }
     let _ = writeln!(s, "ping.path = {}", opt(&p.ping_path));
     let _ = writeln!(s, "ping.response = {}", opt(&p.ping_response));
     let _ = writeln!(
@@ -111,8 +136,14 @@ pub fn to_json(cfg: &FpmConfig) -> serde_json::Value {
     json!({
         "config": cfg.path,
         "files": cfg.files,
+        "prefix": cfg.prefix,
+        "compiled_in": {
+            "prefix": cfg.build.prefix,
+            "localstatedir": cfg.build.localstatedir,
+        },
         "pid_file": g.pid_file,
         "error_log": g.error_log,
+        "log_level": g.log_level,
         "daemonize": g.daemonize,
         "process_control_timeout_ms": ms(g.process_control_timeout),
         "emergency_restart_threshold": g.emergency_restart_threshold,
@@ -122,6 +153,7 @@ pub fn to_json(cfg: &FpmConfig) -> serde_json::Value {
             "name": p.name,
             "defined_at": p.defined_at.to_string(),
             "listen": p.listen.to_string(),
+            "listen_raw": p.listen_raw,
             "listen_backlog": p.listen_backlog,
             "listen_owner": p.listen_owner,
             "listen_group": p.listen_group,
@@ -139,6 +171,8 @@ pub fn to_json(cfg: &FpmConfig) -> serde_json::Value {
             "status_path": p.status_path,
             "status_listen": p.status_listen.as_ref().map(|l| l.to_string()),
             "request_terminate_timeout_ms": ms(p.request_terminate_timeout),
+            "slowlog": p.slowlog,
+            "access_log": p.access_log,
         })).collect::<Vec<_>>(),
     })
 }

@@ -3,8 +3,10 @@
 
 mod check;
 mod config;
+mod ensure;
 mod ping;
 mod reload;
+mod reopen_logs;
 mod restart;
 mod start;
 mod status;
@@ -45,7 +47,17 @@ impl Ctx {
     /// too, the error is [`Error::ConfigInvalid`] with FPM's own message.
     pub fn load(global: &GlobalArgs, ask_fpm: bool) -> Result<Ctx> {
         let path = fpmconfig::find_config(global.config.as_deref(), global.php_version.as_deref())?;
-        let cfg = match fpmconfig::load(&path) {
+        // Relative paths resolve as the binary that runs this config resolves them; without
+        // a binary, Debian's directories (or --prefix) are all there is to go by.
+        let fpm = binary_for(&path, global);
+        let opts = match &fpm {
+            Ok(fpm) => fpm.load_options(),
+            Err(_) => fpmconfig::LoadOptions {
+                prefix: global.prefix.clone(),
+                ..fpmconfig::LoadOptions::default()
+            },
+        };
+        let mut cfg = match fpmconfig::load_with(&path, &opts) {
             Ok(cfg) => cfg,
             Err(problems) => {
                 if ask_fpm
@@ -60,6 +72,10 @@ impl Ctx {
         for w in &cfg.warnings {
             tracing::warn!("{w}");
         }
+        // The binary identifies this config's processes; without one nothing is proven ours.
+        cfg.binary = fpm
+            .ok()
+            .and_then(|fpm| crate::identity::FpmBinary::resolve(&fpm.bin).ok());
         Ok(Ctx {
             cfg,
             global: global.clone(),
@@ -68,15 +84,7 @@ impl Ctx {
 
     /// The php-fpm binary for this config.
     pub fn fpm(&self) -> Result<Fpm> {
-        let bin: PathBuf = fpmconfig::find_binary(
-            &self.cfg.path,
-            self.global.fpm_bin.as_deref(),
-            self.global.php_version.as_deref(),
-        )?;
-        Ok(Fpm {
-            bin,
-            config: self.cfg.path.clone(),
-        })
+        binary_for(&self.cfg.path, &self.global)
     }
 
     /// Takes this config's lock, as the global options say.
@@ -89,6 +97,20 @@ impl Ctx {
     }
 }
 
+/// The php-fpm binary for the config at `path`, with `--prefix`.
+fn binary_for(path: &std::path::Path, global: &GlobalArgs) -> Result<Fpm> {
+    let bin: PathBuf = fpmconfig::find_binary(
+        path,
+        global.fpm_bin.as_deref(),
+        global.php_version.as_deref(),
+    )?;
+    Ok(Fpm {
+        bin,
+        config: path.to_path_buf(),
+        prefix: global.prefix.clone(),
+    })
+}
+
 /// `php-fpm -t`'s opinion of a config our parser rejected; `None` when it cannot be asked
 /// or accepts it.
 fn fpm_verdict(
@@ -96,16 +118,7 @@ fn fpm_verdict(
     global: &GlobalArgs,
     problems: &crate::error::ConfigError,
 ) -> Option<Error> {
-    let bin = fpmconfig::find_binary(
-        path,
-        global.fpm_bin.as_deref(),
-        global.php_version.as_deref(),
-    )
-    .ok()?;
-    let fpm = Fpm {
-        bin,
-        config: path.to_path_buf(),
-    };
+    let fpm = binary_for(path, global).ok()?;
     let test = fpm.test().ok()?;
     if test.ok {
         return None;
@@ -132,6 +145,8 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Restart(a) => a.json,
         Command::Reload(a) => a.json,
         Command::Ping(a) => a.json,
+        Command::Ensure(a) => a.json,
+        Command::ReopenLogs(a) => a.json,
         Command::Supervise(_) => false,
     }
 }
@@ -140,7 +155,16 @@ pub fn wants_json(cli: &Cli) -> bool {
 pub fn run(cli: &Cli) -> Result<Outcome> {
     // An unreadable config is exit 4 for every command, which is LSB "unknown" for `status`.
     let ask_fpm = !matches!(cli.command, Command::Status(_) | Command::Config(_));
-    let ctx = Ctx::load(&cli.global, ask_fpm)?;
+    let ctx = match Ctx::load(&cli.global, ask_fpm) {
+        Ok(ctx) => ctx,
+        // `check` reports a config it cannot load in its own form, with every problem.
+        Err(e @ (Error::ConfigInvalid { .. } | Error::Config(_)))
+            if matches!(cli.command, Command::Check(_)) =>
+        {
+            return check::rejected(&cli.global, e);
+        }
+        Err(e) => return Err(e),
+    };
     match &cli.command {
         Command::Config(_) => config::run(&ctx),
         Command::Status(_) => status::run(&ctx),
@@ -151,6 +175,8 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Reload(a) => reload::run(&ctx, a),
         Command::Ping(a) => ping::run(&ctx, a),
         Command::Supervise(a) => supervise::run(&ctx, a),
+        Command::Ensure(a) => ensure::run(&ctx, a),
+        Command::ReopenLogs(a) => reopen_logs::run(&ctx, a),
     }
 }
 

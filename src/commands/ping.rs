@@ -1,5 +1,7 @@
 //! `fpmctl ping`: a FastCGI ping of each pool, plus its status page when `pm.status_path`
-//! is set. Exit 0 only when every pool answers; usable as a container or Kubernetes probe.
+//! is set. Exit 0 only when every pool answers *and* this config's master runs: orphaned
+//! workers of a dead master still answer, but FPM is down (exit 3, saying that orphans
+//! answered). Usable as a container or Kubernetes probe.
 
 use super::{Ctx, Outcome, usage};
 use crate::cli::PingArgs;
@@ -70,8 +72,30 @@ pub(super) fn run(ctx: &Ctx, args: &PingArgs) -> Result<Outcome> {
             "status": match status { Some(Ok(v)) => v, Some(Err(e)) => json!({"error": e}), None => serde_json::Value::Null },
         }));
     }
+    let snap = crate::discovery::discover(&ctx.cfg);
+    // A master that cannot be proven (another user's, as non-root) is not a dead one.
+    let running = snap.master.is_some() || snap.unverified_masters().next().is_some();
+    if !running && failed.len() < results.len() {
+        let who = if snap.orphans.is_empty() {
+            "processes that are not this FPM's master answered".to_string()
+        } else {
+            let pids: Vec<String> = snap
+                .orphans
+                .iter()
+                .map(|o| o.proc.pid().to_string())
+                .collect();
+            format!(
+                "{} orphaned worker(s) of a dead master answered ({}); `fpmctl restart` replaces them",
+                snap.orphans.len(),
+                pids.join(" ")
+            )
+        };
+        return Err(Error::NotRunning(format!(
+            "FPM {} is not running (no master): {who}",
+            ctx.cfg.path.display()
+        )));
+    }
     if !failed.is_empty() {
-        let running = crate::discovery::discover(&ctx.cfg).master.is_some();
         let msg = failed.join("; ");
         // In --json mode the per-pool details still matter: put them in the error text.
         return Err(if running {

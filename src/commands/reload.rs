@@ -45,7 +45,7 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
         systemd::systemctl("reload", &unit)?;
     } else {
         match signals::send_verified(master.id, Signal::SIGUSR2, |p| {
-            discovery::is_master_of(p, &cfg.path)
+            discovery::is_master_of(p, cfg)
         }) {
             Ok(Sent::Delivered) => info!("reloading master {} (SIGUSR2)", master.pid()),
             Ok(_) => {

@@ -74,6 +74,14 @@ pub(crate) fn launch(
             elapsed: started.elapsed(),
         });
     }
+    if let Some(l) = snap.unverified_masters().next() {
+        return Err(Error::Other(format!(
+            "PID {} looks like the master of {}, but {}; not starting a second FPM beside it",
+            l.proc.pid(),
+            cfg.path.display(),
+            l.doubt
+        )));
+    }
     if test_first {
         fpm.require_valid()?;
         info!("php-fpm -t: configuration is valid");

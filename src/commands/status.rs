@@ -1,11 +1,14 @@
 //! `fpmctl status`: the master, workers per pool, each listen address and who holds it,
 //! a stale pid file, orphans. Exit codes follow LSB: 0 running, 1 dead but a pid file or
-//! orphans remain, 3 not running (4, config unreadable, comes from loading).
+//! orphans remain, 3 not running, 4 unknown: the config is unreadable (from loading), or a
+//! master runs that cannot be proven to be this FPM (a replaced binary, or a non-root user
+//! who may not inspect root's processes). What could not be seen is said, never guessed.
 
 use super::{Ctx, Outcome};
-use crate::discovery::{self, PidFile, Snapshot, State};
+use crate::discovery::{self, Looks, PidFile, Snapshot, State};
 use crate::error::Result;
 use crate::exit::ExitCode;
+use crate::identity::CANNOT_INSPECT;
 use crate::procs::{self, ProcInfo};
 use serde_json::json;
 use std::fmt::Write;
@@ -17,6 +20,7 @@ pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
         State::Running => ExitCode::Ok,
         State::Orphans | State::StalePidFile => ExitCode::Failure,
         State::Stopped => ExitCode::NotRunning,
+        State::Unverified => ExitCode::ConfigUnreadable,
     };
     let mut text = render(ctx, &snap);
     let mut json = to_json(ctx, &snap);
@@ -63,6 +67,9 @@ fn render(ctx: &Ctx, snap: &Snapshot) -> String {
             "master is gone but {} orphaned worker(s) remain",
             snap.orphans.len()
         ),
+        State::Unverified => {
+            "UNKNOWN: a master runs that fpmctl cannot prove to be this FPM".to_string()
+        }
     };
     let _ = writeln!(s, "FPM {}: {summary}", cfg.path.display());
     if let Some(m) = &snap.master {
@@ -83,6 +90,24 @@ fn render(ctx: &Ctx, snap: &Snapshot) -> String {
             m.pid()
         );
     }
+    for l in &snap.lookalikes {
+        let what = match &l.looks {
+            Looks::Master => "this config's master".to_string(),
+            Looks::Pool(pool) => format!("a process of pool {pool}"),
+        };
+        let kind = if l.doubt.is_foreign() {
+            "foreign "
+        } else {
+            "unproven"
+        };
+        let _ = writeln!(
+            s,
+            "  {kind}  {} ({}) looks like {what}, but {}; never signalled",
+            l.proc.pid(),
+            l.proc.program(),
+            l.doubt
+        );
+    }
     match &snap.pid_file {
         PidFile::NotConfigured => {
             let _ = writeln!(s, "  pid file  (no pid directive)");
@@ -93,6 +118,13 @@ fn render(ctx: &Ctx, snap: &Snapshot) -> String {
         PidFile::Live(p, _) => {
             let _ = writeln!(s, "  pid file  {}", p.display());
         }
+        PidFile::Unverified(p, pid) => {
+            let _ = writeln!(
+                s,
+                "  pid file  {} names PID {pid}, which cannot be proven to be this FPM",
+                p.display()
+            );
+        }
         PidFile::Stale { path, reason, .. } => {
             let _ = writeln!(s, "  pid file  {} is stale: {reason}", path.display());
         }
@@ -101,6 +133,8 @@ fn render(ctx: &Ctx, snap: &Snapshot) -> String {
         let w = snap.pool_workers(&pool.name);
         let mark = if state == State::Running && w.len() < pool.expected_workers() as usize {
             "  (short!)"
+        } else if state == State::Unverified {
+            "  (workers of an unproven master are not counted)"
         } else {
             ""
         };
@@ -128,7 +162,9 @@ fn render(ctx: &Ctx, snap: &Snapshot) -> String {
         }
     }
     for a in &snap.addresses {
-        let holders = if a.holders.is_empty() {
+        let holders = if a.holders.is_empty() && !a.holders_known {
+            format!("a socket listens, held by whom is unknown ({CANNOT_INSPECT})")
+        } else if a.holders.is_empty() {
             "free".to_string()
         } else {
             let list: Vec<String> = a
@@ -137,14 +173,32 @@ fn render(ctx: &Ctx, snap: &Snapshot) -> String {
                 .map(|h| {
                     if h.role == discovery::Role::Foreign {
                         format!("{} ({}, NOT this FPM)", h.proc.pid(), h.proc.program())
+                    } else if h.role == discovery::Role::Unverified {
+                        format!(
+                            "{} ({}, not proven to be this FPM)",
+                            h.proc.pid(),
+                            h.proc.program()
+                        )
                     } else {
                         format!("{} ({})", h.proc.pid(), h.role.as_str())
                     }
                 })
                 .collect();
-            format!("held by {}", list.join(", "))
+            let more = if a.holders_known {
+                String::new()
+            } else {
+                format!(" and maybe others ({CANNOT_INSPECT})")
+            };
+            format!("held by {}{more}", list.join(", "))
         };
         let _ = writeln!(s, "  listen    {} (pool {}): {holders}", a.addr, a.pool);
+    }
+    if snap.limited_view() {
+        let _ = writeln!(
+            s,
+            "  note: {CANNOT_INSPECT} (uid {})",
+            nix::unistd::geteuid()
+        );
     }
     if state == State::Orphans {
         let _ = writeln!(
@@ -169,6 +223,12 @@ fn to_json(ctx: &Ctx, snap: &Snapshot) -> serde_json::Value {
         PidFile::NotConfigured => (None, None, false, None),
         PidFile::Missing(p) => (Some(p.clone()), None, false, None),
         PidFile::Live(p, pid) => (Some(p.clone()), Some(*pid), false, None),
+        PidFile::Unverified(p, pid) => (
+            Some(p.clone()),
+            Some(*pid),
+            false,
+            Some("names a process that cannot be proven to be this FPM".to_string()),
+        ),
         PidFile::Stale { path, pid, reason } => {
             (Some(path.clone()), *pid, true, Some(reason.clone()))
         }
@@ -192,6 +252,16 @@ fn to_json(ctx: &Ctx, snap: &Snapshot) -> serde_json::Value {
             "workers": snap.pool_workers(&p.name).iter().map(|w| w.pid()).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "orphans": snap.orphans.iter().map(|o| o.proc.pid()).collect::<Vec<_>>(),
+        "lookalikes": snap.lookalikes.iter().map(|l| json!({
+            "pid": l.proc.pid(),
+            "program": l.proc.program(),
+            "looks_like": match &l.looks { Looks::Master => "master", Looks::Pool(_) => "pool-process" },
+            "pool": match &l.looks { Looks::Pool(p) => Some(p), Looks::Master => None },
+            "foreign": l.doubt.is_foreign(),
+            "doubt": l.doubt.as_str(),
+            "reason": l.doubt.to_string(),
+        })).collect::<Vec<_>>(),
+        "limited_view": snap.limited_view(),
         "orphan_details": snap.orphans.iter().map(|o| json!({
             "pid": o.proc.pid(),
             "pool": o.pool,
@@ -201,6 +271,7 @@ fn to_json(ctx: &Ctx, snap: &Snapshot) -> serde_json::Value {
             "address": a.addr.to_string(),
             "pool": a.pool,
             "holders": a.holders.iter().map(|h| h.proc.pid()).collect::<Vec<_>>(),
+            "holders_known": a.holders_known,
             "holder_details": a.holders.iter().map(|h| json!({
                 "pid": h.proc.pid(),
                 "program": h.proc.program(),

@@ -4,9 +4,11 @@
 //!
 //! This module reads files only; it never looks at processes.
 
+mod build;
 mod locate;
 mod parse;
 
+pub use build::{BuildDirs, probe_config};
 pub use locate::{find_binary, find_config};
 pub use parse::{LoadOptions, load, load_with};
 
@@ -60,6 +62,14 @@ pub struct FpmConfig {
     pub pools: Vec<Pool>,
     /// What php-fpm would only warn about, such as an include pattern that matches nothing.
     pub warnings: Vec<Problem>,
+    /// `--prefix` (absolute) when relative paths were resolved under it, as under `php-fpm -p`.
+    pub prefix: Option<PathBuf>,
+    /// The binary's compiled-in directories relative paths were resolved under otherwise.
+    pub build: BuildDirs,
+    /// The php-fpm binary that runs this config, by identity; `None` until whoever resolved
+    /// it (`--fpm-bin` or [`find_binary`]) sets it. Without it no process is proven to be
+    /// this config's FPM (see [`crate::identity`]).
+    pub binary: Option<crate::identity::FpmBinary>,
 }
 
 /// `[global]` directives fpmctl needs, with php-fpm's defaults filled in.
@@ -69,6 +79,8 @@ pub struct Global {
     pub pid_file: Option<PathBuf>,
     /// `error_log`: a path made absolute, or `syslog`.
     pub error_log: String,
+    /// `log_level`, lower-case (default `notice`).
+    pub log_level: String,
     /// `daemonize` (default yes).
     pub daemonize: bool,
     /// `process_control_timeout` (default 0).

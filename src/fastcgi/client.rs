@@ -3,23 +3,13 @@
 
 use super::wire::Decoder;
 use super::*;
+pub(super) use crate::deadline::Deadline;
 
-/// One point in time by which the whole exchange must be done.
-pub(super) struct Deadline(Instant);
-
-impl Deadline {
-    pub(super) fn after(timeout: Duration) -> Deadline {
-        let now = Instant::now();
-        // A timeout too large to represent is as good as none.
-        let far = Duration::from_secs(365 * 24 * 3600);
-        Deadline(now.checked_add(timeout).unwrap_or(now + far))
-    }
-
-    /// The time left, or `None` once it has passed.
-    fn remaining(&self) -> Option<Duration> {
-        let left = self.0.saturating_duration_since(Instant::now());
-        (!left.is_zero()).then_some(left)
-    }
+/// The time left before `deadline`, or `None` once it has passed. The deadline saturates,
+/// so a huge timeout is simply a very long one.
+fn time_left(deadline: &Deadline) -> Option<Duration> {
+    let left = deadline.remaining();
+    (!left.is_zero()).then_some(left)
 }
 
 pub(super) enum Conn {
@@ -120,9 +110,7 @@ pub(super) fn connect_unix(
     };
     let sockaddr = UnixAddr::new(path).map_err(connect_err)?;
     loop {
-        let left = deadline
-            .remaining()
-            .ok_or_else(|| timeout(name, Phase::Connect))?;
+        let left = time_left(deadline).ok_or_else(|| timeout(name, Phase::Connect))?;
         let fd = socket::socket(
             AddressFamily::Unix,
             SockType::Stream,
@@ -161,9 +149,7 @@ pub(super) fn connect_tcp(
 ) -> Result<TcpStream, FastCgiError> {
     let mut failures: Vec<(SocketAddr, io::Error)> = Vec::new();
     for candidate in candidates {
-        let left = deadline
-            .remaining()
-            .ok_or_else(|| timeout(name, Phase::Connect))?;
+        let left = time_left(deadline).ok_or_else(|| timeout(name, Phase::Connect))?;
         match TcpStream::connect_timeout(candidate, left) {
             Ok(stream) => {
                 // One write per request, but no reason to let Nagle hold back its tail.
@@ -173,7 +159,7 @@ pub(super) fn connect_tcp(
             Err(e) => failures.push((*candidate, e)),
         }
     }
-    if deadline.remaining().is_none() && failures.iter().any(|(_, e)| is_timeout(e)) {
+    if time_left(deadline).is_none() && failures.iter().any(|(_, e)| is_timeout(e)) {
         return Err(timeout(name, Phase::Connect));
     }
     let source = match failures.len() {
@@ -211,9 +197,7 @@ pub(super) fn send(
     };
     let mut sent = 0;
     while sent < wire.len() {
-        let left = deadline
-            .remaining()
-            .ok_or_else(|| timeout(name, Phase::Send))?;
+        let left = time_left(deadline).ok_or_else(|| timeout(name, Phase::Send))?;
         conn.set_write_timeout(left).map_err(io_err)?;
         match conn.write(&wire[sent..]) {
             Ok(0) => return Err(io_err(io::ErrorKind::WriteZero.into())),
@@ -241,9 +225,7 @@ pub(super) fn receive(
     let mut response = Response::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let left = deadline
-            .remaining()
-            .ok_or_else(|| timeout(name, Phase::Receive))?;
+        let left = time_left(deadline).ok_or_else(|| timeout(name, Phase::Receive))?;
         conn.set_read_timeout(left).map_err(io_err)?;
         let n = match conn.read(&mut buf) {
             Ok(0) => {
@@ -326,6 +308,7 @@ mod tests {
     use std::net::{Ipv4Addr, TcpListener};
     use std::sync::mpsc;
     use std::thread;
+    use std::time::Instant;
 
     #[test]
     fn a_full_exchange_with_records_split_and_unknown_types() {
@@ -619,6 +602,20 @@ mod tests {
             "{err}"
         );
         assert_eq!(err.addr(), path.display().to_string());
+    }
+
+    #[test]
+    fn a_huge_timeout_is_a_long_wait_not_a_panic() {
+        // Duration::MAX does not fit an Instant: the deadline saturates to "never".
+        let (_dir, addr, server) = unix_server(|mut s| {
+            read_request(&mut s);
+            s.write_all(&raw_record(TYPE_STDOUT, 1, b"Status: 200 OK\r\n\r\npong"))
+                .unwrap();
+            s.write_all(&end_request(0, 0)).unwrap();
+        });
+        let resp = request(&addr, &Request::get("/ping"), Duration::MAX).unwrap();
+        assert_eq!(resp.body, b"pong");
+        server.join().unwrap();
     }
 
     #[test]

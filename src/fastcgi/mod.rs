@@ -34,7 +34,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const VERSION_1: u8 = 1;
 const TYPE_BEGIN_REQUEST: u8 = 1;

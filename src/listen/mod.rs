@@ -6,6 +6,10 @@
 
 mod netlink;
 
+/// The sock_diag reply decoder, for the fuzz tests; not part of the API.
+#[doc(hidden)]
+pub use netlink::parse_messages as parse_sock_diag_datagram;
+
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -276,7 +280,8 @@ fn decode_v6(hex: &str) -> Option<Ipv6Addr> {
     let mut bytes = [0u8; 16];
     // Four host-endian 32-bit words.
     for word in 0..4 {
-        let w = u32::from_str_radix(&hex[word * 8..word * 8 + 8], 16).ok()?;
+        // `get`: a multi-byte character would make a byte range fall inside it.
+        let w = u32::from_str_radix(hex.get(word * 8..word * 8 + 8)?, 16).ok()?;
         bytes[word * 4..word * 4 + 4].copy_from_slice(&w.to_ne_bytes());
     }
     Some(Ipv6Addr::from(bytes))
@@ -319,6 +324,14 @@ pub fn parse_proc_net_unix(text: &str) -> Vec<(PathBuf, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proc_net_tcp6_address_with_a_multibyte_character_is_skipped() {
+        // 32 bytes, but the 'é' straddles the first 8-byte word.
+        let text = "header\n   0: 0000000\u{e9}00000000000000000000000:0050 00000000:0000 0A \
+                    00000000:00000000 00:00000000 00000000 0 0 4242 1\n";
+        assert_eq!(parse_proc_net_tcp(text, true), Vec::new());
+    }
 
     #[test]
     fn parses_the_forms_php_fpm_accepts() {

@@ -93,8 +93,10 @@ fn dump(family: u8) -> io::Result<Vec<(SocketAddr, u64)>> {
 }
 
 /// Parses one datagram of netlink messages into `out`; true when the dump is complete.
-fn parse_messages(mut data: &[u8], out: &mut Vec<(SocketAddr, u64)>) -> io::Result<bool> {
+pub fn parse_messages(mut data: &[u8], out: &mut Vec<(SocketAddr, u64)>) -> io::Result<bool> {
     while data.len() >= NLMSG_HDRLEN {
+        // The loop condition makes these slices 4 and 2 bytes long: the conversions cannot
+        // fail.
         let len = u32::from_ne_bytes(data[0..4].try_into().expect("4 bytes")) as usize;
         let kind = u16::from_ne_bytes(data[4..6].try_into().expect("2 bytes"));
         if len < NLMSG_HDRLEN || len > data.len() {
@@ -108,9 +110,13 @@ fn parse_messages(mut data: &[u8], out: &mut Vec<(SocketAddr, u64)>) -> io::Resu
             NLMSG_ERROR => {
                 let code = data
                     .get(NLMSG_HDRLEN..NLMSG_HDRLEN + 4)
+                    // `get` gave exactly 4 bytes.
                     .map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
                     .unwrap_or(-libc::EIO);
-                return Err(io::Error::from_raw_os_error(-code));
+                // The kernel sends a negative errno; anything else (0 is an ACK, which a
+                // dump never gets; i32::MIN does not negate) is reported as EIO.
+                let errno = code.checked_neg().filter(|&e| e > 0).unwrap_or(libc::EIO);
+                return Err(io::Error::from_raw_os_error(errno));
             }
             SOCK_DIAG_BY_FAMILY => {
                 if let Some(entry) = parse_diag_msg(&data[NLMSG_HDRLEN..len]) {
@@ -178,5 +184,18 @@ mod tests {
         let mut out = Vec::new();
         let err = parse_messages(&msg, &mut out).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    }
+
+    #[test]
+    fn an_error_code_of_i32_min_does_not_overflow() {
+        for code in [i32::MIN, 0, 5] {
+            let mut msg = Vec::new();
+            msg.extend_from_slice(&20u32.to_ne_bytes());
+            msg.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            msg.extend_from_slice(&[0u8; 10]);
+            msg.extend_from_slice(&code.to_ne_bytes());
+            let err = parse_messages(&msg, &mut Vec::new()).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EIO), "code {code}");
+        }
     }
 }

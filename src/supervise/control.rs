@@ -1,7 +1,10 @@
 //! The supervisor's control socket: `fpmctl restart|reload|stop|status` run against a
 //! supervised config talk to the running supervisor instead of acting on their own. One
 //! request per connection, one JSON line each way. The socket is `0600` in the lock directory
-//! and the peer's credentials are checked: only root or the supervisor's own user may speak.
+//! (see [`crate::lock::secure_dir`]) and both sides check each other: the supervisor answers
+//! only root or its own user, and a client believes a socket only when the socket file and
+//! the peer (`SO_PEERCRED`) belong to root or the invoking user; any other is ignored with a
+//! warning, and the command acts on its own.
 //!
 //! The supervisor side never blocks on a client: connections are non-blocking, each has a
 //! deadline to send its request ([`REQUEST_DEADLINE`]), a request is at most
@@ -40,11 +43,8 @@ pub fn socket_path(config: &Path) -> PathBuf {
 
 /// Binds the control socket (replacing a stale one nobody answers on).
 pub fn bind(config: &Path) -> Result<UnixListener> {
+    crate::lock::secure_dir()?;
     let path = socket_path(config);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    }
     if path.exists() {
         if UnixStream::connect(&path).is_ok() {
             return Err(Error::Other(format!(
@@ -65,12 +65,44 @@ pub fn bind(config: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// True when `uid` may be trusted on the control socket: root or the running user.
+pub fn trusted_uid(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
+}
+
+/// The peer's uid (`SO_PEERCRED`), if the kernel tells it.
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+        .ok()
+        .map(|c| c.uid())
+}
+
 /// True when the peer may control us: root or our own user.
 pub fn peer_allowed(stream: &UnixStream) -> bool {
-    match nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials) {
-        Ok(cred) => cred.uid() == 0 || cred.uid() == nix::unistd::geteuid().as_raw(),
-        Err(_) => false,
+    peer_uid(stream).is_some_and(trusted_uid)
+}
+
+/// The longest line either side reads: a status reply with every pool's JSON fits many
+/// times over; a peer that sends more without a newline is cut off, not buffered.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Reads one line of at most [`MAX_LINE`] bytes.
+fn read_line_bounded(stream: impl Read) -> std::io::Result<String> {
+    let mut line = String::new();
+    BufReader::new(stream.take(MAX_LINE as u64 + 1)).read_line(&mut line)?;
+    if line.len() > MAX_LINE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a line longer than {MAX_LINE} bytes"),
+        ));
     }
+    Ok(line)
+}
+
+/// Parses one reply line from the supervisor.
+pub fn parse_reply(line: &str) -> Result<Reply> {
+    serde_json::from_str(line.trim())
+        .map_err(|e| Error::Other(format!("bad answer from the supervisor: {e}")))
 }
 
 /// The largest request accepted, newline included.
@@ -191,14 +223,39 @@ pub fn write_reply(mut stream: UnixStream, reply: &Reply) {
     let _ = stream.write_all(line.as_bytes());
 }
 
-/// Sends `cmd` to the supervisor of `config`, if one runs; `Ok(None)` when none answers.
+/// Sends `cmd` to the supervisor of `config`, if one runs; `Ok(None)` when none answers, or
+/// when the socket or its peer belongs to neither root nor us (a warning says so).
 /// `wait` bounds how long the supervisor may take (a restart waits for readiness).
 pub fn request(config: &Path, cmd: &str, wait: Duration) -> Result<Option<Reply>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let path = socket_path(config);
+    let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        return Ok(None);
+    };
+    if !meta.file_type().is_socket() || !trusted_uid(meta.uid()) {
+        tracing::warn!(
+            uid = meta.uid(),
+            "ignoring {}: it is not a socket of root or of this user (uid {}); acting directly",
+            path.display(),
+            meta.uid()
+        );
+        return Ok(None);
+    }
     let mut stream = match UnixStream::connect(&path) {
         Ok(s) => s,
         Err(_) => return Ok(None),
     };
+    match peer_uid(&stream) {
+        Some(uid) if trusted_uid(uid) => {}
+        peer => {
+            tracing::warn!(
+                "ignoring {}: the process answering on it runs as uid {}, neither root nor this user; acting directly",
+                path.display(),
+                peer.map(|u| u.to_string()).unwrap_or_else(|| "?".into())
+            );
+            return Ok(None);
+        }
+    }
     let req = serde_json::to_string(&Request { cmd: cmd.into() }).unwrap_or_default() + "\n";
     stream.write_all(req.as_bytes()).map_err(|e| {
         Error::io(
@@ -209,8 +266,7 @@ pub fn request(config: &Path, cmd: &str, wait: Duration) -> Result<Option<Reply>
     stream
         .set_read_timeout(Some(wait))
         .map_err(|e| Error::io("control socket", e))?;
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line).map_err(|e| {
+    let line = read_line_bounded(&stream).map_err(|e| {
         Error::io(
             format!("waiting for the supervisor's answer on {}", path.display()),
             e,
@@ -222,9 +278,7 @@ pub fn request(config: &Path, cmd: &str, wait: Duration) -> Result<Option<Reply>
             path.display()
         )));
     }
-    serde_json::from_str(line.trim())
-        .map(Some)
-        .map_err(|e| Error::Other(format!("bad answer from the supervisor: {e}")))
+    parse_reply(&line).map(Some)
 }
 
 #[cfg(test)]
@@ -234,6 +288,20 @@ mod tests {
     fn conn() -> (Conn, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();
         (Conn::new(a).unwrap(), b)
+    }
+
+    #[test]
+    fn an_endless_control_line_is_cut_off_not_buffered() {
+        // A peer that never sends a newline: refused after MAX_LINE bytes.
+        let err = read_line_bounded(std::io::repeat(b'a')).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        let ok = read_line_bounded(&b"{\"cmd\":\"status\"}\nrest"[..]).unwrap();
+        assert_eq!(
+            parse_request(ok.trim().as_bytes()),
+            ReadOutcome::Request(Request {
+                cmd: "status".into()
+            })
+        );
     }
 
     #[test]

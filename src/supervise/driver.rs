@@ -443,7 +443,7 @@ impl Driver {
                     let mut workers = self.workers_of(m, master);
                     workers.retain(|w| match signals::pidfd_open(w.pid) {
                         Ok(Some(fd)) => {
-                            let alive = procs::read_same(*w).is_some();
+                            let alive = !procs::is_gone(*w);
                             if alive {
                                 self.pidfds.insert(*w, fd);
                             }
@@ -500,7 +500,12 @@ impl Driver {
 
     /// Starts a new FPM on the held sockets.
     fn spawn(&mut self, master: MasterNo, why: machine::Why) -> Event {
-        let cfg = self.cfg.clone();
+        let mut cfg = self.cfg.clone();
+        // What this master will run, identified now: an upgrade of the file later does not
+        // make it unprovable to us (its executable keeps this device and inode).
+        if let Ok(bin) = crate::identity::FpmBinary::resolve(&self.fpm.bin) {
+            cfg.binary = Some(bin);
+        }
         let fds = self.sockets.raw_fds(&cfg);
         let mut cmd = Command::new(&self.fpm.bin);
         cmd.arg("-F")
@@ -566,6 +571,8 @@ impl Driver {
         self.sockets
             .reconcile(&cfg)
             .map_err(|e| (e.exit_code(), e.to_string()))?;
+        let mut cfg = cfg;
+        cfg.binary = self.cfg.binary.clone();
         self.cfg = cfg;
         Ok(())
     }
@@ -578,8 +585,8 @@ impl Driver {
         let name = signals::short_name(sig);
         match target {
             Target::Master { master, id } => {
-                let path = &self.cfg_path;
-                match signals::send_verified(id, sig, |p| discovery::is_master_of(p, path)) {
+                let cfg = self.cfg_of(master);
+                match signals::send_verified(id, sig, |p| discovery::is_master_of(p, cfg)) {
                     Ok(Sent::Delivered) => debug!(pid = id.pid, signal = name, "signalled master"),
                     Ok(other) => {
                         debug!(pid = id.pid, master, signal = name, outcome = ?other, "master not signalled")

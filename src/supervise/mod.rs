@@ -119,7 +119,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
     discovery::discover(&cfg).refuse_foreign_holders()?;
     fpm.require_valid()?;
 
-    let lock_dir = crate::lock::lock_dir();
+    let lock_dir = crate::lock::secure_dir()?;
     let control = control::bind(&cfg.path)?;
     let notify = notify::Listener::new(&lock_dir).map_err(|e| {
         Error::io(

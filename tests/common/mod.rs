@@ -430,6 +430,59 @@ impl Sandbox {
         child
     }
 
+    /// The lock directory fpmctl runs of this sandbox use (`$FPMCTL_LOCK_DIR`).
+    pub fn lock_dir(&self) -> PathBuf {
+        self.dir.path().join("locks")
+    }
+
+    /// Copies a program into the sandbox under `name` (mode 0755); its path.
+    pub fn copy_program(&self, from: &Path, name: &str) -> PathBuf {
+        let to = self.dir.path().join(name);
+        std::fs::copy(from, &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+        to
+    }
+
+    /// Starts `perl` (any copy of it, under any name) running `script` with `$0` set to
+    /// `title`, and waits until its process title shows it; its PID (killed on drop).
+    pub fn spawn_titled_perl(&self, perl: &Path, title: &str, script: &str) -> i32 {
+        let code = format!("$0 = $ENV{{FPMCTL_TEST_TITLE}}; {script}; sleep 600;");
+        let pid = self.spawn(
+            Command::new(perl)
+                .arg("-e")
+                .arg(code)
+                .env("FPMCTL_TEST_TITLE", title),
+        ) as i32;
+        self.wait_for(Duration::from_secs(5), "the helper's process title", || {
+            procs::read(pid).filter(|p| p.title == title).map(|_| ())
+        });
+        pid
+    }
+
+    /// Runs fpmctl on this sandbox's config as another user, through
+    /// `setpriv --reuid USER --regid GROUP --clear-groups`.
+    pub fn fpmctl_as(&self, user: &str, group: &str, args: &[&str]) -> Run {
+        let started = Instant::now();
+        let mut all: Vec<String> = vec!["-c".into(), self.conf.display().to_string()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let out = Command::new("setpriv")
+            .args(["--reuid", user, "--regid", group, "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_fpmctl"))
+            .args(&all)
+            .current_dir(self.dir.path())
+            .env("FPMCTL_LOCK_DIR", self.lock_dir())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Run {
+            args: all,
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed: started.elapsed(),
+        }
+    }
+
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("fpm.log")).unwrap_or_default()
     }
@@ -452,10 +505,17 @@ impl Sandbox {
         }
     }
 
+    /// The sandbox's config as fpmctl loads it, with its php-fpm binary identified.
+    pub fn fpm_config(&self) -> Option<fpmctl::config::FpmConfig> {
+        let mut cfg = fpmctl::config::load(&self.conf).ok()?;
+        cfg.binary = fpmctl::identity::FpmBinary::resolve(&self.bin).ok();
+        Some(cfg)
+    }
+
     /// Every live process of this sandbox: its config's FPM, orphans, helper children.
     pub fn leftovers(&self) -> Vec<ProcInfo> {
         let mut out: Vec<ProcInfo> = Vec::new();
-        if let Ok(cfg) = fpmctl::config::load(&self.conf) {
+        if let Some(cfg) = self.fpm_config() {
             let snap = fpmctl::discovery::discover(&cfg);
             out.extend(snap.all_processes().into_iter().cloned());
         }
@@ -502,6 +562,19 @@ impl Drop for Sandbox {
             panic!("sandbox left processes behind: {left:?}");
         }
     }
+}
+
+/// A pipe whose buffer is already full: a process given the write end blocks on its first
+/// write (until the read end, returned first, is read or closed).
+pub fn full_pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let flags = OFlag::from_bits_truncate(fcntl(&w, FcntlArg::F_GETFL).unwrap());
+    fcntl(&w, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).unwrap();
+    let chunk = [b'x'; 4096];
+    while nix::unistd::write(&w, &chunk).is_ok() {}
+    fcntl(&w, FcntlArg::F_SETFL(flags)).unwrap();
+    (r, w)
 }
 
 /// Runs the fpmctl binary with the given arguments from `dir`, with locks under `dir`.

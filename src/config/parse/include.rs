@@ -6,7 +6,7 @@ impl Loader<'_> {
     /// `include = PATTERN`: a relative pattern is taken from the prefix; matches are read in
     /// sorted order, directories skipped. A pattern matching nothing is only a warning.
     pub(super) fn include(&mut self, pattern: &str, at: &Location, depth: usize) {
-        let pattern = self.resolve(pattern, DEFAULT_PREFIX);
+        let pattern = self.resolve(pattern, &self.default_prefix);
         match expand_glob(&pattern) {
             Err(message) => self.problem(Some(at), message),
             Ok(paths) if paths.is_empty() => self.warnings.push(Problem {

@@ -23,6 +23,7 @@
 //! negative counts and timeouts are rejected; `user` is not required of pools (php-fpm
 //! requires it only when started as root); `WATCHDOG_USEC` does not override `systemd_interval`.
 
+mod accounts;
 mod include;
 mod scan;
 mod validate;
@@ -32,7 +33,7 @@ use scan::{Env, Line, scan_line};
 use validate::resolve_under;
 use values::{GLOBAL_DIRECTIVES, Kind, POOL_ARRAYS, POOL_DIRECTIVES, Value, convert, parse_bool};
 
-use super::{FpmConfig, Global, Location, PmStyle, Pool, Problem};
+use super::{BuildDirs, FpmConfig, Global, Location, PmStyle, Pool, Problem};
 use crate::error::ConfigError;
 use crate::listen::ListenAddr;
 use std::collections::{HashMap, HashSet};
@@ -40,11 +41,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How to load a config: the environment used for `${VAR}` and the prefix for relative paths.
+/// How to load a config: the environment used for `${VAR}` and the bases of relative paths.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
-    /// Like php-fpm's `--prefix`; `None` uses php-fpm's compiled-in defaults.
+    /// Like php-fpm's `--prefix`; `None` uses the binary's compiled-in directories (`build`).
     pub prefix: Option<PathBuf>,
+    /// The php-fpm binary's compiled-in directories (Debian's when not asked).
+    pub build: BuildDirs,
     /// Variables for `${VAR}`; `None` reads the process environment.
     pub env: Option<std::collections::HashMap<String, String>>,
 }
@@ -66,10 +69,6 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<FpmConfig, ConfigErr
     loader.finish(main)
 }
 
-/// php-fpm's `PHP_PREFIX` as Debian builds it: the base of relative pool paths and includes.
-const DEFAULT_PREFIX: &str = "/usr";
-/// php-fpm's `PHP_LOCALSTATEDIR` as Debian builds it: the base of a relative `pid`/`error_log`.
-const DEFAULT_STATE_DIR: &str = "/var";
 /// php-fpm refuses to nest more files than this (the main file counts).
 const MAX_INCLUDE_DEPTH: usize = 5;
 /// php-fpm's smallest accepted `log_limit`.
@@ -149,6 +148,12 @@ struct Loader<'a> {
     env: Env<'a>,
     /// `--prefix`, made absolute.
     prefix: Option<PathBuf>,
+    /// The binary's compiled-in directories, as given.
+    build: BuildDirs,
+    /// `PHP_PREFIX`: the base of relative pool paths and includes without `--prefix`.
+    default_prefix: String,
+    /// `PHP_LOCALSTATEDIR`: the base of a relative `pid`/`error_log` without `--prefix`.
+    state_dir: String,
     files: Vec<PathBuf>,
     global: Section,
     pools: Vec<RawPool>,
@@ -162,6 +167,9 @@ impl<'a> Loader<'a> {
         let mut loader = Loader {
             env: Env(opts.env.as_ref()),
             prefix: None,
+            build: opts.build.clone(),
+            default_prefix: opts.build.prefix.display().to_string(),
+            state_dir: opts.build.localstatedir.display().to_string(),
             files: Vec::new(),
             global: Section::default(),
             pools: Vec::new(),
@@ -462,12 +470,62 @@ mod tests {
             &format!("[www]\nlisten = {{dir}}/${{SOCK}}.sock\n{POOL}"),
         )]);
         let opts = LoadOptions {
-            prefix: None,
             env: Some([("SOCK".to_string(), "app".to_string())].into()),
+            ..LoadOptions::default()
         };
         let config = load_with(&dir.path().join("main.conf"), &opts).unwrap();
         let expected = dir.path().join("app.sock");
         assert_eq!(config.pools[0].listen_raw, expected.display().to_string());
+    }
+
+    /// A binary built with another prefix (the Docker images: `/usr/local`) resolves
+    /// relative paths under its own directories, without `--prefix`.
+    #[test]
+    fn relative_paths_follow_the_binarys_compiled_in_directories() {
+        let dir = files(&[
+            (
+                "etc/php-fpm.conf",
+                "[global]\npid = run/fpm.pid\ninclude=etc/php-fpm.d/*.conf\n",
+            ),
+            (
+                "etc/php-fpm.d/www.conf",
+                &format!("[www]\nlisten = run/www.sock\nslowlog = log/$pool.slow\n{POOL}"),
+            ),
+        ]);
+        let d = dir.path();
+        let opts = LoadOptions {
+            build: BuildDirs {
+                prefix: d.to_path_buf(),
+                localstatedir: d.join("var"),
+            },
+            ..LoadOptions::default()
+        };
+        let config = load_with(&d.join("etc/php-fpm.conf"), &opts).unwrap();
+        assert_eq!(config.files[1], d.join("etc/php-fpm.d/www.conf"));
+        assert_eq!(config.global.pid_file, Some(d.join("var/run/fpm.pid")));
+        assert_eq!(
+            config.global.error_log,
+            d.join("var/log/php-fpm.log").display().to_string()
+        );
+        let pool = &config.pools[0];
+        assert_eq!(
+            pool.listen_raw,
+            d.join("run/www.sock").display().to_string()
+        );
+        assert_eq!(
+            pool.slowlog.as_deref(),
+            Some(d.join("log/www.slow").display().to_string().as_str())
+        );
+        assert_eq!(config.prefix, None);
+        assert_eq!(config.build, opts.build);
+        // Under --prefix the same config puts pid and error_log under the prefix itself.
+        let opts = LoadOptions {
+            prefix: Some(d.to_path_buf()),
+            ..opts
+        };
+        let config = load_with(&d.join("etc/php-fpm.conf"), &opts).unwrap();
+        assert_eq!(config.global.pid_file, Some(d.join("run/fpm.pid")));
+        assert_eq!(config.prefix.as_deref(), Some(d));
     }
 
     #[test]

@@ -31,6 +31,9 @@ impl Loader<'_> {
             global,
             pools,
             warnings: self.warnings,
+            prefix: self.prefix,
+            build: self.build,
+            binary: None,
         })
     }
 
@@ -38,11 +41,11 @@ impl Loader<'_> {
         let g = std::mem::take(&mut self.global);
         let pid_file = g
             .text("pid")
-            .map(|p| PathBuf::from(self.resolve(p, DEFAULT_STATE_DIR)));
+            .map(|p| PathBuf::from(self.resolve(p, &self.state_dir)));
         let error_log = match g.text("error_log") {
             Some(log) if log.eq_ignore_ascii_case("syslog") => log.to_string(),
-            Some(log) => self.resolve(log, DEFAULT_STATE_DIR),
-            None => self.resolve("log/php-fpm.log", DEFAULT_STATE_DIR),
+            Some(log) => self.resolve(log, &self.state_dir),
+            None => self.resolve("log/php-fpm.log", &self.state_dir),
         };
         if let Some(limit) = g.number("log_limit").filter(|&n| n < MIN_LOG_LIMIT) {
             self.problem(
@@ -68,6 +71,13 @@ impl Loader<'_> {
         let global = Global {
             pid_file,
             error_log,
+            log_level: g
+                .text("log_level")
+                .map(|l| match l.to_ascii_lowercase().as_str() {
+                    "warn" => "warning".to_string(),
+                    other => other.to_string(),
+                })
+                .unwrap_or_else(|| "notice".to_string()),
             daemonize: g.flag("daemonize").unwrap_or(true),
             process_control_timeout: self.duration(&g, "process_control_timeout", 0),
             emergency_restart_threshold: self.count(&g, "emergency_restart_threshold", 0),
@@ -90,6 +100,7 @@ impl Loader<'_> {
             self.pool_status_and_ping(raw, status_listen.is_some());
         let (slowlog, access_log) = self.pool_logs(raw, base.as_deref());
         self.check_chroot_and_chdir(raw, base.as_deref());
+        self.check_accounts(raw);
         if let Some(p) = s
             .number("process.priority")
             .filter(|p| !PRIORITY.contains(p))
@@ -131,7 +142,7 @@ impl Loader<'_> {
     }
 
     /// A problem with a pool, placed at `key`'s line when it is set, else at the header.
-    fn pool_problem(&mut self, raw: &RawPool, key: Option<&str>, message: String) {
+    pub(super) fn pool_problem(&mut self, raw: &RawPool, key: Option<&str>, message: String) {
         let at = key
             .and_then(|k| raw.section.at(k))
             .unwrap_or(&raw.defined_at)
@@ -145,7 +156,7 @@ impl Loader<'_> {
         let Some(prefix) = raw.section.text("prefix").filter(|p| !p.is_empty()) else {
             return self.prefix.clone();
         };
-        let prefix = self.resolve(prefix, DEFAULT_PREFIX);
+        let prefix = self.resolve(prefix, &self.default_prefix);
         if !Path::new(&prefix).is_dir() {
             let message = format!("the prefix {prefix} does not exist or is not a directory");
             self.pool_problem(raw, Some("prefix"), message);
@@ -162,7 +173,7 @@ impl Loader<'_> {
             return None;
         };
         let listen = if is_unix_address(listen) {
-            resolve_under(listen, base, DEFAULT_PREFIX)
+            resolve_under(listen, base, &self.default_prefix)
         } else {
             listen.to_string()
         };
@@ -180,7 +191,7 @@ impl Loader<'_> {
     fn pool_status_listen(&mut self, raw: &RawPool) -> Option<ListenAddr> {
         let listen = raw.section.text("pm.status_listen")?;
         let listen = if is_unix_address(listen) {
-            self.resolve(listen, DEFAULT_PREFIX)
+            self.resolve(listen, &self.default_prefix)
         } else {
             listen.to_string()
         };
@@ -328,8 +339,9 @@ impl Loader<'_> {
         base: Option<&Path>,
     ) -> (Option<String>, Option<String>) {
         let s = &raw.section;
+        let default = self.default_prefix.clone();
         let log_path = |key: &str| match s.text(key) {
-            Some(p) if !p.is_empty() => Some(resolve_under(p, base, DEFAULT_PREFIX)),
+            Some(p) if !p.is_empty() => Some(resolve_under(p, base, &default)),
             other => other.map(str::to_string),
         };
         let (slowlog, access_log) = (log_path("slowlog"), log_path("access.log"));
@@ -374,15 +386,16 @@ impl Loader<'_> {
     /// as php-fpm checks before starting.
     fn check_chroot_and_chdir(&mut self, raw: &RawPool, base: Option<&Path>) {
         let s = &raw.section;
+        let default = self.default_prefix.clone();
         let base_text = base
             .map(|p| p.display().to_string())
-            .unwrap_or_else(|| DEFAULT_PREFIX.to_string());
+            .unwrap_or_else(|| default.clone());
         let chroot = s.text("chroot").filter(|c| !c.is_empty()).map(|c| {
             match c.strip_prefix("$prefix") {
                 Some("") => base_text.clone(),
                 // php-fpm joins with '/' even though the rest starts with one.
                 Some(rest) => format!("{base_text}/{rest}"),
-                None => resolve_under(c, base, DEFAULT_PREFIX),
+                None => resolve_under(c, base, &default),
             }
         });
         if let Some(chroot) = &chroot {
@@ -402,7 +415,7 @@ impl Loader<'_> {
             }
         }
         if let Some(chdir) = s.text("chdir").filter(|c| !c.is_empty()) {
-            let chdir = resolve_under(chdir, base, DEFAULT_PREFIX);
+            let chdir = resolve_under(chdir, base, &default);
             let inside = match &chroot {
                 Some(root) => format!("{root}/{chdir}"),
                 None => chdir.clone(),

@@ -1,0 +1,182 @@
+//! `fpmctl ensure`: the cron job. A running, ready FPM is left alone and nothing is printed
+//! (so cron mails nothing); an FPM that does not run is started as `start` does (orphans of a
+//! dead master stopped first) and the output says what was wrong and what was done; a running
+//! FPM that is not ready is reported (exit 10) and only restarted with `--restart-unready`.
+//! It never waits for another fpmctl: a cron job must not pile up behind a long restart.
+
+use super::start::{self, Launch};
+use super::{Ctx, Outcome};
+use crate::cli::{EnsureArgs, RestartArgs};
+use crate::deadline::Deadline;
+use crate::discovery::{self, PidFile, Snapshot};
+use crate::error::{Error, Result};
+use crate::exit::ExitCode;
+use crate::ready;
+use serde_json::json;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// How long the first, silent look at a running FPM may take before ensure waits in earnest.
+const QUICK_LOOK: Duration = Duration::from_secs(3);
+
+pub(super) fn run(ctx: &Ctx, args: &EnsureArgs) -> Result<Outcome> {
+    if let Some(out) = supervised(ctx)? {
+        return Ok(out);
+    }
+    // A healthy FPM is judged without the lock: nothing is changed, and a cron job that
+    // finds everything fine must stay cheap and silent.
+    let snap = discovery::discover(&ctx.cfg);
+    if snap.master.is_some() && quick_ready(ctx, &snap) {
+        return Ok(quiet_ok(&snap));
+    }
+    // Something may need doing: never wait for another fpmctl, whatever --lock-timeout says.
+    let lock = crate::lock::acquire(&ctx.cfg.path, Duration::ZERO, true)?;
+    // Look again: whoever held the lock a moment ago may have repaired it.
+    let snap = discovery::discover(&ctx.cfg);
+    let Some(master) = snap.master.as_ref().map(|m| m.pid()) else {
+        return not_running(ctx, args, &snap);
+    };
+    let why = match unready(ctx, args, &snap) {
+        None => return Ok(quiet_ok(&snap)),
+        Some(Err(e)) => return Err(e),
+        Some(Ok(why)) => why,
+    };
+    if !args.restart_unready {
+        return Err(Error::NotReady(format!(
+            "master {master} runs but is not ready: {why}; not restarted \
+             (`fpmctl restart`, or ensure --restart-unready)"
+        )));
+    }
+    // restart takes the lock itself: an flock is per open file, so holding ours would make
+    // it wait for us. Released here, it is taken again at once and without waiting.
+    drop(lock);
+    restart_unready(ctx, args, master, &why)
+}
+
+/// A supervisor owns this FPM: it restarts it itself, so ensure only reports.
+fn supervised(ctx: &Ctx) -> Result<Option<Outcome>> {
+    let Some(reply) = crate::supervise::control::request(&ctx.cfg.path, "status", QUICK_LOOK)?
+    else {
+        return Ok(None);
+    };
+    if reply.code == ExitCode::Ok.code() {
+        return Ok(Some(Outcome {
+            code: ExitCode::Ok,
+            text: String::new(),
+            json: json!({ "result": "ok", "supervisor": reply.json }),
+        }));
+    }
+    Err(Error::NotReady(format!(
+        "{}; the supervisor owns FPM {} and restarts it itself, so ensure did nothing",
+        reply.text.trim(),
+        ctx.cfg.path.display()
+    )))
+}
+
+/// One look at readiness that logs nothing unless it fails.
+fn quick_ready(ctx: &Ctx, snap: &Snapshot) -> bool {
+    let deadline = Deadline::after(QUICK_LOOK)
+        .instant()
+        .unwrap_or_else(std::time::Instant::now);
+    ready::assess(&ctx.cfg, snap, deadline).is_ok()
+}
+
+fn quiet_ok(snap: &Snapshot) -> Outcome {
+    Outcome {
+        code: ExitCode::Ok,
+        text: String::new(),
+        json: json!({
+            "result": "ok",
+            "master": snap.master.as_ref().map(|m| m.pid()),
+        }),
+    }
+}
+
+/// Why a running master is not ready after the timeout; `None` when it is ready.
+fn unready(ctx: &Ctx, args: &EnsureArgs, snap: &Snapshot) -> Option<Result<String>> {
+    if quick_ready(ctx, snap) {
+        return None;
+    }
+    match ready::wait_ready(&ctx.cfg, args.timeout) {
+        Ok(_) => None,
+        Err(Error::NotReady(why)) => Some(Ok(why)),
+        Err(e) => Some(Err(e)),
+    }
+}
+
+/// `--restart-unready`: `restart` as its own command does it, with `--no-wait`.
+fn restart_unready(ctx: &Ctx, args: &EnsureArgs, master: i32, why: &str) -> Result<Outcome> {
+    warn!(
+        pid = master,
+        "FPM runs but is not ready; restarting it (--restart-unready)"
+    );
+    let restart = RestartArgs {
+        ready: crate::cli::ReadyWaitArgs {
+            wait: true,
+            no_ready_wait: false,
+            timeout: args.timeout,
+        },
+        stop_timeout: None,
+        signal_plan: None,
+        json: args.json,
+    };
+    let mut global = ctx.global.clone();
+    global.no_wait = true;
+    let inner = Ctx {
+        cfg: ctx.cfg.clone(),
+        global,
+    };
+    let mut out = super::restart::run(&inner, &restart)?;
+    out.text = format!(
+        "FPM {} was running (master {master}) but not ready: {why}\n{}",
+        ctx.cfg.path.display(),
+        out.text
+    );
+    out.json = json!({
+        "result": "restarted",
+        "found": format!("master {master} not ready: {why}"),
+        "restart": out.json,
+    });
+    Ok(out)
+}
+
+/// No master: start FPM, saying what was found.
+fn not_running(ctx: &Ctx, args: &EnsureArgs, snap: &Snapshot) -> Result<Outcome> {
+    let found = found(snap);
+    info!(found = %found, "FPM is not running; starting it");
+    let fpm = ctx.fpm()?;
+    let launch: Launch = start::launch(ctx, &fpm, snap, args.timeout, true, true)?;
+    let mut out = start::outcome(ctx, &launch, "started");
+    out.text = format!(
+        "FPM {} was not running ({found})\n{}",
+        ctx.cfg.path.display(),
+        out.text
+    );
+    out.json = json!({
+        "result": "started",
+        "found": found,
+        "start": out.json,
+    });
+    Ok(out)
+}
+
+/// What was wrong, one line.
+fn found(snap: &Snapshot) -> String {
+    let mut parts = vec!["no master".to_string()];
+    if !snap.orphans.is_empty() {
+        let pids: Vec<String> = snap
+            .orphans
+            .iter()
+            .map(|o| o.proc.pid().to_string())
+            .collect();
+        parts.push(format!(
+            "{} orphaned worker(s) of a dead master ({})",
+            snap.orphans.len(),
+            pids.join(" ")
+        ));
+    }
+    if let PidFile::Stale { reason, .. } = &snap.pid_file {
+        parts.push(format!("a stale pid file ({reason})"));
+    }
+    parts.join(", ")
+}
