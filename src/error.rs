@@ -91,6 +91,17 @@ pub enum Error {
     /// Too many crashes.
     #[error("{0}")]
     CrashLoop(String),
+    /// fpmctl was interrupted by a signal (after finishing what could not be left half done).
+    #[error("{0}")]
+    Interrupted(String),
+    /// A command the supervisor ran for us failed; its own exit code stands.
+    #[error("{message}")]
+    Forwarded {
+        /// The supervisor's exit code.
+        code: ExitCode,
+        /// The supervisor's message.
+        message: String,
+    },
     /// Bad arguments that clap could not catch.
     #[error("{0}")]
     Usage(String),
@@ -113,7 +124,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// The exit code this error ends the process with.
+    /// The exit code this error ends the process with: the one mapping from errors to the
+    /// exit table, used directly and by the supervisor's answers alike.
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Config(_) => ExitCode::ConfigUnreadable,
@@ -128,6 +140,8 @@ impl Error {
             Error::FpmDied(_) => ExitCode::FpmDied,
             Error::CrashLoop(_) => ExitCode::CrashLoop,
             Error::Usage(_) => ExitCode::Usage,
+            Error::Interrupted(_) => ExitCode::Interrupted,
+            Error::Forwarded { code, .. } => *code,
             Error::Io { .. } | Error::UnsafeLockDir(_) | Error::Other(_) => ExitCode::Failure,
         }
     }

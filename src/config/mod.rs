@@ -10,7 +10,7 @@ mod parse;
 
 pub use build::{BuildDirs, probe_config};
 pub use locate::{find_binary, find_config};
-pub use parse::{LoadOptions, load, load_with};
+pub use parse::{LoadOptions, load, load_lenient, load_with};
 
 use crate::listen::ListenAddr;
 use std::path::PathBuf;

@@ -24,8 +24,10 @@ use crate::discovery;
 use crate::error::Error;
 use crate::exit::ExitCode;
 use crate::fpm::Fpm;
+use crate::outcome::Outcome;
 use crate::procs::{self, ProcId};
 use crate::signals::{self, Sent};
+use crate::stop::SignalPlan;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
@@ -403,16 +405,10 @@ impl Driver {
                     let Some((c, _)) = self.conns.remove(&id) else {
                         continue;
                     };
-                    let cmd = match req.cmd.as_str() {
-                        "restart" => Cmd::Restart,
-                        "reload" => Cmd::Reload,
-                        "stop" => Cmd::Stop,
-                        "status" => Cmd::Status,
-                        _ => {
-                            control::write_reply(
-                                c.stream,
-                                &reply_of(ExitCode::Usage, "unknown control command"),
-                            );
+                    let cmd = match control_action(&req) {
+                        Ok(cmd) => cmd,
+                        Err(msg) => {
+                            control::write_reply(c.stream, &reply_of(ExitCode::Usage, &msg));
                             continue;
                         }
                     };
@@ -562,19 +558,30 @@ impl Driver {
         }
     }
 
+    /// Reloads and tests the config for a restart, refused exactly as `restart` refuses it
+    /// without a supervisor: php-fpm's verdict first (exit 6), then fpmctl's parse, then a
+    /// foreign holder of a new address (exit 7); the held sockets follow the new config.
     fn load_config(&mut self) -> Result<(), (ExitCode, String)> {
-        let cfg = config::load(&self.cfg_path)
-            .map_err(|e| (ExitCode::ConfigUnreadable, e.to_string()))?;
-        self.fpm
+        let cfg = self
+            .fpm
             .require_valid()
-            .map_err(|e| (e.exit_code(), e.to_string()))?;
-        self.sockets
-            .reconcile(&cfg)
-            .map_err(|e| (e.exit_code(), e.to_string()))?;
-        let mut cfg = cfg;
-        cfg.binary = self.cfg.binary.clone();
-        self.cfg = cfg;
-        Ok(())
+            .and_then(|()| {
+                config::load_with(&self.cfg_path, &self.fpm.load_options()).map_err(Error::from)
+            })
+            .and_then(|mut cfg| {
+                // The running masters are proven ours by the binary they run.
+                cfg.binary = self.cfg.binary.clone();
+                discovery::refuse_foreign_holders(&discovery::discover(&cfg))?;
+                self.sockets.reconcile(&cfg)?;
+                Ok(cfg)
+            });
+        match cfg {
+            Ok(cfg) => {
+                self.cfg = cfg;
+                Ok(())
+            }
+            Err(e) => Err((e.exit_code(), e.to_string())),
+        }
     }
 
     fn cfg_of(&self, master: MasterNo) -> &FpmConfig {
@@ -678,13 +685,15 @@ impl Driver {
             (Some(pid), false) => format!("supervised by fpmctl {me}: master {pid} starting\n"),
             (None, _) => format!("supervised by fpmctl {me}: FPM is down, restart pending\n"),
         };
-        control::Reply {
-            code: if v.ready {
-                0
-            } else {
-                ExitCode::NotReady.code()
-            },
+        let code = if v.ready {
+            ExitCode::Ok
+        } else {
+            ExitCode::NotReady
+        };
+        control::Reply::from(&Outcome {
+            code,
             text,
+            error: None,
             json: json!({
                 "supervisor_pid": me,
                 "master": v.master,
@@ -694,16 +703,15 @@ impl Driver {
                 "saturated": v.saturated,
                 "sockets": self.sockets.list.iter().map(|h| h.addr.to_string()).collect::<Vec<_>>(),
             }),
-        }
+        })
     }
 
     /// Cleans up on exit: answers nobody is left waiting, removes the control socket and
     /// the held socket paths.
     pub(super) fn finish(&mut self, code: ExitCode) {
-        let text = if code == ExitCode::Ok {
-            "FPM stopped; supervisor exiting".to_string()
-        } else {
-            format!("supervisor exiting: {}", code.meaning())
+        let text = match code {
+            ExitCode::Ok => "FPM stopped; supervisor exiting".to_string(),
+            other => format!("supervisor exiting: {}", other.meaning()),
         };
         for (_, stream) in self.waiting.drain() {
             control::write_reply(stream, &reply_of(code, &text));
@@ -757,12 +765,63 @@ fn run_check(job: &CheckJob) -> Result<(), String> {
     Ok(())
 }
 
-/// A reply with a code and one line of text.
+/// The reply for an outcome the supervisor reached: its [`Outcome`], serialized.
 pub fn reply_of(code: ExitCode, text: &str) -> control::Reply {
-    control::Reply {
-        code: code.code(),
-        text: format!("{text}\n"),
-        json: json!({ "code": code.code(), "message": text }),
+    let out = if code == ExitCode::Ok {
+        Outcome::ok(
+            format!("{text}\n"),
+            json!({ "code": code.code(), "message": text }),
+        )
+    } else {
+        Outcome::failure(code, text)
+    };
+    control::Reply::from(&out)
+}
+
+/// What a control request asks for, with its options; `Err` refuses an option the
+/// supervisor cannot honour (exit 2), so none is ever dropped silently.
+pub fn control_action(req: &control::Request) -> std::result::Result<Cmd, String> {
+    let timeout = req.timeout_ms.map(Duration::from_millis);
+    let refuse = |what: &str, why: &str| Err(format!("{} {what}: {why}", req.cmd));
+    match req.cmd.as_str() {
+        "restart" | "reload" => {
+            if req.signal_plan.is_some() || req.stop_timeout_ms.is_some() {
+                return refuse(
+                    "--signal-plan/--stop-timeout",
+                    "the supervisor starts the new FPM beside the old one and retires the old one without a signal plan (its --drain-timeout bounds that)",
+                );
+            }
+            if req.no_ready_wait {
+                return refuse(
+                    "--no-ready-wait",
+                    "the supervisor answers once the new FPM is proven ready",
+                );
+            }
+            Ok(Cmd::Restart {
+                ready_limit: timeout,
+            })
+        }
+        "stop" => {
+            if req.stop_timeout_ms.is_some() || req.no_ready_wait {
+                return refuse("options", "only --timeout and --signal-plan apply to stop");
+            }
+            let plan = req
+                .signal_plan
+                .as_deref()
+                .map(str::parse::<SignalPlan>)
+                .transpose()?;
+            Ok(Cmd::Stop {
+                plan,
+                limit: timeout,
+            })
+        }
+        "status" => {
+            if *req != control::Request::new("status") {
+                return refuse("options", "status takes none");
+            }
+            Ok(Cmd::Status)
+        }
+        _ => Err("unknown control command".to_string()),
     }
 }
 
@@ -771,5 +830,68 @@ fn describe(status: &WaitStatus) -> String {
         WaitStatus::Exited(_, code) => format!("exited with status {code}"),
         WaitStatus::Signaled(_, sig, _) => format!("was killed by {}", sig.as_str()),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control::Request;
+
+    #[test]
+    fn forwarded_options_are_honoured_or_refused() {
+        let req = |cmd: &str| Request::new(cmd);
+        assert_eq!(
+            control_action(&Request {
+                timeout_ms: Some(20_000),
+                ..req("restart")
+            }),
+            Ok(Cmd::Restart {
+                ready_limit: Some(Duration::from_secs(20))
+            })
+        );
+        assert!(
+            control_action(&Request {
+                signal_plan: Some("QUIT:1s".into()),
+                ..req("reload")
+            })
+            .unwrap_err()
+            .contains("--signal-plan")
+        );
+        assert!(
+            control_action(&Request {
+                no_ready_wait: true,
+                ..req("restart")
+            })
+            .is_err()
+        );
+        assert_eq!(
+            control_action(&Request {
+                signal_plan: Some("QUIT:1s".into()),
+                timeout_ms: Some(0),
+                ..req("stop")
+            }),
+            Ok(Cmd::Stop {
+                plan: Some("QUIT:1s".parse().unwrap()),
+                limit: Some(Duration::ZERO)
+            })
+        );
+        assert!(
+            control_action(&Request {
+                signal_plan: Some("HUP:1s".into()),
+                ..req("stop")
+            })
+            .is_err()
+        );
+        assert_eq!(control_action(&req("status")), Ok(Cmd::Status));
+        assert!(
+            control_action(&Request {
+                timeout_ms: Some(1),
+                ..req("status")
+            })
+            .is_err()
+        );
+        let unknown = control_action(&req("explode-secret")).unwrap_err();
+        assert!(!unknown.contains("secret"), "{unknown}");
     }
 }

@@ -116,7 +116,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         );
         crate::stop::stop(&cfg, &SignalPlan::default(), Duration::from_secs(30))?;
     }
-    discovery::discover(&cfg).refuse_foreign_holders()?;
+    discovery::refuse_foreign_holders(&discovery::discover(&cfg))?;
     fpm.require_valid()?;
 
     let lock_dir = crate::lock::secure_dir()?;

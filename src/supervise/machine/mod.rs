@@ -70,15 +70,23 @@ pub enum Sig {
     Usr2,
 }
 
-/// A request on the control socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A request on the control socket, with the options the supervisor honours.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Restart FPM beside the running one.
-    Restart,
-    /// As restart: the supervisor reloads by replacing.
-    Reload,
-    /// Stop FPM and exit.
-    Stop,
+    /// Restart (or reload: the supervisor reloads by replacing) FPM beside the running one;
+    /// `ready_limit` is a forwarded `--timeout`: how long the new FPM may take to be ready.
+    Restart {
+        /// The new master's readiness limit instead of the configured one.
+        ready_limit: Option<Duration>,
+    },
+    /// Stop FPM and exit, with a forwarded `--signal-plan` and `--timeout` (the whole
+    /// stop's limit).
+    Stop {
+        /// The plan instead of the configured one.
+        plan: Option<SignalPlan>,
+        /// The whole stop's limit.
+        limit: Option<Duration>,
+    },
     /// Report state.
     Status,
 }
@@ -301,6 +309,7 @@ pub struct Master {
     /// Its identity once spawned.
     pub id: Option<ProcId>,
     started: Instant,
+    ready_timeout: Duration,
     ready_at: Option<Instant>,
     last_notify: Option<Instant>,
     status: Option<String>,
@@ -324,6 +333,8 @@ struct Drain {
 pub struct Stopping {
     /// The code to exit with once FPM is gone.
     pub code: ExitCode,
+    /// A forwarded `stop --timeout`: the whole stop's limit.
+    pub limit: Deadline,
     /// The step of the plan last applied.
     pub step: usize,
     /// When the next step is due.
@@ -360,6 +371,7 @@ pub struct Machine {
     health_at: Option<Deadline>,
     waiting: Vec<ConnId>,
     loading: bool,
+    ready_limit: Option<Duration>,
     restarts: u32,
     saturated: bool,
     no_children: bool,
@@ -391,6 +403,7 @@ impl Machine {
             health_at: None,
             waiting: Vec::new(),
             loading: false,
+            ready_limit: None,
             restarts: 0,
             saturated: false,
             no_children: false,
@@ -453,7 +466,7 @@ impl Machine {
         match self.phase {
             Phase::Exited(_) => return None,
             Phase::Backoff(at) => next = next.min(at),
-            Phase::Stopping(s) => next = next.min(s.deadline),
+            Phase::Stopping(s) => next = next.min(s.deadline).min(s.limit),
             _ => {}
         }
         let stopping = matches!(self.phase, Phase::Stopping(_));
@@ -462,7 +475,7 @@ impl Machine {
                 break;
             }
             if matches!(m.role, Role::Starting | Role::Replacement) && !m.killed {
-                next = next.min(Deadline::after_from(m.started, self.settings.ready_timeout));
+                next = next.min(Deadline::after_from(m.started, m.ready_timeout));
                 if !m.check_in_flight
                     && let Some(p) = m.probe_at
                 {
@@ -555,6 +568,13 @@ impl Machine {
     // ---- masters -------------------------------------------------------------------------
 
     fn spawn(&mut self, role: Role, why: Why, now: Instant, out: &mut Vec<Action>) -> MasterNo {
+        let ready_timeout = match why {
+            Why::Requested => self
+                .ready_limit
+                .take()
+                .unwrap_or(self.settings.ready_timeout),
+            _ => self.settings.ready_timeout,
+        };
         let master = self.next_gen;
         self.next_gen += 1;
         self.no_children = false;
@@ -564,6 +584,7 @@ impl Machine {
                 role,
                 id: None,
                 started: now,
+                ready_timeout,
                 ready_at: None,
                 last_notify: None,
                 status: None,
@@ -879,11 +900,23 @@ impl Machine {
 
     fn on_control(&mut self, conn: ConnId, cmd: Command, now: Instant, out: &mut Vec<Action>) {
         match cmd {
-            Command::Restart | Command::Reload => self.request_restart(Some(conn), out),
-            Command::Stop => {
+            Command::Restart { ready_limit } => {
+                if ready_limit.is_some() && !self.loading && self.find(Role::Replacement).is_none()
+                {
+                    self.ready_limit = ready_limit;
+                }
+                self.request_restart(Some(conn), out)
+            }
+            Command::Stop { plan, limit } => {
                 self.waiting.push(conn);
                 if !matches!(self.phase, Phase::Stopping(_)) {
+                    if let Some(plan) = plan {
+                        self.settings.stop_plan = plan;
+                    }
                     self.begin_stop(ExitCode::Ok, now, out);
+                    if let (Phase::Stopping(s), Some(limit)) = (&mut self.phase, limit) {
+                        s.limit = Deadline::after_from(now, limit);
+                    }
                 }
             }
             Command::Status => out.push(Action::Reply {
@@ -1025,7 +1058,7 @@ impl Machine {
         let mut hung = false;
         for (g, m) in self.masters.iter_mut() {
             if matches!(m.role, Role::Starting | Role::Replacement) && !m.killed {
-                if Deadline::after_from(m.started, self.settings.ready_timeout).expired_at(now) {
+                if Deadline::after_from(m.started, m.ready_timeout).expired_at(now) {
                     to_kill.push(*g);
                 } else if !m.check_in_flight
                     && m.id.is_some()
@@ -1098,10 +1131,10 @@ impl Machine {
             Role::Starting
         };
         let pid = m.id.map(|id| id.pid).unwrap_or(0);
+        let ready_timeout_ms = m.ready_timeout.as_millis() as u64;
         error!(
             pid,
-            ready_timeout_s = self.settings.ready_timeout.as_secs(),
-            "FPM master not ready in time; killing it"
+            ready_timeout_ms, "FPM master not ready in time; killing it"
         );
         if let Some(id) = m.id {
             out.push(signal_master(master, id, Signal::SIGKILL));
@@ -1163,6 +1196,7 @@ impl Machine {
         self.health_at = None;
         self.phase = Phase::Stopping(Stopping {
             code,
+            limit: Deadline::NEVER,
             step: 0,
             deadline: Deadline::NEVER,
         });
@@ -1258,7 +1292,7 @@ impl Machine {
         };
         let fpm_gone = self.masters.is_empty() && self.drains.is_empty();
         let last = self.settings.stop_plan.steps.len().saturating_sub(1);
-        let exhausted = s.step >= last && s.deadline.expired_at(now);
+        let exhausted = (s.step >= last && s.deadline.expired_at(now)) || s.limit.expired_at(now);
         let code = if fpm_gone && (self.no_children || exhausted) {
             if !self.no_children {
                 warn!("processes left behind by PHP requests survived the stop plan");
@@ -1274,10 +1308,13 @@ impl Machine {
         } else {
             return;
         };
-        let text = if code == ExitCode::Ok {
-            "FPM stopped; supervisor exiting".to_string()
-        } else {
-            format!("supervisor exiting: {}", code.meaning())
+        let text = match code {
+            ExitCode::Ok => "FPM stopped; supervisor exiting".to_string(),
+            ExitCode::Timeout => format!(
+                "FPM processes were still alive after the signal plan {} (or the stop's --timeout); supervisor exiting",
+                self.settings.stop_plan
+            ),
+            other => format!("supervisor exiting: {}", other.meaning()),
         };
         self.answer_waiting(code, &text, out);
         self.phase = Phase::Exited(code);

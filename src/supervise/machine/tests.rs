@@ -172,7 +172,7 @@ fn up() -> Run {
 /// `up()` plus a requested restart whose replacement (master 2, pid 200) is starting.
 fn replacing(conn: ConnId) -> Run {
     let mut r = up();
-    let out = r.at(1000, ctl(conn, Command::Restart));
+    let out = r.at(1000, ctl(conn, Command::Restart { ready_limit: None }));
     assert_eq!(out, vec![Action::LoadConfig]);
     let out = r.at(1010, Event::ConfigLoaded(Ok(())));
     assert_eq!(spawn_of(&out), vec![2]);
@@ -398,7 +398,7 @@ fn a_restart_request_during_backoff_starts_fpm_now() {
     r.at(2 * S, exited(2));
     assert!(matches!(r.m.phase(), Phase::Backoff(_)));
     assert_eq!(
-        r.at(2 * S + 10, ctl(7, Command::Restart)),
+        r.at(2 * S + 10, ctl(7, Command::Restart { ready_limit: None })),
         vec![Action::LoadConfig]
     );
     let out = r.at(2 * S + 20, Event::ConfigLoaded(Ok(())));
@@ -452,7 +452,10 @@ fn a_retired_master_without_workers_is_killed_at_once() {
 #[test]
 fn restart_requests_during_a_restart_share_its_answer() {
     let mut r = replacing(1);
-    assert!(r.at(1020, ctl(2, Command::Reload)).is_empty());
+    assert!(
+        r.at(1020, ctl(2, Command::Restart { ready_limit: None }))
+            .is_empty()
+    );
     assert!(r.at(1030, Event::Signal(Sig::Hup)).is_empty());
     let out = r.at(1100, ready(2));
     assert_eq!(replies(&out), vec![(1, ExitCode::Ok), (2, ExitCode::Ok)]);
@@ -461,7 +464,7 @@ fn restart_requests_during_a_restart_share_its_answer() {
 #[test]
 fn a_broken_config_keeps_the_running_fpm_and_says_why() {
     let mut r = up();
-    r.at(S, ctl(3, Command::Restart));
+    r.at(S, ctl(3, Command::Restart { ready_limit: None }));
     let out = r.at(
         S,
         Event::ConfigLoaded(Err((ExitCode::ConfigInvalid, "php-fpm -t failed".into()))),
@@ -694,14 +697,23 @@ fn case10_usr1_is_forwarded_to_live_masters_to_reopen_logs() {
 #[test]
 fn case10_a_stop_over_the_control_socket_answers_when_fpm_is_gone() {
     let mut r = up();
-    let out = r.at(S, ctl(5, Command::Stop));
+    let out = r.at(
+        S,
+        ctl(
+            5,
+            Command::Stop {
+                plan: None,
+                limit: None,
+            },
+        ),
+    );
     assert!(replies(&out).is_empty());
     let out = r.steps(vec![(2 * S, exited(1)), (2 * S, Event::NoChildren)]);
     assert_eq!(replies(&out), vec![(5, ExitCode::Ok)]);
     assert_eq!(exit_of(&out), Some(ExitCode::Ok));
     // Nothing more happens after the exit, and late requests are refused.
     assert_eq!(
-        replies(&r.at(3 * S, ctl(6, Command::Restart))),
+        replies(&r.at(3 * S, ctl(6, Command::Restart { ready_limit: None }))),
         vec![(6, ExitCode::Failure)]
     );
     assert_eq!(r.m.next_wakeup(), None);
@@ -711,7 +723,7 @@ fn case10_a_stop_over_the_control_socket_answers_when_fpm_is_gone() {
 fn a_restart_request_while_stopping_is_refused() {
     let mut r = up();
     r.at(S, Event::Signal(Sig::Term));
-    let out = r.at(S + 1, ctl(2, Command::Restart));
+    let out = r.at(S + 1, ctl(2, Command::Restart { ready_limit: None }));
     assert_eq!(replies(&out), vec![(2, ExitCode::Failure)]);
 }
 
@@ -1015,7 +1027,7 @@ fn every_spawned_master_is_kept_until_reported_exited_over_a_long_random_walk() 
         let gens: Vec<MasterNo> = r.m.masters().keys().copied().collect();
         let pick = gens.get((seed >> 8) as usize % gens.len().max(1)).copied();
         let ev = match (seed >> 20) % 6 {
-            0 => ctl(seed, Command::Restart),
+            0 => ctl(seed, Command::Restart { ready_limit: None }),
             1 => Event::ConfigLoaded(Ok(())),
             2 => match pick {
                 Some(g) => ready(g),
@@ -1046,5 +1058,63 @@ fn every_spawned_master_is_kept_until_reported_exited_over_a_long_random_walk() 
         if matches!(r.m.phase(), Phase::Stopping(_) | Phase::Exited(_)) {
             break;
         }
+    }
+}
+
+// ---- forwarded options -------------------------------------------------------------------
+
+#[test]
+fn a_forwarded_restart_timeout_is_the_new_masters_readiness_limit() {
+    let mut r = up();
+    r.at(
+        S,
+        ctl(
+            1,
+            Command::Restart {
+                ready_limit: Some(Duration::from_secs(2)),
+            },
+        ),
+    );
+    r.at(S, Event::ConfigLoaded(Ok(())));
+    r.at(S, spawned(2, 200));
+    let out = r.at(3 * S, Event::Timer);
+    assert!(out.contains(&sig(2, 200, SIGKILL)), "{out:?}");
+    assert_eq!(replies(&out), vec![(1, ExitCode::NotReady)]);
+    // The next restart has the configured limit again.
+    r.at(4 * S, exited(2));
+    r.at(5 * S, ctl(2, Command::Restart { ready_limit: None }));
+    r.at(5 * S, Event::ConfigLoaded(Ok(())));
+    r.at(5 * S, spawned(3, 300));
+    assert!(!r.at(8 * S, Event::Timer).contains(&sig(3, 300, SIGKILL)));
+}
+
+#[test]
+fn a_forwarded_stop_plan_and_timeout_are_honoured_and_the_timeout_names_the_plan() {
+    let mut r = up();
+    let out = r.at(
+        S,
+        ctl(
+            1,
+            Command::Stop {
+                plan: Some("TERM:10s".parse().unwrap()),
+                limit: Some(Duration::from_secs(3)),
+            },
+        ),
+    );
+    assert!(out.contains(&sig(1, 100, SIGTERM)), "{out:?}");
+    assert_eq!(r.wake_ms(), Some(4 * S));
+    let out = r.at(4 * S, Event::Timer);
+    assert_eq!(exit_of(&out), Some(ExitCode::Timeout));
+    match &out[..] {
+        [
+            Action::Reply {
+                answer: Answer::Done(ExitCode::Timeout, text),
+                ..
+            },
+            ..,
+        ] => {
+            assert!(text.contains("TERM:10s"), "{text}")
+        }
+        other => panic!("{other:?}"),
     }
 }
