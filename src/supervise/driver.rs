@@ -377,7 +377,7 @@ impl Driver {
             match outcome {
                 ReadOutcome::Pending if !expired => continue,
                 ReadOutcome::Pending => {
-                    debug!(conn = id, "control client sent no request in time");
+                    info!(conn = id, "control client sent no request in time: closed");
                     self.conns.remove(&id);
                     self.refused.remove(&id);
                 }

@@ -1,0 +1,352 @@
+//! `fpmctl supervise` under faults, against a real php-fpm: a crash during a requested
+//! restart, signals (also as PID 1 of a PID namespace), processes PHP requests leave behind,
+//! hostile control clients, and an idle supervisor's wakeups.
+
+mod common;
+use common::{Sandbox, alive};
+use nix::sys::signal::Signal;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn signal(pid: i32, sig: Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+}
+
+/// The supervisor's FPM masters: its children that are php-fpm masters of this sandbox.
+fn masters_of(sb: &Sandbox, sup: u32) -> Vec<i32> {
+    sb.masters()
+        .iter()
+        .filter(|m| m.ppid == sup as i32)
+        .map(|m| m.pid())
+        .collect()
+}
+
+/// The control socket of the sandbox's supervisor.
+fn control_socket(sb: &Sandbox) -> PathBuf {
+    std::fs::read_dir(sb.lock_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "ctl"))
+        .expect("a control socket")
+}
+
+/// The notify socket the supervisor gives FPM.
+fn notify_socket(sb: &Sandbox) -> PathBuf {
+    std::fs::read_dir(sb.lock_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("notify-"))
+        })
+        .expect("a notify directory")
+        .join("notify.sock")
+}
+
+/// A `status` field of the process `pid` (`VmRSS`, `voluntary_ctxt_switches`, ...), as a
+/// number.
+fn proc_status(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} for {pid}"))
+}
+
+/// Runs `script` on the TCP pool over FastCGI; the body.
+fn php(sb: &Sandbox, script: &str) -> String {
+    let listen = fpmctl::listen::ListenAddr::parse(&sb.tcp_addr()).unwrap();
+    let mut req = fpmctl::fastcgi::Request::get(&format!("/{script}"));
+    req.script_filename = sb.docroot().join(script).display().to_string();
+    let resp = fpmctl::fastcgi::request(&listen, &req, Duration::from_secs(30)).unwrap();
+    String::from_utf8_lossy(&resp.body).into_owned()
+}
+
+/// Case 5: the serving master crashes while a requested restart starts its replacement, and
+/// the replacement crashes too within the crash window (backoff). No master is leaked, the
+/// restart is answered once FPM is ready again, and a stop ends everything with exit 0.
+#[test]
+fn case5_a_crash_during_a_requested_restart_leaks_no_master_and_stop_exits_0() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(&["--max-restarts", "5", "--within", "60s"], &[]);
+    let first = sb.wait_supervised_ready();
+    // Keep the replacement from saying READY=1 (it falls back to a probe after 1s): the
+    // restart's window stays open long enough to crash both masters inside it.
+    let notify = notify_socket(&sb);
+    let hidden = notify.with_extension("hidden");
+    std::fs::rename(&notify, &hidden).unwrap();
+    let restart = sb.fpmctl_spawn(&["restart"]);
+    let second = sb.wait_for(Duration::from_secs(10), "the replacement master", || {
+        masters_of(&sb, sup).into_iter().find(|m| *m != first)
+    });
+    signal(first, Signal::SIGKILL);
+    signal(second, Signal::SIGKILL);
+    std::fs::rename(&hidden, &notify).unwrap();
+    let third = sb.wait_for(Duration::from_secs(20), "a third master, ready", || {
+        let m = sb.wait_supervised_ready();
+        (m != first && m != second).then_some(m)
+    });
+    let out = restart.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sb.supervise_log()
+    );
+    assert_eq!(masters_of(&sb, sup), vec![third], "{}", sb.supervise_log());
+    sb.fpmctl(&["ping"]).expect_code(0);
+    let log = sb.supervise_log();
+    assert!(log.contains("restarting FPM in"), "no backoff:\n{log}");
+    signal(sup as i32, Signal::SIGTERM);
+    assert_eq!(sb.wait_child(sup, Duration::from_secs(30)), 0, "{log}");
+    assert!(sb.leftovers().is_empty(), "{}", sb.supervise_log());
+    assert!(!alive(third));
+}
+
+/// Case 10: SIGQUIT (Docker's STOPSIGNAL for php images) stops FPM gracefully, also when the
+/// supervisor is PID 1 of its own PID namespace, where the kernel drops signals a process
+/// does not handle.
+#[test]
+fn case10_sigquit_stops_gracefully_as_pid_1_of_a_pid_namespace() {
+    let Some(sb) = Sandbox::new() else { return };
+    let log = std::fs::File::create(sb.path().join("supervise.log")).unwrap();
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
+        .arg(env!("CARGO_BIN_EXE_fpmctl"))
+        .arg("-c")
+        .arg(&sb.conf)
+        .arg("supervise")
+        .env("FPMCTL_LOCK_DIR", sb.lock_dir())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let unshare = sb.spawn(&mut cmd);
+    let pid1 = sb.wait_for(Duration::from_secs(10), "the supervisor as PID 1", || {
+        let children =
+            std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).ok()?;
+        let pid: i32 = children.split_whitespace().next()?.parse().ok()?;
+        let nspid = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        nspid
+            .lines()
+            .any(|l| l.starts_with("NSpid:") && l.trim_end().ends_with("\t1"))
+            .then_some(pid)
+    });
+    let master = sb.wait_for(Duration::from_secs(15), "FPM under PID 1", || {
+        sb.masters().first().map(|m| m.pid())
+    });
+    sb.wait_for(Duration::from_secs(15), "FPM to answer", || {
+        sb.fpmctl(&["ping"]).code.eq(&0).then_some(())
+    });
+    signal(pid1, Signal::SIGQUIT);
+    let code = sb.wait_child(unshare, Duration::from_secs(30));
+    let log = sb.supervise_log();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("stopping FPM gracefully"), "{log}");
+    assert!(!alive(master), "{log}");
+    assert!(sb.leftovers().is_empty(), "{log}");
+}
+
+/// Case 10: SIGUSR1 makes FPM reopen its log (forwarded), SIGUSR2 and SIGHUP restart FPM
+/// (never forwarded), and none of them stops the supervisor.
+#[test]
+fn case10_usr1_reopens_fpms_log_and_usr2_and_hup_restart() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(&[], &[]);
+    let first = sb.wait_supervised_ready();
+    let log = sb.path().join("fpm.log");
+    let rotated = sb.path().join("fpm.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    signal(sup as i32, Signal::SIGUSR1);
+    sb.wait_for(Duration::from_secs(10), "FPM to reopen its log", || {
+        log.exists().then_some(())
+    });
+    assert_eq!(sb.wait_supervised_ready(), first, "USR1 restarted FPM");
+    let mut last = first;
+    for sig in [Signal::SIGUSR2, Signal::SIGHUP] {
+        signal(sup as i32, sig);
+        last = sb.wait_for(Duration::from_secs(15), "a new master", || {
+            let m = sb.wait_supervised_ready();
+            (m != last).then_some(m)
+        });
+        sb.fpmctl(&["ping"]).expect_code(0);
+    }
+    assert!(alive(sup as i32));
+    assert_eq!(masters_of(&sb, sup), vec![last], "{}", sb.supervise_log());
+    let fpm_log = std::fs::read_to_string(&log).unwrap_or_default()
+        + &std::fs::read_to_string(&rotated).unwrap_or_default();
+    assert!(!fpm_log.contains("SIGHUP"), "FPM saw a SIGHUP:\n{fpm_log}");
+}
+
+/// Case 13: processes PHP requests leave behind (`exec('cmd &')`) are re-parented to the
+/// supervisor. A short one is reaped as it exits (no zombie, no busy loop); a long one gets
+/// the stop plan with FPM, is named in the log, and a clean FPM stop still exits 0.
+#[test]
+fn case13_processes_left_behind_by_php_requests_are_reaped_and_stopped_with_fpm() {
+    let Some(sb) = Sandbox::new() else { return };
+    std::fs::write(
+        sb.docroot().join("leave.php"),
+        "<?php exec('sleep ' . (int)($_GET['s'] ?? 1) . ' > /dev/null 2>&1 &'); echo 'left';\n",
+    )
+    .unwrap();
+    std::fs::write(
+        sb.docroot().join("leave_long.php"),
+        // It ignores SIGQUIT, so it outlives FPM's graceful stop.
+        "<?php exec(\"sh -c 'trap \\\"\\\" QUIT; exec sleep 300' > /dev/null 2>&1 &\"); echo 'left';\n",
+    )
+    .unwrap();
+    let sup = sb.supervise(&["--signal-plan", "QUIT:4s,TERM:3s,KILL:1s"], &[]);
+    sb.wait_supervised_ready();
+    let children = |sup: u32| -> Vec<fpmctl::procs::ProcInfo> {
+        fpmctl::procs::scan(false)
+            .into_iter()
+            .filter(|p| p.ppid == sup as i32 && p.comm == "sleep")
+            .collect()
+    };
+    assert_eq!(php(&sb, "leave.php"), "left");
+    let short = sb.wait_for(Duration::from_secs(10), "the leftover to be ours", || {
+        children(sup).first().map(|p| p.pid())
+    });
+    // It exits after 1s and is reaped: no zombie stays behind.
+    sb.wait_for(Duration::from_secs(15), "the leftover to be reaped", || {
+        fpmctl::procs::read(short).is_none().then_some(())
+    });
+    assert!(
+        sb.supervise_log()
+            .contains("reaped a process left behind by a PHP request"),
+        "{}",
+        sb.supervise_log()
+    );
+    assert_eq!(php(&sb, "leave_long.php"), "left");
+    let long = sb.wait_for(
+        Duration::from_secs(10),
+        "the long leftover to be ours",
+        || children(sup).first().map(|p| p.pid()),
+    );
+    signal(sup as i32, Signal::SIGTERM);
+    // FPM stops at once; the leftover ignores SIGQUIT and waits for TERM: meanwhile the
+    // supervisor sleeps instead of spinning on waitpid.
+    sb.wait_for(Duration::from_secs(15), "FPM to stop", || {
+        masters_of(&sb, sup).is_empty().then_some(())
+    });
+    let before = cpu_ticks(sup);
+    std::thread::sleep(Duration::from_millis(1500));
+    let spent = cpu_ticks(sup) - before;
+    assert!(alive(long), "the leftover should still be waiting for TERM");
+    assert!(spent <= 10, "{spent} ticks of CPU while waiting");
+    let code = sb.wait_child(sup, Duration::from_secs(60));
+    let log = sb.supervise_log();
+    assert_eq!(code, 0, "FPM itself stopped cleanly:\n{log}");
+    assert!(!alive(long), "{log}");
+    assert!(
+        log.contains("stopping a process left behind by a PHP request") && log.contains("sleep"),
+        "{log}"
+    );
+    assert!(sb.leftovers().is_empty(), "{log}");
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
+}
+
+/// Case 7: five silent control clients do not delay crash handling: FPM is back while they
+/// are still connected; they are closed at their deadline, not served in turn.
+#[test]
+fn case7_silent_control_clients_never_delay_crash_handling() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.supervise(&[], &[]);
+    let first = sb.wait_supervised_ready();
+    let ctl = control_socket(&sb);
+    let silent: Vec<UnixStream> = (0..5).map(|_| UnixStream::connect(&ctl).unwrap()).collect();
+    signal(first, Signal::SIGKILL);
+    sb.wait_for(Duration::from_secs(15), "FPM back after the crash", || {
+        let m = sb.masters();
+        m.iter().any(|p| p.pid() != first).then_some(())
+    });
+    let log = sb.supervise_log();
+    let restarted = log.find("restarting FPM now").expect("a crash restart");
+    // The crash was handled before any silent client was given up on.
+    if let Some(closed) = log.find("control client sent no request in time") {
+        assert!(restarted < closed, "{log}");
+    }
+    for mut s in silent {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        assert!(buf.is_empty(), "a silent client got an answer: {buf:?}");
+    }
+    sb.wait_supervised_ready();
+}
+
+/// Case 7: a 256 MiB request is refused after 64 KiB without growing the supervisor, and the
+/// refusal does not quote it.
+#[test]
+fn case7_a_huge_control_request_does_not_grow_the_supervisor_and_is_not_echoed() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(&[], &[]);
+    sb.wait_supervised_ready();
+    let rss_before = proc_status(sup, "VmRSS");
+    let mut s = UnixStream::connect(control_socket(&sb)).unwrap();
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let chunk = vec![b'A'; 1 << 20];
+            for _ in 0..256 {
+                if s.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    drop(s);
+    let _ = writer.join();
+    assert!(reply.contains("too large"), "{reply}");
+    assert!(!reply.contains("AAAA"), "the request was echoed: {reply}");
+    let rss_after = proc_status(sup, "VmRSS");
+    assert!(
+        rss_after < rss_before + 8 * 1024,
+        "RSS grew from {rss_before} kB to {rss_after} kB"
+    );
+    sb.fpmctl(&["status"]).expect_code(0);
+}
+
+/// Case 11: an idle supervisor sleeps: over a few seconds its loop wakes at most for FPM's
+/// own status messages, never on a fixed short interval.
+#[test]
+fn case11_an_idle_supervisor_does_not_wake_up() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(&["--health-interval", "60s"], &[]);
+    sb.wait_supervised_ready();
+    // Let the first readiness traffic settle.
+    std::thread::sleep(Duration::from_millis(500));
+    let main_thread = |f: &str| -> u64 {
+        std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{f}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    let before = main_thread("voluntary_ctxt_switches");
+    std::thread::sleep(Duration::from_secs(3));
+    let after = main_thread("voluntary_ctxt_switches");
+    // FPM reports its status every 10s (systemd_interval): at most one such wakeup here.
+    assert!(
+        after - before <= 2,
+        "{} wakeups in 3s while idle\n{}",
+        after - before,
+        sb.supervise_log()
+    );
+    assert!(masters_of(&sb, sup).len() == 1);
+}
