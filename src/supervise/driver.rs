@@ -448,6 +448,9 @@ impl Driver {
                         Ok(None) => true,
                         Err(_) => false,
                     });
+                    if m.masters().get(&master).is_none() {
+                        self.lower_priority(&workers);
+                    }
                     self.queue.push_back(Event::WorkersOf { master, workers });
                 }
                 Action::Check { master, purpose } => self.check(m, master, purpose),
@@ -482,12 +485,7 @@ impl Driver {
 
     /// Forgets configs, PIDs and pidfds of masters and workers the machine no longer knows.
     fn prune(&mut self, m: &Machine) {
-        let live: Vec<MasterNo> = m
-            .masters()
-            .keys()
-            .copied()
-            .chain(m.tracked_workers().map(|(g, _)| g))
-            .collect();
+        let live = m.referenced();
         self.cfgs.retain(|g, _| live.contains(g));
         self.pids.retain(|g, _| live.contains(g));
         self.pidfds
@@ -644,6 +642,22 @@ impl Driver {
             })
             .map(|p| p.id)
             .collect()
+    }
+
+    /// Orphans of a dead master finish their requests at the lowest priority, so they do
+    /// not slow the new master's start on a small machine.
+    fn lower_priority(&self, workers: &[ProcId]) {
+        let me = std::process::id() as i32;
+        for w in workers {
+            // Only our own children (re-parented orphans): their PIDs cannot be reused before
+            // we reap them, so the PID names this worker.
+            if procs::read_same(*w).is_some_and(|p| p.ppid == me) {
+                // SAFETY: setpriority takes plain integers and touches no memory of ours.
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, w.pid as libc::id_t, 19);
+                }
+            }
+        }
     }
 
     fn is_fpm_name(&self, comm: &str) -> bool {

@@ -370,6 +370,8 @@ pub struct Machine {
     health: HealthTracker,
     health_at: Option<Deadline>,
     waiting: Vec<ConnId>,
+    deferred_orphans: Vec<MasterNo>,
+    listing: BTreeSet<MasterNo>,
     loading: bool,
     ready_limit: Option<Duration>,
     restarts: u32,
@@ -402,6 +404,8 @@ impl Machine {
             next_gen: 1,
             health_at: None,
             waiting: Vec::new(),
+            deferred_orphans: Vec::new(),
+            listing: BTreeSet::new(),
             loading: false,
             ready_limit: None,
             restarts: 0,
@@ -435,6 +439,18 @@ impl Machine {
             .iter()
             .find(|(_, m)| m.id.is_some_and(|id| id.pid == pid))
             .map(|(g, _)| *g)
+    }
+
+    /// Every master the machine may still name in an action: live ones, dead ones whose
+    /// workers it tracks, and dead ones whose orphans it has yet to look for.
+    pub fn referenced(&self) -> BTreeSet<MasterNo> {
+        self.masters
+            .keys()
+            .chain(self.drains.keys())
+            .chain(self.deferred_orphans.iter())
+            .chain(self.listing.iter())
+            .copied()
+            .collect()
     }
 
     /// Workers the machine waits for (of retired or dead masters).
@@ -645,9 +661,33 @@ impl Machine {
         let Some(m) = self.masters.remove(&master) else {
             return;
         };
-        let pid = m.id.map(|id| id.pid).unwrap_or(0);
-        // Whatever it left behind finishes its requests and is tracked until gone.
+        let crashed = matches!(m.role, Role::Serving | Role::Starting)
+            && !matches!(self.phase, Phase::Stopping(_));
+        self.master_gone(m, how, now, out);
+        // Whatever it left behind finishes its requests and is tracked until gone. After a
+        // crash the orphans keep serving until the new master is ready, and only then get
+        // SIGQUIT: on a small machine they never compete with the new master's start.
+        if crashed && !matches!(self.phase, Phase::Stopping(_)) {
+            self.deferred_orphans.push(master);
+        } else {
+            self.list_workers(master, out);
+        }
+    }
+
+    fn release_orphans(&mut self, out: &mut Vec<Action>) {
+        for master in std::mem::take(&mut self.deferred_orphans) {
+            self.list_workers(master, out);
+        }
+    }
+
+    /// Asks for the workers of `master`; it stays referenced until they are known.
+    fn list_workers(&mut self, master: MasterNo, out: &mut Vec<Action>) {
+        self.listing.insert(master);
         out.push(Action::ListWorkers { master });
+    }
+
+    fn master_gone(&mut self, m: Master, how: &str, now: Instant, out: &mut Vec<Action>) {
+        let pid = m.id.map(|id| id.pid).unwrap_or(0);
         if matches!(self.phase, Phase::Stopping(_)) {
             info!(pid, how, "FPM master exited");
             return;
@@ -780,7 +820,7 @@ impl Machine {
                 if let Some(id) = old_id {
                     out.push(signal_master(og, id, Signal::SIGSTOP));
                 }
-                out.push(Action::ListWorkers { master: og });
+                self.list_workers(og, out);
                 format!("restarted: master {old_pid} replaced by {pid}, ready in {took_ms} ms")
             }
             None => {
@@ -789,6 +829,7 @@ impl Machine {
             }
         };
         out.push(Action::DropUnusedSockets);
+        self.release_orphans(out);
         out.push(Action::NotifySystemd(format!(
             "READY=1\nSTATUS=FPM master {pid} ready"
         )));
@@ -802,6 +843,7 @@ impl Machine {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
+        self.listing.remove(&master);
         let signal = match self.phase {
             Phase::Stopping(s) => self.step_signal(s.step),
             _ => Signal::SIGQUIT,
@@ -1192,6 +1234,8 @@ impl Machine {
         out.push(Action::NotifySystemd(
             "STOPPING=1\nSTATUS=stopping FPM".into(),
         ));
+        self.ready_limit = None;
+        self.release_orphans(out);
         self.loading = false;
         self.health_at = None;
         self.phase = Phase::Stopping(Stopping {

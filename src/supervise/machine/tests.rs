@@ -309,9 +309,14 @@ fn a_master_that_cannot_be_spawned_is_a_crash_with_backoff() {
 fn a_crash_restores_the_socket_path_quits_orphans_and_restarts_at_once() {
     let mut r = up();
     let out = r.at(5 * S, exited(1));
-    assert_eq!(out[0], Action::ListWorkers { master: 1 });
-    assert!(out.contains(&Action::RestoreSocketPaths));
+    assert_eq!(out[0], Action::RestoreSocketPaths, "the path first");
     assert_eq!(spawn_of(&out), vec![2]);
+    // The orphans keep serving until the new master is ready: only then are they looked
+    // for, so they never compete with its start.
+    assert!(!out.contains(&Action::ListWorkers { master: 1 }), "{out:?}");
+    r.at(5 * S, spawned(2, 200));
+    let out = r.at(5 * S + 20, ready(2));
+    assert!(out.contains(&Action::ListWorkers { master: 1 }), "{out:?}");
     let out = r.at(
         5 * S,
         Event::WorkersOf {
@@ -323,6 +328,41 @@ fn a_crash_restores_the_socket_path_quits_orphans_and_restarts_at_once() {
     r.at(5 * S + 10, Event::ChildReaped { pid: 101 });
     r.at(5 * S + 20, Event::WorkerGone(id(102)));
     assert_eq!(r.m.tracked_workers().count(), 0);
+}
+
+#[test]
+fn a_dead_master_whose_orphans_are_deferred_stays_referenced_for_the_driver() {
+    // Regression: the driver forgot the dead master's PID before its orphans were listed.
+    let mut r = up();
+    r.at(S, exited(1));
+    assert!(r.m.referenced().contains(&1));
+    r.at(S, spawned(2, 200));
+    r.at(S + 20, ready(2));
+    assert!(r.m.referenced().contains(&1), "until its workers are known");
+    r.at(
+        S + 20,
+        Event::WorkersOf {
+            master: 1,
+            workers: vec![],
+        },
+    );
+    assert_eq!(r.m.referenced(), BTreeSet::from([2]));
+}
+
+#[test]
+fn orphans_of_a_crash_waiting_for_the_new_master_get_the_stop_plan_on_stop() {
+    let mut r = up();
+    r.at(S, exited(1));
+    let out = r.at(S + 5, Event::Signal(Sig::Term));
+    assert!(out.contains(&Action::ListWorkers { master: 1 }), "{out:?}");
+    let out = r.at(
+        S + 5,
+        Event::WorkersOf {
+            master: 1,
+            workers: vec![id(101)],
+        },
+    );
+    assert_eq!(out, vec![wsig(1, 101, SIGQUIT)]);
 }
 
 #[test]
