@@ -270,7 +270,7 @@ pub struct SuperviseArgs {
 pub struct EnsureArgs {
     /// How long a running FPM may take to answer before it counts as not ready, and how long
     /// a started one may take to become ready.
-    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "10s", value_name = "DURATION")]
     pub timeout: Duration,
     /// Restart (as `restart`) a running FPM that is not ready, instead of only reporting it.
     #[arg(long)]
@@ -284,7 +284,7 @@ pub struct EnsureArgs {
 #[derive(Debug, Args, Clone)]
 pub struct ReopenLogsArgs {
     /// How long to wait for FPM to confirm the reopen in its error log.
-    #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "5s", value_name = "DURATION")]
     pub timeout: Duration,
     /// Machine-readable output on stdout.
     #[arg(long)]
@@ -357,6 +357,8 @@ mod tests {
             &["start", "--timeout", "0s"],
             &["restart", "--stop-timeout", "0s"],
             &["reload", "--timeout", "0s"],
+            &["ensure", "--timeout", "0s"],
+            &["reopen-logs", "--timeout", "0s"],
             &["--lock-timeout", "9223372036854775807s", "status"],
             &["stop", "--signal-plan", "QUIT:9223372036854775807s"],
         ] {

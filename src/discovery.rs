@@ -548,7 +548,7 @@ enum PidFileRead {
 }
 
 fn read_pid_file(path: &Path) -> Result<i32, PidFileRead> {
-    match std::fs::read_to_string(path) {
+    match read_head(path) {
         Ok(text) => match text.trim().parse::<i32>() {
             Ok(pid) if pid > 0 => Ok(pid),
             _ => Err(PidFileRead::Bad(format!(
@@ -562,9 +562,40 @@ fn read_pid_file(path: &Path) -> Result<i32, PidFileRead> {
     }
 }
 
+/// The first bytes of a pid file: enough for any PID and then some. Opened non-blocking so a
+/// FIFO planted in its place fails instead of hanging, and read bounded so a device or a
+/// huge file is not read without end.
+fn read_head(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let mut bytes = Vec::new();
+    file.take(256).read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pid_file_that_is_a_fifo_or_a_device_is_bad_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fpm.pid");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // With no writer, a non-blocking read of a FIFO sees end of file: no PID in it.
+        assert!(matches!(read_pid_file(&fifo), Err(PidFileRead::Bad(_))));
+        assert!(matches!(
+            read_pid_file(Path::new("/dev/zero")),
+            Err(PidFileRead::Bad(_))
+        ));
+        let good = dir.path().join("good.pid");
+        std::fs::write(&good, "1234\n").unwrap();
+        assert!(matches!(read_pid_file(&good), Ok(1234)));
+    }
 
     fn config() -> (tempfile::TempDir, FpmConfig) {
         let dir = tempfile::tempdir().unwrap();

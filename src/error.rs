@@ -94,14 +94,6 @@ pub enum Error {
     /// fpmctl was interrupted by a signal (after finishing what could not be left half done).
     #[error("{0}")]
     Interrupted(String),
-    /// A command the supervisor ran for us failed; its own exit code stands.
-    #[error("{message}")]
-    Forwarded {
-        /// The supervisor's exit code.
-        code: ExitCode,
-        /// The supervisor's message.
-        message: String,
-    },
     /// Bad arguments that clap could not catch.
     #[error("{0}")]
     Usage(String),
@@ -141,7 +133,6 @@ impl Error {
             Error::CrashLoop(_) => ExitCode::CrashLoop,
             Error::Usage(_) => ExitCode::Usage,
             Error::Interrupted(_) => ExitCode::Interrupted,
-            Error::Forwarded { code, .. } => *code,
             Error::Io { .. } | Error::UnsafeLockDir(_) | Error::Other(_) => ExitCode::Failure,
         }
     }

@@ -154,6 +154,7 @@ pub fn master_claim(p: &ProcInfo, config: &Path) -> Claim {
         .strip_prefix("php-fpm: master process (")
         .and_then(|t| t.strip_suffix(')'))
     {
+        // Titles keep bytes that are not UTF-8 (crate::lossless): compare byte for byte.
         return if same_path(&crate::lossless::to_path(inner), config, p.pid()) {
             Claim::Master
         } else {

@@ -10,8 +10,8 @@
 //!   the command ends with [`crate::Error::Interrupted`] (exit 14). A second one aborts at
 //!   once, printing the state FPM was left in and the command that repairs it (exit 14).
 //!
-//! The handlers only touch atomics and write pre-formatted messages (async-signal-safe);
-//! they are installed with signal-hook, once, by [`install`].
+//! The handlers only touch atomics; messages and the abort happen on a thread of their own.
+//! They are installed with signal-hook, once, by [`install`].
 
 use crate::exit::ExitCode;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -29,12 +29,12 @@ pub enum Phase {
     Starting = 1,
 }
 
-/// Messages written from the signal handler, formatted before any signal can arrive.
+/// Messages for signals inside a critical section, formatted when the handlers are installed.
 struct Messages {
     /// First SIGINT and first SIGTERM inside a critical section.
-    first: [Vec<u8>; 2],
+    first: [String; 2],
     /// A second signal, per [`Phase`].
-    abort: [Vec<u8>; 2],
+    abort: [String; 2],
 }
 
 /// True while no critical section runs: SIGINT and SIGTERM then have their default action.
@@ -43,17 +43,25 @@ fn abortable() -> &'static Arc<AtomicBool> {
     FLAG.get_or_init(|| Arc::new(AtomicBool::new(true)))
 }
 
-static MESSAGES: OnceLock<Messages> = OnceLock::new();
+static INSTALLED: AtomicBool = AtomicBool::new(false);
 static PHASE: AtomicU8 = AtomicU8::new(0);
 static RECEIVED: AtomicUsize = AtomicUsize::new(0);
-/// How many [`Critical`] sections are open (they nest: the outermost one decides).
-static DEPTH: AtomicUsize = AtomicUsize::new(0);
 static FIRST_SIGNAL: AtomicI32 = AtomicI32::new(0);
 static HUNG_UP: AtomicBool = AtomicBool::new(false);
+/// How many [`Critical`] sections are open (they nest: the outermost one decides).
+static DEPTH: AtomicUsize = AtomicUsize::new(0);
 
 /// Installs the handlers for a command on `config` (not for `supervise`, which has its
 /// own). Errors are returned as text: without them fpmctl still works, less safely.
+///
+/// The handlers themselves only touch atomics (async-signal-safe). What is said about a
+/// signal, and the abort on a second one, happen on a thread of their own (signal-hook's
+/// iterator), whose writes go through [`crate::output`] and so never block on a stderr
+/// nobody reads.
 pub fn install(config: &Path) -> Result<(), String> {
+    if INSTALLED.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
     let conf = config.display();
     let repair = format!(
         "`fpmctl -c {conf} status` shows what runs, `fpmctl -c {conf} restart` starts it again"
@@ -62,67 +70,63 @@ pub fn install(config: &Path) -> Result<(), String> {
         format!(
             "fpmctl: {name} received while restarting FPM {conf}: finishing the restart first so FPM is not left down (a second signal aborts)\n"
         )
-        .into_bytes()
     };
     let messages = Messages {
         first: [first("SIGINT"), first("SIGTERM")],
         abort: [
             format!(
                 "fpmctl: aborted by a second signal while stopping FPM {conf} for a restart: FPM may be DOWN or still stopping; {repair}\n"
-            )
-            .into_bytes(),
+            ),
             format!(
                 "fpmctl: aborted by a second signal while starting FPM {conf} again after stopping it: FPM is DOWN unless that start completes; {repair}\n"
-            )
-            .into_bytes(),
+            ),
         ],
     };
-    if MESSAGES.set(messages).is_err() {
-        return Ok(()); // installed already
-    }
-    // SAFETY: the closure only uses atomics, reads the messages formatted above (never
-    // changed again), and calls write(2) and _exit(2), which are async-signal-safe.
+    // SAFETY: the closures only store to and load from atomics, which is async-signal-safe.
     unsafe {
         signal_hook::low_level::register(SIGHUP, || HUNG_UP.store(true, Ordering::SeqCst))
             .map_err(|e| format!("SIGHUP handler: {e}"))?;
-    }
-    for sig in [SIGINT, SIGTERM] {
-        // SAFETY: as above.
-        unsafe {
+        for sig in [SIGINT, SIGTERM] {
             signal_hook::low_level::register(sig, move || on_signal(sig))
                 .map_err(|e| format!("signal {sig} handler: {e}"))?;
         }
+    }
+    for sig in [SIGINT, SIGTERM] {
         signal_hook::flag::register_conditional_default(sig, Arc::clone(abortable()))
             .map_err(|e| format!("signal {sig} handler: {e}"))?;
     }
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("signal thread: {e}"))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for _ in signals.forever() {
+                let n = RECEIVED.load(Ordering::SeqCst);
+                if n >= 2 {
+                    let phase = usize::from(PHASE.load(Ordering::SeqCst)).min(1);
+                    crate::output::eprint(&messages.abort[phase]);
+                    std::process::exit(ExitCode::Interrupted.code());
+                }
+                if n == 1 && seen != 1 {
+                    let sig = FIRST_SIGNAL.load(Ordering::SeqCst);
+                    crate::output::eprint(&messages.first[usize::from(sig == SIGTERM)]);
+                }
+                seen = n;
+            }
+        })
+        .map_err(|e| format!("signal thread: {e}"))?;
     Ok(())
 }
 
-/// The SIGINT/SIGTERM handler: async-signal-safe.
+/// The SIGINT/SIGTERM handler: counts signals inside a critical section (atomics only).
 fn on_signal(sig: i32) {
     if abortable().load(Ordering::SeqCst) {
         return; // the default action follows
     }
-    let Some(messages) = MESSAGES.get() else {
-        return;
-    };
-    let n = RECEIVED.fetch_add(1, Ordering::SeqCst) + 1;
-    if n == 1 {
+    if RECEIVED.fetch_add(1, Ordering::SeqCst) == 0 {
         FIRST_SIGNAL.store(sig, Ordering::SeqCst);
-        write_stderr(&messages.first[usize::from(sig == SIGTERM)]);
-        return;
     }
-    let phase = usize::from(PHASE.load(Ordering::SeqCst)).min(1);
-    write_stderr(&messages.abort[phase]);
-    // SAFETY: _exit(2) is async-signal-safe; nothing is left half written that matters,
-    // and the kernel releases the config lock with the process.
-    unsafe { libc::_exit(ExitCode::Interrupted.code()) };
-}
-
-fn write_stderr(bytes: &[u8]) {
-    // SAFETY: write(2) on fd 2 with a valid buffer and length; async-signal-safe. A failed
-    // write (closed pipe, dead terminal) is ignored.
-    let _ = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
 }
 
 /// Whether the terminal hung up (SIGHUP) since fpmctl started.

@@ -10,6 +10,8 @@ fn main() -> std::process::ExitCode {
     init_logging(&cli);
     let json = commands::wants_json(&cli);
     let out = Outcome::from_result(commands::run(&cli));
+    // The log first (bounded: a stderr nobody reads must not keep fpmctl from exiting).
+    output::flush_log(std::time::Duration::from_secs(1));
     if json {
         output::print(&format!("{:#}\n", out.json));
     } else {

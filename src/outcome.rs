@@ -77,13 +77,6 @@ mod tests {
             (Error::Locked("x".into()), 9),
             (Error::Systemd("x".into()), 11),
             (Error::Interrupted("x".into()), 14),
-            (
-                Error::Forwarded {
-                    code: ExitCode::Locked,
-                    message: "x".into(),
-                },
-                9,
-            ),
         ];
         for (err, code) in cases {
             let out = Outcome::from_result(Err(err));

@@ -105,7 +105,9 @@ pub fn assess(
     let Some(master) = &snap.master else {
         return Err("no master process is running".into());
     };
-    if let PidFile::Missing(path) | PidFile::Stale { path, .. } = &snap.pid_file {
+    if let PidFile::Missing(path) | PidFile::Unverified(path, _) | PidFile::Stale { path, .. } =
+        &snap.pid_file
+    {
         return Err(format!(
             "master {} runs but the pid file {} does not name it",
             master.pid(),

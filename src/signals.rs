@@ -187,6 +187,27 @@ mod tests {
     }
 
     #[test]
+    fn an_unexpected_pidfd_error_never_means_gone() {
+        // pidfd_open refuses a thread that does not lead its process (EINVAL), although
+        // /proc shows it alive: waiting must not take the error for "gone".
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            tid_tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        let err = pidfd_open(tid).unwrap_err();
+        assert_ne!(err, Errno::ESRCH);
+        let info = procs::read(tid).unwrap();
+        let left = wait_gone(&[info.id], Deadline::after(Duration::from_millis(50)));
+        assert_eq!(left, vec![info.id]);
+        assert!(send_verified(info.id, Signal::SIGUSR1, |_| true).is_err());
+        done_tx.send(()).unwrap();
+        thread.join().unwrap();
+    }
+
+    #[test]
     fn wait_gone_returns_survivors_at_the_deadline() {
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
         let info = procs::read(child.id() as i32).unwrap();

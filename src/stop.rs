@@ -289,6 +289,25 @@ pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<Sto
     Ok(report)
 }
 
+/// How a timeout cut `plan` short after the steps in `ran`: `the --timeout of 0s cut the
+/// signal plan QUIT:20s,TERM:5s,KILL:2s short after QUIT (TERM, KILL not sent)`.
+fn cut_short_note(plan: &SignalPlan, ran: &[Signal], timeout: Duration) -> String {
+    let names = |sigs: &mut dyn Iterator<Item = Signal>| {
+        sigs.map(signals::short_name).collect::<Vec<_>>().join(", ")
+    };
+    let sent = names(&mut ran.iter().copied());
+    let skipped = names(&mut plan.steps.iter().skip(ran.len()).map(|s| s.signal));
+    let after = if sent.is_empty() {
+        "before any signal".to_string()
+    } else {
+        format!("after {sent}")
+    };
+    format!(
+        "because the --timeout of {} cut the signal plan {plan} short {after} ({skipped} not sent)",
+        humantime::format_duration(timeout)
+    )
+}
+
 /// Refuses to call a config stopped while a master that looks like its own runs unproven.
 fn refuse_unverified(cfg: &FpmConfig, snap: &Snapshot) -> Result<()> {
     let doubts: Vec<String> = snap
@@ -309,25 +328,6 @@ fn refuse_unverified(cfg: &FpmConfig, snap: &Snapshot) -> Result<()> {
 fn remove_pid_file(path: &std::path::Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
         && std::fs::remove_file(path).is_ok()
-}
-
-/// How a timeout cut `plan` short after the steps in `ran`: `the --timeout of 0s cut the
-/// signal plan QUIT:20s,TERM:5s,KILL:2s short after QUIT (TERM, KILL not sent)`.
-fn cut_short_note(plan: &SignalPlan, ran: &[Signal], timeout: Duration) -> String {
-    let names = |sigs: &mut dyn Iterator<Item = Signal>| {
-        sigs.map(signals::short_name).collect::<Vec<_>>().join(", ")
-    };
-    let sent = names(&mut ran.iter().copied());
-    let skipped = names(&mut plan.steps.iter().skip(ran.len()).map(|s| s.signal));
-    let after = if sent.is_empty() {
-        "before any signal".to_string()
-    } else {
-        format!("after {sent}")
-    };
-    format!(
-        "because the --timeout of {} cut the signal plan {plan} short {after} ({skipped} not sent)",
-        humantime::format_duration(timeout)
-    )
 }
 
 fn describe(snap: &Snapshot) {

@@ -160,7 +160,9 @@ impl Fpm {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("php-fpm exited ({status}): {}", self.logs()));
             }
-            let ready = fastcgi::ping(&self.tcp, "/ping", quick).is_ok()
+            // The daemon answers before every worker exists: count them too (3 pools x 2).
+            let ready = self.workers() == 6
+                && fastcgi::ping(&self.tcp, "/ping", quick).is_ok()
                 && fastcgi::ping(&self.unix, "/ping", quick).is_ok()
                 && fastcgi::probe(&self.noping, quick).is_ok();
             if ready {
@@ -171,6 +173,14 @@ impl Fpm {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The master's children: its workers.
+    fn workers(&self) -> usize {
+        let pid = self.child.id();
+        fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .map(|s| s.split_whitespace().count())
+            .unwrap_or(0)
     }
 
     fn logs(&self) -> String {

@@ -27,7 +27,7 @@ pub fn static_checks(cfg: &FpmConfig) -> (Vec<String>, Vec<String>) {
             let mut v = vec![(
                 p.name.as_str(),
                 &p.listen,
-                format!("{} listen", p.defined_at),
+                format!("{} listen", p.listen_at),
             )];
             if let Some(s) = &p.status_listen {
                 v.push((
@@ -251,7 +251,8 @@ mod tests {
             let (problems, _) = static_checks(&cfg);
             assert_eq!(problems.len(), usize::from(bad), "{problems:?}");
             if bad {
-                assert!(problems[0].contains(&format!("{}:1", path.display())));
+                // The line of the `listen` directive.
+                assert!(problems[0].contains(&format!("{}:2 listen", path.display())));
                 assert!(problems[0].contains("108 bytes"), "{problems:?}");
             }
         }

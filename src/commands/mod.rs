@@ -90,7 +90,7 @@ impl Ctx {
     /// Logs the config's problems once, for a command that goes on with what could be read.
     pub fn warn_problems(&self, doing: &str) {
         for p in &self.problems {
-            tracing::warn!("config problem ({doing} with what could be read): {p}");
+            tracing::warn!(problem = %p, "config problem; {doing} with what could be read");
         }
     }
 

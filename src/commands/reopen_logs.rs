@@ -43,6 +43,14 @@ pub(super) fn run(ctx: &Ctx, args: &ReopenLogsArgs) -> Result<Outcome> {
     let started = Instant::now();
     let snap = discovery::discover(cfg);
     let Some(master) = snap.master.clone() else {
+        if let Some(l) = snap.unverified_masters().next() {
+            return Err(Error::Other(format!(
+                "PID {} looks like the master of {}, but {}; nothing was signalled",
+                l.proc.pid(),
+                cfg.path.display(),
+                l.doubt
+            )));
+        }
         let stale = match &snap.pid_file {
             discovery::PidFile::Stale { path, reason, .. } => {
                 format!(

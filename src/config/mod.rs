@@ -124,6 +124,8 @@ pub struct Pool {
     pub defined_at: Location,
     /// `listen`, parsed.
     pub listen: ListenAddr,
+    /// Where the `listen` directive stands, for messages about the address.
+    pub listen_at: Location,
     /// `listen` as written (after substitution), as php-fpm prints it.
     pub listen_raw: String,
     /// `listen.backlog` (php-fpm's default is -1: the kernel's maximum).

@@ -57,9 +57,11 @@ pub(super) fn parse_cgi(stdout: &[u8]) -> Result<Cgi, String> {
         .find(|(n, _)| n.eq_ignore_ascii_case("status"))
     {
         None => 200,
+        // The code is the first word and exactly three digits: `Status: 2000` is not 200.
         Some((_, value)) => value
-            .get(..3)
-            .filter(|code| code.bytes().all(|b| b.is_ascii_digit()))
+            .split_whitespace()
+            .next()
+            .filter(|code| code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|code| code.parse::<u16>().ok())
             .filter(|code| (100..=999).contains(code))
             .ok_or_else(|| format!("bad CGI Status header: {}", excerpt(value.as_bytes())))?,
@@ -220,6 +222,14 @@ mod tests {
         assert!(parse_cgi(b"no colon here\r\n\r\n").is_err());
         assert!(parse_cgi(b"Status: abc\r\n\r\n").is_err());
         assert!(parse_cgi(b"Status: 42\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn a_status_header_of_four_digits_is_refused_not_cut_to_three() {
+        assert!(parse_cgi(b"Status: 2000 OK\r\n\r\n").is_err());
+        assert!(parse_cgi(b"Status: 200OK\r\n\r\n").is_err());
+        assert_eq!(parse_cgi(b"Status: 404\r\n\r\n").unwrap().status, 404);
+        assert_eq!(parse_cgi(b"Status: 503 Busy\r\n\r\n").unwrap().status, 503);
     }
 
     #[test]

@@ -134,7 +134,10 @@ impl ListenAddr {
     /// bare port (bound on `::`). `None` when a host name does not resolve.
     pub fn fpm_sockets_key(&self) -> Option<String> {
         match self {
-            ListenAddr::Unix(p) => Some(p.display().to_string()),
+            // Losslessly: FPM compares the path byte for byte (`HeldSockets::env_value`).
+            ListenAddr::Unix(p) => Some(crate::lossless::decode(
+                std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()),
+            )),
             ListenAddr::Tcp { host, port } => match host {
                 TcpHost::Any => Some(format!(":::{port}")),
                 TcpHost::Ip(ip) => Some(format!("{ip}:{port}")),

@@ -296,7 +296,7 @@ pub fn write_reply(mut stream: UnixStream, reply: &Reply) {
     let _ = stream.write_all(line.as_bytes());
 }
 
-/// Sends `cmd` to the supervisor of `config`, if one runs; `Ok(None)` when none answers, or
+/// Sends `req` to the supervisor of `config`, if one runs; `Ok(None)` when none answers, or
 /// when the socket or its peer belongs to neither root nor us (a warning says so).
 /// `wait` bounds how long the supervisor may take (a restart waits for readiness).
 pub fn request(config: &Path, req: &Request, wait: Duration) -> Result<Option<Reply>> {

@@ -17,7 +17,7 @@ use super::control::{self, Conn, ReadOutcome};
 use super::machine::{
     self, Action, Answer, Command as Cmd, ConnId, Event, Machine, MasterNo, Purpose, Sig, Target,
 };
-use super::{notify, sockets};
+use super::{notify, request, sockets};
 use crate::config::{self, FpmConfig};
 use crate::deadline::Deadline;
 use crate::discovery;
@@ -27,7 +27,6 @@ use crate::fpm::Fpm;
 use crate::outcome::Outcome;
 use crate::procs::{self, ProcId};
 use crate::signals::{self, Sent};
-use crate::stop::SignalPlan;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
@@ -405,8 +404,12 @@ impl Driver {
                     let Some((c, _)) = self.conns.remove(&id) else {
                         continue;
                     };
-                    let cmd = match control_action(&req) {
-                        Ok(cmd) => cmd,
+                    let cmd = match request::control_action(&req) {
+                        Ok(request::Action::Restart { ready_limit }) => {
+                            Cmd::Restart { ready_limit }
+                        }
+                        Ok(request::Action::Stop { plan, limit }) => Cmd::Stop { plan, limit },
+                        Ok(request::Action::Status) => Cmd::Status,
                         Err(msg) => {
                             control::write_reply(c.stream, &reply_of(ExitCode::Usage, &msg));
                             continue;
@@ -792,120 +795,10 @@ pub fn reply_of(code: ExitCode, text: &str) -> control::Reply {
     control::Reply::from(&out)
 }
 
-/// What a control request asks for, with its options; `Err` refuses an option the
-/// supervisor cannot honour (exit 2), so none is ever dropped silently.
-pub fn control_action(req: &control::Request) -> std::result::Result<Cmd, String> {
-    let timeout = req.timeout_ms.map(Duration::from_millis);
-    let refuse = |what: &str, why: &str| Err(format!("{} {what}: {why}", req.cmd));
-    match req.cmd.as_str() {
-        "restart" | "reload" => {
-            if req.signal_plan.is_some() || req.stop_timeout_ms.is_some() {
-                return refuse(
-                    "--signal-plan/--stop-timeout",
-                    "the supervisor starts the new FPM beside the old one and retires the old one without a signal plan (its --drain-timeout bounds that)",
-                );
-            }
-            if req.no_ready_wait {
-                return refuse(
-                    "--no-ready-wait",
-                    "the supervisor answers once the new FPM is proven ready",
-                );
-            }
-            Ok(Cmd::Restart {
-                ready_limit: timeout,
-            })
-        }
-        "stop" => {
-            if req.stop_timeout_ms.is_some() || req.no_ready_wait {
-                return refuse("options", "only --timeout and --signal-plan apply to stop");
-            }
-            let plan = req
-                .signal_plan
-                .as_deref()
-                .map(str::parse::<SignalPlan>)
-                .transpose()?;
-            Ok(Cmd::Stop {
-                plan,
-                limit: timeout,
-            })
-        }
-        "status" => {
-            if *req != control::Request::new("status") {
-                return refuse("options", "status takes none");
-            }
-            Ok(Cmd::Status)
-        }
-        _ => Err("unknown control command".to_string()),
-    }
-}
-
 fn describe(status: &WaitStatus) -> String {
     match status {
         WaitStatus::Exited(_, code) => format!("exited with status {code}"),
         WaitStatus::Signaled(_, sig, _) => format!("was killed by {}", sig.as_str()),
         other => format!("{other:?}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use control::Request;
-
-    #[test]
-    fn forwarded_options_are_honoured_or_refused() {
-        let req = |cmd: &str| Request::new(cmd);
-        assert_eq!(
-            control_action(&Request {
-                timeout_ms: Some(20_000),
-                ..req("restart")
-            }),
-            Ok(Cmd::Restart {
-                ready_limit: Some(Duration::from_secs(20))
-            })
-        );
-        assert!(
-            control_action(&Request {
-                signal_plan: Some("QUIT:1s".into()),
-                ..req("reload")
-            })
-            .unwrap_err()
-            .contains("--signal-plan")
-        );
-        assert!(
-            control_action(&Request {
-                no_ready_wait: true,
-                ..req("restart")
-            })
-            .is_err()
-        );
-        assert_eq!(
-            control_action(&Request {
-                signal_plan: Some("QUIT:1s".into()),
-                timeout_ms: Some(0),
-                ..req("stop")
-            }),
-            Ok(Cmd::Stop {
-                plan: Some("QUIT:1s".parse().unwrap()),
-                limit: Some(Duration::ZERO)
-            })
-        );
-        assert!(
-            control_action(&Request {
-                signal_plan: Some("HUP:1s".into()),
-                ..req("stop")
-            })
-            .is_err()
-        );
-        assert_eq!(control_action(&req("status")), Ok(Cmd::Status));
-        assert!(
-            control_action(&Request {
-                timeout_ms: Some(1),
-                ..req("status")
-            })
-            .is_err()
-        );
-        let unknown = control_action(&req("explode-secret")).unwrap_err();
-        assert!(!unknown.contains("secret"), "{unknown}");
     }
 }

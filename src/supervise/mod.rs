@@ -28,6 +28,7 @@ pub mod driver;
 pub mod machine;
 pub mod notify;
 pub mod policy;
+mod request;
 pub mod sockets;
 
 use crate::config::FpmConfig;

@@ -75,13 +75,23 @@ pub fn wait_busy(sb: &Sandbox) {
     });
 }
 
-/// A free loopback TCP port (bound then released; the kernel does not hand it out again soon).
+/// A free loopback TCP port, never one this test process handed out before: the kernel may
+/// give a port it just released to the next `bind(0)`, and two sandboxes of one test must not
+/// share an address. (Bound then released; whoever uses it retries on "Address already in use".)
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// What one fpmctl run did, printable in full when an assertion fails.
@@ -644,19 +654,6 @@ impl Drop for Sandbox {
     }
 }
 
-/// A pipe whose buffer is already full: a process given the write end blocks on its first
-/// write (until the read end, returned first, is read or closed).
-pub fn full_pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let (r, w) = nix::unistd::pipe().unwrap();
-    let flags = OFlag::from_bits_truncate(fcntl(&w, FcntlArg::F_GETFL).unwrap());
-    fcntl(&w, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).unwrap();
-    let chunk = [b'x'; 4096];
-    while nix::unistd::write(&w, &chunk).is_ok() {}
-    fcntl(&w, FcntlArg::F_SETFL(flags)).unwrap();
-    (r, w)
-}
-
 /// An fpmctl running in the background whose stderr is being collected.
 pub struct Spawned {
     pub child: Child,
@@ -716,6 +713,19 @@ pub fn wait_run(child: &mut Child, args: &[&str], limit: Duration) -> Run {
         stderr,
         elapsed: started.elapsed(),
     }
+}
+
+/// A pipe whose buffer is already full: a process given the write end blocks on its first
+/// write (until the read end, returned first, is read or closed).
+pub fn full_pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let flags = OFlag::from_bits_truncate(fcntl(&w, FcntlArg::F_GETFL).unwrap());
+    fcntl(&w, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).unwrap();
+    let chunk = [b'x'; 4096];
+    while nix::unistd::write(&w, &chunk).is_ok() {}
+    fcntl(&w, FcntlArg::F_SETFL(flags)).unwrap();
+    (r, w)
 }
 
 /// Runs the fpmctl binary with the given arguments from `dir`, with locks under `dir`.

@@ -41,6 +41,60 @@ fn f01_a_closed_output_pipe_mid_restart_never_leaves_fpm_down() {
     sb.fpmctl(&["ping"]).expect_code(0);
 }
 
+/// Fault: the terminal fpmctl writes to is closed mid-restart (writes fail with EIO).
+#[test]
+fn f01_a_closed_terminal_mid_restart_never_leaves_fpm_down() {
+    let Some(sb) = Sandbox::new() else { return };
+    let old = sb.start_fpm();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    for fd in [&pty.master, &pty.slave] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .unwrap();
+    }
+    let mut cmd = sb.fpmctl_command(&["restart", "--wait"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(Stdio::from(pty.slave));
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    // Read what the terminal shows until the first line, then hang up the terminal.
+    let mut terminal = std::io::BufReader::new(std::fs::File::from(pty.master));
+    let mut first = String::new();
+    terminal.read_line(&mut first).unwrap();
+    drop(terminal);
+    let run = common::wait_run(&mut child, &["restart", "--wait"], Duration::from_secs(60));
+    assert_eq!(run.code, 0, "first line {first:?}\n{run}");
+    new_master(&sb, old);
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
+/// Fault: stderr is a full pipe that nobody reads (a blocking log write would stall the restart).
+#[test]
+fn f01_a_full_stderr_pipe_does_not_stall_a_restart() {
+    let Some(sb) = Sandbox::new() else { return };
+    let old = sb.start_fpm();
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    // Fill the pipe to the brim: any further write blocks until someone reads.
+    let size = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap() as usize;
+    let mut written = 0;
+    while written < size {
+        written += nix::unistd::write(&write, &vec![b'x'; size - written]).unwrap();
+    }
+    let mut cmd = sb.fpmctl_command(&["restart", "--wait"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(write));
+    let mut child = cmd.spawn().unwrap();
+    let run = common::wait_run(&mut child, &["restart", "--wait"], Duration::from_secs(30));
+    drop(read);
+    assert_eq!(run.code, 0, "{run}");
+    new_master(&sb, old);
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
 /// Sends `sig` to an fpmctl restart while it waits for a graceful stop (a request is in
 /// flight), and returns what it said.
 fn signal_mid_restart(sb: &Sandbox, sigs: &[Signal]) -> common::Run {
@@ -203,6 +257,8 @@ fn f04_absurd_and_zero_durations_are_usage_errors_and_touch_nothing() {
         vec!["--lock-timeout", huge, "restart"],
         vec!["ping", "--timeout", "0s"],
         vec!["restart", "--timeout", "0s"],
+        vec!["ensure", "--timeout", "0s"],
+        vec!["reopen-logs", "--timeout", "0s"],
         vec!["supervise", "--health-interval", "0s"],
         vec!["supervise", "--health-timeout", "0s"],
         vec!["supervise", "--within", "0s"],
@@ -220,10 +276,14 @@ fn f04_absurd_and_zero_durations_are_usage_errors_and_touch_nothing() {
 fn f04_a_unix_path_past_the_kernel_limit_fails_check_and_start_before_launch() {
     let Some(sb) = Sandbox::new() else { return };
     let long = sb.path().join(format!("{}.sock", "s".repeat(110)));
-    sb.write_config(
-        &sb.config_text()
-            .replace(&sb.sock.display().to_string(), &long.display().to_string()),
-    );
+    let text = sb
+        .config_text()
+        .replace(&sb.sock.display().to_string(), &long.display().to_string());
+    sb.write_config(&text);
+    let line = 1 + text
+        .lines()
+        .position(|l| l.starts_with("listen") && l.contains(".sock"))
+        .unwrap();
     let check = sb.fpmctl(&["check"]);
     check.expect_code(6);
     assert!(check.stdout.contains("107"), "{check}");
@@ -231,8 +291,10 @@ fn f04_a_unix_path_past_the_kernel_limit_fails_check_and_start_before_launch() {
     start.expect_code(6);
     assert!(start.stderr.contains("107"), "{start}");
     assert!(
-        start.stderr.contains(&format!("{}:", sb.conf.display())),
-        "{start}"
+        start
+            .stderr
+            .contains(&format!("{}:{line}", sb.conf.display())),
+        "the listen line is not named:\n{start}"
     );
     assert!(sb.masters().is_empty(), "php-fpm was launched:\n{start}");
 }
@@ -260,9 +322,45 @@ fn f05_paths_that_are_not_utf8_work_for_every_command() {
     assert_eq!(status.json()["master"]["pid"], master, "{status}");
     assert_eq!(status.json()["lossy_paths"], true, "{status}");
     sb.fpmctl(&["ping"]).expect_code(0);
+    for cmd in ["restart", "reload"] {
+        let run = sb.fpmctl(&[cmd]);
+        run.expect_code(0);
+        sb.note_master(sb.pid_from_file().expect("a pid file"));
+    }
+    let master = sb.pid_from_file().expect("a pid file");
     sb.fpmctl(&["stop"]).expect_code(0);
     assert!(!alive(master));
     assert!(sb.leftovers().is_empty());
+}
+
+/// Fault: a supervised FPM whose config and socket paths are not UTF-8 (byte 0xff).
+#[test]
+fn f05_a_supervisor_runs_fpm_from_paths_that_are_not_utf8() {
+    let Some(sb) = Sandbox::with(Opts {
+        root_name: Some(b"sup-\xff-dir"),
+        ..Opts::default()
+    }) else {
+        return;
+    };
+    let sup = sb.supervise(&[], &[]);
+    let first = sb.wait_supervised_ready();
+    sb.fpmctl(&["ping"]).expect_code(0);
+    let restart = sb.fpmctl(&["restart"]);
+    restart.expect_code(0);
+    assert_ne!(sb.wait_supervised_ready(), first, "{restart}");
+    sb.fpmctl(&["ping"]).expect_code(0);
+    assert!(
+        sb.sock.exists(),
+        "the socket path is gone:\n{}",
+        sb.supervise_log()
+    );
+    sb.fpmctl(&["stop"]).expect_code(0);
+    assert_eq!(
+        sb.wait_child(sup, Duration::from_secs(30)),
+        0,
+        "{}",
+        sb.supervise_log()
+    );
 }
 
 /// Fault: a reload into a config with a new address a foreign process holds.

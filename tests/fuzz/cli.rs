@@ -1,4 +1,4 @@
-//! Signal plans and durations as given on the command line.
+//! The command line: signal plans, durations, and whole argument vectors.
 
 use clap::Parser;
 use fpmctl::cli::Cli;
@@ -62,6 +62,71 @@ proptest! {
             if let Ok(cli) = Cli::try_parse_from(&args) {
                 let _ = format!("{cli:?}");
             }
+        }
+    }
+}
+
+/// A command line from the words fpmctl knows, values of every kind, and junk.
+fn argv() -> impl Strategy<Value = Vec<String>> {
+    let word = prop_oneof![
+        prop::sample::select(vec![
+            "config",
+            "status",
+            "check",
+            "stop",
+            "start",
+            "restart",
+            "reload",
+            "ping",
+            "supervise",
+            "ensure",
+            "reopen-logs",
+            "help",
+            "--help",
+            "-h",
+            "--version",
+            "-V",
+            "--json",
+            "--wait",
+            "--timeout",
+            "--stop-timeout",
+            "--signal-plan",
+            "--recover",
+            "--lock-timeout",
+            "--health-interval",
+            "--drain-timeout",
+            "-c",
+            "--config",
+            "--prefix",
+            "--no-systemd",
+            "--",
+            "-",
+            "-v",
+            "-q",
+            "=",
+        ])
+        .prop_map(str::to_string),
+        duration_text(),
+        plan_text(),
+        "[-a-z=]{0,12}",
+        any::<String>(),
+    ];
+    prop::collection::vec(word, 0..6).prop_map(|words| {
+        let mut argv = vec!["fpmctl".to_string()];
+        argv.extend(words);
+        argv
+    })
+}
+
+proptest! {
+    #![proptest_config(crate::config(2))]
+
+    /// Any command line parses or is a usage error (or help/version), never a panic.
+    #[test]
+    fn any_command_line_parses_or_is_a_usage_error(args in argv()) {
+        if let Err(e) = Cli::try_parse_from(&args) {
+            // Rendering the message must not panic either.
+            let _ = e.render().to_string();
         }
     }
 }

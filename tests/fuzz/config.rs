@@ -80,6 +80,8 @@ const INCLUDES: &[&str] = &[
     "{dir}/pool.d/[a-",
     "{dir}/pool.d/a.conf",
     "/nonexistent/fpmctl/*.conf",
+    "/dev/zero",
+    "/dev/null",
     "{dir}/pool.d/**/*",
     "",
 ];
@@ -300,5 +302,190 @@ proptest! {
     #[test]
     fn random_bytes_load_or_fail_cleanly(main in prop::collection::vec(any::<u8>(), 0..512)) {
         check(&main, &[])?;
+    }
+}
+
+/// A pool as meant, before it is written in one of the many ways php-fpm accepts.
+#[derive(Debug, Clone)]
+struct PoolModel {
+    name: String,
+    pm: &'static str,
+    max_children: u32,
+    min_spare: u32,
+    max_spare: u32,
+    start: Option<u32>,
+    terminate_secs: u32,
+    user: Option<String>,
+    /// A TCP port; `None` for a unix socket in the temp dir.
+    port: Option<u16>,
+}
+
+fn pool_model() -> impl Strategy<Value = PoolModel> {
+    (
+        "[a-z][a-z0-9_-]{0,10}",
+        prop::sample::select(vec!["static", "dynamic", "ondemand"]),
+        1u32..500,
+        any::<(
+            prop::sample::Index,
+            prop::sample::Index,
+            prop::sample::Index,
+        )>(),
+        prop::bool::ANY,
+        0u32..200_000,
+        // Users php-fpm can resolve: unknown names are refused, as php-fpm -t refuses them.
+        prop::option::of(
+            prop::sample::select(vec!["nobody", "root", "daemon", "www-data"])
+                .prop_map(str::to_string),
+        ),
+        prop::option::of(1024u16..65535),
+    )
+        .prop_map(
+            |(name, pm, max_children, (a, b, c), with_start, terminate_secs, user, port)| {
+                // 1 <= min <= start <= max <= max_children, as dynamic requires.
+                let min = 1 + a.index(max_children as usize) as u32;
+                let max = min + b.index((max_children - min + 1) as usize) as u32;
+                let start = min + c.index((max - min + 1) as usize) as u32;
+                PoolModel {
+                    name,
+                    pm,
+                    max_children,
+                    min_spare: min,
+                    max_spare: max,
+                    start: with_start.then_some(start),
+                    terminate_secs,
+                    user,
+                    port,
+                }
+            },
+        )
+}
+
+/// How each value is written: bare, double- or single-quoted; spacing around `=`; a
+/// trailing comment; comment and blank lines between directives; LF or CRLF.
+#[derive(Debug, Clone)]
+struct Style {
+    quote: Vec<u8>,
+    spacing: Vec<&'static str>,
+    comment: Vec<bool>,
+    crlf: bool,
+}
+
+fn style() -> impl Strategy<Value = Style> {
+    (
+        prop::collection::vec(0u8..3, 64),
+        prop::collection::vec(
+            prop::sample::select(vec!["=", " = ", "\t=\t", "  =", "= "]),
+            64,
+        ),
+        prop::collection::vec(prop::bool::weighted(0.2), 64),
+        prop::bool::ANY,
+    )
+        .prop_map(|(quote, spacing, comment, crlf)| Style {
+            quote,
+            spacing,
+            comment,
+            crlf,
+        })
+}
+
+fn write_config(pools: &[PoolModel], dir: &std::path::Path, style: &Style) -> String {
+    let eol = if style.crlf { "\r\n" } else { "\n" };
+    let mut text = format!("[global]{eol}error_log = /dev/null{eol}");
+    let mut n = 0usize;
+    let mut directive = |text: &mut String, key: &str, value: &str| {
+        let value = match style.quote[n % 64] {
+            1 => format!("\"{value}\""),
+            2 => format!("'{value}'"),
+            _ => value.to_string(),
+        };
+        let comment = if style.comment[n % 64] { " ; note" } else { "" };
+        text.push_str(&format!(
+            "{key}{}{value}{comment}{eol}",
+            style.spacing[n % 64]
+        ));
+        if style.comment[(n + 1) % 64] {
+            text.push_str(&format!("; a comment line{eol}{eol}"));
+        }
+        n += 1;
+    };
+    for p in pools {
+        text.push_str(&format!("[{}]{eol}", p.name));
+        let listen = match p.port {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => format!("{}/{}.sock", dir.display(), p.name),
+        };
+        directive(&mut text, "listen", &listen);
+        directive(&mut text, "pm", p.pm);
+        directive(&mut text, "pm.max_children", &p.max_children.to_string());
+        if p.pm == "dynamic" {
+            directive(&mut text, "pm.min_spare_servers", &p.min_spare.to_string());
+            directive(&mut text, "pm.max_spare_servers", &p.max_spare.to_string());
+            if let Some(start) = p.start {
+                directive(&mut text, "pm.start_servers", &start.to_string());
+            }
+        }
+        let t = p.terminate_secs;
+        let t = if t % 60 == 0 && t > 0 {
+            format!("{}m", t / 60)
+        } else {
+            format!("{t}s")
+        };
+        directive(&mut text, "request_terminate_timeout", &t);
+        if let Some(user) = &p.user {
+            directive(&mut text, "user", user);
+        }
+    }
+    text
+}
+
+proptest! {
+    #![proptest_config(crate::config(1))]
+
+    /// A config written from a model, in any of the spellings php-fpm accepts, loads back
+    /// to that model.
+    #[test]
+    fn configs_written_from_a_model_load_back_to_it(
+        pools in prop::collection::vec(pool_model(), 1..4),
+        style in style(),
+    ) {
+        // php-fpm refuses two pools on one address and merges sections of the same name.
+        let mut pools = pools;
+        let mut names = std::collections::HashSet::new();
+        let mut ports = std::collections::HashSet::new();
+        pools.retain(|p| names.insert(p.name.clone()) && p.port.is_none_or(|port| ports.insert(port)));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("main.conf");
+        std::fs::write(&path, write_config(&pools, dir.path(), &style)).expect("write");
+        let opts = LoadOptions {
+            prefix: Some(dir.path().to_path_buf()),
+            env: Some(HashMap::new()),
+            ..LoadOptions::default()
+        };
+        let cfg = load_with(&path, &opts);
+        let cfg = match cfg {
+            Ok(cfg) => cfg,
+            Err(e) => return Err(TestCaseError::fail(format!("refused: {e}"))),
+        };
+        prop_assert_eq!(cfg.pools.len(), pools.len());
+        for (got, want) in cfg.pools.iter().zip(&pools) {
+            prop_assert_eq!(&got.name, &want.name);
+            prop_assert_eq!(got.pm.as_str(), want.pm);
+            prop_assert_eq!(got.max_children, want.max_children);
+            if want.pm == "dynamic" {
+                prop_assert_eq!(got.min_spare_servers, want.min_spare);
+                prop_assert_eq!(got.max_spare_servers, want.max_spare);
+                let start = want.start.unwrap_or(want.min_spare + (want.max_spare - want.min_spare) / 2);
+                prop_assert_eq!(got.start_servers, start);
+            }
+            prop_assert_eq!(got.request_terminate_timeout.as_secs(), u64::from(want.terminate_secs));
+            prop_assert_eq!(&got.user, &want.user);
+            match want.port {
+                Some(port) => prop_assert_eq!(got.listen.to_string(), format!("127.0.0.1:{port}")),
+                None => {
+                    let socket = dir.path().join(format!("{}.sock", want.name));
+                    prop_assert_eq!(got.listen.unix_path(), Some(socket.as_path()));
+                }
+            }
+        }
     }
 }

@@ -259,6 +259,38 @@ proptest! {
         let _ = exchange(answer);
     }
 
+    /// The HTTP status is the three-digit first word of `Status:` (200 without one); any
+    /// other `Status:` is a protocol error, never a guess.
+    #[test]
+    fn the_status_is_the_status_header_or_an_error(
+        code in prop_oneof!["[0-9]{1,5}", "[0-9]{3}[a-zA-Z]{0,3}", "[ -~]{0,6}"],
+        reason in "( [A-Za-z ]{0,12})?",
+        with_status in prop::bool::weighted(0.9),
+    ) {
+        let mut stdout = b"Content-Type: text/plain\r\n".to_vec();
+        if with_status {
+            stdout.extend_from_slice(format!("Status: {code}{reason}\r\n").as_bytes());
+        }
+        stdout.extend_from_slice(b"\r\nbody");
+        let mut answer = Vec::new();
+        Rec { version: 1, kind: STDOUT, id: 1, content: stdout, len_skew: 0, pad: 0 }.encode(&mut answer);
+        end_request(0, 0).encode(&mut answer);
+        let first = format!("{code}{reason}");
+        let first = first.split_whitespace().next().unwrap_or("");
+        let want = if !with_status {
+            Some(200)
+        } else if first.len() == 3 && first.bytes().all(|b| b.is_ascii_digit()) && first >= "100" {
+            first.parse::<u16>().ok()
+        } else {
+            None
+        };
+        match exchange(answer) {
+            Ok(resp) => prop_assert_eq!(Some(resp.status), want),
+            Err(FastCgiError::Protocol { .. }) => prop_assert_eq!(None, want),
+            Err(e) => prop_assert!(false, "{}", e),
+        }
+    }
+
     /// The status page: whatever JSON-like body a pool answers, `status` returns an object
     /// or an error.
     #[test]

@@ -15,6 +15,7 @@ mod alloc;
 mod cli;
 mod config;
 mod control;
+mod differential;
 mod fastcgi;
 mod fpm_messages;
 mod listen;
@@ -29,6 +30,13 @@ static ALLOCATOR: alloc::Tracking = alloc::Tracking;
 
 /// Cases per target when `FPMCTL_FUZZ_CASES` is not set.
 const DEFAULT_CASES: u32 = 256;
+
+/// For targets that run a process per case: an eighth of the base count, at least 8.
+pub fn config_expensive() -> Config {
+    let mut config = config(1);
+    config.cases = (config.cases / 8).max(8);
+    config
+}
 
 /// The proptest configuration of a target: `weight` times the base case count (cheap pure
 /// parsers get more cases than targets that write files or open sockets). Failures are not

@@ -21,7 +21,9 @@
 //! values (`E_ALL`) and INI expressions (`a|b`) are not evaluated (expressions are rejected);
 //! `${VAR}` reads only the environment, not php.ini settings; an unterminated `'` is an error;
 //! negative counts and timeouts are rejected; `user` is not required of pools (php-fpm
-//! requires it only when started as root); `WATCHDOG_USEC` does not override `systemd_interval`.
+//! requires it only when started as root); `WATCHDOG_USEC` does not override `systemd_interval`;
+//! a config file must be a regular file of at most 16 MiB (a device or FIFO is refused, not
+//! read without end).
 
 mod accounts;
 mod include;
@@ -89,6 +91,9 @@ pub fn load_lenient(
 
 /// php-fpm refuses to nest more files than this (the main file counts).
 const MAX_INCLUDE_DEPTH: usize = 5;
+/// The most one config file may hold. Real ones are a few KiB; an `include` that names a
+/// device (`/dev/zero`) or a runaway file must not be read into memory without end.
+const MAX_FILE_BYTES: u64 = 16 << 20;
 /// php-fpm's smallest accepted `log_limit`.
 const MIN_LOG_LIMIT: i64 = 512;
 // ---------------------------------------------------------------------------------------
@@ -228,10 +233,10 @@ impl<'a> Loader<'a> {
             );
             return false;
         }
-        let bytes = match std::fs::read(path) {
+        let bytes = match read_config_file(path) {
             Ok(bytes) => bytes,
-            Err(e) => {
-                self.problem(included_at, format!("cannot read {}: {e}", path.display()));
+            Err(message) => {
+                self.problem(included_at, message);
                 return false;
             }
         };
@@ -384,6 +389,34 @@ impl<'a> Loader<'a> {
     fn resolve(&self, path: &str, default: &str) -> String {
         resolve_under(path, self.prefix.as_deref(), default)
     }
+}
+
+/// Reads one config file: a regular file of at most [`MAX_FILE_BYTES`]. It is opened
+/// non-blocking, so a FIFO is refused instead of waiting for a writer.
+fn read_config_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |why: String| format!("cannot read {}: {why}", path.display());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| cannot(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| cannot(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(cannot("not a regular file".to_string()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| cannot(e.to_string()))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(cannot(format!(
+            "larger than {} MiB, which no FPM config is",
+            MAX_FILE_BYTES >> 20
+        )));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -545,6 +578,45 @@ mod tests {
         let config = load_with(&d.join("etc/php-fpm.conf"), &opts).unwrap();
         assert_eq!(config.global.pid_file, Some(d.join("run/fpm.pid")));
         assert_eq!(config.prefix.as_deref(), Some(d));
+    }
+
+    #[test]
+    fn an_include_of_a_device_or_fifo_is_refused_not_read_forever() {
+        let dir = files(&[(
+            "main.conf",
+            "[global]\ninclude = /dev/zero\ninclude = {dir}/fifo\n",
+        )]);
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = load(&dir.path().join("main.conf")).unwrap_err();
+        let found: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+        assert!(
+            found[0].contains("main.conf:2: cannot read /dev/zero: not a regular file"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].contains("main.conf:3: cannot read")
+                && found[1].contains("fifo: not a regular file"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_config_file_past_the_size_limit_is_refused() {
+        let dir = files(&[("main.conf", "[global]\ninclude = {dir}/big.conf\n")]);
+        let big = std::fs::File::create(dir.path().join("big.conf")).unwrap();
+        big.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let err = load(&dir.path().join("main.conf")).unwrap_err();
+        assert!(
+            err.problems[0]
+                .to_string()
+                .contains("main.conf:2: cannot read"),
+            "{err}"
+        );
+        assert!(
+            err.problems[0].message.contains("larger than 16 MiB"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -117,6 +117,10 @@ impl Loader<'_> {
         Some(Pool {
             name: raw.name.clone(),
             defined_at: raw.defined_at.clone(),
+            listen_at: s
+                .at("listen")
+                .cloned()
+                .unwrap_or_else(|| raw.defined_at.clone()),
             listen,
             listen_raw,
             listen_backlog: s
