@@ -350,3 +350,108 @@ fn case11_an_idle_supervisor_does_not_wake_up() {
     );
     assert!(masters_of(&sb, sup).len() == 1);
 }
+
+/// The POSIX ACL of `path` (`system.posix_acl_access`), if any.
+fn acl_of(path: &std::path::Path) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: NUL-terminated strings and a buffer of the length given.
+    let n = unsafe {
+        libc::lgetxattr(
+            p.as_ptr(),
+            c"system.posix_acl_access".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    (n >= 0).then(|| {
+        buf.truncate(n as usize);
+        buf
+    })
+}
+
+fn mode_uid_gid(path: &std::path::Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).unwrap();
+    (m.mode() & 0o777, m.uid(), m.gid())
+}
+
+/// Case 9: `listen.acl_users` / `listen.acl_groups` on the first start give the held unix
+/// socket exactly the ACL php-fpm itself gives a socket it creates.
+#[test]
+fn case9_listen_acls_are_applied_on_first_start_as_php_fpm_applies_them() {
+    let Some(sb) = Sandbox::new() else { return };
+    let acl = sb.config_text().replace(
+        "listen.mode = 0666\n",
+        "listen.mode = 0660\nlisten.acl_users = nobody\nlisten.acl_groups = nogroup\n",
+    );
+    sb.write_config(&acl);
+    // php-fpm's own socket is the oracle.
+    let master = sb.start_fpm();
+    let theirs = acl_of(&sb.sock).expect("php-fpm sets an ACL");
+    let their_mode = mode_uid_gid(&sb.sock);
+    sb.fpmctl(&["stop"]).expect_code(0);
+    assert!(!alive(master));
+    let sup = sb.supervise(&[], &[]);
+    sb.wait_supervised_ready();
+    assert_eq!(acl_of(&sb.sock), Some(theirs), "{}", sb.supervise_log());
+    assert_eq!(mode_uid_gid(&sb.sock), their_mode);
+    sb.fpmctl(&["ping"]).expect_code(0);
+    signal(sup as i32, Signal::SIGTERM);
+    assert_eq!(sb.wait_child(sup, Duration::from_secs(30)), 0);
+}
+
+/// Case 8: a restart applies changed listen.mode/owner/group and ACLs to the held unix
+/// socket (the permission-502 fix "change listen.owner and restart" works), and a changed
+/// listen address gets a new socket while the old path is removed.
+#[test]
+fn case8_a_restart_applies_changed_socket_permissions_and_addresses() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(&[], &[]);
+    sb.wait_supervised_ready();
+    assert_eq!(mode_uid_gid(&sb.sock).0, 0o666);
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    let nogroup = nix::unistd::Group::from_name("nogroup")
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
+    sb.write_config(&sb.config_text().replace(
+        "listen.mode = 0666\n",
+        "listen.mode = 0600\nlisten.owner = nobody\nlisten.group = nogroup\nlisten.backlog = 7\n",
+    ));
+    sb.fpmctl(&["restart"]).expect_code(0);
+    assert_eq!(mode_uid_gid(&sb.sock), (0o600, nobody, nogroup));
+    assert_eq!(acl_of(&sb.sock), None);
+    // An ACL added by a restart, then taken away by the next one.
+    sb.write_config(&sb.config_text().replace(
+        "listen.mode = 0666\n",
+        "listen.mode = 0660\nlisten.acl_groups = nogroup\n",
+    ));
+    sb.fpmctl(&["restart"]).expect_code(0);
+    assert!(acl_of(&sb.sock).is_some(), "{}", sb.supervise_log());
+    sb.write_config(&sb.config_text());
+    sb.fpmctl(&["restart"]).expect_code(0);
+    assert_eq!(acl_of(&sb.sock), None);
+    assert_eq!(mode_uid_gid(&sb.sock).0, 0o666);
+    // A new address: a new socket that FPM serves, and the old path gone.
+    let moved = sb.path().join("fpm2.sock");
+    sb.write_config(&sb.config_text().replace(
+        &format!("listen = {}\n", sb.sock.display()),
+        &format!("listen = {}\n", moved.display()),
+    ));
+    sb.fpmctl(&["restart"]).expect_code(0);
+    assert!(moved.exists());
+    sb.wait_for(Duration::from_secs(10), "the old socket path to go", || {
+        (!sb.sock.exists()).then_some(())
+    });
+    let listen = fpmctl::listen::ListenAddr::parse(&moved.display().to_string()).unwrap();
+    fpmctl::fastcgi::probe(&listen, Duration::from_secs(10)).expect("the new socket serves");
+    signal(sup as i32, Signal::SIGTERM);
+    assert_eq!(sb.wait_child(sup, Duration::from_secs(30)), 0);
+}
