@@ -455,3 +455,84 @@ fn case8_a_restart_applies_changed_socket_permissions_and_addresses() {
     signal(sup as i32, Signal::SIGTERM);
     assert_eq!(sb.wait_child(sup, Duration::from_secs(30)), 0);
 }
+
+/// Waits (bounded) until the supervisor reports a ready master other than `old`; the log
+/// is shown when it does not.
+fn supervised_master_other_than(sb: &Sandbox, old: i32) -> i32 {
+    for _ in 0..1000 {
+        let run = sb.fpmctl(&["status", "--json"]);
+        if let Ok(j) = serde_json::from_str::<serde_json::Value>(&run.stdout)
+            && j["supervisor"]["ready"] == true
+            && let Some(m) = j["supervisor"]["master"].as_i64()
+            && m as i32 != old
+        {
+            return m as i32;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no new supervised master:\n{}", sb.supervise_log());
+}
+
+/// Case 6: `fpmctl supervise` SIGKILLed (OOM, kill -9) leaves FPM running; a new
+/// `fpmctl supervise` on the same config takes over its sockets and replaces it without a
+/// dropped request (one in flight completes, a steady stream of pings never fails), and
+/// cleans the dead supervisor's leftovers.
+#[test]
+fn case6_a_new_supervisor_takes_over_from_a_killed_one_without_dropping_a_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let Some(sb) = Sandbox::new() else { return };
+    let first_sup = sb.supervise(&[], &[]);
+    let old_master = sb.wait_supervised_ready();
+    let old_notify = notify_socket(&sb).parent().unwrap().to_path_buf();
+    let inflight = common::slow_request(&sb, 6);
+    common::wait_busy(&sb);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let pinger = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let tcp = fpmctl::listen::ListenAddr::parse(&sb.tcp_addr()).unwrap();
+        let unix = fpmctl::listen::ListenAddr::parse(&sb.sock.display().to_string()).unwrap();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let a = fpmctl::fastcgi::ping(&tcp, "/ping", Duration::from_secs(20));
+                let b = fpmctl::fastcgi::probe(&unix, Duration::from_secs(20));
+                if a.is_ok() && b.is_ok() {
+                    ok.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    signal(first_sup as i32, Signal::SIGKILL);
+    assert_eq!(sb.wait_child(first_sup, Duration::from_secs(10)), -1);
+    assert!(alive(old_master), "FPM outlives its supervisor");
+    let sup = sb.supervise(&[], &[]);
+    let new_master = supervised_master_other_than(&sb, old_master);
+    sb.wait_for(
+        Duration::from_secs(20),
+        "the old master to be retired",
+        || (!alive(old_master)).then_some(()),
+    );
+    let body = inflight
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the request in flight failed: {e}\n{}", sb.supervise_log()));
+    assert_eq!(body, "slept 6");
+    stop.store(true, Ordering::SeqCst);
+    pinger.join().unwrap();
+    let log = sb.supervise_log();
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "{log}");
+    assert!(ok.load(Ordering::SeqCst) > 0);
+    assert!(
+        !old_notify.exists(),
+        "the dead supervisor's notify dir is left:\n{log}"
+    );
+    assert_eq!(masters_of(&sb, sup), vec![new_master], "{log}");
+    signal(sup as i32, Signal::SIGTERM);
+    assert_eq!(sb.wait_child(sup, Duration::from_secs(30)), 0, "{log}");
+    assert!(sb.leftovers().is_empty(), "{}", sb.supervise_log());
+    assert!(!sb.sock.exists());
+}

@@ -91,6 +91,9 @@ pub struct Driver {
     refused: std::collections::HashSet<ConnId>,
     next_conn: ConnId,
     pidfds: BTreeMap<ProcId, OwnedFd>,
+    /// pidfds of masters that are not our children (taken over from a dead supervisor):
+    /// their exit cannot be reaped, only seen.
+    adopted: BTreeMap<MasterNo, OwnedFd>,
     jobs: mpsc::Sender<CheckJob>,
     results: mpsc::Receiver<Event>,
     wake: UnixStream,
@@ -136,11 +139,22 @@ impl Driver {
             refused: Default::default(),
             next_conn: 1,
             pidfds: BTreeMap::new(),
+            adopted: BTreeMap::new(),
             jobs,
             results,
             wake,
             queue: VecDeque::new(),
         })
+    }
+
+    /// Registers the master `id` the machine took over as `master`: started with `cfg` by a
+    /// supervisor that died, so it is not our child and its exit is watched by pidfd.
+    pub(super) fn adopt_master(&mut self, master: MasterNo, cfg: FpmConfig, id: ProcId) {
+        if let Ok(Some(fd)) = signals::pidfd_open(id.pid) {
+            self.adopted.insert(master, fd);
+        }
+        self.cfgs.insert(master, cfg);
+        self.pids.insert(master, id.pid);
     }
 
     /// Runs the machine until it exits; returns its code.
@@ -198,6 +212,12 @@ impl Driver {
                 fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
             }
         }
+        let adopted_ids: Vec<MasterNo> = self.adopted.keys().copied().collect();
+        for g in &adopted_ids {
+            if let Some(fd) = self.adopted.get(g) {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+            }
+        }
         let ms = deadline.poll_millis();
         let timeout = if ms < 0 {
             PollTimeout::NONE
@@ -219,7 +239,21 @@ impl Driver {
             .filter(|(i, _)| fds.get(base + conn_ids.len() + i).is_some_and(ready))
             .map(|(_, id)| *id)
             .collect();
+        let base_adopted = base + conn_ids.len() + pid_ids.len();
+        let exited: Vec<MasterNo> = adopted_ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| fds.get(base_adopted + i).is_some_and(ready))
+            .map(|(_, g)| *g)
+            .collect();
         drop(fds);
+        for master in exited {
+            self.adopted.remove(&master);
+            self.queue.push_back(Event::MasterExited {
+                master,
+                how: "exited (a master taken over, not our child)".into(),
+            });
+        }
         for id in gone {
             self.pidfds.remove(&id);
             self.queue.push_back(Event::WorkerGone(id));
@@ -491,6 +525,7 @@ impl Driver {
         let live = m.referenced();
         self.cfgs.retain(|g, _| live.contains(g));
         self.pids.retain(|g, _| live.contains(g));
+        self.adopted.retain(|g, _| live.contains(g));
         self.pidfds
             .retain(|id, _| m.tracked_workers().any(|(_, w)| w == *id));
     }

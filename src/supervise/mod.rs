@@ -102,25 +102,34 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         .and_then(|v| v.parse::<u64>().ok())
         .map(Duration::from_micros);
 
+    let lock_dir = crate::lock::secure_dir()?;
     let snap = discovery::discover(&cfg);
+    // A master started by a supervisor of this config that died (SIGKILL, OOM) is taken over
+    // and replaced without dropping a request; any other running FPM is refused.
+    let mut adopt = None;
     if let Some(m) = &snap.master {
-        return Err(Error::Other(format!(
-            "FPM {} already runs outside the supervisor (master {}); stop it first (`fpmctl stop`)",
-            cfg.path.display(),
-            m.pid()
-        )));
-    }
-    if !snap.orphans.is_empty() {
+        match supervisor_died(&cfg.path) {
+            true => adopt = Some(m.id),
+            false => {
+                return Err(Error::Other(format!(
+                    "FPM {} already runs outside the supervisor (master {}); stop it first (`fpmctl stop`)",
+                    cfg.path.display(),
+                    m.pid()
+                )));
+            }
+        }
+    } else if !snap.orphans.is_empty() {
         info!(
             "stopping {} orphaned worker(s) left by a dead master",
             snap.orphans.len()
         );
         crate::stop::stop(&cfg, &SignalPlan::default(), Duration::from_secs(30))?;
     }
-    discovery::refuse_foreign_holders(&discovery::discover(&cfg))?;
+    if adopt.is_none() {
+        discovery::refuse_foreign_holders(&discovery::discover(&cfg))?;
+    }
     fpm.require_valid()?;
 
-    let lock_dir = crate::lock::secure_dir()?;
     let control = control::bind(&cfg.path)?;
     let notify = notify::Listener::new(&lock_dir).map_err(|e| {
         Error::io(
@@ -129,6 +138,20 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         )
     })?;
     let mut held = sockets::HeldSockets::default();
+    remove_dead_notify_dirs(&lock_dir);
+    if let Some(id) = &adopt {
+        warn!(
+            pid = id.pid,
+            "FPM runs without its supervisor (it died): taking over its sockets and replacing it"
+        );
+        if held.adopt(&cfg, id.pid)? == 0 {
+            return Err(Error::Other(format!(
+                "FPM master {} of {} holds none of the config's listening sockets; stop it first (`fpmctl stop`)",
+                id.pid,
+                cfg.path.display()
+            )));
+        }
+    }
     held.reconcile(&cfg)?;
 
     let settings = machine::Settings {
@@ -141,6 +164,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         stop_plan: opts.stop_plan.clone(),
         watchdog,
     };
+    let cfg_for_adopted = cfg.clone();
     let mut driver = driver::Driver::new(
         cfg,
         fpm,
@@ -151,8 +175,59 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         opts.health_timeout,
         sigfd,
     )?;
-    let (machine, first) = machine::Machine::start(settings, Instant::now());
+    let (machine, first) = match adopt {
+        Some(id) => {
+            let (m, first) = machine::Machine::adopt(settings, id, Instant::now());
+            driver.adopt_master(1, cfg_for_adopted, id);
+            (m, first)
+        }
+        None => machine::Machine::start(settings, Instant::now()),
+    };
     let code = driver.run(machine, first);
     driver.finish(code);
     Ok(code)
+}
+
+/// True when a supervisor of this config died: its control socket file is still there but
+/// nobody answers on it. (FPM's master overwrites its own environment with its title, so
+/// what it inherited cannot be read back.)
+fn supervisor_died(config: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let ctl = control::socket_path(config);
+    std::fs::symlink_metadata(&ctl).is_ok_and(|m| m.file_type().is_socket())
+        && matches!(
+            std::os::unix::net::UnixStream::connect(&ctl),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        )
+}
+
+/// Removes the notify directories in `lock_dir` whose socket nobody reads any more (left by
+/// supervisors that died; a live one, of any config, answers and is kept).
+fn remove_dead_notify_dirs(lock_dir: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(entries) = std::fs::read_dir(lock_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e.file_name().as_bytes().starts_with(b"notify-") {
+            continue;
+        }
+        let sock = e.path().join("notify.sock");
+        let Ok(probe) = std::os::unix::net::UnixDatagram::unbound() else {
+            return;
+        };
+        let dead = match probe.send_to(b"", &sock) {
+            Ok(_) => false,
+            Err(err) => matches!(
+                err.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ),
+        };
+        if dead {
+            let _ = std::fs::remove_file(&sock);
+            if std::fs::remove_dir(e.path()).is_ok() {
+                info!(dir = %e.path().display(), "removed a dead supervisor's notify directory");
+            }
+        }
+    }
 }

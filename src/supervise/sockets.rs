@@ -74,6 +74,99 @@ impl HeldSockets {
         Ok(())
     }
 
+    /// Takes over the listening sockets of `cfg` that the running master `pid` holds (an FPM
+    /// whose supervisor died): each is duplicated out of it with `pidfd_getfd(2)`, so the
+    /// very same sockets keep their queued connections. Returns how many were taken.
+    pub fn adopt(&mut self, cfg: &FpmConfig, pid: i32) -> Result<usize> {
+        let pidfd = match crate::signals::pidfd_open(pid) {
+            Ok(Some(fd)) => fd,
+            Ok(None) => return Err(Error::Other("this kernel has no pidfd support".into())),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("pidfd of master {pid}"),
+                    std::io::Error::from(e),
+                ));
+            }
+        };
+        let dir = format!("/proc/{pid}/fd");
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| Error::io(format!("reading {dir}"), e))?;
+        let mut taken = 0;
+        for entry in entries.flatten() {
+            let is_socket = std::fs::read_link(entry.path())
+                .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
+            let Some(num) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if !is_socket {
+                continue;
+            }
+            let fd = pidfd_getfd(&pidfd, num).map_err(|e| {
+                Error::io(
+                    format!("taking socket {num} of master {pid} (pidfd_getfd)"),
+                    std::io::Error::from(e),
+                )
+            })?;
+            if !nix::sys::socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
+                continue;
+            }
+            let Some((pool, addr)) = cfg.pools.iter().find_map(|p| {
+                std::iter::once(&p.listen)
+                    .chain(p.status_listen.iter())
+                    .find(|a| bound_to(&fd, a))
+                    .map(|a| (p, a))
+            }) else {
+                continue;
+            };
+            if self.list.iter().any(|h| &h.addr == addr) {
+                continue;
+            }
+            let key = addr.fpm_sockets_key().ok_or_else(|| {
+                Error::Other(format!(
+                    "pool {}: cannot resolve listen address {addr}",
+                    pool.name
+                ))
+            })?;
+            // SAFETY: fcntl(2) on a descriptor we own: the held copy must not leak into
+            // children except where the spawn clears the flag on purpose.
+            unsafe {
+                libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+            let (keeper, file_ino) = match addr.unix_path() {
+                Some(path) => {
+                    use std::os::unix::fs::MetadataExt;
+                    let keeper = keeper_path(path);
+                    if !keeper.exists() {
+                        let _ = std::fs::hard_link(path, &keeper);
+                    }
+                    (
+                        keeper.exists().then_some(keeper),
+                        std::fs::symlink_metadata(path).ok().map(|m| m.ino()),
+                    )
+                }
+                None => (None, None),
+            };
+            info!(
+                address = %addr,
+                pid,
+                "took over the listening socket of the running master"
+            );
+            self.list.push(HeldSocket {
+                addr: addr.clone(),
+                key,
+                fd,
+                keeper,
+                file_ino,
+            });
+            taken += 1;
+        }
+        Ok(taken)
+    }
+
     /// Closes sockets `cfg` no longer uses (after the FPM that used them is gone).
     pub fn drop_unused(&mut self, cfg: &FpmConfig) {
         let wanted: Vec<&ListenAddr> = cfg
@@ -143,6 +236,53 @@ impl HeldSockets {
     pub fn remove_all(self) {
         for h in &self.list {
             remove_unix(h);
+        }
+    }
+}
+
+/// Duplicates descriptor `target` of the process behind `pidfd` into ours.
+fn pidfd_getfd(pidfd: &OwnedFd, target: i32) -> std::result::Result<OwnedFd, nix::errno::Errno> {
+    // SAFETY: pidfd_getfd takes a pidfd, a descriptor number and flags (0) and returns a
+    // new descriptor or -1; it touches no memory of ours.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) };
+    if ret < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
+}
+
+/// True when the socket `fd` is bound to `addr`.
+fn bound_to(fd: &OwnedFd, addr: &ListenAddr) -> bool {
+    use nix::sys::socket::{SockaddrStorage, getsockname};
+    let Ok(local) = getsockname::<SockaddrStorage>(fd.as_raw_fd()) else {
+        return false;
+    };
+    match addr {
+        ListenAddr::Unix(path) => local
+            .as_unix_addr()
+            .and_then(|u| u.path())
+            .is_some_and(|p| p == path.as_path()),
+        ListenAddr::Tcp { host, port } => {
+            let (ip, p): (IpAddr, u16) = if let Some(v4) = local.as_sockaddr_in() {
+                (IpAddr::V4(v4.ip()), v4.port())
+            } else if let Some(v6) = local.as_sockaddr_in6() {
+                (IpAddr::V6(v6.ip()), v6.port())
+            } else {
+                return false;
+            };
+            p == *port
+                && match host {
+                    TcpHost::Any => ip.is_unspecified(),
+                    TcpHost::Ip(want) => {
+                        ip == *want
+                            || matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped() == Some(match want { IpAddr::V4(w) => *w, _ => std::net::Ipv4Addr::UNSPECIFIED }))
+                    }
+                    TcpHost::Name(_) => addr
+                        .connect_addrs()
+                        .is_ok_and(|all| all.iter().any(|a| a.ip() == ip)),
+                }
         }
     }
 }

@@ -208,6 +208,8 @@ pub enum Why {
     Crash,
     /// A restart was asked for (control socket, signal, health, silence).
     Requested,
+    /// Replacing the master of a supervisor that died.
+    Adopted,
 }
 
 /// A state the driver reports on `status`.
@@ -393,7 +395,44 @@ const FIRST_PROBE_BACKOFF: Duration = Duration::from_millis(50);
 impl Machine {
     /// A machine that starts the first master right away: feed the returned actions.
     pub fn start(settings: Settings, now: Instant) -> (Machine, Vec<Action>) {
-        let mut m = Machine {
+        let mut m = Machine::new(settings, now);
+        let mut out = Vec::new();
+        m.spawn(Role::Starting, Why::First, now, &mut out);
+        (m, out)
+    }
+
+    /// A machine that takes over the running master `id` of a supervisor that died: it
+    /// serves as master 1, and a master of this supervisor replaces it at once, beside it,
+    /// as a requested restart would (no request is dropped).
+    pub fn adopt(settings: Settings, id: ProcId, now: Instant) -> (Machine, Vec<Action>) {
+        let mut m = Machine::new(settings, now);
+        let adopted = m.next_gen;
+        m.next_gen += 1;
+        m.masters.insert(
+            adopted,
+            Master {
+                role: Role::Serving,
+                id: Some(id),
+                started: now,
+                ready_timeout: m.settings.ready_timeout,
+                ready_at: Some(now),
+                last_notify: None,
+                status: None,
+                hung_after: None,
+                probe_at: None,
+                probe_backoff: FIRST_PROBE_BACKOFF,
+                check_in_flight: false,
+                killed: false,
+            },
+        );
+        let mut out = Vec::new();
+        m.spawn(Role::Replacement, Why::Adopted, now, &mut out);
+        m.phase = Phase::Replacing;
+        (m, out)
+    }
+
+    fn new(settings: Settings, now: Instant) -> Machine {
+        Machine {
             crashes: CrashTracker::new(settings.policy),
             health: HealthTracker::new(settings.unhealthy_after),
             watchdog_at: settings.watchdog.map(|w| Deadline::after_from(now, w / 2)),
@@ -412,10 +451,7 @@ impl Machine {
             saturated: false,
             no_children: false,
             jitter: 0.0,
-        };
-        let mut out = Vec::new();
-        m.spawn(Role::Starting, Why::First, now, &mut out);
-        (m, out)
+        }
     }
 
     /// Sets the jitter in `[0, 1)` the next crash backoff uses (the driver draws it).

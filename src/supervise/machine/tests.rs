@@ -1158,3 +1158,44 @@ fn a_forwarded_stop_plan_and_timeout_are_honoured_and_the_timeout_names_the_plan
         other => panic!("{other:?}"),
     }
 }
+
+// ---- case 6: taking over from a dead supervisor -----------------------------------------
+
+#[test]
+fn case6_an_adopted_master_is_replaced_beside_it_and_retired_once_the_new_one_is_ready() {
+    let t0 = Instant::now();
+    let (mut m, out) = Machine::adopt(settings(), id(50), t0);
+    assert_eq!(
+        out,
+        vec![Action::Spawn {
+            master: 2,
+            why: Why::Adopted
+        }]
+    );
+    assert_eq!(m.phase(), Phase::Replacing);
+    assert_eq!(m.master_gen(50), Some(1));
+    m.on(spawned(2, 200), t0);
+    let out = m.on(ready(2), t0 + Duration::from_millis(30));
+    assert_eq!(out[0], sig(1, 50, SIGSTOP));
+    assert!(out.contains(&Action::ListWorkers { master: 1 }));
+    let out = m.on(
+        Event::WorkersOf {
+            master: 1,
+            workers: vec![],
+        },
+        t0 + Duration::from_millis(30),
+    );
+    assert_eq!(out, vec![sig(1, 50, SIGKILL)]);
+    m.on(exited(1), t0 + Duration::from_millis(40));
+    assert_eq!(m.masters().keys().copied().collect::<Vec<_>>(), vec![2]);
+}
+
+#[test]
+fn case6_a_stop_while_taking_over_stops_both_masters() {
+    let t0 = Instant::now();
+    let (mut m, _) = Machine::adopt(settings(), id(50), t0);
+    m.on(spawned(2, 200), t0);
+    let out = m.on(Event::Signal(Sig::Term), t0);
+    assert!(out.contains(&sig(1, 50, SIGQUIT)));
+    assert!(out.contains(&sig(2, 200, SIGQUIT)));
+}
