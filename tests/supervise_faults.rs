@@ -536,3 +536,40 @@ fn case6_a_new_supervisor_takes_over_from_a_killed_one_without_dropping_a_reques
     assert!(sb.leftovers().is_empty(), "{}", sb.supervise_log());
     assert!(!sb.sock.exists());
 }
+
+/// Case 3: a pool whose workers are all busy with live requests is saturated, not hung:
+/// failed health checks while connections wait in its accept queue are reported and never
+/// restart FPM (which would cut those requests).
+#[test]
+fn case3_a_saturated_pool_is_reported_and_never_restarted() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(
+        &[
+            "--health-interval",
+            "1s",
+            "--health-timeout",
+            "1s",
+            "--unhealthy-after",
+            "2",
+        ],
+        &[],
+    );
+    let master = sb.wait_supervised_ready();
+    // Both workers of the TCP pool busy for 6s, and one more client waiting in the queue.
+    let busy: Vec<_> = (0..2).map(|_| common::slow_request(&sb, 6)).collect();
+    let waiting = std::net::TcpStream::connect(sb.tcp_addr()).unwrap();
+    for b in busy {
+        let body = b
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a busy request failed: {e}\n{}", sb.supervise_log()));
+        assert_eq!(body, "slept 6");
+    }
+    drop(waiting);
+    let log = sb.supervise_log();
+    assert!(log.contains("pool saturated"), "{log}");
+    assert!(!log.contains("FPM is unhealthy"), "{log}");
+    assert_eq!(sb.wait_supervised_ready(), master, "{log}");
+    signal(sup as i32, Signal::SIGTERM);
+    assert_eq!(sb.wait_child(sup, Duration::from_secs(30)), 0);
+}

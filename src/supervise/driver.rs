@@ -68,6 +68,9 @@ struct CheckJob {
     pid: i32,
     pools: Vec<config::Pool>,
     timeout: Duration,
+    /// A copy of each held TCP listening socket of those pools, by pool name, to read its
+    /// accept queue when the pool does not answer.
+    queues: Vec<(String, OwnedFd)>,
 }
 
 /// Everything the driver owns.
@@ -712,10 +715,25 @@ impl Driver {
             pid,
             pools: self.cfg_of(master).pools.clone(),
             timeout: self.health_timeout,
+            queues: self.tcp_queues(master),
         };
         if self.jobs.send(job).is_err() {
             error!("the check thread is gone");
         }
+    }
+
+    /// Copies of the held TCP listening sockets of master `master`'s pools.
+    fn tcp_queues(&self, master: MasterNo) -> Vec<(String, OwnedFd)> {
+        let cfg = self.cfg_of(master);
+        self.sockets
+            .list
+            .iter()
+            .filter(|h| h.addr.unix_path().is_none())
+            .filter_map(|h| {
+                let pool = cfg.pools.iter().find(|p| p.listen == h.addr)?;
+                Some((pool.name.clone(), h.fd.try_clone().ok()?))
+            })
+            .collect()
     }
 
     fn status_reply(&self, v: &machine::StatusView) -> control::Reply {
@@ -778,16 +796,51 @@ impl Driver {
 fn check_thread(jobs: mpsc::Receiver<CheckJob>, results: mpsc::Sender<Event>, wake: UnixStream) {
     while let Ok(job) = jobs.recv() {
         let result = run_check(&job);
+        // A pool that did not answer while connections wait in its accept queue has every
+        // worker busy with a live request: saturated, not hung.
+        let saturated = result.is_err()
+            && job.queues.iter().any(|(pool, fd)| {
+                let queued = accept_queue(fd).unwrap_or(0);
+                if queued > 0 {
+                    tracing::warn!(
+                        pool = pool.as_str(),
+                        queued,
+                        "connections wait for a busy pool"
+                    );
+                }
+                queued > 0
+            });
         let ev = Event::Checked {
             master: job.master,
             purpose: job.purpose,
             result,
+            saturated,
         };
         if results.send(ev).is_err() {
             return;
         }
         let _ = (&wake).write_all(&[1]);
     }
+}
+
+/// Connections waiting in the accept queue of a listening TCP socket (`tcpi_unacked` of
+/// `TCP_INFO` on a socket in LISTEN state).
+fn accept_queue(fd: &OwnedFd) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a zeroed tcp_info is a valid value of this plain C struct.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, which we own.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    (ret == 0 && info.tcpi_state == 10).then_some(info.tcpi_unacked)
 }
 
 fn run_check(job: &CheckJob) -> Result<(), String> {

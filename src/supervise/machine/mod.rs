@@ -155,6 +155,9 @@ pub enum Event {
         purpose: Purpose,
         /// `Err` says what failed.
         result: Result<(), String>,
+        /// A pool that did not answer has connections waiting in its accept queue: its
+        /// workers are all busy, FPM is not hung.
+        saturated: bool,
     },
     /// The answer to [`Action::LoadConfig`]: the config loads, `php-fpm -t` passes and the
     /// held sockets match it; or the code and reason it did not.
@@ -598,7 +601,8 @@ impl Machine {
                 master,
                 purpose,
                 result,
-            } => self.on_checked(master, purpose, result, now, &mut out),
+                saturated,
+            } => self.on_checked(master, purpose, result, saturated, now, &mut out),
             Event::ConfigLoaded(result) => self.on_config_loaded(result, now, &mut out),
             Event::WorkersOf { master, workers } => self.on_workers(master, workers, now, &mut out),
             Event::WorkerGone(id) => self.forget_worker(|w| *w == id, &mut out),
@@ -1062,6 +1066,7 @@ impl Machine {
         master: MasterNo,
         purpose: Purpose,
         result: Result<(), String>,
+        saturated: bool,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -1093,7 +1098,7 @@ impl Machine {
                         self.saturated = false;
                         self.health.on_check(true);
                     }
-                    Err(why) if is_saturated(m.status.as_deref()) => {
+                    Err(why) if saturated || is_saturated(m.status.as_deref()) => {
                         // Every worker is busy with a live request: saturated, not hung.
                         self.saturated = true;
                         warn!(master, reason = %why, status = m.status.as_deref().unwrap_or(""),

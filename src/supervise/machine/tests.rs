@@ -251,6 +251,7 @@ fn without_notify_readiness_is_probed_with_growing_pauses() {
                 master: 1,
                 purpose: Purpose::Ready,
                 result: Err("pool www: 1 of 2 workers".into()),
+                saturated: false,
             },
         );
         assert_eq!(r.wake_ms(), next);
@@ -263,6 +264,7 @@ fn without_notify_readiness_is_probed_with_growing_pauses() {
             master: 1,
             purpose: Purpose::Ready,
             result: Ok(()),
+            saturated: false,
         },
     );
     assert!(out.contains(&Action::DropUnusedSockets));
@@ -798,6 +800,7 @@ fn case11_idle_wakes_only_for_the_health_interval() {
             master: 1,
             purpose: Purpose::Health,
             result: Ok(()),
+            saturated: false,
         },
     );
     assert_eq!(r.wake_ms(), Some(40 + 20 * S));
@@ -854,6 +857,7 @@ fn health(r: &mut Run, t: u64, ok: bool) -> Vec<Action> {
             } else {
                 Err("ping timed out".into())
             },
+            saturated: false,
         },
     ));
     out
@@ -887,6 +891,26 @@ fn case3_a_saturated_pool_is_reported_and_never_restarted() {
     );
     for i in 1..=5 {
         let out = health(&mut r, 30 + i * 10 * S + i, false);
+        assert!(!out.contains(&Action::LoadConfig), "check {i}");
+    }
+    assert!(r.m.status().saturated);
+}
+
+#[test]
+fn a_failed_check_with_a_full_accept_queue_is_saturation_not_a_restart() {
+    let mut r = up();
+    for i in 1..=4u64 {
+        let t = 30 + i * 10 * S + i;
+        r.at(t, Event::Timer);
+        let out = r.at(
+            t + 1,
+            Event::Checked {
+                master: 1,
+                purpose: Purpose::Health,
+                result: Err("pool tcp: timed out".into()),
+                saturated: true,
+            },
+        );
         assert!(!out.contains(&Action::LoadConfig), "check {i}");
     }
     assert!(r.m.status().saturated);
