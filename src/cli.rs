@@ -108,6 +108,11 @@ pub enum Command {
     /// For logrotate's postrotate: SIGUSR1 to the verified master, then prove FPM re-opened
     /// its error log (exit 3 when FPM is not running; nothing else is ever signalled).
     ReopenLogs(ReopenLogsArgs),
+    /// Name the cause of nginx's 502/504/500 answers from nginx's and FPM's logs, both
+    /// configs and (unless --offline) the live system, with the fix. Exit codes: 0 no cause
+    /// found (warnings alone: 0), 1 at least one cause found, 2 usage, 4 a config named on
+    /// the command line is unreadable.
+    Doctor(DoctorArgs),
 }
 
 /// `--json`.
@@ -265,6 +270,40 @@ pub struct SuperviseArgs {
     pub signal_plan: Option<SignalPlan>,
 }
 
+/// Options of `doctor`.
+#[derive(Debug, Args, Clone)]
+pub struct DoctorArgs {
+    /// nginx's main config [default: `nginx -T` when nginx is installed, else
+    /// /etc/nginx/nginx.conf with its includes].
+    #[arg(long, value_name = "PATH")]
+    pub nginx_conf: Option<PathBuf>,
+    /// nginx's error log (repeatable) [default: the error_log files nginx's config names].
+    #[arg(long = "nginx-error-log", value_name = "PATH")]
+    pub nginx_error_log: Vec<PathBuf>,
+    /// nginx's access log (repeatable) [default: the access_log files nginx's config names].
+    #[arg(long = "nginx-access-log", value_name = "PATH")]
+    pub nginx_access_log: Vec<PathBuf>,
+    /// FPM's error log (repeatable) [default: the config's error_log].
+    #[arg(long = "fpm-log", value_name = "PATH")]
+    pub fpm_log: Vec<PathBuf>,
+    /// Only events since then: a duration back from now (90m, 2h, 1d) or a timestamp
+    /// (2026-11-30T05:00:00Z, '2026-11-30 05:00:00' local). Rotated logs (.1, .gz) are read
+    /// when it reaches back into them [default: every line of the logs].
+    #[arg(long, value_parser = parse_since, value_name = "DURATION|TIMESTAMP")]
+    pub since: Option<String>,
+    /// Use only the files given: touch no process or socket, run no nginx -T (for logs
+    /// copied from another host).
+    #[arg(long)]
+    pub offline: bool,
+    /// Keep reading the logs and print each new finding as it appears (one JSON object per
+    /// line with --json).
+    #[arg(long)]
+    pub follow: bool,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Options of `ensure`.
 #[derive(Debug, Args, Clone)]
 pub struct EnsureArgs {
@@ -289,6 +328,10 @@ pub struct ReopenLogsArgs {
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_since(s: &str) -> Result<String, String> {
+    crate::doctor::time::parse_since(s, 0, 0).map(|_| s.to_string())
 }
 
 pub use crate::stop::SignalPlan;

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod deadline;
 pub mod discovery;
+pub mod doctor;
 pub mod error;
 pub mod exit;
 pub mod fastcgi;

@@ -63,6 +63,7 @@ fn help_output_matches_the_snapshots() {
         "supervise",
         "ensure",
         "reopen-logs",
+        "doctor",
     ];
     for cmd in commands {
         let args: Vec<&str> = if cmd.is_empty() {

@@ -3,6 +3,7 @@
 
 mod check;
 mod config;
+mod doctor;
 mod ensure;
 mod ping;
 mod reload;
@@ -160,11 +161,16 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Ensure(a) => a.json,
         Command::ReopenLogs(a) => a.json,
         Command::Supervise(_) => false,
+        Command::Doctor(a) => a.json && !a.follow,
     }
 }
 
 /// Runs the command the command line names.
 pub fn run(cli: &Cli) -> Result<Outcome> {
+    // A diagnosis must work when the FPM config is broken or missing: doctor loads it itself.
+    if let Command::Doctor(a) = &cli.command {
+        return doctor::run(&cli.global, a);
+    }
     let ctx = match Ctx::load(&cli.global) {
         Ok(ctx) => ctx,
         // `check` reports a config it cannot load in its own form, with every problem.
@@ -199,6 +205,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
             ctx.require_valid_config(true)?;
             supervise::run(&ctx, a)
         }
+        Command::Doctor(a) => doctor::run(&cli.global, a),
         Command::Ensure(a) => ensure::run(&ctx, a),
         Command::ReopenLogs(a) => reopen_logs::run(&ctx, a),
     }

@@ -5,6 +5,9 @@
 //! "which listening socket inodes stand on this address".
 
 mod netlink;
+mod queues;
+
+pub use queues::{AcceptQueue, QueueAddr, accept_queues};
 
 /// The sock_diag reply decoder, for the fuzz tests; not part of the API.
 #[doc(hidden)]

@@ -68,9 +68,6 @@ struct CheckJob {
     pid: i32,
     pools: Vec<config::Pool>,
     timeout: Duration,
-    /// A copy of each held TCP listening socket of those pools, by pool name, to read its
-    /// accept queue when the pool does not answer.
-    queues: Vec<(String, OwnedFd)>,
 }
 
 /// Everything the driver owns.
@@ -715,25 +712,10 @@ impl Driver {
             pid,
             pools: self.cfg_of(master).pools.clone(),
             timeout: self.health_timeout,
-            queues: self.tcp_queues(master),
         };
         if self.jobs.send(job).is_err() {
             error!("the check thread is gone");
         }
-    }
-
-    /// Copies of the held TCP listening sockets of master `master`'s pools.
-    fn tcp_queues(&self, master: MasterNo) -> Vec<(String, OwnedFd)> {
-        let cfg = self.cfg_of(master);
-        self.sockets
-            .list
-            .iter()
-            .filter(|h| h.addr.unix_path().is_none())
-            .filter_map(|h| {
-                let pool = cfg.pools.iter().find(|p| p.listen == h.addr)?;
-                Some((pool.name.clone(), h.fd.try_clone().ok()?))
-            })
-            .collect()
     }
 
     fn status_reply(&self, v: &machine::StatusView) -> control::Reply {
@@ -798,18 +780,7 @@ fn check_thread(jobs: mpsc::Receiver<CheckJob>, results: mpsc::Sender<Event>, wa
         let result = run_check(&job);
         // A pool that did not answer while connections wait in its accept queue has every
         // worker busy with a live request: saturated, not hung.
-        let saturated = result.is_err()
-            && job.queues.iter().any(|(pool, fd)| {
-                let queued = accept_queue(fd).unwrap_or(0);
-                if queued > 0 {
-                    tracing::warn!(
-                        pool = pool.as_str(),
-                        queued,
-                        "connections wait for a busy pool"
-                    );
-                }
-                queued > 0
-            });
+        let saturated = result.is_err() && busy_pools(&job.pools);
         let ev = Event::Checked {
             master: job.master,
             purpose: job.purpose,
@@ -823,24 +794,33 @@ fn check_thread(jobs: mpsc::Receiver<CheckJob>, results: mpsc::Sender<Event>, wa
     }
 }
 
-/// Connections waiting in the accept queue of a listening TCP socket (`tcpi_unacked` of
-/// `TCP_INFO` on a socket in LISTEN state).
-fn accept_queue(fd: &OwnedFd) -> Option<u32> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a zeroed tcp_info is a valid value of this plain C struct.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `info`, which we own.
-    let ret = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
+/// True when connections wait in the accept queue (sock_diag) of one of `pools`' sockets.
+fn busy_pools(pools: &[config::Pool]) -> bool {
+    use crate::listen::{QueueAddr, accept_queues};
+    let Ok(queues) = accept_queues() else {
+        return false;
     };
-    (ret == 0 && info.tcpi_state == 10).then_some(info.tcpi_unacked)
+    pools.iter().any(|pool| {
+        let waiting = queues
+            .iter()
+            .filter(|q| match (&q.addr, &pool.listen) {
+                (QueueAddr::Unix(p), crate::listen::ListenAddr::Unix(want)) => p == want,
+                (QueueAddr::Tcp(a), crate::listen::ListenAddr::Tcp { port, .. }) => {
+                    a.port() == *port
+                }
+                _ => false,
+            })
+            .map(|q| q.waiting)
+            .max()
+            .unwrap_or(0);
+        if waiting > 0 {
+            warn!(
+                pool = pool.name.as_str(),
+                waiting, "connections wait for a busy pool"
+            );
+        }
+        waiting > 0
+    })
 }
 
 fn run_check(job: &CheckJob) -> Result<(), String> {

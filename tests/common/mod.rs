@@ -6,7 +6,9 @@
 //! spawned, also when the test panicked; then it checks nothing is left.
 #![allow(dead_code)]
 
+pub mod incidents;
 pub mod load;
+pub mod logtime;
 pub mod nginx;
 
 use fpmctl::deadline::Deadline;

@@ -50,6 +50,13 @@ impl Nginx {
     /// Starts nginx in front of the sandbox's two pools and waits until its port accepts.
     /// Panics (after cleaning up) when nginx is missing or does not come up.
     pub fn start(sb: &Sandbox) -> Nginx {
+        Self::start_with(sb, |dir, port| config_text(sb, dir, port))
+    }
+
+    /// Starts nginx with the config `config(dir, port)` writes (nginx's directory, the free
+    /// port it must listen on) and waits until that port accepts. The config is written to
+    /// `<sandbox>/nginx/nginx.conf`; it is made again with a new port when a port race is lost.
+    pub fn start_with(sb: &Sandbox, config: impl Fn(&Path, u16) -> String) -> Nginx {
         assert!(
             Path::new(NGINX_BIN).exists(),
             "{NGINX_BIN} is not installed (nginx-light)"
@@ -61,7 +68,7 @@ impl Nginx {
         for _ in 0..3 {
             let port = free_port();
             let conf = dir.join("nginx.conf");
-            std::fs::write(&conf, config_text(sb, &dir, port)).unwrap();
+            std::fs::write(&conf, config(&dir, port)).unwrap();
             let mut ng = Nginx {
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
                 port,
@@ -89,6 +96,9 @@ impl Nginx {
             .arg(&self.dir)
             .arg("-e")
             .arg(self.dir.join("error.log"))
+            // Log times in UTC whatever the host's zone (nginx keeps TZ for its workers), so
+            // recorded logs read the same everywhere.
+            .env("TZ", "UTC")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -1,0 +1,296 @@
+//! The live system, for what logs cannot prove: connecting to each address as nginx's user
+//! (a forked child that drops to that user), the accept queue of each pool's socket (sock_diag
+//! through [`crate::listen`]), who holds each address ([`crate::discovery`]), whether FPM's
+//! master runs, and `net.core.somaxconn`. Never used with `--offline`.
+
+use super::facts::{HolderFacts, LiveFacts, Probe, ProbeResult, Queue};
+use crate::config::FpmConfig;
+use crate::discovery::{self, Role};
+use crate::listen::{self, ListenAddr, QueueAddr};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Gathers live facts for the pools of `cfg` (when known) and the FastCGI addresses nginx
+/// passes to, probing as `nginx_user`.
+pub fn gather(
+    cfg: Option<&FpmConfig>,
+    nginx_targets: &[ListenAddr],
+    nginx_user: &str,
+) -> LiveFacts {
+    let mut live = LiveFacts {
+        somaxconn: std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
+        mem_total_kib: std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| meminfo_total(&t)),
+        ..LiveFacts::default()
+    };
+    let mut addrs: Vec<ListenAddr> = Vec::new();
+    if let Some(cfg) = cfg {
+        let snap = discovery::discover(cfg);
+        live.fpm_running = Some(snap.master.is_some());
+        for a in &snap.addresses {
+            let holders: Vec<String> = a
+                .holders
+                .iter()
+                .map(|h| {
+                    format!(
+                        "PID {} ({}), {}",
+                        h.proc.pid(),
+                        h.proc.title,
+                        h.role.as_str()
+                    )
+                })
+                .collect();
+            live.holders.push(HolderFacts {
+                addr: a.addr.clone(),
+                orphans_only: !a.holders.is_empty()
+                    && a.holders.iter().all(|h| h.role == Role::Orphan),
+                own: a
+                    .holders
+                    .iter()
+                    .any(|h| matches!(h.role, Role::Master | Role::Worker | Role::Supervisor)),
+                holders,
+            });
+        }
+        addrs.extend(cfg.pools.iter().map(|p| p.listen.clone()));
+        for pool in &cfg.pools {
+            let rss: Vec<u64> = snap
+                .pool_workers(&pool.name)
+                .iter()
+                .filter_map(|w| rss_kib(w.pid()))
+                .collect();
+            if !rss.is_empty() {
+                live.worker_rss_kib.push((
+                    pool.name.clone(),
+                    rss.iter().sum::<u64>() / rss.len() as u64,
+                ));
+            }
+        }
+    }
+    for t in nginx_targets {
+        if !addrs.contains(t) {
+            addrs.push(t.clone());
+        }
+    }
+    for a in &addrs {
+        live.probes.push(probe(a, nginx_user));
+    }
+    if let Ok(queues) = listen::accept_queues() {
+        for a in &addrs {
+            for q in &queues {
+                let on = match (&q.addr, a) {
+                    (QueueAddr::Unix(p), ListenAddr::Unix(want)) => p == want,
+                    (QueueAddr::Tcp(s), ListenAddr::Tcp { .. }) => a.tcp_conflicts_with(s),
+                    _ => false,
+                };
+                if on {
+                    live.queues.push(Queue {
+                        addr: a.clone(),
+                        waiting: q.waiting,
+                        limit: q.limit,
+                    });
+                }
+            }
+        }
+    }
+    live
+}
+
+/// Resident memory of a process in KiB (`/proc/PID/statm`, pages).
+fn rss_kib(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf with a constant name has no memory effects.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()? / 1024)
+}
+
+/// `MemTotal` from `/proc/meminfo` text, in KiB.
+pub fn meminfo_total(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Connects to `addr`: a unix socket as `user` (in a child that drops to it), TCP as we are.
+pub fn probe(addr: &ListenAddr, user: &str) -> Probe {
+    let (result, socket_perms) = match addr {
+        ListenAddr::Unix(path) => (connect_unix_as(path, user), socket_perms(path)),
+        ListenAddr::Tcp { .. } => (connect_tcp(addr), None),
+    };
+    Probe {
+        addr: addr.clone(),
+        user: user.to_string(),
+        result,
+        socket_perms,
+    }
+}
+
+fn failed(e: &std::io::Error) -> ProbeResult {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+    ProbeResult::Failed(e.raw_os_error().unwrap_or(0), text)
+}
+
+fn connect_tcp(addr: &ListenAddr) -> ProbeResult {
+    let targets = match addr.connect_addrs() {
+        Ok(t) if !t.is_empty() => t,
+        Ok(_) => return ProbeResult::NotTried("no address to connect to".into()),
+        Err(e) => return ProbeResult::NotTried(format!("cannot resolve: {e}")),
+    };
+    let mut last = None;
+    for t in targets {
+        match std::net::TcpStream::connect_timeout(&t, std::time::Duration::from_secs(2)) {
+            Ok(_) => return ProbeResult::Connected,
+            Err(e) => last = Some(e),
+        }
+    }
+    last.map_or(ProbeResult::NotTried("no address".into()), |e| failed(&e))
+}
+
+/// `owner:group mode` of a socket file.
+fn socket_perms(path: &Path) -> Option<String> {
+    let m = std::fs::metadata(path).ok()?;
+    let owner = nix::unistd::User::from_uid(m.uid().into())
+        .ok()
+        .flatten()
+        .map_or_else(|| m.uid().to_string(), |u| u.name);
+    let group = nix::unistd::Group::from_gid(m.gid().into())
+        .ok()
+        .flatten()
+        .map_or_else(|| m.gid().to_string(), |g| g.name);
+    Some(format!("{owner}:{group} {:04o}", m.mode() & 0o7777))
+}
+
+/// Exit status of the probe child when dropping privileges failed.
+const DROP_FAILED: i32 = 255;
+
+fn connect_unix_as(path: &Path, user: &str) -> ProbeResult {
+    let Ok(Some(u)) = nix::unistd::User::from_name(user) else {
+        return ProbeResult::NotTried(format!("no user {user} on this host"));
+    };
+    let me = nix::unistd::geteuid();
+    if me == u.uid {
+        return match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => ProbeResult::Connected,
+            Err(e) => failed(&e),
+        };
+    }
+    if !me.is_root() {
+        return ProbeResult::NotTried(format!("connecting as {user} needs root"));
+    }
+    // Everything the child needs is built before fork: it only makes system calls.
+    // SAFETY: an all-zero sockaddr_un is valid.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= sa.sun_path.len() {
+        return ProbeResult::NotTried("socket path too long".into());
+    }
+    for (dst, src) in sa.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    let (uid, gid) = (u.uid.as_raw(), u.gid.as_raw());
+    // SAFETY: fpmctl is single-threaded here; the child calls only async-signal-safe
+    // functions (setgroups, setresgid, setresuid, socket, connect, _exit) on data prepared
+    // before the fork, and never returns into Rust code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return ProbeResult::NotTried(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: see above; every call's arguments are valid for its duration.
+        unsafe {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(gid, gid, gid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+            {
+                libc::_exit(DROP_FAILED);
+            }
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                libc::_exit(*libc::__errno_location() & 0x7f);
+            }
+            let r = libc::connect(
+                fd,
+                (&raw const sa).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            );
+            libc::_exit(if r == 0 {
+                0
+            } else {
+                *libc::__errno_location() & 0x7f
+            });
+        }
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return ProbeResult::NotTried("lost the probe child".into());
+        }
+    }
+    if !libc::WIFEXITED(status) {
+        return ProbeResult::NotTried("the probe child died".into());
+    }
+    match libc::WEXITSTATUS(status) {
+        0 => ProbeResult::Connected,
+        DROP_FAILED => ProbeResult::NotTried(format!("could not switch to user {user}")),
+        errno => failed(&std::io::Error::from_raw_os_error(errno)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn reads_memtotal() {
+        assert_eq!(
+            meminfo_total("MemTotal:        8123456 kB\nMemFree: 1 kB\n"),
+            Some(8_123_456)
+        );
+        assert_eq!(meminfo_total("MemFree: 1 kB\n"), None);
+        assert!(rss_kib(std::process::id() as i32).is_some_and(|k| k > 0));
+    }
+
+    #[test]
+    fn a_socket_only_root_may_use_refuses_nobody() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("NOTICE: not root; the drop-to-user probe cannot be tested");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("p.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let p = probe(&ListenAddr::Unix(path.clone()), "nobody");
+        assert_eq!(
+            p.result,
+            ProbeResult::Failed(13, "Permission denied".into())
+        );
+        assert!(
+            p.socket_perms.as_deref().unwrap().ends_with(" 0600"),
+            "{:?}",
+            p.socket_perms
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(
+            probe(&ListenAddr::Unix(path.clone()), "nobody").result,
+            ProbeResult::Connected
+        );
+        let gone = probe(&ListenAddr::Unix(dir.path().join("none.sock")), "nobody");
+        assert!(matches!(gone.result, ProbeResult::Failed(2, _)), "{gone:?}");
+        let nouser = probe(&ListenAddr::Unix(path), "no-such-user-x");
+        assert!(matches!(nouser.result, ProbeResult::NotTried(_)));
+    }
+}

@@ -1,0 +1,241 @@
+//! Accept queues of listening sockets, from the kernel through `NETLINK_SOCK_DIAG`: for a
+//! socket in LISTEN state the kernel reports the connections waiting to be accepted and the
+//! queue's limit (the effective backlog). Works for unix sockets too, where FPM's status page
+//! always says 0.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const TCP_LISTEN: u32 = 10;
+const NLMSG_HDRLEN: usize = 16;
+const INET_DIAG_MSG_LEN: usize = 72;
+const UNIX_DIAG_MSG_LEN: usize = 16;
+const UDIAG_SHOW_NAME: u32 = 0x01;
+const UDIAG_SHOW_RQLEN: u32 = 0x10;
+const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_RQLEN: u16 = 4;
+
+/// Where a listening socket stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueAddr {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A unix socket path (abstract names start with `@`).
+    Unix(PathBuf),
+}
+
+/// One listening socket's accept queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptQueue {
+    /// The address.
+    pub addr: QueueAddr,
+    /// Connections waiting to be accepted.
+    pub waiting: u32,
+    /// The queue's limit.
+    pub limit: u32,
+}
+
+/// Accept queues of every listening TCP and unix socket in this network namespace.
+pub fn accept_queues() -> io::Result<Vec<AcceptQueue>> {
+    let mut out = Vec::new();
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        let mut req = Vec::with_capacity(56);
+        req.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
+        req.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+        req.extend_from_slice(&[0u8; 48]);
+        dump(&req, |m| {
+            if let Some(q) = parse_inet(m) {
+                out.push(q);
+            }
+        })?;
+    }
+    let mut req = Vec::with_capacity(24);
+    req.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]);
+    req.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes()); // inode: any
+    req.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN).to_ne_bytes());
+    req.extend_from_slice(&[0xff; 8]); // cookie: none
+    dump(&req, |m| {
+        if let Some(q) = parse_unix(m) {
+            out.push(q);
+        }
+    })?;
+    Ok(out)
+}
+
+fn parse_inet(m: &[u8]) -> Option<AcceptQueue> {
+    if m.len() < INET_DIAG_MSG_LEN {
+        return None;
+    }
+    let port = u16::from_be_bytes([m[4], m[5]]);
+    let src = &m[8..24];
+    let ip = if m[0] == libc::AF_INET as u8 {
+        IpAddr::V4(Ipv4Addr::new(src[0], src[1], src[2], src[3]))
+    } else {
+        let bytes: [u8; 16] = src.try_into().ok()?;
+        IpAddr::V6(Ipv6Addr::from(bytes))
+    };
+    let waiting = u32::from_ne_bytes(m[56..60].try_into().ok()?);
+    let limit = u32::from_ne_bytes(m[60..64].try_into().ok()?);
+    Some(AcceptQueue {
+        addr: QueueAddr::Tcp(SocketAddr::new(ip, port)),
+        waiting,
+        limit,
+    })
+}
+
+fn parse_unix(m: &[u8]) -> Option<AcceptQueue> {
+    let mut attrs = m.get(UNIX_DIAG_MSG_LEN..)?;
+    let mut name = None;
+    let mut queue = None;
+    while attrs.len() >= 4 {
+        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]);
+        if len < 4 || len > attrs.len() {
+            break;
+        }
+        let payload = &attrs[4..len];
+        match kind {
+            UNIX_DIAG_NAME => {
+                let bytes = match payload.split_first() {
+                    Some((0, rest)) => [b"@".as_slice(), rest].concat(),
+                    _ => payload
+                        .split(|b| *b == 0)
+                        .next()
+                        .unwrap_or_default()
+                        .to_vec(),
+                };
+                name = Some(PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()));
+            }
+            UNIX_DIAG_RQLEN if payload.len() >= 8 => {
+                queue = Some((
+                    u32::from_ne_bytes(payload[0..4].try_into().ok()?),
+                    u32::from_ne_bytes(payload[4..8].try_into().ok()?),
+                ));
+            }
+            _ => {}
+        }
+        attrs = attrs.get((len + 3) & !3..).unwrap_or(&[]);
+    }
+    let (waiting, limit) = queue?;
+    Some(AcceptQueue {
+        addr: QueueAddr::Unix(name?),
+        waiting,
+        limit,
+    })
+}
+
+fn dump(request: &[u8], mut each: impl FnMut(&[u8])) -> io::Result<()> {
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut msg = Vec::with_capacity(NLMSG_HDRLEN + request.len());
+    msg.extend_from_slice(&((NLMSG_HDRLEN + request.len()) as u32).to_ne_bytes());
+    msg.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    msg.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(request);
+    // SAFETY: a zeroed sockaddr_nl is valid; the kernel is the destination (pid 0).
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as u16;
+    // SAFETY: buffer and address are valid for the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&raw const addr).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        // SAFETY: recv into a buffer we own, of the length given.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let mut data = &buf[..n as usize];
+        while data.len() >= NLMSG_HDRLEN {
+            let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
+            let kind = u16::from_ne_bytes([data[4], data[5]]);
+            if len < NLMSG_HDRLEN || len > data.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "truncated netlink message",
+                ));
+            }
+            match kind {
+                NLMSG_DONE => return Ok(()),
+                NLMSG_ERROR => {
+                    let code = data
+                        .get(NLMSG_HDRLEN..NLMSG_HDRLEN + 4)
+                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                        .unwrap_or(-libc::EIO);
+                    return Err(io::Error::from_raw_os_error(-code));
+                }
+                SOCK_DIAG_BY_FAMILY => each(&data[NLMSG_HDRLEN..len]),
+                _ => {}
+            }
+            data = data.get((len + 3) & !3..).unwrap_or(&[]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sees_waiting_connections_on_tcp_and_unix_listeners() {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taddr = tcp.local_addr().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.sock");
+        let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let _c1 = std::net::TcpStream::connect(taddr).unwrap();
+        let _c2 = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let _c3 = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let all = accept_queues().unwrap();
+        let t = all
+            .iter()
+            .find(|q| q.addr == QueueAddr::Tcp(taddr))
+            .expect("the TCP listener");
+        assert_eq!(t.waiting, 1);
+        assert!(t.limit > 0);
+        let u = all
+            .iter()
+            .find(|q| q.addr == QueueAddr::Unix(path.clone()))
+            .expect("the unix listener");
+        assert_eq!(u.waiting, 2);
+        assert!(u.limit > 0);
+        drop((tcp, unix));
+    }
+}
