@@ -87,11 +87,15 @@ fn case5_a_crash_during_a_requested_restart_leaks_no_master_and_stop_exits_0() {
     signal(first, Signal::SIGKILL);
     // The serving master's crash is handled (the replacement takes over) before the
     // replacement crashes in turn.
-    sb.wait_for(Duration::from_secs(10), "the first crash to be handled", || {
-        sb.supervise_log()
-            .contains(&format!("FPM master exited pid={first} "))
-            .then_some(())
-    });
+    sb.wait_for(
+        Duration::from_secs(10),
+        "the first crash to be handled",
+        || {
+            sb.supervise_log()
+                .contains(&format!("FPM master exited pid={first} "))
+                .then_some(())
+        },
+    );
     signal(second, Signal::SIGKILL);
     std::fs::rename(&hidden, &notify).unwrap();
     let third = sb.wait_for(Duration::from_secs(20), "a third master, ready", || {
