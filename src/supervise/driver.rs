@@ -39,7 +39,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
@@ -539,10 +539,9 @@ impl Driver {
             cfg.binary = Some(bin);
         }
         let fds = self.sockets.raw_fds(&cfg);
-        let mut cmd = Command::new(&self.fpm.bin);
+        // `-y <config>` and `-p <prefix>` as every fpmctl command runs FPM, in the foreground.
+        let mut cmd = self.fpm.command();
         cmd.arg("-F")
-            .arg("-y")
-            .arg(&self.fpm.config)
             .env("FPM_SOCKETS", self.sockets.env_value(&cfg))
             .env("NOTIFY_SOCKET", self.notify.path())
             .stdin(Stdio::null())
