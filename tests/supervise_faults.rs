@@ -584,3 +584,38 @@ fn case3_a_saturated_pool_is_reported_and_never_restarted() {
     signal(sup as i32, Signal::SIGTERM);
     assert_eq!(sb.wait_child(sup, Duration::from_secs(30)), 0);
 }
+
+/// Case 2: readiness is FPM's own `READY=1` from that master's PID (SCM_CREDENTIALS): a
+/// `READY=1` from any other process is ignored, and an FPM that stays silent is proven ready
+/// by a FastCGI probe instead.
+#[test]
+fn case2_readiness_is_ready_1_from_that_master_and_a_probe_only_when_fpm_is_silent() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(&[], &[]);
+    let first = sb.wait_supervised_ready();
+    assert!(
+        sb.supervise_log().contains("via=\"notify\""),
+        "{}",
+        sb.supervise_log()
+    );
+    // The replacement cannot reach the notify socket under its name; the test can, by the
+    // socket's other name, and claims READY=1 for it.
+    let notify = notify_socket(&sb);
+    let hidden = notify.with_extension("hidden");
+    std::fs::rename(&notify, &hidden).unwrap();
+    let restart = sb.fpmctl_spawn(&["restart"]);
+    sb.wait_for(Duration::from_secs(10), "the replacement master", || {
+        masters_of(&sb, sup).into_iter().find(|m| *m != first)
+    });
+    let spoof = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    spoof.send_to(b"READY=1\nSTATUS=spoofed", &hidden).unwrap();
+    let out = restart.wait_with_output().unwrap();
+    std::fs::rename(&hidden, &notify).unwrap();
+    let log = sb.supervise_log();
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("no master of ours"), "{log}");
+    assert!(log.contains("via=\"probe\""), "{log}");
+    assert!(!log.contains("spoofed"), "{log}");
+    signal(sup as i32, Signal::SIGTERM);
+    assert_eq!(sb.wait_child(sup, Duration::from_secs(30)), 0);
+}

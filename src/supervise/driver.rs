@@ -298,8 +298,11 @@ impl Driver {
         // FPM's notify messages, from the master the kernel names as the sender.
         for msg in self.notify.drain() {
             let Some(pid) = msg.sender else { continue };
+            if !msg.ready && msg.status.is_none() {
+                continue; // an empty probe (another supervisor checking we are alive)
+            }
             let Some(master) = m.master_gen(pid) else {
-                debug!(
+                warn!(
                     pid,
                     "notify message from a process that is no master of ours"
                 );

@@ -826,11 +826,12 @@ impl Machine {
             m.status = Some(s);
         }
         if ready && matches!(m.role, Role::Starting | Role::Replacement) && !m.killed {
-            self.on_ready(master, now, out);
+            self.on_ready(master, "notify", now, out);
         }
     }
 
-    fn on_ready(&mut self, master: MasterNo, now: Instant, out: &mut Vec<Action>) {
+    /// `via`: how readiness was learnt (`notify`: FPM's READY=1; `probe`: FastCGI).
+    fn on_ready(&mut self, master: MasterNo, via: &str, now: Instant, out: &mut Vec<Action>) {
         if matches!(self.phase, Phase::Stopping(_)) {
             return;
         }
@@ -850,7 +851,7 @@ impl Machine {
         let text = match old.and_then(|g| self.masters.get(&g).map(|o| (g, o))) {
             Some((og, o)) => {
                 let old_pid = o.id.map(|id| id.pid).unwrap_or(0);
-                info!(pid, old_pid, took_ms, "FPM restarted");
+                info!(pid, old_pid, took_ms, via, "FPM restarted");
                 let old_id = o.id;
                 if let Some(o) = self.masters.get_mut(&og) {
                     o.role = Role::Retiring;
@@ -864,7 +865,7 @@ impl Machine {
                 format!("restarted: master {old_pid} replaced by {pid}, ready in {took_ms} ms")
             }
             None => {
-                info!(pid, took_ms, "FPM ready");
+                info!(pid, took_ms, via, "FPM ready");
                 format!("FPM master {pid} ready in {took_ms} ms")
             }
         };
@@ -1080,7 +1081,7 @@ impl Machine {
                     return;
                 }
                 match result {
-                    Ok(()) => self.on_ready(master, now, out),
+                    Ok(()) => self.on_ready(master, "probe", now, out),
                     Err(why) => {
                         debug!(master, reason = %why, "not ready yet");
                         m.probe_at = Some(Deadline::after_from(now, m.probe_backoff));
