@@ -13,6 +13,7 @@
 //! The poll timeout is the machine's [`Machine::next_wakeup`] (and the earliest control
 //! connection deadline): an idle supervisor wakes only for its health checks.
 
+use super::checks::{CheckJob, check_thread};
 use super::control::{self, Conn, ReadOutcome};
 use super::machine::{
     self, Action, Answer, Command as Cmd, ConnId, Event, Machine, MasterNo, Purpose, Sig, Target,
@@ -34,7 +35,7 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
@@ -59,15 +60,6 @@ pub fn handled_signals() -> SigSet {
         set.add(s);
     }
     set
-}
-
-/// A check for the check thread.
-struct CheckJob {
-    master: MasterNo,
-    purpose: Purpose,
-    pid: i32,
-    pools: Vec<config::Pool>,
-    timeout: Duration,
 }
 
 /// Everything the driver owns.
@@ -774,82 +766,6 @@ impl Driver {
         std::mem::take(&mut self.sockets).remove_all();
         info!(code = code.code(), "{text}");
     }
-}
-
-/// Runs checks off the loop thread, one at a time, and reports through the wake pipe.
-fn check_thread(jobs: mpsc::Receiver<CheckJob>, results: mpsc::Sender<Event>, wake: UnixStream) {
-    while let Ok(job) = jobs.recv() {
-        let result = run_check(&job);
-        // A pool that did not answer while connections wait in its accept queue has every
-        // worker busy with a live request: saturated, not hung.
-        let saturated = result.is_err() && busy_pools(&job.pools);
-        let ev = Event::Checked {
-            master: job.master,
-            purpose: job.purpose,
-            result,
-            saturated,
-        };
-        if results.send(ev).is_err() {
-            return;
-        }
-        let _ = (&wake).write_all(&[1]);
-    }
-}
-
-/// True when connections wait in the accept queue (sock_diag) of one of `pools`' sockets.
-fn busy_pools(pools: &[config::Pool]) -> bool {
-    use crate::listen::{QueueAddr, accept_queues};
-    let Ok(queues) = accept_queues() else {
-        return false;
-    };
-    pools.iter().any(|pool| {
-        let waiting = queues
-            .iter()
-            .filter(|q| match (&q.addr, &pool.listen) {
-                (QueueAddr::Unix(p), crate::listen::ListenAddr::Unix(want)) => p == want,
-                (QueueAddr::Tcp(a), crate::listen::ListenAddr::Tcp { port, .. }) => {
-                    a.port() == *port
-                }
-                _ => false,
-            })
-            .map(|q| q.waiting)
-            .max()
-            .unwrap_or(0);
-        if waiting > 0 {
-            warn!(
-                pool = pool.name.as_str(),
-                waiting, "connections wait for a busy pool"
-            );
-        }
-        waiting > 0
-    })
-}
-
-fn run_check(job: &CheckJob) -> Result<(), String> {
-    let table = procs::scan(false);
-    for pool in &job.pools {
-        let n = table
-            .iter()
-            .filter(|p| {
-                p.ppid == job.pid
-                    && !p.is_gone()
-                    && discovery::pool_of_title(&p.title) == Some(pool.name.as_str())
-            })
-            .count();
-        // Once ready, a dynamic pool may shrink to its idle minimum.
-        let want = match (job.purpose, pool.pm) {
-            (Purpose::Health, config::PmStyle::Dynamic) => pool.min_spare_servers,
-            _ => pool.expected_workers(),
-        } as usize;
-        if n < want {
-            return Err(format!("pool {} has {n} of {want} workers", pool.name));
-        }
-    }
-    for pool in &job.pools {
-        crate::ready::check_pool(pool, job.timeout)
-            .map_err(|e| format!("pool {}: {e}", pool.name))?;
-    }
-    Ok(())
 }
 
 /// The reply for an outcome the supervisor reached: its [`Outcome`], serialized.
