@@ -127,7 +127,7 @@ pub enum Event {
         /// What it asks.
         cmd: Command,
     },
-    /// A deadline from [`Machine::next_wakeup`] may have passed.
+    /// A deadline from [`Machine::next_wakeup`](super::Machine::next_wakeup) may have passed.
     Timer,
     /// The answer to [`Action::Check`].
     Checked {
