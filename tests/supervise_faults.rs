@@ -619,3 +619,28 @@ fn case2_readiness_is_ready_1_from_that_master_and_a_probe_only_when_fpm_is_sile
     signal(sup as i32, Signal::SIGTERM);
     assert_eq!(sb.wait_child(sup, Duration::from_secs(30)), 0);
 }
+
+/// Case 7: more silent clients than the supervisor serves at once fill its slots; the rest
+/// wait in the kernel's backlog. Crash handling goes on, and once the silent ones reach their
+/// deadline a real request is answered.
+#[test]
+fn case7_connections_are_bounded_and_a_flood_of_silent_clients_blocks_nothing() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(&[], &[]);
+    let first = sb.wait_supervised_ready();
+    let ctl = control_socket(&sb);
+    let flood: Vec<UnixStream> = (0..40)
+        .filter_map(|_| UnixStream::connect(&ctl).ok())
+        .collect();
+    assert!(flood.len() >= 32);
+    signal(first, Signal::SIGKILL);
+    sb.wait_for(Duration::from_secs(15), "FPM back after the crash", || {
+        sb.masters()
+            .iter()
+            .any(|p| p.pid() != first && p.ppid == sup as i32)
+            .then_some(())
+    });
+    assert_ne!(sb.wait_supervised_ready(), first);
+    assert!(alive(sup as i32));
+    drop(flood);
+}
