@@ -136,6 +136,11 @@ pub struct Pool {
     pub listen_group: Option<String>,
     /// `listen.mode` as an octal string like `0660`; `None` when unset (php-fpm then uses 0660).
     pub listen_mode: Option<String>,
+    /// `listen.acl_users`: users given read and write on a unix socket through a POSIX ACL
+    /// (php-fpm then ignores `listen.owner` and `listen.group`).
+    pub listen_acl_users: Vec<String>,
+    /// `listen.acl_groups`: groups given read and write through a POSIX ACL.
+    pub listen_acl_groups: Vec<String>,
     /// `user`.
     pub user: Option<String>,
     /// `group`.

@@ -5,6 +5,11 @@
 //! only root or its own user, and a client believes a socket only when the socket file and
 //! the peer (`SO_PEERCRED`) belong to root or the invoking user; any other is ignored with a
 //! warning, and the command acts on its own.
+//!
+//! The supervisor side never blocks on a client: connections are non-blocking, each has a
+//! deadline to send its request ([`REQUEST_DEADLINE`]), a request is at most
+//! [`MAX_REQUEST`] bytes (reading stops there, so a huge request costs no memory), and at
+//! most [`MAX_CONNECTIONS`] are open at once. Errors never echo what the client sent.
 
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
@@ -150,16 +155,6 @@ pub fn peer_allowed(stream: &UnixStream) -> bool {
     peer_uid(stream).is_some_and(trusted_uid)
 }
 
-/// Reads one request from a freshly accepted connection (bounded wait).
-pub fn read_request(stream: &UnixStream) -> Result<Request> {
-    stream
-        .set_nonblocking(false)
-        .and_then(|_| stream.set_read_timeout(Some(Duration::from_secs(2))))
-        .map_err(|e| Error::io("control connection", e))?;
-    let line = read_line_bounded(stream).map_err(|e| Error::io("reading a control request", e))?;
-    parse_request(&line)
-}
-
 /// The longest line either side reads: a status reply with every pool's JSON fits many
 /// times over; a peer that sends more without a newline is cut off, not buffered.
 pub const MAX_LINE: usize = 1 << 20;
@@ -177,23 +172,125 @@ fn read_line_bounded(stream: impl Read) -> std::io::Result<String> {
     Ok(line)
 }
 
-/// Parses one request line (the JSON object `{"cmd": ...}`).
-pub fn parse_request(line: &str) -> Result<Request> {
-    serde_json::from_str(line.trim()).map_err(|e| {
-        let shown: String = line.trim().chars().take(200).collect();
-        Error::Other(format!("bad control request {shown:?}: {e}"))
-    })
-}
-
 /// Parses one reply line from the supervisor.
 pub fn parse_reply(line: &str) -> Result<Reply> {
     serde_json::from_str(line.trim())
         .map_err(|e| Error::Other(format!("bad answer from the supervisor: {e}")))
 }
 
-/// Writes a reply and closes.
+/// The largest request accepted, newline included.
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// How long a client may take to send its request.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Connections open at once (reading a request or waiting for an answer).
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// What reading from a connection gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Nothing complete yet: wait for more.
+    Pending,
+    /// A whole request.
+    Request(Request),
+    /// A request that cannot be served; the text says why (never the request itself).
+    Bad(String),
+    /// The client went away before sending a whole request.
+    Closed,
+}
+
+/// A connection reading its request without blocking.
+#[derive(Debug)]
+pub struct Conn {
+    /// The stream (non-blocking).
+    pub stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Wraps an accepted connection.
+    pub fn new(stream: UnixStream) -> std::io::Result<Conn> {
+        stream.set_nonblocking(true)?;
+        Ok(Conn {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Reads what is there, never more than [`MAX_REQUEST`] bytes in all.
+    pub fn read(&mut self) -> ReadOutcome {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let room = (MAX_REQUEST + 1).saturating_sub(self.buf.len());
+            let want = room.min(chunk.len());
+            match (&self.stream).read(&mut chunk[..want]) {
+                Ok(0) => return self.feed(&[], true),
+                Ok(n) => {
+                    let out = self.feed(&chunk[..n], false);
+                    if out != ReadOutcome::Pending {
+                        return out;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return ReadOutcome::Pending;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return ReadOutcome::Closed,
+            }
+        }
+    }
+
+    /// Adds bytes to the request read so far (`eof`: the client closed its side).
+    pub fn feed(&mut self, bytes: &[u8], eof: bool) -> ReadOutcome {
+        self.buf.extend_from_slice(bytes);
+        if let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+            return parse_request(&self.buf[..end]);
+        }
+        if self.buf.len() > MAX_REQUEST {
+            return ReadOutcome::Bad(format!(
+                "control request too large (limit {} KiB)",
+                MAX_REQUEST / 1024
+            ));
+        }
+        if eof {
+            if self.buf.iter().all(u8::is_ascii_whitespace) {
+                return ReadOutcome::Closed;
+            }
+            return parse_request(&self.buf);
+        }
+        ReadOutcome::Pending
+    }
+}
+
+/// Parses one request line; the error never quotes it.
+pub fn parse_request(line: &[u8]) -> ReadOutcome {
+    match serde_json::from_slice::<Request>(line) {
+        Ok(r) => ReadOutcome::Request(r),
+        Err(e) => ReadOutcome::Bad(format!(
+            "bad control request ({} bytes): not a JSON object with a \"cmd\" field ({})",
+            line.len(),
+            e.classify_name()
+        )),
+    }
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "read error",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "wrong fields",
+            serde_json::error::Category::Eof => "truncated",
+        }
+    }
+}
+
+/// Writes a reply without blocking (a reply is far smaller than a socket buffer) and closes.
 pub fn write_reply(mut stream: UnixStream, reply: &Reply) {
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    let _ = stream.set_nonblocking(true);
     let mut line = serde_json::to_string(reply).unwrap_or_else(|_| "{}".into());
     line.push('\n');
     let _ = stream.write_all(line.as_bytes());
@@ -261,13 +358,78 @@ pub fn request(config: &Path, req: &Request, wait: Duration) -> Result<Option<Re
 mod tests {
     use super::*;
 
+    fn conn() -> (Conn, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (Conn::new(a).unwrap(), b)
+    }
+
     #[test]
     fn an_endless_control_line_is_cut_off_not_buffered() {
         // A peer that never sends a newline: refused after MAX_LINE bytes.
         let err = read_line_bounded(std::io::repeat(b'a')).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
         let ok = read_line_bounded(&b"{\"cmd\":\"status\"}\nrest"[..]).unwrap();
-        assert_eq!(parse_request(&ok).unwrap().cmd, "status");
+        assert_eq!(
+            parse_request(ok.trim().as_bytes()),
+            ReadOutcome::Request(Request::new("status"))
+        );
+    }
+
+    #[test]
+    fn a_request_may_arrive_in_pieces() {
+        let (mut c, _peer) = conn();
+        assert_eq!(c.feed(b"{\"cmd\":", false), ReadOutcome::Pending);
+        assert_eq!(
+            c.feed(b"\"status\"}\n", false),
+            ReadOutcome::Request(Request::new("status"))
+        );
+    }
+
+    #[test]
+    fn an_oversized_request_is_refused_without_being_kept_or_echoed() {
+        let (mut c, mut peer) = conn();
+        let secret = "S3CRET".repeat(20_000);
+        let mut out = ReadOutcome::Pending;
+        std::thread::spawn(move || {
+            let _ = peer.write_all(secret.as_bytes());
+        });
+        for _ in 0..10_000 {
+            out = c.read();
+            if out != ReadOutcome::Pending {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        match out {
+            ReadOutcome::Bad(msg) => {
+                assert!(msg.contains("too large"), "{msg}");
+                assert!(!msg.contains("S3CRET"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(c.buf.len() <= MAX_REQUEST + 4096);
+    }
+
+    #[test]
+    fn a_malformed_request_is_refused_without_echo() {
+        let (mut c, _peer) = conn();
+        match c.feed(b"password=hunter2\n", false) {
+            ReadOutcome::Bad(msg) => assert!(!msg.contains("hunter2"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_client_that_closes_early_is_just_closed() {
+        let (mut c, peer) = conn();
+        drop(peer);
+        assert_eq!(c.read(), ReadOutcome::Closed);
+    }
+
+    #[test]
+    fn a_silent_client_leaves_the_read_pending() {
+        let (mut c, _peer) = conn();
+        assert_eq!(c.read(), ReadOutcome::Pending);
     }
 
     #[test]

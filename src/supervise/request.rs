@@ -8,7 +8,7 @@ use std::time::Duration;
 /// What a control request asks for, with its options; `Err` refuses an option the
 /// supervisor cannot honour (exit 2), so none is ever dropped silently.
 #[derive(Debug, PartialEq)]
-pub(super) enum Action {
+pub enum Action {
     /// `restart` or `reload`: a new FPM, ready within `ready_limit` (else `--ready-timeout`).
     Restart { ready_limit: Option<Duration> },
     /// `stop`: with this plan (else the supervisor's) and overall limit (else the plan's).
@@ -21,7 +21,7 @@ pub(super) enum Action {
 }
 
 /// The action `req` asks for; `Err` is the usage error to answer with (exit 2).
-pub(super) fn control_action(req: &Request) -> std::result::Result<Action, String> {
+pub fn control_action(req: &Request) -> std::result::Result<Action, String> {
     let timeout = req.timeout_ms.map(Duration::from_millis);
     let refuse = |what: &str, why: &str| Err(format!("{} {what}: {why}", req.cmd));
     match req.cmd.as_str() {
@@ -62,7 +62,8 @@ pub(super) fn control_action(req: &Request) -> std::result::Result<Action, Strin
             }
             Ok(Action::Status)
         }
-        other => Err(format!("unknown control command '{other}'")),
+        // Never echoed: the request is the client's, its text may be anything.
+        _ => Err("unknown control command (restart, reload, stop or status)".to_string()),
     }
 }
 

@@ -46,13 +46,20 @@ pub struct HeldSockets {
 
 impl HeldSockets {
     /// Creates sockets for every address of `cfg` not held yet (pool `listen` and
-    /// `pm.status_listen`), honouring listen.owner/group/mode/backlog.
+    /// `pm.status_listen`), honouring listen.owner/group/mode/backlog/acl_users/acl_groups,
+    /// and applies those settings again to the sockets already held.
     pub fn reconcile(&mut self, cfg: &FpmConfig) -> Result<()> {
         for pool in &cfg.pools {
             let mut addrs = vec![&pool.listen];
             addrs.extend(pool.status_listen.iter());
             for addr in addrs {
-                if self.list.iter().any(|h| &h.addr == addr) {
+                if let Some(h) = self.list.iter().find(|h| &h.addr == addr) {
+                    // Held already: the restart's settings apply to it as they would to a
+                    // new socket (the socket itself never closes).
+                    if let Some(path) = addr.unix_path() {
+                        apply_unix_permissions(pool, path)?;
+                    }
+                    listen_fd(&h.fd, pool.listen_backlog, &addr.to_string())?;
                     continue;
                 }
                 let held = open(pool, addr)?;
@@ -65,6 +72,99 @@ impl HeldSockets {
             }
         }
         Ok(())
+    }
+
+    /// Takes over the listening sockets of `cfg` that the running master `pid` holds (an FPM
+    /// whose supervisor died): each is duplicated out of it with `pidfd_getfd(2)`, so the
+    /// very same sockets keep their queued connections. Returns how many were taken.
+    pub fn adopt(&mut self, cfg: &FpmConfig, pid: i32) -> Result<usize> {
+        let pidfd = match crate::signals::pidfd_open(pid) {
+            Ok(Some(fd)) => fd,
+            Ok(None) => return Err(Error::Other("this kernel has no pidfd support".into())),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("pidfd of master {pid}"),
+                    std::io::Error::from(e),
+                ));
+            }
+        };
+        let dir = format!("/proc/{pid}/fd");
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| Error::io(format!("reading {dir}"), e))?;
+        let mut taken = 0;
+        for entry in entries.flatten() {
+            let is_socket = std::fs::read_link(entry.path())
+                .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
+            let Some(num) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if !is_socket {
+                continue;
+            }
+            let fd = pidfd_getfd(&pidfd, num).map_err(|e| {
+                Error::io(
+                    format!("taking socket {num} of master {pid} (pidfd_getfd)"),
+                    std::io::Error::from(e),
+                )
+            })?;
+            if !nix::sys::socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
+                continue;
+            }
+            let Some((pool, addr)) = cfg.pools.iter().find_map(|p| {
+                std::iter::once(&p.listen)
+                    .chain(p.status_listen.iter())
+                    .find(|a| bound_to(&fd, a))
+                    .map(|a| (p, a))
+            }) else {
+                continue;
+            };
+            if self.list.iter().any(|h| &h.addr == addr) {
+                continue;
+            }
+            let key = addr.fpm_sockets_key().ok_or_else(|| {
+                Error::Other(format!(
+                    "pool {}: cannot resolve listen address {addr}",
+                    pool.name
+                ))
+            })?;
+            // SAFETY: fcntl(2) on a descriptor we own: the held copy must not leak into
+            // children except where the spawn clears the flag on purpose.
+            unsafe {
+                libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+            let (keeper, file_ino) = match addr.unix_path() {
+                Some(path) => {
+                    use std::os::unix::fs::MetadataExt;
+                    let keeper = keeper_path(path);
+                    if !keeper.exists() {
+                        let _ = std::fs::hard_link(path, &keeper);
+                    }
+                    (
+                        keeper.exists().then_some(keeper),
+                        std::fs::symlink_metadata(path).ok().map(|m| m.ino()),
+                    )
+                }
+                None => (None, None),
+            };
+            info!(
+                address = %addr,
+                pid,
+                "took over the listening socket of the running master"
+            );
+            self.list.push(HeldSocket {
+                addr: addr.clone(),
+                key,
+                fd,
+                keeper,
+                file_ino,
+            });
+            taken += 1;
+        }
+        Ok(taken)
     }
 
     /// Closes sockets `cfg` no longer uses (after the FPM that used them is gone).
@@ -136,6 +236,53 @@ impl HeldSockets {
     pub fn remove_all(self) {
         for h in &self.list {
             remove_unix(h);
+        }
+    }
+}
+
+/// Duplicates descriptor `target` of the process behind `pidfd` into ours.
+fn pidfd_getfd(pidfd: &OwnedFd, target: i32) -> std::result::Result<OwnedFd, nix::errno::Errno> {
+    // SAFETY: pidfd_getfd takes a pidfd, a descriptor number and flags (0) and returns a
+    // new descriptor or -1; it touches no memory of ours.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) };
+    if ret < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
+}
+
+/// True when the socket `fd` is bound to `addr`.
+fn bound_to(fd: &OwnedFd, addr: &ListenAddr) -> bool {
+    use nix::sys::socket::{SockaddrStorage, getsockname};
+    let Ok(local) = getsockname::<SockaddrStorage>(fd.as_raw_fd()) else {
+        return false;
+    };
+    match addr {
+        ListenAddr::Unix(path) => local
+            .as_unix_addr()
+            .and_then(|u| u.path())
+            .is_some_and(|p| p == path.as_path()),
+        ListenAddr::Tcp { host, port } => {
+            let (ip, p): (IpAddr, u16) = if let Some(v4) = local.as_sockaddr_in() {
+                (IpAddr::V4(v4.ip()), v4.port())
+            } else if let Some(v6) = local.as_sockaddr_in6() {
+                (IpAddr::V6(v6.ip()), v6.port())
+            } else {
+                return false;
+            };
+            p == *port
+                && match host {
+                    TcpHost::Any => ip.is_unspecified(),
+                    TcpHost::Ip(want) => {
+                        ip == *want
+                            || matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped() == Some(match want { IpAddr::V4(w) => *w, _ => std::net::Ipv4Addr::UNSPECIFIED }))
+                    }
+                    TcpHost::Name(_) => addr
+                        .connect_addrs()
+                        .is_ok_and(|all| all.iter().any(|a| a.ip() == ip)),
+                }
         }
     }
 }
@@ -255,39 +402,166 @@ fn open_unix(pool: &Pool, path: &Path, backlog: i32) -> Result<OwnedFd> {
     .map_err(sys(format!("socket for {what}")))?;
     let sa = UnixAddr::new(path).map_err(sys(format!("socket path {what}")))?;
     bind(fd.as_raw_fd(), &sa).map_err(sys(format!("bind {what}")))?;
+    apply_unix_permissions(pool, path)?;
+    listen_fd(&fd, backlog, &what)?;
+    Ok(fd)
+}
+
+/// `listen.mode`, then either `listen.acl_users`/`listen.acl_groups` as a POSIX ACL or
+/// `listen.owner`/`listen.group` as the file's owner, as php-fpm applies them to a socket it
+/// creates (with an ACL, php-fpm ignores owner and group). Applied at creation and again on
+/// every restart, so a changed setting takes effect without closing the socket.
+fn apply_unix_permissions(pool: &Pool, path: &Path) -> Result<()> {
+    let what = path.display().to_string();
     let mode = pool
         .listen_mode
         .as_deref()
         .and_then(|m| u32::from_str_radix(m.trim_start_matches("0o"), 8).ok())
-        .unwrap_or(0o660);
+        .unwrap_or(0o660)
+        & 0o777;
+    // A previous ACL would keep granting what the config no longer says.
+    remove_acl(path).map_err(|e| Error::io(format!("removing the ACL of {what}"), e))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io(format!("chmod {what}"), e))?;
-    let uid = match &pool.listen_owner {
-        Some(name) => Some(
-            nix::unistd::User::from_name(name)
-                .ok()
-                .flatten()
-                .ok_or_else(|| Error::Other(format!("pool {}: no user {name}", pool.name)))?
-                .uid,
-        ),
-        None => None,
-    };
-    let gid = match &pool.listen_group {
-        Some(name) => Some(
-            nix::unistd::Group::from_name(name)
-                .ok()
-                .flatten()
-                .ok_or_else(|| Error::Other(format!("pool {}: no group {name}", pool.name)))?
-                .gid,
-        ),
-        None => None,
-    };
-    if uid.is_some() || gid.is_some() {
-        nix::unistd::chown(path, uid, gid).map_err(sys(format!("chown {what}")))?;
+    if !pool.listen_acl_users.is_empty() || !pool.listen_acl_groups.is_empty() {
+        let users = pool
+            .listen_acl_users
+            .iter()
+            .map(|n| account(pool, n, true))
+            .collect::<Result<Vec<u32>>>()?;
+        let groups = pool
+            .listen_acl_groups
+            .iter()
+            .map(|n| account(pool, n, false))
+            .collect::<Result<Vec<u32>>>()?;
+        let acl = acl_xattr(mode, &users, &groups);
+        set_acl(path, &acl).map_err(|e| Error::io(format!("setting the ACL of {what}"), e))?;
+        return Ok(());
     }
-    listen_fd(&fd, backlog, &what)?;
-    Ok(fd)
+    let uid = pool
+        .listen_owner
+        .as_deref()
+        .map(|n| account(pool, n, true))
+        .transpose()?;
+    let gid = pool
+        .listen_group
+        .as_deref()
+        .map(|n| account(pool, n, false))
+        .transpose()?;
+    if uid.is_some() || gid.is_some() {
+        nix::unistd::chown(
+            path,
+            uid.map(nix::unistd::Uid::from_raw),
+            gid.map(nix::unistd::Gid::from_raw),
+        )
+        .map_err(sys(format!("chown {what}")))?;
+    }
+    Ok(())
+}
+
+/// The uid (`user`) or gid of an account name, or a numeric id as given.
+fn account(pool: &Pool, name: &str, user: bool) -> Result<u32> {
+    let found = if user {
+        nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw())
+    } else {
+        nix::unistd::Group::from_name(name)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw())
+    };
+    found.or_else(|| name.parse().ok()).ok_or_else(|| {
+        Error::Other(format!(
+            "pool {}: no {} {name}",
+            pool.name,
+            if user { "user" } else { "group" }
+        ))
+    })
+}
+
+const ACL_XATTR: &std::ffi::CStr = c"system.posix_acl_access";
+const ACL_USER_OBJ: u16 = 0x01;
+const ACL_USER: u16 = 0x02;
+const ACL_GROUP_OBJ: u16 = 0x04;
+const ACL_GROUP: u16 = 0x08;
+const ACL_MASK: u16 = 0x10;
+const ACL_OTHER: u16 = 0x20;
+const ACL_UNDEFINED_ID: u32 = u32::MAX;
+
+/// The kernel's `system.posix_acl_access` value for `mode` plus read and write for `users`
+/// and `groups` (as php-fpm's `acl_set_file` leaves it: entries sorted, mask recomputed).
+pub fn acl_xattr(mode: u32, users: &[u32], groups: &[u32]) -> Vec<u8> {
+    let perm = |bits: u32| (bits & 7) as u16;
+    let mut users = users.to_vec();
+    users.sort_unstable();
+    users.dedup();
+    let mut groups = groups.to_vec();
+    groups.sort_unstable();
+    groups.dedup();
+    let rw = 6u16;
+    let group_obj = perm(mode >> 3);
+    let mut mask = group_obj;
+    if !users.is_empty() || !groups.is_empty() {
+        mask |= rw;
+    }
+    let mut entries = vec![(ACL_USER_OBJ, perm(mode >> 6), ACL_UNDEFINED_ID)];
+    entries.extend(users.iter().map(|u| (ACL_USER, rw, *u)));
+    entries.push((ACL_GROUP_OBJ, group_obj, ACL_UNDEFINED_ID));
+    entries.extend(groups.iter().map(|g| (ACL_GROUP, rw, *g)));
+    entries.push((ACL_MASK, mask, ACL_UNDEFINED_ID));
+    entries.push((ACL_OTHER, perm(mode), ACL_UNDEFINED_ID));
+    let mut out = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&perm.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    out
+}
+
+fn c_path(path: &Path) -> std::io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+}
+
+fn set_acl(path: &Path, value: &[u8]) -> std::io::Result<()> {
+    let p = c_path(path)?;
+    // SAFETY: NUL-terminated path and name, a buffer of `value.len()` bytes we own.
+    let ret = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            ACL_XATTR.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn remove_acl(path: &Path) -> std::io::Result<()> {
+    let p = c_path(path)?;
+    // SAFETY: NUL-terminated path and attribute name.
+    let ret = unsafe { libc::lremovexattr(p.as_ptr(), ACL_XATTR.as_ptr()) };
+    if ret < 0 {
+        let e = std::io::Error::last_os_error();
+        // No ACL there, or a file system without ACLs: nothing to remove.
+        if matches!(
+            e.raw_os_error(),
+            Some(libc::ENODATA) | Some(libc::EOPNOTSUPP)
+        ) {
+            return Ok(());
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 fn open_tcp(
@@ -333,4 +607,44 @@ fn open_tcp(
     })?;
     listen_fd(&fd, backlog, &what)?;
     Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(x: &[u8]) -> Vec<(u16, u16, u32)> {
+        assert_eq!(&x[..4], &2u32.to_le_bytes());
+        x[4..]
+            .chunks(8)
+            .map(|c| {
+                (
+                    u16::from_le_bytes([c[0], c[1]]),
+                    u16::from_le_bytes([c[2], c[3]]),
+                    u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_acl_grants_read_write_to_each_user_and_group_sorted_with_a_mask() {
+        let x = acl_xattr(0o660, &[33, 0, 33], &[1000]);
+        assert_eq!(
+            entries(&x),
+            vec![
+                (ACL_USER_OBJ, 6, ACL_UNDEFINED_ID),
+                (ACL_USER, 6, 0),
+                (ACL_USER, 6, 33),
+                (ACL_GROUP_OBJ, 6, ACL_UNDEFINED_ID),
+                (ACL_GROUP, 6, 1000),
+                (ACL_MASK, 6, ACL_UNDEFINED_ID),
+                (ACL_OTHER, 0, ACL_UNDEFINED_ID),
+            ]
+        );
+        // A restrictive mode still lets the named accounts in (the mask says rw).
+        let x = acl_xattr(0o600, &[], &[7]);
+        assert!(entries(&x).contains(&(ACL_MASK, 6, ACL_UNDEFINED_ID)));
+        assert!(entries(&x).contains(&(ACL_GROUP_OBJ, 0, ACL_UNDEFINED_ID)));
+    }
 }

@@ -130,6 +130,8 @@ impl Loader<'_> {
             listen_owner: s.text("listen.owner").map(str::to_string),
             listen_group: s.text("listen.group").map(str::to_string),
             listen_mode: s.text("listen.mode").map(str::to_string),
+            listen_acl_users: name_list(s.text("listen.acl_users")),
+            listen_acl_groups: name_list(s.text("listen.acl_groups")),
             user: s.text("user").map(str::to_string),
             group: s.text("group").map(str::to_string),
             pm: pm?,
@@ -528,6 +530,17 @@ pub(super) fn check_url_path(path: &str, needs_two_chars: bool) -> Option<String
     } else {
         None
     }
+}
+
+/// A comma-separated list of account names, as `listen.acl_users` takes them.
+fn name_list(value: Option<&str>) -> Vec<String> {
+    value
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]

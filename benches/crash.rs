@@ -1,0 +1,111 @@
+//! How fast `fpmctl supervise` brings FPM back after a crash, as a ratio to how fast a bare
+//! php-fpm starts, measured in one run on one machine.
+//!
+//! `cargo bench --bench crash` (N = 10, or `FPMCTL_BENCH_CRASHES`):
+//! - bare start: `php-fpm -F -y CONF` with `NOTIFY_SOCKET` pointing at the bench, from spawn to
+//!   FPM's own `READY=1`;
+//! - crash → ready: the supervised master gets SIGKILL; the time until the supervisor, whose
+//!   `NOTIFY_SOCKET` is the bench's, says `READY=1` for a new master. Crashes are spaced wider
+//!   than the crash window, so each restart is immediate (no backoff).
+//!
+//! It prints one markdown table with both medians and their ratio. Every process is started
+//! through the test harness and killed by PID at the end, also on panic.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::Sandbox;
+use nix::sys::signal::Signal;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DEFAULT_CRASHES: usize = 10;
+/// The longest wait for one `READY=1`.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Waits for a datagram containing `READY=1` (and `needle`, when given); its text.
+fn wait_ready(sock: &UnixDatagram, needle: Option<&str>) -> String {
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sock.recv(&mut buf).expect("a READY=1 in time");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.lines().any(|l| l == "READY=1") && needle.is_none_or(|s| !text.contains(s)) {
+            return text;
+        }
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("crash bench: run it with `cargo bench --bench crash`");
+        return;
+    }
+    let n: usize = std::env::var("FPMCTL_BENCH_CRASHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_CRASHES)
+        .max(1);
+    let Some(sb) = Sandbox::new() else { return };
+    let sock_path = sb.path().join("bench-notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+
+    // Bare php-fpm: spawn to READY=1.
+    let mut bare = Vec::new();
+    for _ in 0..n {
+        let mut cmd = Command::new(&sb.bin);
+        cmd.arg("-F")
+            .arg("-y")
+            .arg(&sb.conf)
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let started = Instant::now();
+        let pid = sb.spawn(&mut cmd);
+        wait_ready(&sock, None);
+        bare.push(started.elapsed());
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGQUIT).unwrap();
+        sb.wait_child(pid, WAIT);
+    }
+
+    // Supervised: SIGKILL of the master to the supervisor's READY=1 for the next one.
+    let sup = sb.supervise(
+        &["--max-restarts", "1000", "--within", "1s"],
+        &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
+    );
+    let mut master = sb.wait_supervised_ready();
+    let mut crash = Vec::new();
+    for _ in 0..n {
+        // Wider than --within: every crash is a first crash, restarted at once.
+        std::thread::sleep(Duration::from_millis(1200));
+        while sock.set_nonblocking(true).is_ok() && sock.recv(&mut [0u8; 4096]).is_ok() {}
+        sock.set_nonblocking(false).unwrap();
+        let killed = format!("master {master} ");
+        let started = Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(master), Signal::SIGKILL).unwrap();
+        wait_ready(&sock, Some(&killed));
+        crash.push(started.elapsed());
+        master = sb.wait_supervised_ready();
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup as i32), Signal::SIGTERM).unwrap();
+    sb.wait_child(sup, WAIT);
+
+    if std::env::var_os("FPMCTL_BENCH_LOG").is_some() {
+        eprintln!("{}", sb.supervise_log());
+    }
+    let (b, c) = (median(bare), median(crash));
+    println!("| runs | bare php-fpm start → READY=1 | supervised crash → READY=1 | ratio |");
+    println!("| ---: | ---: | ---: | ---: |");
+    println!(
+        "| {n} | {:.1} ms | {:.1} ms | {:.2} × |",
+        b.as_secs_f64() * 1000.0,
+        c.as_secs_f64() * 1000.0,
+        c.as_secs_f64() / b.as_secs_f64()
+    );
+}

@@ -1,0 +1,103 @@
+//! The check thread: FastCGI pings and worker counts run here, one at a time, so the event
+//! loop never blocks on a pool; each result goes back as an [`Event::Checked`] through a
+//! channel and a wake-up pipe. A pool that does not answer while connections wait in its
+//! accept queue (sock_diag) is reported saturated.
+
+use super::machine::{Event, MasterNo, Purpose};
+use crate::config;
+use crate::discovery;
+use crate::procs;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::time::Duration;
+use tracing::warn;
+
+/// A check for the check thread.
+pub(super) struct CheckJob {
+    pub(super) master: MasterNo,
+    pub(super) purpose: Purpose,
+    pub(super) pid: i32,
+    pub(super) pools: Vec<config::Pool>,
+    pub(super) timeout: Duration,
+}
+
+/// Runs checks off the loop thread, one at a time, and reports through the wake pipe.
+pub(super) fn check_thread(
+    jobs: mpsc::Receiver<CheckJob>,
+    results: mpsc::Sender<Event>,
+    wake: UnixStream,
+) {
+    while let Ok(job) = jobs.recv() {
+        let result = run_check(&job);
+        // A pool that did not answer while connections wait in its accept queue has every
+        // worker busy with a live request: saturated, not hung.
+        let saturated = result.is_err() && busy_pools(&job.pools);
+        let ev = Event::Checked {
+            master: job.master,
+            purpose: job.purpose,
+            result,
+            saturated,
+        };
+        if results.send(ev).is_err() {
+            return;
+        }
+        let _ = (&wake).write_all(&[1]);
+    }
+}
+
+/// True when connections wait in the accept queue (sock_diag) of one of `pools`' sockets.
+fn busy_pools(pools: &[config::Pool]) -> bool {
+    use crate::listen::{QueueAddr, accept_queues};
+    let Ok(queues) = accept_queues() else {
+        return false;
+    };
+    pools.iter().any(|pool| {
+        let waiting = queues
+            .iter()
+            .filter(|q| match (&q.addr, &pool.listen) {
+                (QueueAddr::Unix(p), crate::listen::ListenAddr::Unix(want)) => p == want,
+                (QueueAddr::Tcp(a), crate::listen::ListenAddr::Tcp { port, .. }) => {
+                    a.port() == *port
+                }
+                _ => false,
+            })
+            .map(|q| q.waiting)
+            .max()
+            .unwrap_or(0);
+        if waiting > 0 {
+            warn!(
+                pool = pool.name.as_str(),
+                waiting, "connections wait for a busy pool"
+            );
+        }
+        waiting > 0
+    })
+}
+
+fn run_check(job: &CheckJob) -> Result<(), String> {
+    let table = procs::scan(false);
+    for pool in &job.pools {
+        let n = table
+            .iter()
+            .filter(|p| {
+                p.ppid == job.pid
+                    && !p.is_gone()
+                    && discovery::pool_of_title(&p.title) == Some(pool.name.as_str())
+            })
+            .count();
+        // Once ready, a dynamic pool may shrink to its idle minimum.
+        let want = match (job.purpose, pool.pm) {
+            (Purpose::Health, config::PmStyle::Dynamic) => pool.min_spare_servers,
+            _ => pool.expected_workers(),
+        } as usize;
+        if n < want {
+            return Err(format!("pool {} has {n} of {want} workers", pool.name));
+        }
+    }
+    for pool in &job.pools {
+        crate::ready::check_pool(pool, job.timeout)
+            .map_err(|e| format!("pool {}: {e}", pool.name))?;
+    }
+    Ok(())
+}
