@@ -149,15 +149,24 @@ pub struct ReadyWaitArgs {
     /// Return as soon as php-fpm has started, without proving readiness.
     #[arg(long, conflicts_with = "wait")]
     pub no_ready_wait: bool,
-    /// How long to wait for readiness.
-    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
-    pub timeout: Duration,
+    /// How long to wait for readiness [default: 10s; through a supervisor, its
+    /// --ready-timeout].
+    #[arg(long, value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
 }
 
 impl ReadyWaitArgs {
+    /// The readiness limit when fpmctl itself starts FPM.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
     /// True unless `--no-ready-wait`.
     pub fn waits(&self) -> bool {
         !self.no_ready_wait
+    }
+
+    /// `--timeout`, or the default.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(Self::DEFAULT_TIMEOUT)
     }
 }
 
@@ -179,7 +188,7 @@ pub struct RestartArgs {
     #[command(flatten)]
     pub ready: ReadyWaitArgs,
     /// Overall limit for the stop phase [default: the plan's total plus 3s].
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, value_name = "DURATION")]
     pub stop_timeout: Option<Duration>,
     /// Signals and grace periods for the stop phase [default: as for `stop`].
     #[arg(long, value_parser = parse_plan, value_name = "PLAN")]
@@ -192,15 +201,28 @@ pub struct RestartArgs {
 /// Options of `reload`.
 #[derive(Debug, Args, Clone)]
 pub struct ReloadArgs {
-    /// How long to wait for the re-executed master to be ready.
-    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
-    pub timeout: Duration,
+    /// How long the re-executed master may take to be ready once its old workers are gone.
+    /// fpmctl waits this long on top of FPM's own drain (process_control_timeout + 2s, the
+    /// time FPM lets requests in flight finish), so a slow but successful reload succeeds.
+    /// [default: 30s; through a supervisor, its --ready-timeout]
+    #[arg(long, value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
     /// If FPM died during the reload (or was not running), start it again.
     #[arg(long)]
     pub recover: bool,
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+impl ReloadArgs {
+    /// How long the re-executed master may take to be ready when fpmctl reloads FPM itself.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// `--timeout`, or the default.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(Self::DEFAULT_TIMEOUT)
+    }
 }
 
 /// Options of `ping`.
@@ -210,7 +232,7 @@ pub struct PingArgs {
     #[arg(long, value_name = "NAME")]
     pub pool: Option<String>,
     /// Per-request limit.
-    #[arg(long, value_parser = parse_duration, default_value = "3s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "3s", value_name = "DURATION")]
     pub timeout: Duration,
     /// Machine-readable output on stdout.
     #[arg(long)]
@@ -220,26 +242,27 @@ pub struct PingArgs {
 /// Options of `supervise`.
 #[derive(Debug, Args, Clone)]
 pub struct SuperviseArgs {
-    /// More crashes than this within --within is a crash loop (exit 13).
+    /// More crashes than this within --within is a crash loop (exit 13); 0 gives up at the
+    /// first crash.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub max_restarts: u32,
     /// The crash-loop window.
-    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "60s", value_name = "DURATION")]
     pub within: Duration,
     /// How often each pool is pinged over FastCGI.
-    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "10s", value_name = "DURATION")]
     pub health_interval: Duration,
     /// Limit of one health ping.
-    #[arg(long, value_parser = parse_duration, default_value = "3s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "3s", value_name = "DURATION")]
     pub health_timeout: Duration,
-    /// Consecutive failed health checks that trigger a restart.
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    /// Consecutive failed health checks that trigger a restart (at least 1).
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub unhealthy_after: u32,
     /// How long a new FPM may take to become ready.
-    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "30s", value_name = "DURATION")]
     pub ready_timeout: Duration,
     /// How long the workers of a replaced FPM may take to finish their requests.
-    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "60s", value_name = "DURATION")]
     pub drain_timeout: Duration,
     /// How FPM is stopped when the supervisor is told to stop; a second signal skips QUIT
     /// [default: as for `stop`].
@@ -286,7 +309,7 @@ pub struct DoctorArgs {
 pub struct EnsureArgs {
     /// How long a running FPM may take to answer before it counts as not ready, and how long
     /// a started one may take to become ready.
-    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "10s", value_name = "DURATION")]
     pub timeout: Duration,
     /// Restart (as `restart`) a running FPM that is not ready, instead of only reporting it.
     #[arg(long)]
@@ -300,7 +323,7 @@ pub struct EnsureArgs {
 #[derive(Debug, Args, Clone)]
 pub struct ReopenLogsArgs {
     /// How long to wait for FPM to confirm the reopen in its error log.
-    #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "5s", value_name = "DURATION")]
     pub timeout: Duration,
     /// Machine-readable output on stdout.
     #[arg(long)]
@@ -313,9 +336,20 @@ fn parse_since(s: &str) -> Result<String, String> {
 
 pub use crate::stop::SignalPlan;
 
+/// Any duration up to [`crate::deadline::LONGEST`]; zero allowed (`--timeout 0` for `stop`,
+/// `--lock-timeout 0`).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("'{s}' is not a duration like 10s or 1m30s: {e}"))
+    crate::deadline::parse_duration(s)
+}
+
+/// A duration that must be more than zero: an interval, a per-request limit, a readiness
+/// limit, where zero would spin or could never succeed.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("'{s}': must be more than zero"));
+    }
+    Ok(d)
 }
 
 fn parse_plan(s: &str) -> Result<SignalPlan, String> {
@@ -326,5 +360,52 @@ impl Cli {
     /// Parses `std::env::args`.
     pub fn parse_from_env() -> Cli {
         Cli::parse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_is_refused_where_it_makes_no_sense_and_huge_everywhere() {
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(
+            parse_positive_duration("0s")
+                .unwrap_err()
+                .contains("more than zero")
+        );
+        assert_eq!(parse_positive_duration("10s"), Ok(Duration::from_secs(10)));
+        assert!(parse_duration("9223372036854775807s").is_err());
+        assert!(parse_positive_duration("9223372036854775807s").is_err());
+    }
+
+    #[test]
+    fn every_flag_validates_at_parse_time() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("fpmctl").chain(args.iter().copied()))
+                .map(|_| ())
+                .map_err(|e| e.kind())
+        };
+        assert!(parse(&["supervise"]).is_ok());
+        assert!(parse(&["stop", "--timeout", "0s"]).is_ok());
+        for bad in [
+            &["supervise", "--health-interval", "0s"][..],
+            &["supervise", "--health-timeout", "0s"],
+            &["supervise", "--ready-timeout", "0s"],
+            &["supervise", "--drain-timeout", "0s"],
+            &["supervise", "--within", "0s"],
+            &["supervise", "--unhealthy-after", "0"],
+            &["ping", "--timeout", "0s"],
+            &["start", "--timeout", "0s"],
+            &["restart", "--stop-timeout", "0s"],
+            &["reload", "--timeout", "0s"],
+            &["ensure", "--timeout", "0s"],
+            &["reopen-logs", "--timeout", "0s"],
+            &["--lock-timeout", "9223372036854775807s", "status"],
+            &["stop", "--signal-plan", "QUIT:9223372036854775807s"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }

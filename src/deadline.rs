@@ -8,6 +8,24 @@
 
 use std::time::{Duration, Instant};
 
+/// The longest duration fpmctl accepts from the command line or a signal plan: a week. A
+/// longer one is a typo (`--timeout 9223372036854775807s`) and is refused as a usage error.
+pub const LONGEST: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses a duration given from outside (`10s`, `1m30s`), refusing one longer than
+/// [`LONGEST`]; the error is one line naming the value.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("'{s}' is not a duration like 10s or 1m30s: {e}"))?;
+    if d > LONGEST {
+        return Err(format!(
+            "'{s}' is longer than {}, the longest duration fpmctl accepts",
+            humantime::format_duration(LONGEST)
+        ));
+    }
+    Ok(d)
+}
+
 /// A point in monotonic time by which something must happen, or never.
 /// It is deliberately not `Ord`: `Option<Instant>` would sort "never" first. Use
 /// [`Deadline::min`] and [`Deadline::expired_at`].
@@ -71,6 +89,14 @@ impl Deadline {
         self.at.is_some_and(|at| now >= at)
     }
 
+    /// This deadline pushed `d` later (saturating; never stays never).
+    pub fn extended(self, d: Duration) -> Deadline {
+        match self.at {
+            Some(at) => Deadline::after_from(at, d),
+            None => Deadline::NEVER,
+        }
+    }
+
     /// The earlier of two deadlines.
     pub fn min(self, other: Deadline) -> Deadline {
         match (self.at, other.at) {
@@ -107,6 +133,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn outside_durations_are_bounded() {
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("7d"), Ok(LONGEST));
+        assert!(parse_duration("8d").unwrap_err().contains("longest"));
+        assert!(
+            parse_duration("9223372036854775807s")
+                .unwrap_err()
+                .contains("9223372036854775807s")
+        );
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+    }
+
+    #[test]
     fn huge_durations_saturate_to_never() {
         let d = Deadline::after(Duration::from_secs(u64::MAX));
         assert!(d.is_never());
@@ -134,7 +178,9 @@ mod tests {
         let d = Deadline::after_from(start, Duration::from_millis(10));
         assert!(!d.expired_at(start));
         assert_eq!(d.remaining_from(start), Duration::from_millis(10));
-        let later = start + Duration::from_millis(20);
+        let later = Deadline::after_from(start, Duration::from_millis(20))
+            .instant()
+            .unwrap();
         assert!(d.expired_at(later));
         assert_eq!(d.remaining_from(later), Duration::ZERO);
     }

@@ -254,6 +254,14 @@ impl Snapshot {
         self.all_processes().is_empty()
     }
 
+    /// The first address held by a process that is not this config's FPM (nor its
+    /// supervisor), with that holder.
+    pub fn foreign_holder(&self) -> Option<(&Address, &Holder)> {
+        self.addresses
+            .iter()
+            .find_map(|a| a.foreign().next().map(|h| (a, h)))
+    }
+
     /// Lookalike masters that may well be this config's master but cannot be proven
     /// (not impostors): while one runs, nothing can be said for sure.
     pub fn unverified_masters(&self) -> impl Iterator<Item = &Lookalike> {
@@ -268,6 +276,21 @@ impl Snapshot {
             .iter()
             .any(|l| l.doubt == Doubt::CannotInspect)
             || self.addresses.iter().any(|a| !a.holders_known)
+    }
+}
+
+/// The one decision every command (start, restart, reload) and the supervisor share: FPM
+/// must not be started, restarted or reloaded onto an address a foreign process holds, or it
+/// dies binding it. `Err` names the address, the pool and the holder; nothing is touched.
+pub fn refuse_foreign_holders(snap: &Snapshot) -> crate::Result<()> {
+    match snap.foreign_holder() {
+        None => Ok(()),
+        Some((a, h)) => Err(crate::Error::AddressInUse {
+            address: a.addr.to_string(),
+            pool: a.pool.clone(),
+            pid: h.proc.pid(),
+            program: h.proc.program(),
+        }),
     }
 }
 

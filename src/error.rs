@@ -91,6 +91,9 @@ pub enum Error {
     /// Too many crashes.
     #[error("{0}")]
     CrashLoop(String),
+    /// fpmctl was interrupted by a signal (after finishing what could not be left half done).
+    #[error("{0}")]
+    Interrupted(String),
     /// Bad arguments that clap could not catch.
     #[error("{0}")]
     Usage(String),
@@ -113,7 +116,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// The exit code this error ends the process with.
+    /// The exit code this error ends the process with: the one mapping from errors to the
+    /// exit table, used directly and by the supervisor's answers alike.
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Config(_) => ExitCode::ConfigUnreadable,
@@ -128,6 +132,7 @@ impl Error {
             Error::FpmDied(_) => ExitCode::FpmDied,
             Error::CrashLoop(_) => ExitCode::CrashLoop,
             Error::Usage(_) => ExitCode::Usage,
+            Error::Interrupted(_) => ExitCode::Interrupted,
             Error::Io { .. } | Error::UnsafeLockDir(_) | Error::Other(_) => ExitCode::Failure,
         }
     }

@@ -37,11 +37,14 @@ pub enum ExitCode {
     FpmDied,
     /// `supervise`: FPM crashed too often within the crash-loop window.
     CrashLoop,
+    /// fpmctl was interrupted by a signal; a step that must not be left half done (the start
+    /// after a stop) was finished first. The message says in which state FPM was left.
+    Interrupted,
 }
 
 impl ExitCode {
     /// Every code, in table order.
-    pub const ALL: [ExitCode; 14] = [
+    pub const ALL: [ExitCode; 15] = [
         ExitCode::Ok,
         ExitCode::Failure,
         ExitCode::Usage,
@@ -56,6 +59,7 @@ impl ExitCode {
         ExitCode::Systemd,
         ExitCode::FpmDied,
         ExitCode::CrashLoop,
+        ExitCode::Interrupted,
     ];
 
     /// The numeric code passed to `exit(2)`.
@@ -75,7 +79,13 @@ impl ExitCode {
             ExitCode::Systemd => 11,
             ExitCode::FpmDied => 12,
             ExitCode::CrashLoop => 13,
+            ExitCode::Interrupted => 14,
         }
+    }
+
+    /// The code with this number, if it is one of the table's.
+    pub fn from_code(code: i32) -> Option<ExitCode> {
+        Self::ALL.into_iter().find(|c| c.code() == code)
     }
 
     /// One line saying what the code means.
@@ -103,6 +113,9 @@ impl ExitCode {
             ExitCode::Systemd => "the master belongs to a systemd unit; refused",
             ExitCode::FpmDied => "FPM exited while starting or reloading",
             ExitCode::CrashLoop => "supervise: FPM crashed too often",
+            ExitCode::Interrupted => {
+                "interrupted by a signal; the step in progress was finished first"
+            }
         }
     }
 
@@ -132,5 +145,9 @@ mod tests {
         let codes: Vec<i32> = ExitCode::ALL.iter().map(|c| c.code()).collect();
         let expected: Vec<i32> = (0..ExitCode::ALL.len() as i32).collect();
         assert_eq!(codes, expected);
+        for c in ExitCode::ALL {
+            assert_eq!(ExitCode::from_code(c.code()), Some(c));
+        }
+        assert_eq!(ExitCode::from_code(101), None);
     }
 }

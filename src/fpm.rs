@@ -7,13 +7,14 @@
 //! and stderr captured to a file, so a daemon that keeps stderr open cannot block us.
 
 use crate::config::{BuildDirs, LoadOptions};
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A php-fpm binary and the config it runs.
 #[derive(Debug, Clone)]
@@ -110,9 +111,8 @@ impl Fpm {
             .stderr(Stdio::from(log_w))
             .spawn()
             .map_err(|e| Error::io(format!("starting {}", self.bin.display()), e))?;
-        let deadline = Instant::now() + timeout;
         if let Some(me) = crate::procs::read(child.id() as i32) {
-            crate::signals::wait_gone(&[me.id], deadline);
+            crate::signals::wait_gone(&[me.id], Deadline::after(timeout));
         }
         let status = match child.try_wait() {
             Ok(Some(status)) => status,

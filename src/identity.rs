@@ -154,7 +154,8 @@ pub fn master_claim(p: &ProcInfo, config: &Path) -> Claim {
         .strip_prefix("php-fpm: master process (")
         .and_then(|t| t.strip_suffix(')'))
     {
-        return if same_path(Path::new(inner), config, p.pid()) {
+        // Titles keep bytes that are not UTF-8 (crate::lossless): compare byte for byte.
+        return if same_path(&crate::lossless::to_path(inner), config, p.pid()) {
             Claim::Master
         } else {
             Claim::Nothing
@@ -164,7 +165,7 @@ pub fn master_claim(p: &ProcInfo, config: &Path) -> Claim {
         return Claim::Nothing;
     };
     match &inv.config {
-        Some(c) if same_path(Path::new(c), config, p.pid()) => {
+        Some(c) if same_path(&crate::lossless::to_path(c), config, p.pid()) => {
             if inv.test {
                 Claim::ConfigTest
             } else {

@@ -15,8 +15,12 @@ pub mod exit;
 pub mod fastcgi;
 pub mod fpm;
 pub mod identity;
+pub mod interrupt;
 pub mod listen;
 pub mod lock;
+pub mod lossless;
+pub mod outcome;
+pub mod output;
 pub mod procs;
 pub mod ready;
 pub mod signals;
@@ -26,3 +30,4 @@ pub mod systemd;
 
 pub use error::{Error, Result};
 pub use exit::ExitCode;
+pub use outcome::Outcome;

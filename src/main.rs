@@ -1,41 +1,26 @@
-//! The `fpmctl` binary: parse arguments, set up logging, run, map the result to an exit code.
+//! The `fpmctl` binary: parse arguments, set up logging, run, print the outcome, exit with
+//! its code.
 
 use fpmctl::cli::{Cli, LogFormat};
-use fpmctl::commands;
-use std::io::Write;
+use fpmctl::output::{self, LossyStderr};
+use fpmctl::{Outcome, commands};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse_from_env();
     init_logging(&cli);
     let json = commands::wants_json(&cli);
-    let code = match commands::run(&cli) {
-        Ok(outcome) => {
-            let text = if json {
-                format!("{:#}\n", outcome.json)
-            } else {
-                outcome.text
-            };
-            print(&text);
-            outcome.code
-        }
-        Err(err) => {
-            let code = err.exit_code();
-            if json {
-                let doc = serde_json::json!({ "error": err.to_string(), "exit_code": code.code() });
-                print(&format!("{doc:#}\n"));
-            }
-            eprintln!("fpmctl: error: {err}");
-            code
-        }
-    };
-    code.into()
-}
-
-/// Writes to stdout; a closed pipe (`fpmctl status | head -1`) is not an error.
-fn print(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
+    let out = Outcome::from_result(commands::run(&cli));
+    // The log first (bounded: a stderr nobody reads must not keep fpmctl from exiting).
+    output::flush_log(std::time::Duration::from_secs(1));
+    if json {
+        output::print(&format!("{:#}\n", out.json));
+    } else {
+        output::print(&out.text);
+    }
+    if let Some(err) = &out.error {
+        output::eprint(&format!("fpmctl: error: {err}\n"));
+    }
+    out.code.into()
 }
 
 fn init_logging(cli: &Cli) {
@@ -52,9 +37,12 @@ fn init_logging(cli: &Cli) {
     };
     let filter = EnvFilter::try_from_env("FPMCTL_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("fpmctl={level},warn")));
+    // A log line that cannot be written (closed pipe, hung-up terminal) is dropped, never an
+    // error: logging must not abort a lifecycle step.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(LossyStderr)
+        .log_internal_errors(false)
         .with_target(false);
     match g.log_format {
         LogFormat::Json => builder.json().with_current_span(false).init(),

@@ -252,8 +252,10 @@ fn read_process(pid: i32, with_sockets: bool) -> Lookup {
 }
 
 /// Turns raw `/proc/PID/cmdline` bytes into one line: NULs become spaces, padding is trimmed.
+/// Bytes that are not UTF-8 are kept ([`crate::lossless`]), so a master's title names its
+/// config byte for byte.
 pub fn title_from_cmdline(raw: &[u8]) -> String {
-    let s: String = String::from_utf8_lossy(raw)
+    let s: String = crate::lossless::decode(raw)
         .chars()
         .map(|c| if c == '\0' { ' ' } else { c })
         .collect();

@@ -3,7 +3,8 @@
 //! FastCGI: `ping.path` must return `ping.response`; a pool without `ping.path` must return
 //! any well-formed FastCGI response to a request that runs no script.
 
-use crate::config::{FpmConfig, Pool};
+use crate::config::{FpmConfig, Global, Pool};
+use crate::deadline::Deadline;
 use crate::discovery::{self, PidFile, Snapshot};
 use crate::error::{Error, Result};
 use crate::fastcgi;
@@ -48,9 +49,19 @@ pub fn check_pool(pool: &Pool, timeout: Duration) -> std::result::Result<String,
     }
 }
 
-/// Waits until `cfg`'s FPM is ready or `timeout` passes.
-pub fn wait_ready(cfg: &FpmConfig, timeout: Duration) -> Result<Vec<PoolReady>> {
-    let deadline = Instant::now() + timeout;
+/// How long a reload may legitimately take: FPM's own drain (the old workers get
+/// `process_control_timeout` to finish their requests, then FPM escalates for 2s more) plus
+/// `ready`, the time the re-executed master may take to be ready.
+pub fn reload_limit(global: &Global, ready: Duration) -> Duration {
+    global
+        .process_control_timeout
+        .saturating_add(crate::stop::FPM_ESCALATION)
+        .saturating_add(ready)
+}
+
+/// Waits until `cfg`'s FPM is ready or `deadline` passes.
+pub fn wait_ready(cfg: &FpmConfig, deadline: Deadline) -> Result<Vec<PoolReady>> {
+    let started = Instant::now();
     let mut pause = Duration::from_millis(10);
     for pool in cfg.pools.iter().filter(|p| p.ping_path.is_none()) {
         info!(
@@ -65,11 +76,11 @@ pub fn wait_ready(cfg: &FpmConfig, timeout: Duration) -> Result<Vec<PoolReady>> 
         match verdict {
             Ok(pools) => return Ok(pools),
             Err(why) => {
-                if Instant::now() >= deadline {
+                if deadline.expired() {
                     return Err(Error::NotReady(format!(
                         "FPM for {} is not ready after {:.1}s: {why}",
                         cfg.path.display(),
-                        timeout.as_secs_f64()
+                        started.elapsed().as_secs_f64()
                     )));
                 }
                 if last_note.elapsed() >= Duration::from_secs(1) {
@@ -80,7 +91,7 @@ pub fn wait_ready(cfg: &FpmConfig, timeout: Duration) -> Result<Vec<PoolReady>> 
                 }
             }
         }
-        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+        std::thread::sleep(deadline.remaining_capped(pause));
         pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
@@ -89,7 +100,7 @@ pub fn wait_ready(cfg: &FpmConfig, timeout: Duration) -> Result<Vec<PoolReady>> 
 pub fn assess(
     cfg: &FpmConfig,
     snap: &Snapshot,
-    deadline: Instant,
+    deadline: Deadline,
 ) -> std::result::Result<Vec<PoolReady>, String> {
     let Some(master) = &snap.master else {
         return Err("no master process is running".into());
@@ -113,10 +124,11 @@ pub fn assess(
                 pool.name
             ));
         }
-        let left = deadline.saturating_duration_since(Instant::now());
         let answer = check_pool(
             pool,
-            left.clamp(Duration::from_millis(100), Duration::from_secs(3)),
+            deadline
+                .remaining_capped(Duration::from_secs(3))
+                .max(Duration::from_millis(100)),
         );
         if let Err(e) = &answer {
             return Err(format!("pool {}: {e}", pool.name));
@@ -129,4 +141,28 @@ pub fn assess(
         });
     }
     Ok(pools)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_may_take_fpms_drain_plus_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("php-fpm.conf");
+        let load = |pct: &str| {
+            std::fs::write(
+                &path,
+                format!("[global]\nprocess_control_timeout = {pct}\n[www]\nlisten = 9999\npm = static\npm.max_children = 1\n"),
+            )
+            .unwrap();
+            crate::config::load(&path).unwrap().global
+        };
+        let secs = Duration::from_secs;
+        assert_eq!(reload_limit(&load("0"), secs(30)), secs(32));
+        assert_eq!(reload_limit(&load("45s"), secs(30)), secs(77));
+        assert_eq!(reload_limit(&load("8s"), secs(3)), secs(13));
+        assert_eq!(reload_limit(&load("1m"), Duration::MAX), Duration::MAX);
+    }
 }

@@ -11,11 +11,12 @@
 //! Waiting uses the same pidfds: a pidfd becomes readable when its process exits, also for
 //! processes that are not our children and also while they are unreaped zombies.
 
+use crate::deadline::Deadline;
 use crate::procs::{self, ProcId, ProcInfo};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What happened to a signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +90,7 @@ pub fn send_verified(
 
 /// Waits until every process in `ids` is gone (exited, zombie, or its PID reused) or
 /// `deadline` passes; returns the ones still alive (or that could not be proven gone).
-pub fn wait_gone(ids: &[ProcId], deadline: Instant) -> Vec<ProcId> {
+pub fn wait_gone(ids: &[ProcId], deadline: Deadline) -> Vec<ProcId> {
     let mut watched: Vec<(ProcId, Option<OwnedFd>)> = Vec::new();
     for &id in ids {
         match pidfd_open(id.pid) {
@@ -104,21 +105,19 @@ pub fn wait_gone(ids: &[ProcId], deadline: Instant) -> Vec<ProcId> {
         if watched.is_empty() {
             return Vec::new();
         }
-        let now = Instant::now();
-        if now >= deadline {
+        if deadline.expired() {
             return watched.into_iter().map(|(id, _)| id).collect();
         }
-        let left = deadline - now;
         if watched.iter().all(|(_, fd)| fd.is_some()) {
-            poll_pidfds(&watched, left);
+            poll_pidfds(&watched, deadline);
         } else {
             // No pidfd support: fall back to a short sleep between /proc reads.
-            std::thread::sleep(left.min(Duration::from_millis(20)));
+            std::thread::sleep(deadline.remaining_capped(Duration::from_millis(20)));
         }
     }
 }
 
-fn poll_pidfds(watched: &[(ProcId, Option<OwnedFd>)], left: Duration) {
+fn poll_pidfds(watched: &[(ProcId, Option<OwnedFd>)], deadline: Deadline) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd;
     let mut fds: Vec<PollFd> = watched
@@ -126,7 +125,11 @@ fn poll_pidfds(watched: &[(ProcId, Option<OwnedFd>)], left: Duration) {
         .filter_map(|(_, fd)| fd.as_ref())
         .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
         .collect();
-    let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+    // At least 1ms so an instant just short of the deadline does not spin; -1 for never.
+    let ms = match deadline.poll_millis() {
+        -1 => -1,
+        ms => ms.max(1),
+    };
     let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
     // EINTR or a readable pidfd: either way the caller re-checks.
     let _ = poll(&mut fds, timeout);
@@ -151,7 +154,7 @@ mod tests {
         let sent = send_verified(info.id, Signal::SIGTERM, |_| true).unwrap();
         assert_eq!(sent, Sent::Delivered);
         // The child becomes a zombie (we have not reaped it): that counts as gone.
-        let left = wait_gone(&[info.id], Instant::now() + Duration::from_secs(5));
+        let left = wait_gone(&[info.id], Deadline::after(Duration::from_secs(5)));
         assert!(left.is_empty());
         assert_eq!(
             send_verified(info.id, Signal::SIGTERM, |_| true).unwrap(),
@@ -197,7 +200,7 @@ mod tests {
         let err = pidfd_open(tid).unwrap_err();
         assert_ne!(err, Errno::ESRCH);
         let info = procs::read(tid).unwrap();
-        let left = wait_gone(&[info.id], Instant::now() + Duration::from_millis(50));
+        let left = wait_gone(&[info.id], Deadline::after(Duration::from_millis(50)));
         assert_eq!(left, vec![info.id]);
         assert!(send_verified(info.id, Signal::SIGUSR1, |_| true).is_err());
         done_tx.send(()).unwrap();
@@ -208,7 +211,7 @@ mod tests {
     fn wait_gone_returns_survivors_at_the_deadline() {
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
         let info = procs::read(child.id() as i32).unwrap();
-        let left = wait_gone(&[info.id], Instant::now() + Duration::from_millis(50));
+        let left = wait_gone(&[info.id], Deadline::after(Duration::from_millis(50)));
         assert_eq!(left, vec![info.id]);
         child.kill().unwrap();
         child.wait().unwrap();

@@ -12,6 +12,7 @@
 //! Every signal is sent with [`crate::signals::send_verified`], re-checking identity first.
 
 use crate::config::FpmConfig;
+use crate::deadline::Deadline;
 use crate::discovery::{self, PidFile, Snapshot};
 use crate::error::{Error, Result};
 use crate::procs::{ProcId, ProcInfo};
@@ -22,6 +23,11 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
+
+/// How long FPM's master goes on after `process_control_timeout` when it stops or reloads:
+/// it then sends SIGTERM to the workers left, SIGKILL a second later, and waits one more
+/// second (fpm_pctl.c, fpm_pctl_action_next).
+pub const FPM_ESCALATION: Duration = Duration::from_secs(2);
 
 /// One step of a plan: a signal and how long to wait after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,14 +59,17 @@ impl SignalPlan {
     /// busy workers after SIGQUIT; escalating earlier would cut requests FPM lets finish.
     pub fn for_config(cfg: &FpmConfig) -> SignalPlan {
         let mut plan = SignalPlan::default();
-        let fpm_grace = cfg.global.process_control_timeout + Duration::from_secs(2);
+        let fpm_grace = cfg
+            .global
+            .process_control_timeout
+            .saturating_add(FPM_ESCALATION);
         if let Some(quit) = plan.steps.first_mut() {
             quit.grace = quit.grace.max(fpm_grace);
         }
         plan
     }
 
-    /// The sum of the graces.
+    /// The sum of the graces (saturating).
     pub fn total(&self) -> Duration {
         // Saturating: graces come from the command line and may be absurdly long.
         self.steps
@@ -96,8 +105,8 @@ impl FromStr for SignalPlan {
                     ));
                 }
             };
-            let grace = humantime::parse_duration(grace.trim())
-                .map_err(|e| format!("'{part}': '{grace}' is not a duration: {e}"))?;
+            let grace = crate::deadline::parse_duration(grace.trim())
+                .map_err(|e| format!("'{part}': {e}"))?;
             steps.push(Step { signal, grace });
         }
         if steps.is_empty() {
@@ -145,10 +154,11 @@ pub struct StopReport {
     pub after: Option<Snapshot>,
 }
 
-/// Stops everything of `cfg` with `plan`, within `timeout`.
+/// Stops everything of `cfg` with `plan`, within `timeout` (which may cut the plan short;
+/// the error then names the steps that really ran).
 pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<StopReport> {
     let started = Instant::now();
-    let hard_deadline = started + timeout;
+    let hard_deadline = Deadline::after_from(started, timeout);
     let mut snap = discovery::discover(cfg);
     let mut report = StopReport {
         master: snap.master.as_ref().map(ProcInfo::pid),
@@ -172,24 +182,30 @@ pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<Sto
     } else {
         describe(&snap);
     }
+    let mut ran: Vec<Signal> = Vec::new();
+    let mut cut_short = false;
 
-    'plan: for step in &plan.steps {
+    'plan: for (i, step) in plan.steps.iter().enumerate() {
         if snap.is_empty() {
             break;
         }
+        if i > 0 && hard_deadline.expired() {
+            cut_short = true;
+            break;
+        }
         seen.extend(snap.all_processes().iter().map(|p| p.id));
+        ran.push(step.signal);
         let sent = send_step(cfg, &snap, step.signal);
         if !sent.is_empty() {
             report
                 .signals
                 .push((signals::short_name(step.signal).to_string(), sent));
         }
-        let step_deadline = (Instant::now() + step.grace).min(hard_deadline);
+        let step_deadline = hard_deadline.slice(step.grace);
         let mut last_note = Instant::now();
         loop {
             let ids: Vec<ProcId> = snap.all_processes().iter().map(|p| p.id).collect();
-            let slice_end = step_deadline.min(Instant::now() + Duration::from_millis(250));
-            signals::wait_gone(&ids, slice_end);
+            signals::wait_gone(&ids, step_deadline.slice(Duration::from_millis(250)));
             snap = discovery::discover(cfg);
             if snap.is_empty() {
                 break 'plan;
@@ -204,8 +220,9 @@ pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<Sto
                 seen.extend(new.iter().map(|p| p.id));
                 send_step(cfg, &snap, step.signal);
             }
-            if Instant::now() >= step_deadline {
-                if Instant::now() >= hard_deadline {
+            if step_deadline.expired() {
+                if hard_deadline.expired() {
+                    cut_short = i + 1 < plan.steps.len();
                     break 'plan;
                 }
                 break;
@@ -226,8 +243,13 @@ pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<Sto
             .iter()
             .map(|p| format!("{} ({})", p.pid(), p.title))
             .collect();
+        let how = if cut_short {
+            cut_short_note(plan, &ran, timeout)
+        } else {
+            format!("after the signal plan {plan}")
+        };
         return Err(Error::Timeout(format!(
-            "still running after the signal plan {plan} ({:.2}s): {}",
+            "still running {how} ({:.2}s): {}",
             report.elapsed.as_secs_f64(),
             left.join(", ")
         )));
@@ -265,6 +287,25 @@ pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<Sto
     }
     report.after = Some(snap);
     Ok(report)
+}
+
+/// How a timeout cut `plan` short after the steps in `ran`: `the --timeout of 0s cut the
+/// signal plan QUIT:20s,TERM:5s,KILL:2s short after QUIT (TERM, KILL not sent)`.
+fn cut_short_note(plan: &SignalPlan, ran: &[Signal], timeout: Duration) -> String {
+    let names = |sigs: &mut dyn Iterator<Item = Signal>| {
+        sigs.map(signals::short_name).collect::<Vec<_>>().join(", ")
+    };
+    let sent = names(&mut ran.iter().copied());
+    let skipped = names(&mut plan.steps.iter().skip(ran.len()).map(|s| s.signal));
+    let after = if sent.is_empty() {
+        "before any signal".to_string()
+    } else {
+        format!("after {sent}")
+    };
+    format!(
+        "because the --timeout of {} cut the signal plan {plan} short {after} ({skipped} not sent)",
+        humantime::format_duration(timeout)
+    )
 }
 
 /// Refuses to call a config stopped while a master that looks like its own runs unproven.
@@ -384,9 +425,21 @@ mod tests {
 
     #[test]
     fn a_plan_with_an_absurd_grace_does_not_overflow_its_total() {
-        let plan: SignalPlan = "QUIT:18446744073709551615s,KILL:18446744073709551615s"
-            .parse()
-            .unwrap();
+        // Parsing refuses such graces (huge_graces_are_refused_and_sums_saturate); a plan
+        // built in code must still not overflow.
+        let huge = Duration::from_secs(u64::MAX);
+        let plan = SignalPlan {
+            steps: vec![
+                Step {
+                    signal: Signal::SIGQUIT,
+                    grace: huge,
+                },
+                Step {
+                    signal: Signal::SIGKILL,
+                    grace: huge,
+                },
+            ],
+        };
         assert_eq!(plan.total(), Duration::MAX);
         assert_eq!(plan.default_timeout(), Duration::MAX);
     }
@@ -419,6 +472,35 @@ mod tests {
         let plan = SignalPlan::for_config(&write("1m"));
         assert_eq!(plan.to_string(), "QUIT:1m 2s,TERM:5s,KILL:2s");
         assert_eq!(plan.default_timeout(), Duration::from_secs(72));
+    }
+
+    #[test]
+    fn a_cut_short_plan_names_what_ran_and_what_did_not() {
+        let plan = SignalPlan::default();
+        assert_eq!(
+            cut_short_note(&plan, &[Signal::SIGQUIT], Duration::ZERO),
+            "because the --timeout of 0s cut the signal plan QUIT:20s,TERM:5s,KILL:2s short after QUIT (TERM, KILL not sent)"
+        );
+        assert!(
+            cut_short_note(
+                &plan,
+                &[Signal::SIGQUIT, Signal::SIGTERM],
+                Duration::from_secs(21)
+            )
+            .contains("after QUIT, TERM (KILL not sent)")
+        );
+    }
+
+    #[test]
+    fn huge_graces_are_refused_and_sums_saturate() {
+        assert!(
+            "QUIT:9223372036854775807s"
+                .parse::<SignalPlan>()
+                .unwrap_err()
+                .contains("longest")
+        );
+        let plan: SignalPlan = "QUIT:7d,TERM:7d,KILL:7d".parse().unwrap();
+        assert_eq!(plan.total(), Duration::from_secs(21 * 24 * 3600));
     }
 
     #[test]

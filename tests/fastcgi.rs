@@ -235,7 +235,10 @@ fn stop(child: &mut Child) {
         return;
     };
     let _ = signals::send_verified(master.id, Signal::SIGQUIT, |_| true);
-    let left = signals::wait_gone(&[master.id], Instant::now() + Duration::from_secs(3));
+    let left = signals::wait_gone(
+        &[master.id],
+        fpmctl::deadline::Deadline::after(Duration::from_secs(3)),
+    );
     if !left.is_empty() {
         let workers: Vec<_> = procs::scan(false)
             .into_iter()

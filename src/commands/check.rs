@@ -10,10 +10,13 @@ use crate::config::{FpmConfig, find_config};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::listen::{ListenAddr, TcpHost};
+use crate::lossless;
 use serde_json::json;
 use std::fmt::Write;
 
-/// Problems (fail the check) and warnings (do not) found without running FPM.
+/// Problems (fail the check) and warnings (do not) found without running FPM: two pools on
+/// one address, a unix socket path longer than the kernel allows, a missing socket or pid
+/// file directory.
 pub fn static_checks(cfg: &FpmConfig) -> (Vec<String>, Vec<String>) {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
@@ -24,7 +27,7 @@ pub fn static_checks(cfg: &FpmConfig) -> (Vec<String>, Vec<String>) {
             let mut v = vec![(
                 p.name.as_str(),
                 &p.listen,
-                format!("{} listen", p.defined_at),
+                format!("{} listen", p.listen_at),
             )];
             if let Some(s) = &p.status_listen {
                 v.push((
@@ -43,6 +46,16 @@ pub fn static_checks(cfg: &FpmConfig) -> (Vec<String>, Vec<String>) {
                     "pools {pa} ({wa}) and {pb} ({wb}) both listen on {a}; the second bind fails"
                 ));
             }
+        }
+        if let ListenAddr::Unix(path) = a
+            && path.as_os_str().len() > crate::listen::SUN_PATH_MAX
+        {
+            problems.push(format!(
+                "pool {pa} ({wa}): the socket path {} is {} bytes, longer than the kernel's limit of {} (FPM would bind a truncated path)",
+                path.display(),
+                path.as_os_str().len(),
+                crate::listen::SUN_PATH_MAX
+            ));
         }
         if let ListenAddr::Unix(path) = a
             && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
@@ -130,12 +143,13 @@ pub(super) fn rejected(global: &GlobalArgs, err: Error) -> Result<Outcome> {
         code: err.exit_code(),
         text,
         json: json!({
-            "config": path,
+            "config": lossless::json_path(&path),
             "valid": false,
-            "fpm_test": { "ok": test.ok, "binary": fpm.bin, "messages": test.messages },
+            "fpm_test": { "ok": test.ok, "binary": lossless::json_path(&fpm.bin), "messages": test.messages },
             "problems": problems,
             "warnings": Vec::<String>::new(),
         }),
+        error: None,
     })
 }
 
@@ -178,6 +192,15 @@ pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
         "check FAILED"
     };
     let _ = writeln!(text, "{verdict}");
+    let mut json = json!({
+        "config": lossless::json_path(&ctx.cfg.path),
+        "valid": if unjudged && problems.is_empty() { serde_json::Value::Null } else { ok.into() },
+        "judged": !unjudged,
+        "fpm_test": { "ok": test.ok, "binary": lossless::json_path(&fpm.bin), "messages": test.messages },
+        "problems": problems,
+        "warnings": warnings,
+    });
+    lossless::lossy_note(&mut json, [ctx.cfg.path.as_path(), fpm.bin.as_path()]);
     Ok(Outcome {
         code: if ok {
             ExitCode::Ok
@@ -187,14 +210,8 @@ pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
             ExitCode::ConfigInvalid
         },
         text,
-        json: json!({
-            "config": ctx.cfg.path,
-            "valid": if unjudged && problems.is_empty() { serde_json::Value::Null } else { ok.into() },
-            "judged": !unjudged,
-            "fpm_test": { "ok": test.ok, "binary": fpm.bin, "messages": test.messages },
-            "problems": problems,
-            "warnings": warnings,
-        }),
+        json,
+        error: None,
     })
 }
 
@@ -211,5 +228,33 @@ mod tests {
         assert!(!same_address(&p("127.0.0.1:9000"), &p("127.0.0.2:9000")));
         assert!(!same_address(&p("/tmp/a.sock"), &p("/tmp/b.sock")));
         assert!(!same_address(&p("9000"), &p("9001")));
+    }
+
+    #[test]
+    fn a_socket_path_past_the_kernel_limit_is_a_problem_naming_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("php-fpm.conf");
+        let sock = |len: usize| {
+            let name = "s".repeat(len - dir.path().as_os_str().len() - 1);
+            dir.path().join(name)
+        };
+        for (len, bad) in [(107, false), (108, true)] {
+            std::fs::write(
+                &path,
+                format!(
+                    "[www]\nlisten = {}\npm = static\npm.max_children = 1\n",
+                    sock(len).display()
+                ),
+            )
+            .unwrap();
+            let cfg = crate::config::load(&path).unwrap();
+            let (problems, _) = static_checks(&cfg);
+            assert_eq!(problems.len(), usize::from(bad), "{problems:?}");
+            if bad {
+                // The line of the `listen` directive.
+                assert!(problems[0].contains(&format!("{}:2 listen", path.display())));
+                assert!(problems[0].contains("108 bytes"), "{problems:?}");
+            }
+        }
     }
 }

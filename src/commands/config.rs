@@ -4,8 +4,10 @@ use super::{Ctx, Outcome};
 use crate::config::{FpmConfig, Pool};
 use crate::error::Result;
 use crate::exit::ExitCode;
+use crate::lossless;
 use serde_json::json;
 use std::fmt::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
@@ -13,6 +15,7 @@ pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
         code: ExitCode::Ok,
         text: render(&ctx.cfg),
         json: to_json(&ctx.cfg),
+        error: None,
     })
 }
 
@@ -57,7 +60,7 @@ pub fn render(cfg: &FpmConfig) -> String {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "(unset)".into());
     let _ = writeln!(s, "pid = {pid}");
-    let _ = writeln!(s, "error_log = {}", g.error_log);
+    let _ = writeln!(s, "error_log = {}", lossless::display(&g.error_log));
     let _ = writeln!(s, "log_level = {}", g.log_level);
     let _ = writeln!(s, "daemonize = {}", if g.daemonize { "yes" } else { "no" });
     let _ = writeln!(
@@ -84,7 +87,7 @@ pub fn render(cfg: &FpmConfig) -> String {
 
 fn render_pool(s: &mut String, p: &Pool) {
     let _ = writeln!(s, "\n[{}] ; {}", p.name, p.defined_at);
-    let _ = writeln!(s, "listen = {}", p.listen_raw);
+    let _ = writeln!(s, "listen = {}", lossless::display(&p.listen_raw));
     let _ = writeln!(s, "listen.backlog = {}", p.listen_backlog);
     let _ = writeln!(s, "listen.owner = {}", opt(&p.listen_owner));
     let _ = writeln!(s, "listen.group = {}", opt(&p.listen_group));
@@ -133,16 +136,16 @@ fn ms(d: Duration) -> u64 {
 /// The stable JSON form.
 pub fn to_json(cfg: &FpmConfig) -> serde_json::Value {
     let g = &cfg.global;
-    json!({
-        "config": cfg.path,
-        "files": cfg.files,
-        "prefix": cfg.prefix,
+    let mut doc = json!({
+        "config": lossless::json_path(&cfg.path),
+        "files": cfg.files.iter().map(|f| lossless::json_path(f)).collect::<Vec<_>>(),
+        "prefix": lossless::json_opt_path(cfg.prefix.as_deref()),
         "compiled_in": {
-            "prefix": cfg.build.prefix,
-            "localstatedir": cfg.build.localstatedir,
+            "prefix": lossless::json_path(&cfg.build.prefix),
+            "localstatedir": lossless::json_path(&cfg.build.localstatedir),
         },
-        "pid_file": g.pid_file,
-        "error_log": g.error_log,
+        "pid_file": lossless::json_opt_path(g.pid_file.as_deref()),
+        "error_log": lossless::display(&g.error_log),
         "log_level": g.log_level,
         "daemonize": g.daemonize,
         "process_control_timeout_ms": ms(g.process_control_timeout),
@@ -174,5 +177,17 @@ pub fn to_json(cfg: &FpmConfig) -> serde_json::Value {
             "slowlog": p.slowlog,
             "access_log": p.access_log,
         })).collect::<Vec<_>>(),
-    })
+    });
+    let error_log = lossless::to_path(&g.error_log);
+    let listen_paths = cfg.pools.iter().filter_map(|p| p.listen.unix_path());
+    lossless::lossy_note(
+        &mut doc,
+        cfg.files
+            .iter()
+            .map(PathBuf::as_path)
+            .chain([cfg.path.as_path(), error_log.as_path()])
+            .chain(g.pid_file.as_deref())
+            .chain(listen_paths),
+    );
+    doc
 }

@@ -115,6 +115,7 @@ pub(super) fn run(global: &GlobalArgs, a: &DoctorArgs) -> Result<Outcome> {
         code,
         text: report::to_text(&diag, &sources, now, offset),
         json: report::to_json(&diag, now, offset),
+        error: None,
     })
 }
 
@@ -488,6 +489,7 @@ fn follow(
         },
         text: String::new(),
         json: serde_json::Value::Null,
+        error: None,
     })
 }
 

@@ -55,7 +55,11 @@ pub(super) fn run(ctx: &Ctx, args: &EnsureArgs) -> Result<Outcome> {
 
 /// A supervisor owns this FPM: it restarts it itself, so ensure only reports.
 fn supervised(ctx: &Ctx) -> Result<Option<Outcome>> {
-    let Some(reply) = crate::supervise::control::request(&ctx.cfg.path, "status", QUICK_LOOK)?
+    let Some(reply) = crate::supervise::control::request(
+        &ctx.cfg.path,
+        &crate::supervise::control::Request::new("status"),
+        QUICK_LOOK,
+    )?
     else {
         return Ok(None);
     };
@@ -64,6 +68,7 @@ fn supervised(ctx: &Ctx) -> Result<Option<Outcome>> {
             code: ExitCode::Ok,
             text: String::new(),
             json: json!({ "result": "ok", "supervisor": reply.json }),
+            error: None,
         }));
     }
     Err(Error::NotReady(format!(
@@ -75,10 +80,7 @@ fn supervised(ctx: &Ctx) -> Result<Option<Outcome>> {
 
 /// One look at readiness that logs nothing unless it fails.
 fn quick_ready(ctx: &Ctx, snap: &Snapshot) -> bool {
-    let deadline = Deadline::after(QUICK_LOOK)
-        .instant()
-        .unwrap_or_else(std::time::Instant::now);
-    ready::assess(&ctx.cfg, snap, deadline).is_ok()
+    ready::assess(&ctx.cfg, snap, Deadline::after(QUICK_LOOK)).is_ok()
 }
 
 fn quiet_ok(snap: &Snapshot) -> Outcome {
@@ -89,6 +91,7 @@ fn quiet_ok(snap: &Snapshot) -> Outcome {
             "result": "ok",
             "master": snap.master.as_ref().map(|m| m.pid()),
         }),
+        error: None,
     }
 }
 
@@ -97,7 +100,7 @@ fn unready(ctx: &Ctx, args: &EnsureArgs, snap: &Snapshot) -> Option<Result<Strin
     if quick_ready(ctx, snap) {
         return None;
     }
-    match ready::wait_ready(&ctx.cfg, args.timeout) {
+    match ready::wait_ready(&ctx.cfg, Deadline::after(args.timeout)) {
         Ok(_) => None,
         Err(Error::NotReady(why)) => Some(Ok(why)),
         Err(e) => Some(Err(e)),
@@ -114,7 +117,7 @@ fn restart_unready(ctx: &Ctx, args: &EnsureArgs, master: i32, why: &str) -> Resu
         ready: crate::cli::ReadyWaitArgs {
             wait: true,
             no_ready_wait: false,
-            timeout: args.timeout,
+            timeout: Some(args.timeout),
         },
         stop_timeout: None,
         signal_plan: None,
@@ -124,6 +127,7 @@ fn restart_unready(ctx: &Ctx, args: &EnsureArgs, master: i32, why: &str) -> Resu
     global.no_wait = true;
     let inner = Ctx {
         cfg: ctx.cfg.clone(),
+        problems: ctx.problems.clone(),
         global,
     };
     let mut out = super::restart::run(&inner, &restart)?;
@@ -142,6 +146,8 @@ fn restart_unready(ctx: &Ctx, args: &EnsureArgs, master: i32, why: &str) -> Resu
 
 /// No master: start FPM, saying what was found.
 fn not_running(ctx: &Ctx, args: &EnsureArgs, snap: &Snapshot) -> Result<Outcome> {
+    // A broken config never starts FPM (exit 6 when php-fpm -t rejects it too).
+    ctx.require_valid_config(true)?;
     let found = found(snap);
     info!(found = %found, "FPM is not running; starting it");
     let fpm = ctx.fpm()?;

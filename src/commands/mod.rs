@@ -14,41 +14,35 @@ mod status;
 mod stop;
 mod supervise;
 
-pub(crate) use start::refuse_foreign_holders;
-
 use crate::cli::{Cli, Command, GlobalArgs};
-use crate::config::{self as fpmconfig, FpmConfig};
-use crate::error::{Error, Result};
-use crate::exit::ExitCode;
+use crate::config::{self as fpmconfig, FpmConfig, Problem};
+use crate::error::{ConfigError, Error, Result};
 use crate::fpm::Fpm;
 use crate::lock::{self, ConfigLock};
+use crate::supervise::control::{self, Request};
 use std::path::PathBuf;
+use std::time::Duration;
 
-/// What a command produced.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// The exit code.
-    pub code: ExitCode,
-    /// Human-readable result for stdout.
-    pub text: String,
-    /// Machine-readable result for `--json`.
-    pub json: serde_json::Value,
-}
+pub use crate::outcome::Outcome;
 
 /// Everything commands share: the loaded config and the global options.
 #[derive(Debug)]
 pub struct Ctx {
-    /// The config.
+    /// The config; when [`Ctx::problems`] is not empty, what could be read of it.
     pub cfg: FpmConfig,
+    /// What is wrong with the config (empty when it is valid). Commands that only look or
+    /// stop (`status`, `ping`, `stop`) act on what could be read; the others refuse.
+    pub problems: Vec<Problem>,
     /// Global options.
     pub global: GlobalArgs,
 }
 
 impl Ctx {
-    /// Finds and loads the config named by the global options. When the config does not
-    /// parse and `ask_fpm` is set, php-fpm's own verdict decides: if `php-fpm -t` rejects it
-    /// too, the error is [`Error::ConfigInvalid`] with FPM's own message.
-    pub fn load(global: &GlobalArgs, ask_fpm: bool) -> Result<Ctx> {
+    /// Finds the config named by the global options and loads what can be read of it: a
+    /// broken config (a bad value, a syntax error, a missing include) must not keep `status`,
+    /// `ping` or `stop` from working on the FPM that runs. Fails only when the main file
+    /// cannot be found or read.
+    pub fn load(global: &GlobalArgs) -> Result<Ctx> {
         let path = fpmconfig::find_config(global.config.as_deref(), global.php_version.as_deref())?;
         // Relative paths resolve as the binary that runs this config resolves them; without
         // a binary, Debian's directories (or --prefix) are all there is to go by.
@@ -60,18 +54,7 @@ impl Ctx {
                 ..fpmconfig::LoadOptions::default()
             },
         };
-        let mut cfg = match fpmconfig::load_with(&path, &opts) {
-            Ok(cfg) => cfg,
-            Err(problems) => {
-                if ask_fpm
-                    && path.is_file()
-                    && let Some(err) = fpm_verdict(&path, global, &problems)
-                {
-                    return Err(err);
-                }
-                return Err(problems.into());
-            }
-        };
+        let (mut cfg, problems) = fpmconfig::load_lenient(&path, &opts)?;
         for w in &cfg.warnings {
             tracing::warn!("{w}");
         }
@@ -81,8 +64,35 @@ impl Ctx {
             .and_then(|fpm| crate::identity::FpmBinary::resolve(&fpm.bin).ok());
         Ok(Ctx {
             cfg,
+            problems,
             global: global.clone(),
         })
+    }
+
+    /// Refuses a config with problems. When `ask_fpm` is set, php-fpm's own verdict decides:
+    /// if `php-fpm -t` rejects it too, the error is [`Error::ConfigInvalid`] (exit 6) with
+    /// FPM's own message; otherwise [`Error::Config`] (exit 4).
+    pub fn require_valid_config(&self, ask_fpm: bool) -> Result<()> {
+        if self.problems.is_empty() {
+            return Ok(());
+        }
+        let problems = ConfigError {
+            problems: self.problems.clone(),
+        };
+        if ask_fpm
+            && self.cfg.path.is_file()
+            && let Some(err) = fpm_verdict(&self.cfg.path, &self.global, &problems)
+        {
+            return Err(err);
+        }
+        Err(problems.into())
+    }
+
+    /// Logs the config's problems once, for a command that goes on with what could be read.
+    pub fn warn_problems(&self, doing: &str) {
+        for p in &self.problems {
+            tracing::warn!(problem = %p, "config problem; {doing} with what could be read");
+        }
     }
 
     /// The php-fpm binary for this config.
@@ -119,7 +129,7 @@ fn binary_for(path: &std::path::Path, global: &GlobalArgs) -> Result<Fpm> {
 fn fpm_verdict(
     path: &std::path::Path,
     global: &GlobalArgs,
-    problems: &crate::error::ConfigError,
+    problems: &ConfigError,
 ) -> Option<Error> {
     let fpm = binary_for(path, global).ok()?;
     let test = fpm.test().ok()?;
@@ -161,28 +171,40 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
     if let Command::Doctor(a) = &cli.command {
         return doctor::run(&cli.global, a);
     }
-    // An unreadable config is exit 4 for every command, which is LSB "unknown" for `status`.
-    let ask_fpm = !matches!(cli.command, Command::Status(_) | Command::Config(_));
-    let ctx = match Ctx::load(&cli.global, ask_fpm) {
+    let ctx = match Ctx::load(&cli.global) {
         Ok(ctx) => ctx,
         // `check` reports a config it cannot load in its own form, with every problem.
-        Err(e @ (Error::ConfigInvalid { .. } | Error::Config(_)))
-            if matches!(cli.command, Command::Check(_)) =>
-        {
+        Err(e @ Error::Config(_)) if matches!(cli.command, Command::Check(_)) => {
             return check::rejected(&cli.global, e);
         }
         Err(e) => return Err(e),
     };
+    if !matches!(cli.command, Command::Supervise(_))
+        && let Err(e) = crate::interrupt::install(&ctx.cfg.path)
+    {
+        tracing::warn!("signals to fpmctl keep their default action: {e}");
+    }
     match &cli.command {
-        Command::Config(_) => config::run(&ctx),
+        // An unparsable config is exit 4 here, which is LSB "unknown" for `config`.
+        Command::Config(_) => {
+            ctx.require_valid_config(false)?;
+            config::run(&ctx)
+        }
         Command::Status(_) => status::run(&ctx),
-        Command::Check(_) => check::run(&ctx),
+        Command::Check(_) => match ctx.require_valid_config(true) {
+            Ok(()) => check::run(&ctx),
+            // `check` reports a config it cannot load in its own form, with every problem.
+            Err(e) => check::rejected(&cli.global, e),
+        },
         Command::Stop(a) => stop::run(&ctx, a),
         Command::Start(a) => start::run(&ctx, a),
         Command::Restart(a) => restart::run(&ctx, a),
         Command::Reload(a) => reload::run(&ctx, a),
         Command::Ping(a) => ping::run(&ctx, a),
-        Command::Supervise(a) => supervise::run(&ctx, a),
+        Command::Supervise(a) => {
+            ctx.require_valid_config(true)?;
+            supervise::run(&ctx, a)
+        }
         Command::Doctor(a) => doctor::run(&cli.global, a),
         Command::Ensure(a) => ensure::run(&ctx, a),
         Command::ReopenLogs(a) => reopen_logs::run(&ctx, a),
@@ -198,32 +220,22 @@ pub(crate) fn usage(msg: impl Into<String>) -> Error {
     Error::Usage(msg.into())
 }
 
-/// Sends `cmd` to a supervisor running for this config; `None` when there is none.
-pub(crate) fn delegate(ctx: &Ctx, cmd: &str, wait: std::time::Duration) -> Result<Option<Outcome>> {
-    let Some(reply) = crate::supervise::control::request(&ctx.cfg.path, cmd, wait)? else {
+/// Milliseconds of a duration for a control request.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Sends `req` to a supervisor running for this config; `None` when there is none. The
+/// supervisor's outcome is returned as it is, exit code included: a forwarded command
+/// fails with the same code it would have failed with directly.
+pub(crate) fn delegate(ctx: &Ctx, req: &Request, wait: Duration) -> Result<Option<Outcome>> {
+    let Some(reply) = control::request(&ctx.cfg.path, req, wait)? else {
         return Ok(None);
     };
-    let code = ExitCode::ALL
-        .into_iter()
-        .find(|c| c.code() == reply.code)
-        .unwrap_or(ExitCode::Failure);
-    if code != ExitCode::Ok {
-        let msg = reply.text.trim().to_string();
-        return Err(match code {
-            ExitCode::ConfigInvalid => Error::ConfigInvalid {
-                config: ctx.cfg.path.clone(),
-                detail: msg,
-            },
-            ExitCode::ConfigUnreadable => Error::Other(msg),
-            ExitCode::FpmDied => Error::FpmDied(msg),
-            ExitCode::NotReady => Error::NotReady(msg),
-            ExitCode::CrashLoop => Error::CrashLoop(msg),
-            _ => Error::Other(msg),
-        });
+    let mut out = Outcome::from(reply);
+    match &mut out.error {
+        Some(e) => *e = format!("the supervisor answered: {e}"),
+        None => out.text = format!("(through the supervisor) {}", out.text),
     }
-    Ok(Some(Outcome {
-        code,
-        text: format!("(through the supervisor) {}", reply.text),
-        json: reply.json,
-    }))
+    Ok(Some(out))
 }

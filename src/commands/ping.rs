@@ -13,6 +13,11 @@ use serde_json::json;
 use std::fmt::Write;
 
 pub(super) fn run(ctx: &Ctx, args: &PingArgs) -> Result<Outcome> {
+    if ctx.cfg.pools.is_empty() {
+        // Nothing could be read to ping: never a green probe for an empty list.
+        ctx.require_valid_config(false)?;
+    }
+    ctx.warn_problems("pinging the pools");
     let pools: Vec<&Pool> = match &args.pool {
         Some(name) => vec![ctx.cfg.pool(name).ok_or_else(|| {
             usage(format!(
@@ -111,5 +116,6 @@ pub(super) fn run(ctx: &Ctx, args: &PingArgs) -> Result<Outcome> {
         code: ExitCode::Ok,
         text,
         json: json!({ "ok": true, "pools": results }),
+        error: None,
     })
 }

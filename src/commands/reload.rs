@@ -4,14 +4,15 @@
 //! starts it again.
 
 use super::start;
-use super::{Ctx, Outcome, secs};
+use super::{Ctx, Outcome, millis, secs};
 use crate::cli::ReloadArgs;
+use crate::deadline::Deadline;
 use crate::discovery;
 use crate::error::{Error, Result};
-use crate::exit::ExitCode;
 use crate::procs::{self, ProcId};
 use crate::ready;
 use crate::signals::{self, Sent};
+use crate::supervise::control::Request;
 use crate::systemd::{self, Control};
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -20,9 +21,17 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
-    if let Some(out) = super::delegate(ctx, "reload", args.timeout + Duration::from_secs(60))? {
+    // The supervisor honours --timeout (the new FPM's readiness); it always recovers.
+    let req = Request {
+        timeout_ms: args.timeout.map(millis),
+        ..Request::new("reload")
+    };
+    let wait = args.timeout().saturating_add(Duration::from_secs(60));
+    if let Some(out) = super::delegate(ctx, &req, wait)? {
         return Ok(out);
     }
+    // A broken config never reaches FPM (exit 6).
+    ctx.require_valid_config(true)?;
     let _lock = ctx.lock()?;
     let started = Instant::now();
     let cfg = &ctx.cfg;
@@ -33,7 +42,7 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     let Some(master) = snap.master.clone() else {
         if args.recover {
             warn!("FPM is not running; --recover starts it");
-            let l = start::launch(ctx, &fpm, &snap, args.timeout, true, false)?;
+            let l = start::launch(ctx, &fpm, &snap, args.timeout(), true, false)?;
             return Ok(start::outcome(ctx, &l, "started (was not running)"));
         }
         return Err(Error::NotRunning(format!(
@@ -41,6 +50,10 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
             cfg.path.display()
         )));
     };
+    // A new address held by a foreign process would make the re-executed master die
+    // binding it: refused exactly as `restart` refuses it, with FPM untouched.
+    discovery::refuse_foreign_holders(&snap)?;
+    let limit = ready::reload_limit(&cfg.global, args.timeout());
     if let Control::Unit(unit) = systemd::decide(&snap, ctx.global.no_systemd)? {
         systemd::systemctl("reload", &unit)?;
     } else {
@@ -65,7 +78,7 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
         }
     }
     let old: HashSet<ProcId> = snap.workers.iter().map(|w| w.proc.id).collect();
-    match wait_reexec(ctx, master.id, &old, args.timeout) {
+    match wait_reexec(ctx, master.id, &old, limit) {
         Ok((new_master, pools)) => {
             let elapsed = started.elapsed();
             let new = discovery::discover(cfg);
@@ -80,10 +93,9 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
                 secs(elapsed)
             );
             text.push_str(&start::pool_lines(&pools));
-            Ok(Outcome {
-                code: ExitCode::Ok,
+            Ok(Outcome::ok(
                 text,
-                json: json!({
+                json!({
                     "result": "reloaded",
                     "master": new_master,
                     "previous_master": master.pid(),
@@ -91,7 +103,7 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
                     "new_workers": new.workers.iter().map(|w| w.proc.pid()).collect::<Vec<_>>(),
                     "elapsed_ms": elapsed.as_millis() as u64,
                 }),
-            })
+            ))
         }
         Err(Error::FpmDied(why)) => died(ctx, args, &fpm, &why),
         Err(e) => Err(e),
@@ -108,7 +120,7 @@ fn wait_reexec(
     timeout: Duration,
 ) -> Result<(i32, Vec<ready::PoolReady>)> {
     const NO_MASTER_GRACE: Duration = Duration::from_secs(3);
-    let deadline = Instant::now() + timeout;
+    let deadline = Deadline::after(timeout);
     let mut pause = Duration::from_millis(10);
     let mut masterless_since: Option<Instant> = None;
     loop {
@@ -116,7 +128,9 @@ fn wait_reexec(
         let why = match &snap.master {
             None => {
                 let since = *masterless_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > NO_MASTER_GRACE && procs::read_same(old_master).is_none() {
+                if Deadline::after_from(since, NO_MASTER_GRACE).expired()
+                    && procs::read_same(old_master).is_none()
+                {
                     return Err(Error::FpmDied(format!(
                         "master {} exited during the reload and no new master appeared",
                         old_master.pid
@@ -141,15 +155,15 @@ fn wait_reexec(
                 }
             }
         };
-        if Instant::now() >= deadline {
+        if deadline.expired() {
             return Err(Error::NotReady(format!(
-                "reload of {} not finished after {}: {why}",
+                "reload of {} not finished after {} (process_control_timeout + 2s + --timeout): {why}",
                 ctx.cfg.path.display(),
                 secs(timeout)
             )));
         }
         debug!("reload: {why}");
-        std::thread::sleep(pause);
+        std::thread::sleep(deadline.remaining_capped(pause));
         pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
@@ -163,7 +177,7 @@ fn died(ctx: &Ctx, args: &ReloadArgs, fpm: &crate::fpm::Fpm, why: &str) -> Resul
     }
     warn!("FPM died during the reload ({why}); --recover starts it again");
     let snap = discovery::discover(&ctx.cfg);
-    let l = start::launch(ctx, fpm, &snap, args.timeout, true, false)?;
+    let l = start::launch(ctx, fpm, &snap, args.timeout(), true, false)?;
     let mut out = start::outcome(ctx, &l, "recovered");
     out.text = format!("FPM died during the reload: {why}\n{}", out.text);
     Ok(out)

@@ -31,10 +31,14 @@ pub(super) fn run(ctx: &Ctx, args: &ReopenLogsArgs) -> Result<Outcome> {
     // its master (the identity check below still applies). Otherwise wait for a restart in
     // progress, so its new master is the one signalled.
     let supervised = crate::supervise::control::socket_path(&cfg.path).exists()
-        && crate::supervise::control::request(&cfg.path, "status", Duration::from_secs(3))
-            .ok()
-            .flatten()
-            .is_some();
+        && crate::supervise::control::request(
+            &cfg.path,
+            &crate::supervise::control::Request::new("status"),
+            Duration::from_secs(3),
+        )
+        .ok()
+        .flatten()
+        .is_some();
     let _lock = if supervised { None } else { Some(ctx.lock()?) };
     let started = Instant::now();
     let snap = discovery::discover(cfg);
@@ -106,10 +110,11 @@ pub(super) fn run(ctx: &Ctx, args: &ReopenLogsArgs) -> Result<Outcome> {
             json: json!({
                 "result": "signalled",
                 "master": master.pid(),
-                "error_log": cfg.global.error_log,
+                "error_log": crate::lossless::display(&cfg.global.error_log),
                 "confirmed": false,
             }),
             text,
+            error: None,
         });
     };
     let deadline = Deadline::after(args.timeout);
@@ -161,10 +166,11 @@ pub(super) fn run(ctx: &Ctx, args: &ReopenLogsArgs) -> Result<Outcome> {
         json: json!({
             "result": "reopened",
             "master": master.pid(),
-            "error_log": log.path,
+            "error_log": crate::lossless::json_path(&log.path),
             "confirmed": true,
             "elapsed_ms": elapsed.as_millis() as u64,
         }),
+        error: None,
     })
 }
 
@@ -189,7 +195,8 @@ impl ErrorLog {
     /// `None` for syslog and for anything that is not a regular file (or absent), such as
     /// `/proc/self/fd/2` in a container: there is no file to read the confirmation from.
     fn new(error_log: &str) -> Option<ErrorLog> {
-        let path = PathBuf::from(error_log);
+        // The config's text keeps bytes that are not UTF-8 (crate::lossless).
+        let path = crate::lossless::to_path(error_log);
         // `/proc/self/...` would name fpmctl's own descriptors, not FPM's.
         if error_log.eq_ignore_ascii_case("syslog")
             || !path.is_absolute()

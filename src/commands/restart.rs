@@ -3,12 +3,14 @@
 //! directory is missing), then stop as `stop` does and start as `start` does.
 
 use super::start::{self, Launch};
-use super::{Ctx, Outcome, secs};
+use super::{Ctx, Outcome, millis, secs};
 use crate::cli::RestartArgs;
+use crate::deadline::Deadline;
 use crate::discovery;
 use crate::error::{Error, Result};
-use crate::exit::ExitCode;
+use crate::interrupt::{Critical, Phase};
 use crate::stop::{self, SignalPlan};
+use crate::supervise::control::Request;
 use crate::systemd::{self, Control};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -20,10 +22,24 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
         .clone()
         .unwrap_or_else(|| SignalPlan::for_config(&ctx.cfg));
     let stop_timeout = args.stop_timeout.unwrap_or_else(|| plan.default_timeout());
-    let wait = args.ready.timeout + stop_timeout + Duration::from_secs(60);
-    if let Some(out) = super::delegate(ctx, "restart", wait)? {
+    // Every option goes to the supervisor, which honours it or refuses it (exit 2).
+    let req = Request {
+        timeout_ms: args.ready.timeout.map(millis),
+        signal_plan: args.signal_plan.as_ref().map(ToString::to_string),
+        stop_timeout_ms: args.stop_timeout.map(millis),
+        no_ready_wait: args.ready.no_ready_wait,
+        ..Request::new("restart")
+    };
+    let wait = args
+        .ready
+        .timeout()
+        .saturating_add(stop_timeout)
+        .saturating_add(Duration::from_secs(60));
+    if let Some(out) = super::delegate(ctx, &req, wait)? {
         return Ok(out);
     }
+    // A broken config never touches the running FPM (exit 6).
+    ctx.require_valid_config(true)?;
     let _lock = ctx.lock()?;
     let started = Instant::now();
     let fpm = ctx.fpm()?;
@@ -37,12 +53,13 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
         });
     }
     let snap = discovery::discover(&ctx.cfg);
-    start::refuse_foreign_holders(&snap)?;
+    discovery::refuse_foreign_holders(&snap)?;
     let wait = args.ready.waits();
+    let ready_timeout = args.ready.timeout();
     if let Control::Unit(unit) = systemd::decide(&snap, ctx.global.no_systemd)? {
         systemd::systemctl("restart", &unit)?;
         let pools = if wait {
-            crate::ready::wait_ready(&ctx.cfg, args.ready.timeout)?
+            crate::ready::wait_ready(&ctx.cfg, Deadline::after(ready_timeout))?
         } else {
             Vec::new()
         };
@@ -55,27 +72,62 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
         return Ok(start::outcome(ctx, &launch, "restarted (through systemd)"));
     }
     let found = describe(&snap);
+    let down = || {
+        format!(
+            "the old FPM was stopped, but the new one did not come up, so FPM {} is DOWN",
+            ctx.cfg.path.display()
+        )
+    };
+    // From the first stop signal until the new FPM is launched, SIGINT and SIGTERM are
+    // deferred: fpmctl must not leave FPM down half way.
+    let critical = Critical::enter(Phase::Stopping);
     let stopped = stop::stop(&ctx.cfg, &plan, stop_timeout)?;
     // Stop's last look, taken when everything was gone: no need to look again.
     let after = match &stopped.after {
         Some(snap) => snap.clone(),
         None => discovery::discover(&ctx.cfg),
     };
-    let launch =
-        start::launch(ctx, &fpm, &after, args.ready.timeout, wait, false).map_err(|e| {
-            let down = format!(
-                "the old FPM was stopped, but the new one did not come up, so FPM {} is DOWN",
-                ctx.cfg.path.display()
-            );
-            match e {
-                // Exit 6 means "nothing was changed", which is no longer true here.
-                Error::ConfigInvalid { detail, .. } => Error::FpmDied(format!("{down}: {detail}")),
-                Error::AddressInUse { .. } => Error::Other(format!("{down}: {e}")),
-                Error::FpmDied(m) => Error::FpmDied(format!("{down}: {m}")),
-                Error::NotReady(m) => Error::NotReady(format!("{down} (not ready): {m}")),
-                other => Error::Other(format!("{down}: {other}")),
-            }
+    critical.phase(Phase::Starting);
+    let mut launch =
+        start::launch(ctx, &fpm, &after, ready_timeout, false, false).map_err(|e| match e {
+            // Exit 6 means "nothing was changed", which is no longer true here.
+            Error::ConfigInvalid { detail, .. } => Error::FpmDied(format!("{}: {detail}", down())),
+            Error::AddressInUse { .. } => Error::Other(format!("{}: {e}", down())),
+            Error::FpmDied(m) => Error::FpmDied(format!("{}: {m}", down())),
+            other => Error::Other(format!("{}: {other}", down())),
         })?;
+    if let Some(sig) = critical.leave() {
+        let master = launch
+            .master
+            .map(|m| format!("master {m}"))
+            .unwrap_or_else(|| "no master seen yet".into());
+        return Err(Error::Interrupted(format!(
+            "interrupted by {sig}: the restart was finished first; FPM {conf} was started again ({master}) but its readiness was not checked (`fpmctl -c {conf} ping` checks it)",
+            conf = ctx.cfg.path.display()
+        )));
+    }
+    if wait {
+        launch.pools = crate::ready::wait_ready(&ctx.cfg, Deadline::after(ready_timeout)).map_err(
+            |e| match e {
+                Error::NotReady(m) => {
+                    Error::NotReady(format!("FPM was restarted but is not ready: {m}"))
+                }
+                other => other,
+            },
+        )?;
+        launch.elapsed = started.elapsed();
+        if launch.master.is_none() {
+            launch.master = discovery::discover(&ctx.cfg).master.map(|m| m.pid());
+        }
+        info!(
+            "ready in {}: master {}",
+            secs(launch.elapsed),
+            launch
+                .master
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "?".into())
+        );
+    }
     let mut out = start::outcome(ctx, &launch, "restarted");
     out.text = format!(
         "found {found}\nstopped in {}\n{}total {}\n",
@@ -89,7 +141,6 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
         "start": out.json,
         "elapsed_ms": started.elapsed().as_millis() as u64,
     });
-    out.code = ExitCode::Ok;
     Ok(out)
 }
 

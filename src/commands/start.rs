@@ -2,12 +2,15 @@
 
 use super::{Ctx, Outcome, secs};
 use crate::cli::StartArgs;
+use crate::deadline::Deadline;
 use crate::discovery::{self, Snapshot};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::fpm::Fpm;
+use crate::interrupt::{Critical, Phase};
 use crate::ready::{self, PoolReady};
 use crate::stop::{self, SignalPlan};
+use crate::supervise::control::Request;
 use serde_json::json;
 use std::os::unix::fs::FileTypeExt;
 use std::time::{Duration, Instant};
@@ -24,9 +27,10 @@ pub(crate) struct Launch {
 
 pub(super) fn run(ctx: &Ctx, args: &StartArgs) -> Result<Outcome> {
     // A supervised FPM is started by its supervisor; report what it says.
-    if let Some(out) = super::delegate(ctx, "status", args.ready.timeout)? {
+    if let Some(out) = supervised(ctx, args)? {
         return Ok(out);
     }
+    ctx.require_valid_config(true)?;
     let _lock = ctx.lock()?;
     let fpm = ctx.fpm()?;
     // A master that already runs (under systemd or not) is only checked for readiness.
@@ -35,26 +39,28 @@ pub(super) fn run(ctx: &Ctx, args: &StartArgs) -> Result<Outcome> {
         ctx,
         &fpm,
         &snap,
-        args.ready.timeout,
+        args.ready.timeout(),
         args.ready.waits(),
         true,
     )?;
     Ok(outcome(ctx, &launch, "started"))
 }
 
-/// Refuses when a process that is not this FPM holds one of its addresses.
-pub(crate) fn refuse_foreign_holders(snap: &Snapshot) -> Result<()> {
-    for a in &snap.addresses {
-        if let Some(h) = a.foreign().next() {
-            return Err(Error::AddressInUse {
-                address: a.addr.to_string(),
-                pool: a.pool.clone(),
-                pid: h.proc.pid(),
-                program: h.proc.program(),
-            });
+/// The supervisor's view when one runs for this config: its status, asked again until it
+/// says FPM is ready or `--timeout` passes (at once with `--no-ready-wait`).
+fn supervised(ctx: &Ctx, args: &StartArgs) -> Result<Option<Outcome>> {
+    let limit = args.ready.timeout.unwrap_or(Duration::from_secs(30));
+    let deadline = Deadline::after(limit);
+    loop {
+        let wait = deadline.remaining_capped(Duration::from_secs(5));
+        let Some(out) = super::delegate(ctx, &Request::new("status"), wait)? else {
+            return Ok(None);
+        };
+        if out.code != ExitCode::NotReady || !args.ready.waits() || deadline.expired() {
+            return Ok(Some(out));
         }
+        std::thread::sleep(deadline.remaining_capped(Duration::from_millis(200)));
     }
-    Ok(())
 }
 
 /// Starts FPM unless it already runs, then proves readiness (when `wait`).
@@ -68,10 +74,11 @@ pub(crate) fn launch(
     test_first: bool,
 ) -> Result<Launch> {
     let started = Instant::now();
+    let deadline = Deadline::after_from(started, timeout);
     let cfg = &ctx.cfg;
     if let Some(m) = &snap.master {
         info!("master {} is already running; checking readiness", m.pid());
-        let pools = ready::wait_ready(cfg, timeout).map_err(|e| match e {
+        let pools = ready::wait_ready(cfg, deadline).map_err(|e| match e {
             Error::NotReady(msg) => Error::NotReady(format!(
                 "{msg}; FPM is running but not ready: `fpmctl restart` replaces it"
             )),
@@ -96,13 +103,22 @@ pub(crate) fn launch(
         fpm.require_valid()?;
         info!("php-fpm -t: configuration is valid");
     }
+    // What php-fpm -t cannot see (a socket path too long for the kernel, a missing socket
+    // directory), caught before php-fpm is launched.
+    let (problems, _) = super::check::static_checks(cfg);
+    if !problems.is_empty() {
+        return Err(Error::ConfigInvalid {
+            config: cfg.path.clone(),
+            detail: format!("{}; php-fpm was not started", problems.join("; ")),
+        });
+    }
     if snap.orphans.is_empty()
         && let Some(unit) = crate::systemd::unit_for_config(&cfg.path, ctx.global.no_systemd)
     {
         // Started behind systemd's back, FPM would later be started a second time by it.
         crate::systemd::systemctl("start", &unit)?;
         let pools = if wait {
-            ready::wait_ready(cfg, timeout)?
+            ready::wait_ready(cfg, deadline)?
         } else {
             Vec::new()
         };
@@ -114,6 +130,9 @@ pub(crate) fn launch(
         });
     }
     let stopped;
+    // Orphans still serve: once they get their signal, FPM must be started again before a
+    // SIGINT or SIGTERM may end fpmctl.
+    let critical = (!snap.orphans.is_empty()).then(|| Critical::enter(Phase::Stopping));
     let snap = if snap.orphans.is_empty() {
         snap
     } else {
@@ -124,16 +143,25 @@ pub(crate) fn launch(
         stopped = stop::stop(cfg, &SignalPlan::default(), Duration::from_secs(30))?;
         stopped.after.as_ref().unwrap_or(snap)
     };
-    refuse_foreign_holders(snap)?;
+    if let Some(c) = &critical {
+        c.phase(Phase::Starting);
+    }
+    discovery::refuse_foreign_holders(snap)?;
     remove_stale_sockets(snap)?;
     info!("starting {} -y {}", fpm.bin.display(), cfg.path.display());
     fpm.start_daemon(timeout.max(Duration::from_secs(5)))?;
+    if let Some(sig) = critical.and_then(Critical::leave) {
+        return Err(Error::Interrupted(format!(
+            "interrupted by {sig}: the orphans were stopped and FPM {} was started again, but its readiness was not checked (`fpmctl -c {} ping` checks it)",
+            cfg.path.display(),
+            cfg.path.display()
+        )));
+    }
     let master = discovery::discover(cfg).master.map(|m| m.pid());
     let pools = if wait {
-        let left = timeout
-            .saturating_sub(started.elapsed())
-            .max(Duration::from_secs(1));
-        ready::wait_ready(cfg, left)?
+        // At least a second to prove readiness, even when the launch used up the budget.
+        let left = deadline.remaining().max(Duration::from_secs(1));
+        ready::wait_ready(cfg, Deadline::after(left))?
     } else {
         Vec::new()
     };
@@ -203,11 +231,7 @@ pub(crate) fn outcome(ctx: &Ctx, l: &Launch, verb: &str) -> Outcome {
         )
     };
     text.push_str(&pool_lines(&l.pools));
-    Outcome {
-        code: ExitCode::Ok,
-        text,
-        json: launch_json(l),
-    }
+    Outcome::ok(text, launch_json(l))
 }
 
 /// One line per pool: workers against expected, and how it answered.

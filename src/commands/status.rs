@@ -9,6 +9,7 @@ use crate::discovery::{self, Looks, PidFile, Snapshot, State};
 use crate::error::Result;
 use crate::exit::ExitCode;
 use crate::identity::CANNOT_INSPECT;
+use crate::lossless;
 use crate::procs::{self, ProcInfo};
 use serde_json::json;
 use std::fmt::Write;
@@ -27,7 +28,7 @@ pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
     // A supervisor, if one owns this FPM, adds what it knows (restarts, readiness).
     let sup = crate::supervise::control::request(
         &ctx.cfg.path,
-        "status",
+        &crate::supervise::control::Request::new("status"),
         std::time::Duration::from_secs(3),
     )
     .ok()
@@ -36,7 +37,18 @@ pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
         text.push_str(&format!("  {}", reply.text));
         json["supervisor"] = reply.json;
     }
-    Ok(Outcome { code, text, json })
+    // A broken config does not hide what runs: what could be read of it was used, and
+    // each problem is named.
+    for p in &ctx.problems {
+        text.push_str(&format!("  config problem: {p}\n"));
+    }
+    json["config_problems"] = ctx.problems.iter().map(|p| p.to_string()).collect();
+    Ok(Outcome {
+        code,
+        text,
+        json,
+        error: None,
+    })
 }
 
 fn uptime(p: &ProcInfo) -> String {
@@ -215,7 +227,7 @@ fn to_json(ctx: &Ctx, snap: &Snapshot) -> serde_json::Value {
         json!({
             "pid": m.pid(),
             "uptime_s": m.age().map(|d| d.as_secs()),
-            "binary": m.exe,
+            "binary": lossless::json_opt_path(m.exe.as_deref()),
             "systemd_unit": procs::systemd_unit(m.pid()),
         })
     });
@@ -233,13 +245,13 @@ fn to_json(ctx: &Ctx, snap: &Snapshot) -> serde_json::Value {
             (Some(path.clone()), *pid, true, Some(reason.clone()))
         }
     };
-    json!({
+    let mut doc = json!({
         "state": snap.state().as_str(),
-        "config": cfg.path,
+        "config": lossless::json_path(&cfg.path),
         "master": master,
         "other_masters": snap.other_masters.iter().map(|m| m.pid()).collect::<Vec<_>>(),
         "pid_file": {
-            "path": pid_file_path,
+            "path": lossless::json_opt_path(pid_file_path.as_deref()),
             "pid": pid_file_pid,
             "stale": stale,
             "reason": stale_reason,
@@ -278,5 +290,14 @@ fn to_json(ctx: &Ctx, snap: &Snapshot) -> serde_json::Value {
                 "role": h.role.as_str(),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
-    })
+    });
+    let exe = snap.master.as_ref().and_then(|m| m.exe.as_deref());
+    lossless::lossy_note(
+        &mut doc,
+        [cfg.path.as_path()]
+            .into_iter()
+            .chain(exe)
+            .chain(pid_file_path.as_deref()),
+    );
+    doc
 }

@@ -1,11 +1,11 @@
 //! `fpmctl stop`.
 
-use super::{Ctx, Outcome, secs};
+use super::{Ctx, Outcome, millis, secs};
 use crate::cli::StopArgs;
 use crate::discovery;
 use crate::error::Result;
-use crate::exit::ExitCode;
 use crate::stop::{self, SignalPlan, StopReport};
+use crate::supervise::control::Request;
 use crate::systemd::{self, Control};
 use serde_json::json;
 use std::time::Duration;
@@ -16,9 +16,17 @@ pub(super) fn run(ctx: &Ctx, args: &StopArgs) -> Result<Outcome> {
         .clone()
         .unwrap_or_else(|| SignalPlan::for_config(&ctx.cfg));
     let timeout = args.timeout.unwrap_or_else(|| plan.default_timeout());
-    if let Some(out) = super::delegate(ctx, "stop", timeout + Duration::from_secs(30))? {
+    // The supervisor honours both options: its stop uses the plan, and the timeout.
+    let req = Request {
+        timeout_ms: args.timeout.map(millis),
+        signal_plan: args.signal_plan.as_ref().map(ToString::to_string),
+        ..Request::new("stop")
+    };
+    let wait = timeout.saturating_add(Duration::from_secs(30));
+    if let Some(out) = super::delegate(ctx, &req, wait)? {
         return Ok(out);
     }
+    ctx.warn_problems("stopping");
     let _lock = ctx.lock()?;
     let snap = discovery::discover(&ctx.cfg);
     if let Control::Unit(unit) = systemd::decide(&snap, ctx.global.no_systemd)? {
@@ -46,10 +54,9 @@ pub(super) fn outcome(ctx: &Ctx, r: &StopReport) -> Outcome {
     for f in &r.foreign_holders {
         text.push_str(&format!("warning: {f}\n"));
     }
-    Outcome {
-        code: ExitCode::Ok,
+    Outcome::ok(
         text,
-        json: json!({
+        json!({
             "result": if r.already_stopped { "already-stopped" } else { "stopped" },
             "master": r.master,
             "stopped": r.stopped,
@@ -58,5 +65,5 @@ pub(super) fn outcome(ctx: &Ctx, r: &StopReport) -> Outcome {
             "foreign_holders": r.foreign_holders,
             "removed_pid_file": r.removed_pid_file,
         }),
-    }
+    )
 }

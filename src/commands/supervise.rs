@@ -49,5 +49,6 @@ pub(super) fn run(ctx: &Ctx, args: &SuperviseArgs) -> Result<Outcome> {
         code,
         text: String::new(),
         json: json!({ "exit_code": code.code() }),
+        error: None,
     })
 }

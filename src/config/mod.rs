@@ -10,7 +10,7 @@ mod parse;
 
 pub use build::{BuildDirs, probe_config};
 pub use locate::{find_binary, find_config};
-pub use parse::{LoadOptions, load, load_with};
+pub use parse::{LoadOptions, load, load_lenient, load_with};
 
 use crate::listen::ListenAddr;
 use std::path::PathBuf;
@@ -124,6 +124,8 @@ pub struct Pool {
     pub defined_at: Location,
     /// `listen`, parsed.
     pub listen: ListenAddr,
+    /// Where the `listen` directive stands, for messages about the address.
+    pub listen_at: Location,
     /// `listen` as written (after substitution), as php-fpm prints it.
     pub listen_raw: String,
     /// `listen.backlog` (php-fpm's default is -1: the kernel's maximum).

@@ -17,6 +17,10 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
+/// The longest unix socket path the kernel takes (`sun_path` is 108 bytes with its NUL);
+/// a longer `listen` path is silently truncated by php-fpm, which then binds another path.
+pub const SUN_PATH_MAX: usize = 107;
+
 /// The host part of a TCP listen address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TcpHost {
@@ -91,7 +95,7 @@ impl ListenAddr {
             };
             return Ok(ListenAddr::Tcp { host, port });
         }
-        Ok(ListenAddr::Unix(PathBuf::from(v)))
+        Ok(ListenAddr::Unix(crate::lossless::to_path(v)))
     }
 
     /// The unix socket path, if this is one.
@@ -133,7 +137,10 @@ impl ListenAddr {
     /// bare port (bound on `::`). `None` when a host name does not resolve.
     pub fn fpm_sockets_key(&self) -> Option<String> {
         match self {
-            ListenAddr::Unix(p) => Some(p.display().to_string()),
+            // Losslessly: FPM compares the path byte for byte (`HeldSockets::env_value`).
+            ListenAddr::Unix(p) => Some(crate::lossless::decode(
+                std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()),
+            )),
             ListenAddr::Tcp { host, port } => match host {
                 TcpHost::Any => Some(format!(":::{port}")),
                 TcpHost::Ip(ip) => Some(format!("{ip}:{port}")),
@@ -292,9 +299,10 @@ fn decode_v6(hex: &str) -> Option<Ipv6Addr> {
 
 /// Every listening unix stream socket bound to a path: path and inode.
 pub fn read_unix_listeners() -> std::io::Result<Vec<(PathBuf, u64)>> {
-    Ok(parse_proc_net_unix(&std::fs::read_to_string(
-        "/proc/net/unix",
-    )?))
+    // Paths may be any bytes: read losslessly, so one that is not UTF-8 neither fails the
+    // whole read nor loses its bytes.
+    let bytes = std::fs::read("/proc/net/unix")?;
+    Ok(parse_proc_net_unix(&crate::lossless::decode(&bytes)))
 }
 
 /// Parses `/proc/net/unix` text, keeping listening sockets that have a path.
@@ -318,7 +326,7 @@ pub fn parse_proc_net_unix(text: &str) -> Vec<(PathBuf, u64)> {
         // The path is the rest of the line (it may contain spaces); abstract names start with '@'.
         let path = cols[7..].join(" ");
         if path.starts_with('/') {
-            out.push((PathBuf::from(path), inode));
+            out.push((crate::lossless::to_path(&path), inode));
         }
     }
     out

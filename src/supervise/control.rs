@@ -7,20 +7,47 @@
 //! warning, and the command acts on its own.
 
 use crate::error::{Error, Result};
+use crate::exit::ExitCode;
+use crate::outcome::Outcome;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A request: the command and every option given to it, so the supervisor honours them or
+/// refuses them (exit 2), never drops them. A field this supervisor does not know is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Request {
     /// `restart`, `reload`, `stop` or `status`.
     pub cmd: String,
+    /// `--timeout`, in milliseconds: readiness of the new FPM for `restart`/`reload`, the
+    /// whole stop for `stop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// `--signal-plan`, as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_plan: Option<String>,
+    /// `restart --stop-timeout`, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_ms: Option<u64>,
+    /// `restart --no-ready-wait`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_ready_wait: bool,
 }
 
-/// A reply: what the command would have printed and its exit code.
+impl Request {
+    /// A request without options.
+    pub fn new(cmd: &str) -> Request {
+        Request {
+            cmd: cmd.to_string(),
+            ..Request::default()
+        }
+    }
+}
+
+/// A reply: the command's [`Outcome`], serialized.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
     /// Exit code.
@@ -29,6 +56,52 @@ pub struct Reply {
     pub text: String,
     /// JSON result.
     pub json: serde_json::Value,
+    /// The error message, when the command failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl From<&Outcome> for Reply {
+    fn from(o: &Outcome) -> Reply {
+        Reply {
+            code: o.code.code(),
+            text: o.text.clone(),
+            json: o.json.clone(),
+            error: o.error.clone(),
+        }
+    }
+}
+
+impl From<Reply> for Outcome {
+    /// The supervisor's outcome as it was, its exit code included; a code outside the
+    /// table is a failure that says so.
+    fn from(r: Reply) -> Outcome {
+        let Some(code) = ExitCode::from_code(r.code) else {
+            return Outcome::failure(
+                ExitCode::Failure,
+                format!(
+                    "unknown exit code {} ({})",
+                    r.code,
+                    r.error.as_deref().unwrap_or(r.text.trim())
+                ),
+            );
+        };
+        let error = match r.error {
+            Some(e) => Some(e),
+            None if code != ExitCode::Ok => Some(r.text.trim().to_string()),
+            None => None,
+        };
+        Outcome {
+            code,
+            text: if error.is_some() {
+                String::new()
+            } else {
+                r.text
+            },
+            json: r.json,
+            error,
+        }
+    }
 }
 
 /// The control socket path for a config (beside its lock file).
@@ -126,10 +199,10 @@ pub fn write_reply(mut stream: UnixStream, reply: &Reply) {
     let _ = stream.write_all(line.as_bytes());
 }
 
-/// Sends `cmd` to the supervisor of `config`, if one runs; `Ok(None)` when none answers, or
+/// Sends `req` to the supervisor of `config`, if one runs; `Ok(None)` when none answers, or
 /// when the socket or its peer belongs to neither root nor us (a warning says so).
 /// `wait` bounds how long the supervisor may take (a restart waits for readiness).
-pub fn request(config: &Path, cmd: &str, wait: Duration) -> Result<Option<Reply>> {
+pub fn request(config: &Path, req: &Request, wait: Duration) -> Result<Option<Reply>> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let path = socket_path(config);
     let Ok(meta) = std::fs::symlink_metadata(&path) else {
@@ -159,7 +232,7 @@ pub fn request(config: &Path, cmd: &str, wait: Duration) -> Result<Option<Reply>
             return Ok(None);
         }
     }
-    let req = serde_json::to_string(&Request { cmd: cmd.into() }).unwrap_or_default() + "\n";
+    let req = serde_json::to_string(req).unwrap_or_default() + "\n";
     stream.write_all(req.as_bytes()).map_err(|e| {
         Error::io(
             format!("talking to the supervisor on {}", path.display()),
@@ -195,5 +268,44 @@ mod tests {
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
         let ok = read_line_bounded(&b"{\"cmd\":\"status\"}\nrest"[..]).unwrap();
         assert_eq!(parse_request(&ok).unwrap().cmd, "status");
+    }
+
+    #[test]
+    fn a_reply_keeps_the_outcome_and_its_code() {
+        for code in ExitCode::ALL {
+            let out = if code == ExitCode::Ok {
+                Outcome::ok("done\n", serde_json::json!({"a": 1}))
+            } else {
+                Outcome::failure(code, "it failed")
+            };
+            let line = serde_json::to_string(&Reply::from(&out)).unwrap();
+            let back: Reply = serde_json::from_str(&line).unwrap();
+            assert_eq!(Outcome::from(back), out);
+        }
+        let odd = Reply {
+            code: 101,
+            text: "boom".into(),
+            json: serde_json::Value::Null,
+            error: None,
+        };
+        let out = Outcome::from(odd);
+        assert_eq!(out.code, ExitCode::Failure);
+        assert!(out.error.unwrap().contains("101"));
+    }
+
+    #[test]
+    fn options_travel_with_the_request_and_unknown_ones_are_refused() {
+        let req = Request {
+            timeout_ms: Some(1500),
+            signal_plan: Some("QUIT:1s".into()),
+            ..Request::new("stop")
+        };
+        let line = serde_json::to_string(&req).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
+        assert_eq!(
+            serde_json::to_string(&Request::new("status")).unwrap(),
+            r#"{"cmd":"status"}"#
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"stop","force":true}"#).is_err());
     }
 }

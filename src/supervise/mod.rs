@@ -21,13 +21,16 @@
 pub mod control;
 pub mod notify;
 pub mod policy;
+mod request;
 pub mod sockets;
 
 use crate::config::{self, FpmConfig};
+use crate::deadline::Deadline;
 use crate::discovery;
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::fpm::Fpm;
+use crate::outcome::Outcome;
 use crate::procs::{self, ProcId};
 use crate::signals::{self, Sent};
 use crate::stop::SignalPlan;
@@ -37,6 +40,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use policy::{CrashDecision, CrashTracker, HealthTracker, RestartPolicy};
+use request::{Action, control_action};
 use serde_json::json;
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -88,6 +92,8 @@ impl Default for Options {
 struct Master {
     id: ProcId,
     started: Instant,
+    /// When it must be ready, or it is killed.
+    ready_by: Deadline,
     cfg: FpmConfig,
     ready_at: Option<Instant>,
     last_notify: Option<Instant>,
@@ -101,7 +107,7 @@ struct Retiring {
     cfg: FpmConfig,
     master: Option<ProcId>,
     workers: Vec<ProcId>,
-    deadline: Instant,
+    deadline: Deadline,
     escalated: u8,
 }
 
@@ -118,7 +124,9 @@ enum Why {
 struct Shutdown {
     code: ExitCode,
     step: usize,
-    deadline: Instant,
+    deadline: Deadline,
+    /// A `stop --timeout` given through the control socket: the whole stop's limit.
+    limit: Deadline,
 }
 
 /// Signals the loop reacts to, set by signal-hook handlers.
@@ -146,7 +154,9 @@ struct Supervisor {
     retiring: Vec<Retiring>,
     crashes: CrashTracker,
     health: HealthTracker,
-    restart_at: Option<Instant>,
+    restart_at: Option<Deadline>,
+    /// `--timeout` of the restart request being served: the new FPM's readiness limit.
+    ready_limit: Option<Duration>,
     waiting_replies: Vec<(UnixStream, &'static str)>,
     shutdown: Option<Shutdown>,
     announced_ready: bool,
@@ -188,7 +198,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         );
         crate::stop::stop(&cfg, &SignalPlan::default(), Duration::from_secs(30))?;
     }
-    crate::commands::refuse_foreign_holders(&discovery::discover(&cfg))?;
+    discovery::refuse_foreign_holders(&discovery::discover(&cfg))?;
     fpm.require_valid()?;
 
     let control = control::bind(&cfg.path)?;
@@ -232,6 +242,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         starting: None,
         retiring: Vec::new(),
         restart_at: None,
+        ready_limit: None,
         waiting_replies: Vec::new(),
         shutdown: None,
         announced_ready: false,
@@ -243,7 +254,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
     };
     sup.spawn(Why::First);
     let code = sup.event_loop(&wake_r, &flags);
-    sup.finish();
+    sup.finish(code);
     Ok(code)
 }
 
@@ -334,7 +345,7 @@ impl Supervisor {
             }
             if flags.reload.swap(false, Ordering::SeqCst) {
                 info!("reload requested by signal");
-                self.request_restart(None);
+                self.request_restart(None, None);
             }
             for msg in self.notify.drain() {
                 self.on_notify(msg);
@@ -353,27 +364,26 @@ impl Supervisor {
     }
 
     fn next_timeout(&self) -> Duration {
-        let now = Instant::now();
-        let mut next = now + Duration::from_secs(30);
-        let mut consider = |t: Instant| next = next.min(t);
+        let mut next = Deadline::after(Duration::from_secs(30));
         if let Some(t) = self.restart_at {
-            consider(t);
+            next = next.min(t);
         }
         if self.starting.is_some() || self.current.as_ref().is_some_and(|m| m.ready_at.is_none()) {
-            consider(now + Duration::from_millis(25));
+            next = next.slice(Duration::from_millis(25));
         }
         for r in &self.retiring {
-            consider(r.deadline);
-            consider(now + Duration::from_millis(100));
+            next = next.min(r.deadline).slice(Duration::from_millis(100));
         }
         if let Some(s) = &self.shutdown {
-            consider(s.deadline);
-            consider(now + Duration::from_millis(50));
+            next = next
+                .min(s.deadline)
+                .min(s.limit)
+                .slice(Duration::from_millis(50));
         }
         if let Some(w) = self.watchdog {
-            consider(self.last_watchdog + w / 2);
+            next = next.min(Deadline::after_from(self.last_watchdog, w / 2));
         }
-        next.saturating_duration_since(now)
+        next.remaining()
     }
 
     /// Starts a new FPM on the held sockets.
@@ -421,9 +431,14 @@ impl Supervisor {
                     Why::Requested => "restart requested",
                 };
                 info!("started FPM master {pid} ({reason})");
+                let ready_in = match why {
+                    Why::Requested => self.ready_limit.unwrap_or(self.opts.ready_timeout),
+                    _ => self.opts.ready_timeout,
+                };
                 let m = Master {
                     id,
                     started: Instant::now(),
+                    ready_by: Deadline::after(ready_in),
                     cfg,
                     ready_at: None,
                     last_notify: None,
@@ -514,7 +529,7 @@ impl Supervisor {
                         humantime::format_duration(self.opts.policy.within)
                     );
                 }
-                self.restart_at = Some(Instant::now() + after);
+                self.restart_at = Some(Deadline::after(after));
             }
             CrashDecision::GiveUp { crashes } => {
                 error!(
@@ -552,7 +567,7 @@ impl Supervisor {
             cfg: cfg.clone(),
             master: None,
             workers,
-            deadline: Instant::now() + self.opts.drain_timeout,
+            deadline: Deadline::after(self.opts.drain_timeout),
             escalated: 0,
         });
     }
@@ -581,7 +596,7 @@ impl Supervisor {
 
     /// Readiness of a starting master: its workers up and every pool answering.
     fn check_ready(&self, m: &Master) -> Readiness {
-        if m.started.elapsed() > self.opts.ready_timeout {
+        if m.ready_by.expired() {
             return Readiness::TimedOut;
         }
         let table = procs::scan(false);
@@ -610,7 +625,7 @@ impl Supervisor {
             self.progress_retiring();
             return;
         }
-        if self.restart_at.is_some_and(|t| now >= t) {
+        if self.restart_at.is_some_and(|t| t.expired_at(now)) {
             self.restart_at = None;
             self.spawn(Why::Crash);
         }
@@ -620,9 +635,9 @@ impl Supervisor {
                 Readiness::Ready => self.on_ready(None),
                 Readiness::TimedOut => {
                     error!(
-                        "FPM master {} not ready after {}; killing it",
+                        "FPM master {} not ready after {:.1}s; killing it",
                         m.id.pid,
-                        humantime::format_duration(self.opts.ready_timeout)
+                        m.started.elapsed().as_secs_f64()
                     );
                     signal_master(&m.cfg, m.id, Signal::SIGKILL);
                 }
@@ -650,7 +665,7 @@ impl Supervisor {
         self.progress_retiring();
         self.check_hung_master();
         if let Some(w) = self.watchdog
-            && now >= self.last_watchdog + w / 2
+            && Deadline::after_from(self.last_watchdog, w / 2).expired_at(now)
         {
             self.last_watchdog = now;
             if self.current.as_ref().is_some_and(|m| m.ready_at.is_some())
@@ -724,7 +739,7 @@ impl Supervisor {
             cfg: old.cfg.clone(),
             master: Some(old.id),
             workers,
-            deadline: Instant::now() + self.opts.drain_timeout,
+            deadline: Deadline::after(self.opts.drain_timeout),
             escalated: 0,
         });
     }
@@ -753,7 +768,7 @@ impl Supervisor {
                 }
                 continue;
             }
-            if now >= r.deadline {
+            if r.deadline.expired_at(now) {
                 let sig = if r.escalated == 0 {
                     Signal::SIGTERM
                 } else {
@@ -768,7 +783,7 @@ impl Supervisor {
                     signal_worker(&r.cfg, *w, sig);
                 }
                 r.escalated += 1;
-                r.deadline = now + Duration::from_secs(5);
+                r.deadline = Deadline::after_from(now, Duration::from_secs(5));
             }
         }
         for i in done.into_iter().rev() {
@@ -781,8 +796,8 @@ impl Supervisor {
         let (Some(_), Some(last)) = (m.ready_at, m.last_notify) else {
             return;
         };
-        let limit = (m.cfg.global.systemd_interval * 3).max(Duration::from_secs(30));
-        if last.elapsed() > limit && !m.cfg.global.systemd_interval.is_zero() {
+        let limit = (m.cfg.global.systemd_interval.saturating_mul(3)).max(Duration::from_secs(30));
+        if Deadline::after_from(last, limit).expired() && !m.cfg.global.systemd_interval.is_zero() {
             warn!(
                 "FPM master {} sent no status for {}s: treating it as hung",
                 m.id.pid,
@@ -791,7 +806,7 @@ impl Supervisor {
             if let Some(m) = self.current.as_mut() {
                 m.last_notify = Some(Instant::now());
             }
-            self.request_restart(None);
+            self.request_restart(None, None);
         }
     }
 
@@ -813,7 +828,7 @@ impl Supervisor {
                 "FPM is unhealthy after {} failed checks: restarting it",
                 self.opts.unhealthy_after
             );
-            self.request_restart(None);
+            self.request_restart(None, None);
         }
     }
 
@@ -845,7 +860,13 @@ impl Supervisor {
     }
 
     /// Starts a replacement FPM (config reloaded and tested first); `reply` gets the answer.
-    fn request_restart(&mut self, reply: Option<(UnixStream, &'static str)>) {
+    /// Starts a replacement FPM (config tested and reloaded first); `reply` gets the answer.
+    /// `ready_limit` is a forwarded `--timeout`: how long the new FPM may take to be ready.
+    fn request_restart(
+        &mut self,
+        reply: Option<(UnixStream, &'static str)>,
+        ready_limit: Option<Duration>,
+    ) {
         if self.shutdown.is_some() {
             if let Some((s, _)) = reply {
                 control::write_reply(
@@ -861,35 +882,34 @@ impl Supervisor {
         if self.starting.is_some() {
             return; // the restart in progress answers everyone
         }
-        let mut cfg = match config::load_with(&self.cfg_path, &self.fpm.load_options()) {
-            Ok(c) => c,
+        // php-fpm's verdict first, so a config it rejects is exit 6, as without a supervisor.
+        let cfg = self
+            .fpm
+            .require_valid()
+            .and_then(|()| {
+                config::load_with(&self.cfg_path, &self.fpm.load_options()).map_err(Error::from)
+            })
+            .and_then(|mut cfg| {
+                // The binary proves which processes are ours (the master is no foreign holder).
+                cfg.binary = self.cfg.binary.clone();
+                // Refused exactly as `restart` and `reload` refuse it without a supervisor.
+                discovery::refuse_foreign_holders(&discovery::discover(&cfg))?;
+                self.sockets.reconcile(&cfg)?;
+                Ok(cfg)
+            });
+        let cfg = match cfg {
+            Ok(cfg) => cfg,
             Err(e) => {
                 error!("not restarting: {e}");
                 self.reply_all(
-                    ExitCode::ConfigUnreadable,
+                    e.exit_code(),
                     &format!("not restarted, the running FPM was kept: {e}"),
                 );
                 return;
             }
         };
-        if let Err(e) = self.fpm.require_valid() {
-            error!("not restarting: {e}");
-            self.reply_all(
-                e.exit_code(),
-                &format!("not restarted, the running FPM was kept: {e}"),
-            );
-            return;
-        }
-        if let Err(e) = self.sockets.reconcile(&cfg) {
-            error!("not restarting: {e}");
-            self.reply_all(
-                e.exit_code(),
-                &format!("not restarted, the running FPM was kept: {e}"),
-            );
-            return;
-        }
-        cfg.binary = self.cfg.binary.clone();
         self.cfg = cfg;
+        self.ready_limit = ready_limit;
         self.sd.send("RELOADING=1\nSTATUS=restarting FPM");
         self.restart_at = None;
         self.restarts += 1;
@@ -929,20 +949,24 @@ impl Supervisor {
                 continue;
             }
             info!("control request: {}", req.cmd);
-            match req.cmd.as_str() {
-                "restart" | "reload" => self.request_restart(Some((stream, "restart"))),
-                "stop" => {
-                    self.waiting_replies.push((stream, "stop"));
-                    self.begin_shutdown(ExitCode::Ok);
+            match control_action(&req) {
+                Err(msg) => control::write_reply(stream, &reply_of(ExitCode::Usage, &msg)),
+                Ok(Action::Restart { ready_limit }) => {
+                    self.request_restart(Some((stream, "restart")), ready_limit)
                 }
-                "status" => control::write_reply(stream, &self.status_reply()),
-                other => control::write_reply(
-                    stream,
-                    &reply_of(
-                        ExitCode::Usage,
-                        &format!("unknown control command '{other}'"),
-                    ),
-                ),
+                Ok(Action::Stop { plan, limit }) => {
+                    self.waiting_replies.push((stream, "stop"));
+                    if self.shutdown.is_none() {
+                        if let Some(plan) = plan {
+                            self.opts.stop_plan = plan;
+                        }
+                        self.begin_shutdown(ExitCode::Ok);
+                        if let (Some(s), Some(limit)) = (&mut self.shutdown, limit) {
+                            s.limit = Deadline::after(limit);
+                        }
+                    }
+                }
+                Ok(Action::Status) => control::write_reply(stream, &self.status_reply()),
             }
         }
     }
@@ -970,11 +994,12 @@ impl Supervisor {
                 std::process::id()
             ),
         };
-        control::Reply {
-            code: if cur.is_some_and(|m| m.ready_at.is_some()) {
-                0
+        let ready = cur.is_some_and(|m| m.ready_at.is_some());
+        control::Reply::from(&Outcome {
+            code: if ready {
+                ExitCode::Ok
             } else {
-                ExitCode::NotReady.code()
+                ExitCode::NotReady
             },
             text,
             json: json!({
@@ -985,7 +1010,8 @@ impl Supervisor {
                 "fpm_status": cur.and_then(|m| m.status.clone()),
                 "sockets": self.sockets.list.iter().map(|h| h.addr.to_string()).collect::<Vec<_>>(),
             }),
-        }
+            error: None,
+        })
     }
 
     fn on_term(&mut self) {
@@ -1006,7 +1032,7 @@ impl Supervisor {
                 if s.step < fast {
                     warn!("second stop signal: stopping FPM fast");
                     s.step = fast;
-                    s.deadline = Instant::now();
+                    s.deadline = Deadline::after(Duration::ZERO);
                 }
             }
         }
@@ -1021,7 +1047,8 @@ impl Supervisor {
         self.shutdown = Some(Shutdown {
             code,
             step: 0,
-            deadline: Instant::now(),
+            deadline: Deadline::after(Duration::ZERO),
+            limit: Deadline::NEVER,
         });
         self.send_shutdown_signal(0);
     }
@@ -1074,14 +1101,14 @@ impl Supervisor {
         }
         if let Some(s) = &mut self.shutdown {
             s.step = step;
-            s.deadline = Instant::now() + st.grace;
+            s.deadline = Deadline::after(st.grace);
         }
     }
 
     fn shutdown_step(&mut self) {
         let gone = self.reap();
         let Some(s) = &self.shutdown else { return };
-        if Instant::now() >= s.deadline && !gone {
+        if s.deadline.expired() && !gone {
             let next = s.step + 1;
             if next < self.opts.stop_plan.steps.len() {
                 self.send_shutdown_signal(next);
@@ -1097,23 +1124,26 @@ impl Supervisor {
         }
         let s = self.shutdown.as_ref()?;
         let last = self.opts.stop_plan.steps.len().saturating_sub(1);
-        if s.step >= last && Instant::now() >= s.deadline + Duration::from_secs(5) {
+        if s.limit.expired() {
+            error!("FPM processes still alive when the stop's --timeout expired; exiting anyway");
+            return Some(ExitCode::Timeout);
+        }
+        if s.step >= last && s.deadline.extended(Duration::from_secs(5)).expired() {
             error!("FPM processes still alive after the whole stop plan; exiting anyway");
             return Some(ExitCode::Timeout);
         }
         None
     }
 
-    fn finish(&mut self) {
-        let code = self
-            .shutdown
-            .as_ref()
-            .map(|s| s.code)
-            .unwrap_or(ExitCode::Ok);
-        let text = if code == ExitCode::Ok {
-            "FPM stopped; supervisor exiting".to_string()
-        } else {
-            format!("supervisor exiting: {}", code.meaning())
+    /// Answers every waiting client with the code the supervisor exits with.
+    fn finish(&mut self, code: ExitCode) {
+        let text = match code {
+            ExitCode::Ok => "FPM stopped; supervisor exiting".to_string(),
+            ExitCode::Timeout => format!(
+                "FPM processes were still alive after the signal plan {} (or the stop's --timeout); supervisor exiting",
+                self.opts.stop_plan
+            ),
+            other => format!("supervisor exiting: {}", other.meaning()),
         };
         self.reply_all(code, &text);
         let _ = std::fs::remove_file(control::socket_path(&self.cfg_path));
@@ -1152,12 +1182,17 @@ fn workers_of(table: &[procs::ProcInfo], master: i32, pool: &str) -> usize {
         .count()
 }
 
+/// The reply for an outcome the supervisor reached: its [`Outcome`], serialized.
 fn reply_of(code: ExitCode, text: &str) -> control::Reply {
-    control::Reply {
-        code: code.code(),
-        text: format!("{text}\n"),
-        json: json!({ "code": code.code(), "message": text }),
-    }
+    let out = if code == ExitCode::Ok {
+        Outcome::ok(
+            format!("{text}\n"),
+            json!({ "code": code.code(), "message": text }),
+        )
+    } else {
+        Outcome::failure(code, text)
+    };
+    control::Reply::from(&out)
 }
 
 fn round_ms(d: Duration) -> Duration {

@@ -152,6 +152,13 @@ pub fn jitter() -> f64 {
 mod tests {
     use super::*;
 
+    /// `secs` after `t0`, without `Instant + Duration` (which panics on overflow).
+    fn at(t0: Instant, secs: u64) -> Instant {
+        crate::deadline::Deadline::after_from(t0, Duration::from_secs(secs))
+            .instant()
+            .unwrap_or(t0)
+    }
+
     fn policy() -> RestartPolicy {
         RestartPolicy {
             max_restarts: 3,
@@ -170,16 +177,10 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(d(t.on_crash(t0, 0.0)), Duration::ZERO);
+        assert_eq!(d(t.on_crash(at(t0, 1), 0.0)), Duration::from_millis(100));
+        assert_eq!(d(t.on_crash(at(t0, 2), 0.0)), Duration::from_millis(200));
         assert_eq!(
-            d(t.on_crash(t0 + Duration::from_secs(1), 0.0)),
-            Duration::from_millis(100)
-        );
-        assert_eq!(
-            d(t.on_crash(t0 + Duration::from_secs(2), 0.0)),
-            Duration::from_millis(200)
-        );
-        assert_eq!(
-            t.on_crash(t0 + Duration::from_secs(3), 0.0),
+            t.on_crash(at(t0, 3), 0.0),
             CrashDecision::GiveUp { crashes: 4 }
         );
     }
@@ -189,9 +190,9 @@ mod tests {
         let mut t = CrashTracker::new(policy());
         let t0 = Instant::now();
         for i in 0..3 {
-            t.on_crash(t0 + Duration::from_secs(i), 0.0);
+            t.on_crash(at(t0, i), 0.0);
         }
-        let later = t0 + Duration::from_secs(200);
+        let later = at(t0, 200);
         assert_eq!(
             t.on_crash(later, 0.0),
             CrashDecision::Restart {

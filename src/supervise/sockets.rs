@@ -95,11 +95,14 @@ impl HeldSockets {
     }
 
     /// The `FPM_SOCKETS` value for the sockets `cfg` uses.
-    pub fn env_value(&self, cfg: &FpmConfig) -> String {
-        self.used_by(cfg)
+    /// A unix path that is not UTF-8 keeps its bytes (the keys are read losslessly).
+    pub fn env_value(&self, cfg: &FpmConfig) -> std::ffi::OsString {
+        let text = self
+            .used_by(cfg)
             .map(|h| format!("{}={}", h.key, h.fd.as_raw_fd()))
             .collect::<Vec<_>>()
-            .join(",")
+            .join(",");
+        crate::lossless::to_path(&text).into_os_string()
     }
 
     /// Raw descriptors of the sockets `cfg` uses, to pass to FPM.

@@ -11,6 +11,7 @@ pub mod load;
 pub mod logtime;
 pub mod nginx;
 
+use fpmctl::deadline::Deadline;
 use fpmctl::procs::{self, ProcInfo};
 use std::fmt;
 use std::net::TcpListener;
@@ -139,6 +140,9 @@ pub struct Opts {
     pub tcp_extra: String,
     /// Include the unix-socket pool.
     pub sock_pool: bool,
+    /// Put everything in a directory of this name inside the temp dir (any bytes, e.g. not
+    /// UTF-8), instead of in the temp dir itself.
+    pub root_name: Option<&'static [u8]>,
 }
 
 impl Default for Opts {
@@ -147,12 +151,15 @@ impl Default for Opts {
             process_control_timeout: "10s",
             tcp_extra: String::new(),
             sock_pool: true,
+            root_name: None,
         }
     }
 }
 
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
+    /// Where the sandbox's files are: the temp dir, or a directory in it (`Opts::root_name`).
+    pub root: PathBuf,
     pub conf: PathBuf,
     pub pid_file: PathBuf,
     pub sock: PathBuf,
@@ -177,10 +184,21 @@ impl Sandbox {
             .unwrap();
         // Workers run as nobody and must reach the scripts.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = match opts.root_name {
+            Some(name) => {
+                use std::os::unix::ffi::OsStrExt;
+                let root = dir.path().join(std::ffi::OsStr::from_bytes(name));
+                std::fs::create_dir(&root).unwrap();
+                std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+                root
+            }
+            None => dir.path().to_path_buf(),
+        };
         let sb = Sandbox {
-            conf: dir.path().join("php-fpm.conf"),
-            pid_file: dir.path().join("fpm.pid"),
-            sock: dir.path().join("fpm.sock"),
+            conf: root.join("php-fpm.conf"),
+            pid_file: root.join("fpm.pid"),
+            sock: root.join("fpm.sock"),
+            root,
             port: free_port(),
             bin,
             opts,
@@ -206,11 +224,11 @@ impl Sandbox {
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        self.root.as_path()
     }
 
     pub fn docroot(&self) -> PathBuf {
-        self.dir.path().join("www")
+        self.root.as_path().join("www")
     }
 
     pub fn tcp_addr(&self) -> String {
@@ -223,7 +241,7 @@ impl Sandbox {
 
     /// The config this sandbox would write with other options (same paths and port).
     pub fn config_text_with(&self, opts: Opts) -> String {
-        let d = self.dir.path().display();
+        let d = self.root.as_path().display();
         let mut s = format!(
             "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\ndaemonize = yes\nprocess_control_timeout = {pct}\n\n\
              [tcp]\nuser = nobody\ngroup = nogroup\nlisten = 127.0.0.1:{port}\npm = static\npm.max_children = 2\n\
@@ -250,8 +268,20 @@ impl Sandbox {
         )
     }
 
+    /// Writes the config. The sandbox's paths in `text` (as `display()` shows them, lossily
+    /// when they are not UTF-8) are written with their real bytes.
     pub fn write_config(&self, text: &str) {
-        std::fs::write(&self.conf, text).unwrap();
+        use std::os::unix::ffi::OsStrExt;
+        let shown = self.root.display().to_string();
+        let real = self.root.as_os_str().as_bytes();
+        let mut bytes = Vec::new();
+        for (i, part) in text.split(shown.as_str()).enumerate() {
+            if i > 0 {
+                bytes.extend_from_slice(real);
+            }
+            bytes.extend_from_slice(part.as_bytes());
+        }
+        std::fs::write(&self.conf, bytes).unwrap();
     }
 
     /// Starts php-fpm directly (not through fpmctl), daemonized, and waits for its pid file.
@@ -309,7 +339,9 @@ impl Sandbox {
 
     /// Live masters titled for this sandbox's config.
     pub fn masters(&self) -> Vec<ProcInfo> {
-        let title = format!("php-fpm: master process ({})", self.conf.display());
+        use std::os::unix::ffi::OsStrExt;
+        let conf = fpmctl::lossless::decode(self.conf.as_os_str().as_bytes());
+        let title = format!("php-fpm: master process ({conf})");
         procs::scan(false)
             .into_iter()
             .filter(|p| p.title == title && !p.is_gone())
@@ -345,29 +377,37 @@ impl Sandbox {
     }
 
     pub fn fpmctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut all: Vec<String> = vec!["-c".into(), self.conf.display().to_string()];
-        all.extend(args.iter().map(|s| s.to_string()));
-        run_fpmctl(&all, self.dir.path(), env)
+        let mut all: Vec<std::ffi::OsString> = vec!["-c".into(), self.conf.clone().into()];
+        all.extend(args.iter().map(Into::into));
+        run_fpmctl_os(&all, self.root.as_path(), env)
     }
 
     /// Starts fpmctl in the background (for races); the caller waits on it.
     pub fn fpmctl_spawn(&self, args: &[&str]) -> Child {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fpmctl"));
-        cmd.arg("-c").arg(&self.conf).args(args);
-        cmd.env("FPMCTL_LOCK_DIR", self.dir.path().join("locks"));
+        let mut cmd = self.fpmctl_command(args);
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
         cmd.spawn().unwrap()
     }
 
+    /// `fpmctl -c CONF ARGS` with this sandbox's lock directory, for a test that sets up
+    /// stdio or signals itself. Spawned from Rust, the child has default signal dispositions.
+    pub fn fpmctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fpmctl"));
+        cmd.arg("-c").arg(&self.conf).args(args);
+        cmd.env("FPMCTL_LOCK_DIR", self.root.as_path().join("locks"));
+        cmd.current_dir(self.root.as_path());
+        cmd
+    }
+
     /// Starts `fpmctl -c CONF supervise ARGS` in the background (output to `supervise.log`
     /// in the sandbox); killed on drop if still running.
     pub fn supervise(&self, args: &[&str], env: &[(&str, &str)]) -> u32 {
-        let log = std::fs::File::create(self.dir.path().join("supervise.log")).unwrap();
+        let log = std::fs::File::create(self.root.as_path().join("supervise.log")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fpmctl"));
         cmd.arg("-c").arg(&self.conf).arg("supervise").args(args);
-        cmd.env("FPMCTL_LOCK_DIR", self.dir.path().join("locks"));
+        cmd.env("FPMCTL_LOCK_DIR", self.root.as_path().join("locks"));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -377,7 +417,7 @@ impl Sandbox {
     }
 
     pub fn supervise_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("supervise.log")).unwrap_or_default()
+        std::fs::read_to_string(self.root.as_path().join("supervise.log")).unwrap_or_default()
     }
 
     /// Waits until the supervisor reports a ready master; returns its PID.
@@ -398,7 +438,7 @@ impl Sandbox {
     /// Waits for a helper child to exit; its exit code.
     #[track_caller]
     pub fn wait_child(&self, pid: u32, limit: Duration) -> i32 {
-        let deadline = Instant::now() + limit;
+        let deadline = Deadline::after(limit);
         loop {
             {
                 let mut children = self.children.lock().unwrap();
@@ -410,13 +450,53 @@ impl Sandbox {
                     panic!("{pid} is not a child of this sandbox");
                 }
             }
-            if Instant::now() > deadline {
+            if deadline.expired() {
                 panic!(
                     "child {pid} still running after {limit:?}\nsupervise log:\n{}",
                     self.supervise_log()
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts fpmctl in the background and returns once its log shows `needle`, collecting
+    /// its stderr, so the test can signal it mid-step and read everything it said.
+    #[track_caller]
+    pub fn spawn_until(&self, args: &[&str], needle: &str) -> Spawned {
+        use std::io::Read;
+        let mut child = self.fpmctl_spawn(args);
+        let mut err = child.stderr.take().unwrap();
+        let seen = std::sync::Arc::new(Mutex::new(String::new()));
+        let mut buf = [0u8; 256];
+        while !seen.lock().unwrap().contains(needle) {
+            let n = err.read(&mut buf).unwrap();
+            assert!(
+                n > 0,
+                "fpmctl {args:?} ended before logging {needle:?}: {}",
+                seen.lock().unwrap()
+            );
+            seen.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let sink = std::sync::Arc::clone(&seen);
+        let reader = std::thread::spawn(move || {
+            loop {
+                match err.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => sink
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n])),
+                }
+            }
+        });
+        Spawned {
+            child,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            stderr: seen,
+            reader: Some(reader),
         }
     }
 
@@ -496,18 +576,18 @@ impl Sandbox {
     }
 
     pub fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("fpm.log")).unwrap_or_default()
+        std::fs::read_to_string(self.root.as_path().join("fpm.log")).unwrap_or_default()
     }
 
     /// Polls `f` (bounded, short pauses) until it returns `Some`, or panics after `limit`.
     #[track_caller]
     pub fn wait_for<T>(&self, limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + limit;
+        let deadline = Deadline::after(limit);
         loop {
             if let Some(v) = f() {
                 return v;
             }
-            if Instant::now() > deadline {
+            if deadline.expired() {
                 panic!(
                     "timed out after {limit:?} waiting for {what}\nFPM log:\n{}",
                     self.error_log()
@@ -549,7 +629,7 @@ impl Drop for Sandbox {
         if panicking {
             eprintln!(
                 "--- sandbox {} config:\n{}",
-                self.dir.path().display(),
+                self.root.as_path().display(),
                 std::fs::read_to_string(&self.conf).unwrap_or_default()
             );
             eprintln!("--- FPM log:\n{}", self.error_log());
@@ -576,6 +656,67 @@ impl Drop for Sandbox {
     }
 }
 
+/// An fpmctl running in the background whose stderr is being collected.
+pub struct Spawned {
+    pub child: Child,
+    pub args: Vec<String>,
+    stderr: std::sync::Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Spawned {
+    /// Sends `sig` to the fpmctl process itself, by PID.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// Waits (bounded) for it to exit; everything it printed.
+    #[track_caller]
+    pub fn wait(mut self, limit: Duration) -> Run {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let mut run = wait_run(&mut self.child, &args, limit);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        run.stderr = self.stderr.lock().unwrap().clone();
+        run
+    }
+}
+
+/// Waits (bounded) for a child fpmctl to exit; its output so far and exit code, printable.
+#[track_caller]
+pub fn wait_run(child: &mut Child, args: &[&str], limit: Duration) -> Run {
+    use std::io::Read;
+    let started = Instant::now();
+    let deadline = Deadline::after_from(started, limit);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if deadline.expired() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("fpmctl {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut stdout);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    Run {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+        elapsed: started.elapsed(),
+    }
+}
+
 /// A pipe whose buffer is already full: a process given the write end blocks on its first
 /// write (until the read end, returned first, is read or closed).
 pub fn full_pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
@@ -591,6 +732,12 @@ pub fn full_pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
 
 /// Runs the fpmctl binary with the given arguments from `dir`, with locks under `dir`.
 pub fn run_fpmctl(args: &[String], dir: &Path, env: &[(&str, &str)]) -> Run {
+    let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    run_fpmctl_os(&args, dir, env)
+}
+
+/// [`run_fpmctl`] with arguments that may not be UTF-8.
+pub fn run_fpmctl_os(args: &[std::ffi::OsString], dir: &Path, env: &[(&str, &str)]) -> Run {
     let started = Instant::now();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fpmctl"));
     cmd.args(args)
@@ -602,7 +749,10 @@ pub fn run_fpmctl(args: &[String], dir: &Path, env: &[(&str, &str)]) -> Run {
     }
     let out: Output = cmd.output().unwrap();
     Run {
-        args: args.to_vec(),
+        args: args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -34,11 +34,20 @@ proptest! {
     }
 
     #[test]
-    fn requests_and_replies_round_trip(cmd in any::<String>(), code in any::<i32>(), text in any::<String>(), json in json_value()) {
-        let req = Request { cmd };
+    fn requests_and_replies_round_trip(
+        cmd in any::<String>(),
+        timeout_ms in proptest::option::of(any::<u64>()),
+        signal_plan in proptest::option::of(any::<String>()),
+        no_ready_wait in any::<bool>(),
+        code in any::<i32>(),
+        text in any::<String>(),
+        json in json_value(),
+        error in proptest::option::of(any::<String>()),
+    ) {
+        let req = Request { timeout_ms, signal_plan, no_ready_wait, ..Request::new(&cmd) };
         let line = serde_json::to_string(&req).expect("serialises");
         prop_assert_eq!(parse_request(&line).expect("parses"), req);
-        let reply = Reply { code, text, json };
+        let reply = Reply { code, text, json, error };
         let line = serde_json::to_string(&reply).expect("serialises");
         prop_assert_eq!(parse_reply(&line).expect("parses"), reply);
     }

@@ -71,6 +71,24 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<FpmConfig, ConfigErr
     loader.finish(main)
 }
 
+/// Like [`load_with`], but keeps what could be read when some values are invalid: the model
+/// built from every valid directive (pid file, pools and their listen addresses; invalid
+/// values fall back to php-fpm's defaults, unbuildable pools are left out) and every
+/// problem. `Err` only when the main file cannot be read at all.
+pub fn load_lenient(
+    path: &Path,
+    opts: &LoadOptions,
+) -> Result<(FpmConfig, Vec<Problem>), ConfigError> {
+    let main = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut loader = Loader::new(opts);
+    if !loader.load_file(&main, 1, None) {
+        return Err(ConfigError {
+            problems: loader.problems,
+        });
+    }
+    Ok(loader.into_model(main))
+}
+
 /// php-fpm refuses to nest more files than this (the main file counts).
 const MAX_INCLUDE_DEPTH: usize = 5;
 /// The most one config file may hold. Real ones are a few KiB; an `include` that names a
@@ -223,7 +241,8 @@ impl<'a> Loader<'a> {
             }
         };
         self.files.push(path.to_path_buf());
-        let text = String::from_utf8_lossy(&bytes);
+        // Lossless: a path that is not UTF-8 keeps its bytes (crate::lossless).
+        let text = crate::lossless::decode(&bytes);
         for (index, line) in text.split('\n').enumerate() {
             let at = Location {
                 file: path.to_path_buf(),

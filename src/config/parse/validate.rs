@@ -3,7 +3,16 @@
 use super::*;
 
 impl Loader<'_> {
-    pub(super) fn finish(mut self, path: PathBuf) -> Result<FpmConfig, ConfigError> {
+    pub(super) fn finish(self, path: PathBuf) -> Result<FpmConfig, ConfigError> {
+        let (config, problems) = self.into_model(path);
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        Ok(config)
+    }
+
+    /// The model from what was read, and every problem found.
+    pub(super) fn into_model(mut self, path: PathBuf) -> (FpmConfig, Vec<Problem>) {
         let global = self.finish_global();
         if self.pools.is_empty() {
             self.problem(
@@ -20,12 +29,7 @@ impl Loader<'_> {
             .filter_map(|raw| self.finish_pool(raw))
             .collect();
         self.check_unique_addresses(&raw_pools, &pools);
-        if !self.problems.is_empty() {
-            return Err(ConfigError {
-                problems: self.problems,
-            });
-        }
-        Ok(FpmConfig {
+        let config = FpmConfig {
             path,
             files: self.files,
             global,
@@ -34,14 +38,15 @@ impl Loader<'_> {
             prefix: self.prefix,
             build: self.build,
             binary: None,
-        })
+        };
+        (config, self.problems)
     }
 
     fn finish_global(&mut self) -> Global {
         let g = std::mem::take(&mut self.global);
         let pid_file = g
             .text("pid")
-            .map(|p| PathBuf::from(self.resolve(p, &self.state_dir)));
+            .map(|p| crate::lossless::to_path(&self.resolve(p, &self.state_dir)));
         let error_log = match g.text("error_log") {
             Some(log) if log.eq_ignore_ascii_case("syslog") => log.to_string(),
             Some(log) => self.resolve(log, &self.state_dir),
@@ -112,6 +117,10 @@ impl Loader<'_> {
         Some(Pool {
             name: raw.name.clone(),
             defined_at: raw.defined_at.clone(),
+            listen_at: s
+                .at("listen")
+                .cloned()
+                .unwrap_or_else(|| raw.defined_at.clone()),
             listen,
             listen_raw,
             listen_backlog: s
