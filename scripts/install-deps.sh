@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what fpmctl's tests and demo need on Debian 12: the real php-fpm, nginx,
-# the reference FastCGI client (cgi-fcgi) and wrk for load tests. Only missing packages
-# are installed; run as root.
+# the reference FastCGI client (cgi-fcgi), wrk for load tests, and promtool (which Debian 12
+# ships only in the `prometheus` package) to check the metrics exposition. Only missing
+# packages are installed; run as root.
 set -euo pipefail
 
-packages=(php8.2-fpm libfcgi-bin nginx-light wrk)
+packages=(php8.2-fpm libfcgi-bin nginx-light wrk prometheus)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,3 +21,8 @@ echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Only promtool is wanted: where systemd runs, the Prometheus server the package enables
+# is stopped and disabled again.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && [[ -d /run/systemd/system ]]; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi
