@@ -163,6 +163,12 @@ fn every_worker_busy_and_a_queue_are_seen_from_the_kernel_and_proc() {
         assert!(load["status_page"].is_null(), "{run}");
     }
     let text = sb.fpmctl(&["status"]);
+    text.expect_code(0);
+    assert!(
+        text.stdout
+            .contains("running, saturated: pool tcp, pool sock"),
+        "{text}"
+    );
     assert!(
         text.stdout
             .contains("saturated: workers 2 busy, 0 idle of 2")
@@ -266,4 +272,53 @@ fn probes_leave_the_access_log_alone_and_fail_when_fpm_is_gone() {
     let p = sb.fpmctl(&["probe", "startup", "--timeout", "300ms", "--json"]);
     p.expect_code(1);
     assert!(p.json()["reason"].is_string(), "{p}");
+}
+
+#[test]
+fn pm_status_listen_answers_while_every_worker_is_busy() {
+    let Some(sb) = Sandbox::new() else { return };
+    let d = sb.path().display();
+    // A dynamic pool that reaches pm.max_children, with its status page on a socket of its
+    // own (FPM serves it from a helper pool, not from the pool's workers).
+    sb.write_config(&format!(
+        "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\ndaemonize = yes\n\n\
+         [tcp]\nuser = nobody\ngroup = nogroup\nlisten = 127.0.0.1:{port}\npm = dynamic\n\
+         pm.max_children = {CHILDREN}\npm.start_servers = 1\npm.min_spare_servers = 1\n\
+         pm.max_spare_servers = 1\npm.status_path = /status\npm.status_listen = {d}/status.sock\n\
+         access.log = {d}/tcp-access.log\n",
+        port = sb.port,
+    ));
+    sb.fpmctl(&["start"]).expect_code(0);
+    let tcp = ListenAddr::parse(&sb.tcp_addr()).unwrap();
+    for _ in 0..CHILDREN + 1 {
+        slow(&sb, tcp.clone(), 60);
+    }
+    // FPM counts "max children reached" in its once-a-second maintenance.
+    let j = sb.wait_for(Duration::from_secs(20), "max children reached", || {
+        let j = sb.fpmctl(&["status", "--json"]).json();
+        let load = pool(&j, "tcp")["load"].clone();
+        (load["workers"]["busy"] == CHILDREN
+            && load["status_page"]["max_children_reached"].as_u64() >= Some(1))
+        .then_some(load)
+    });
+    // The third request waits in the queue; the status page came through status.sock.
+    assert_eq!(j["queue"]["waiting"], 1, "{j:#}");
+    assert_eq!(j["workers"]["total"], CHILDREN, "{j:#}");
+    assert_eq!(j["health"], "saturated", "{j:#}");
+    assert_eq!(
+        j["status_page"]["uri"],
+        format!("unix://{d}/status.sock;/status"),
+        "{j:#}"
+    );
+    let m = sb.fpmctl(&["metrics"]);
+    assert!(
+        series(&m.stdout, "phpfpm_max_children_reached", "tcp").is_some_and(|v| v >= 1.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(&m.stdout, "phpfpm_listen_queue", "tcp"),
+        Some(1.0),
+        "{m}"
+    );
+    promtool_accepts(&m.stdout);
 }

@@ -128,7 +128,18 @@ fn render(ctx: &Ctx, snap: &Snapshot, loads: &[PoolState]) -> String {
     let mut s = String::new();
     let state = snap.state();
     let summary = match state {
-        State::Running => "running".to_string(),
+        State::Running => {
+            let full: Vec<&str> = loads
+                .iter()
+                .filter(|l| l.health == Health::Saturated)
+                .map(|l| l.pool.as_str())
+                .collect();
+            if full.is_empty() {
+                "running".to_string()
+            } else {
+                format!("running, saturated: pool {}", full.join(", pool "))
+            }
+        }
         State::Stopped => "stopped".to_string(),
         State::StalePidFile => "stopped, with a stale pid file".to_string(),
         State::Orphans => format!(
