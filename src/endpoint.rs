@@ -1,7 +1,13 @@
 //! A tiny HTTP endpoint for scrapers and HTTP probes: `GET /metrics` (Prometheus text
 //! exposition), `GET /livez` and `GET /readyz` (200 `ok`, or 503 with the reason). The HTTP
 //! side is `tiny_http`'s; what to answer comes from a [`Health`] implementation, so a host
-//! (the supervisor, a test) decides how figures are gathered.
+//! (the supervisor, a test) decides how figures are gathered. [`FpmHealth`] is the one for a
+//! config's FPM: one discovery and one [`crate::saturation::observe`] per request, the
+//! probes' decisions from [`crate::probe`].
+
+use crate::config::FpmConfig;
+use crate::deadline::Deadline;
+use crate::saturation::{self, StatusPolicy};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +27,43 @@ pub trait Health: Send + Sync {
     fn live(&self) -> Result<(), String>;
     /// `/readyz`: `Ok` passes, `Err` says why not.
     fn ready(&self) -> Result<(), String>;
+}
+
+/// [`Health`] of a config's FPM, as `fpmctl metrics` and `fpmctl probe` see it.
+#[derive(Debug, Clone)]
+pub struct FpmHealth {
+    /// The config.
+    pub cfg: FpmConfig,
+    /// `/readyz` fails when more connections than this wait in a pool's queue.
+    pub max_queue: Option<u32>,
+    /// The most one request may spend (on status pages; the rest does not wait).
+    pub budget: Duration,
+}
+
+impl FpmHealth {
+    fn look(&self, policy: StatusPolicy) -> (bool, Vec<saturation::PoolState>) {
+        let snap = crate::discovery::discover(&self.cfg);
+        let pools = saturation::observe(&self.cfg, &snap, policy, Deadline::after(self.budget));
+        (snap.master.is_some(), pools)
+    }
+}
+
+impl Health for FpmHealth {
+    fn metrics(&self) -> Result<String, String> {
+        let (master, pools) = self.look(StatusPolicy::WhenIdle);
+        let ready = crate::probe::readiness(master, &pools, self.max_queue).is_ok();
+        crate::metrics::render(&pools, ready).map_err(|e| e.to_string())
+    }
+
+    fn live(&self) -> Result<(), String> {
+        let (master, pools) = self.look(StatusPolicy::Never);
+        crate::probe::liveness(master, &pools)
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        let (master, pools) = self.look(StatusPolicy::Never);
+        crate::probe::readiness(master, &pools, self.max_queue)
+    }
 }
 
 /// One answer: status, content type, body.

@@ -404,7 +404,7 @@ pub fn status_route(
         (_, Some(addr)) => Ok(addr),
         (StatusPolicy::DedicatedOnly, None) => Err("pm.status_listen is not set".into()),
         (StatusPolicy::WhenIdle, None) if workers.idle == 0 => {
-            Err("no idle worker to answer it (set pm.status_listen to read it under load)".into())
+            Err("no idle worker to answer it, and no pm.status_listen".into())
         }
         (StatusPolicy::WhenIdle, None) => Ok(&pool.listen),
     }

@@ -110,6 +110,20 @@ fn promtool_accepts(text: &str) {
     }
 }
 
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 #[test]
 fn every_worker_busy_and_a_queue_are_seen_from_the_kernel_and_proc() {
     let Some(sb) = Sandbox::new() else { return };
@@ -229,6 +243,40 @@ fn every_worker_busy_and_a_queue_are_seen_from_the_kernel_and_proc() {
             assert!(j["reason"].as_str().unwrap().contains("saturated"), "{p}");
         }
     }
+
+    // The HTTP endpoint a host can serve says the same.
+    let mut cfg = fpmctl::config::load(&sb.conf).unwrap();
+    cfg.binary = fpmctl::identity::FpmBinary::resolve(&sb.bin).ok();
+    let health = fpmctl::endpoint::FpmHealth {
+        cfg,
+        max_queue: Some(3),
+        budget: Duration::from_secs(2),
+    };
+    let ep = fpmctl::endpoint::Endpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = ep.local_addr().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| ep.serve_until(&health, &stop));
+        let metrics = http_get(addr, "/metrics");
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert_eq!(
+            series(&metrics, "phpfpm_listen_queue", "sock"),
+            Some(4.0),
+            "{metrics}"
+        );
+        assert_eq!(
+            series(&metrics, "phpfpm_listen_queue", "tcp"),
+            Some(3.0),
+            "{metrics}"
+        );
+        let live = http_get(addr, "/livez");
+        assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+        // 4 wait on the unix socket, more than 3.
+        let ready = http_get(addr, "/readyz");
+        assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+        assert!(ready.contains("pool sock is saturated"), "{ready}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
 
     // And the status page indeed cannot answer now (asked last: it joins the queue).
     let page = fpmctl::fastcgi::status(&tcp, "/status", Duration::from_millis(300));
