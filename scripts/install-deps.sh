@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what fpmctl's tests and demo need on Debian 12: the real php-fpm, nginx,
-# the reference FastCGI client (cgi-fcgi), wrk for load tests, and promtool (which Debian 12
-# ships only in the `prometheus` package) to check the metrics exposition. Only missing
-# packages are installed; run as root.
+# the reference FastCGI client (cgi-fcgi), wrk for load tests, promtool (which Debian 12 ships
+# only in the `prometheus` package) to check the metrics exposition; for the packaging checks,
+# systemd (booted in a namespace by tests/systemd.rs), man-db (man -l), logrotate and
+# python3-venv (ansible-core for the role's check). Only missing packages are installed;
+# run as root.
 set -euo pipefail
 
-packages=(php8.2-fpm libfcgi-bin nginx-light wrk prometheus)
+packages=(php8.2-fpm libfcgi-bin nginx-light wrk systemd man-db groff-base logrotate python3-venv prometheus)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,9 +10,13 @@ use std::time::Duration;
 
 static AFTER_HELP: LazyLock<String> = LazyLock::new(ExitCode::table);
 
+/// What `--version` prints after the name: the package version and, in a build from the
+/// project's git checkout, the short revision, e.g. `0.1.0 (abc1234)` (set by build.rs).
+pub const VERSION: &str = env!("FPMCTL_VERSION");
+
 /// fpmctl: safely stop, start, restart, reload, check and supervise PHP-FPM.
 #[derive(Debug, Parser)]
-#[command(name = "fpmctl", version, about, after_help = AFTER_HELP.as_str())]
+#[command(name = "fpmctl", version = VERSION, about, after_help = AFTER_HELP.as_str())]
 pub struct Cli {
     /// Options every command takes.
     #[command(flatten)]
@@ -120,6 +124,9 @@ pub enum Command {
     /// A probe for Kubernetes and other orchestrators: exit 0 when it passes, 1 when not,
     /// within --timeout whatever FPM does. Sends nothing through a pool's workers.
     Probe(ProbeArgs),
+    /// Write man pages or shell completions from these definitions (for packagers).
+    #[command(hide = true, subcommand)]
+    Generate(GenerateArgs),
 }
 
 /// Options of `metrics`.
@@ -149,6 +156,23 @@ pub struct ProbeArgs {
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What `generate` writes.
+#[derive(Debug, Subcommand, Clone)]
+pub enum GenerateArgs {
+    /// Man pages: fpmctl(1) and fpmctl-COMMAND(1) for each command, written into DIR.
+    Man {
+        /// The directory to write the pages into (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// A completion script for SHELL, on stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `--json`.

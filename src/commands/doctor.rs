@@ -459,7 +459,7 @@ fn follow(
     let mut notes_seen: HashSet<String> = first.notes.iter().cloned().collect();
     if !a.json {
         for n in &first.notes {
-            eprintln!("note: {n}");
+            crate::output::eprint(&format!("note: {n}\n"));
         }
     }
     while open && !stop.load(Ordering::Relaxed) {

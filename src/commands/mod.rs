@@ -5,6 +5,7 @@ mod check;
 mod config;
 mod doctor;
 mod ensure;
+mod generate;
 mod metrics;
 mod ping;
 mod probe;
@@ -162,7 +163,7 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::Ping(a) => a.json,
         Command::Ensure(a) => a.json,
         Command::ReopenLogs(a) => a.json,
-        Command::Supervise(_) => false,
+        Command::Supervise(_) | Command::Generate(_) => false,
         Command::Doctor(a) => a.json && !a.follow,
         Command::Metrics(_) => false,
         Command::Probe(a) => a.json,
@@ -171,6 +172,10 @@ pub fn wants_json(cli: &Cli) -> bool {
 
 /// Runs the command the command line names.
 pub fn run(cli: &Cli) -> Result<Outcome> {
+    // `generate` reads no FPM config.
+    if let Command::Generate(what) = &cli.command {
+        return generate::run(what);
+    }
     // A diagnosis must work when the FPM config is broken or missing: doctor loads it itself.
     if let Command::Doctor(a) = &cli.command {
         return doctor::run(&cli.global, a);
@@ -219,6 +224,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Metrics(a) => metrics::run(&ctx, a),
         Command::Ensure(a) => ensure::run(&ctx, a),
         Command::ReopenLogs(a) => reopen_logs::run(&ctx, a),
+        Command::Generate(what) => generate::run(what),
     }
 }
 

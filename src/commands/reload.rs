@@ -32,7 +32,7 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     }
     // A broken config never reaches FPM (exit 6).
     ctx.require_valid_config(true)?;
-    let _lock = ctx.lock()?;
+    let mut lock = Some(ctx.lock()?);
     let started = Instant::now();
     let cfg = &ctx.cfg;
     let fpm = ctx.fpm()?;
@@ -55,6 +55,10 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     discovery::refuse_foreign_holders(&snap)?;
     let limit = ready::reload_limit(&cfg.global, args.timeout());
     if let Control::Unit(unit) = systemd::decide(&snap, ctx.global.no_systemd)? {
+        // systemd serializes jobs on the unit itself, and the unit's ExecReload may be fpmctl
+        // (packaging/systemd's drop-in), which needs this lock: holding it here would make
+        // both wait until the lock timeout.
+        drop(lock.take());
         systemd::systemctl("reload", &unit)?;
     } else {
         match signals::send_verified(master.id, Signal::SIGUSR2, |p| {

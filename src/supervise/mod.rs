@@ -259,7 +259,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
 }
 
 fn install_signals(wake: &UnixStream) -> Result<Flags> {
-    use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+    use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR2};
     let flags = Flags {
         chld: Arc::new(AtomicBool::new(false)),
         term: Arc::new(AtomicBool::new(false)),
@@ -276,6 +276,9 @@ fn install_signals(wake: &UnixStream) -> Result<Flags> {
     reg(SIGCHLD, &flags.chld)?;
     reg(SIGTERM, &flags.term)?;
     reg(SIGINT, &flags.term)?;
+    // A container's STOPSIGNAL for FPM images (php:*-fpm) is SIGQUIT; as PID 1 an unhandled
+    // signal would be ignored.
+    reg(SIGQUIT, &flags.term)?;
     reg(SIGHUP, &flags.reload)?;
     reg(SIGUSR2, &flags.reload)?;
     Ok(flags)
