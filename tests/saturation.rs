@@ -147,9 +147,17 @@ fn every_worker_busy_and_a_queue_are_seen_from_the_kernel_and_proc() {
         slow(&sb, tcp.clone(), 60);
         slow(&sb, unix.clone(), 60);
     }
+    // Waiting asks the probe, which never sends a request: `status` would ask the status page
+    // while a worker looks idle, and a request that lost the race to a slow one would stay in
+    // the accept queue and spoil the count below.
     sb.wait_for(Duration::from_secs(20), "every worker busy", || {
-        let j = sb.fpmctl(&["status", "--json"]).json();
-        let busy = |p: &str| pool(&j, p)["load"]["workers"]["busy"].as_u64();
+        let j = sb.fpmctl(&["probe", "readiness", "--json"]).json();
+        let busy = |name: &str| {
+            j["pools"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["pool"] == name))
+                .and_then(|p| p["workers"]["busy"].as_u64())
+        };
         (busy("tcp") == Some(u64::from(CHILDREN)) && busy("sock") == Some(u64::from(CHILDREN)))
             .then_some(())
     });
