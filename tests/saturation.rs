@@ -141,6 +141,19 @@ fn every_worker_busy_and_a_queue_are_seen_from_the_kernel_and_proc() {
         "{quiet}"
     );
     assert!(quiet.stdout.contains("fpmctl_ready 1\n"), "{quiet}");
+    // Idle workers wait in accept on the pool's socket: /proc says so on this kernel.
+    for name in ["tcp", "sock"] {
+        assert_eq!(
+            series(&quiet.stdout, "phpfpm_idle_processes", name),
+            Some(f64::from(CHILDREN)),
+            "{quiet}"
+        );
+        assert_eq!(
+            series(&quiet.stdout, "phpfpm_active_processes", name),
+            Some(0.0),
+            "{quiet}"
+        );
+    }
 
     // Every worker of both pools busy for a minute.
     for _ in 0..CHILDREN {
@@ -324,6 +337,11 @@ fn probes_leave_the_access_log_alone_and_fail_when_fpm_is_gone() {
             "{p}"
         );
     }
+    // A stopped FPM is down in the metrics, not absent.
+    let m = sb.fpmctl(&["metrics"]);
+    m.expect_code(0);
+    assert_eq!(series(&m.stdout, "phpfpm_up", "tcp"), Some(0.0), "{m}");
+    assert!(m.stdout.contains("fpmctl_ready 0\n"), "{m}");
     // startup waits until its deadline, then fails.
     let p = sb.fpmctl(&["probe", "startup", "--timeout", "300ms", "--json"]);
     p.expect_code(1);

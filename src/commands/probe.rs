@@ -41,6 +41,13 @@ pub(super) fn run(global: &GlobalArgs, a: &ProbeArgs) -> Result<Outcome> {
             Vec::new(),
         ),
     };
+    tracing::debug!(
+        probe = a.kind.as_str(),
+        ok = verdict.is_ok(),
+        reason = verdict.as_ref().err().map(String::as_str),
+        duration_ms = elapsed.as_millis() as u64,
+        "probe answered"
+    );
     let json = json!({
         "probe": a.kind.as_str(),
         "ok": verdict.is_ok(),
