@@ -38,6 +38,8 @@ pub struct FpmHealth {
     pub max_queue: Option<u32>,
     /// The most one request may spend (on status pages; the rest does not wait).
     pub budget: Duration,
+    /// The host's own series, added to `/metrics` (see [`crate::metrics::render_with`]).
+    pub extra: prometheus::Registry,
 }
 
 impl FpmHealth {
@@ -52,7 +54,7 @@ impl Health for FpmHealth {
     fn metrics(&self) -> Result<String, String> {
         let (master, pools) = self.look(StatusPolicy::WhenIdle);
         let ready = crate::probe::readiness(master, &pools, self.max_queue).is_ok();
-        crate::metrics::render(&pools, ready).map_err(|e| e.to_string())
+        crate::metrics::render_with(&pools, ready, &self.extra).map_err(|e| e.to_string())
     }
 
     fn live(&self) -> Result<(), String> {

@@ -55,6 +55,29 @@ fn clamp(v: u64) -> i64 {
 
 /// The exposition for `pools`, with `fpmctl_ready` set to `ready`.
 pub fn render(pools: &[PoolState], ready: bool) -> Result<String, MetricsError> {
+    render_with(pools, ready, &Registry::new())
+}
+
+/// [`render`] plus every metric of `extra`: a host's own series (a supervisor's restart
+/// counters and histograms) in the same exposition. A name in `extra` that is also one of
+/// the pools' is refused.
+pub fn render_with(
+    pools: &[PoolState],
+    ready: bool,
+    extra: &Registry,
+) -> Result<String, MetricsError> {
+    let mut families = pool_registry(pools, ready)?.gather();
+    for family in extra.gather() {
+        if families.iter().any(|f| f.name() == family.name()) {
+            return Err(MetricsError::Build(prometheus::Error::AlreadyReg));
+        }
+        families.push(family);
+    }
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    Ok(TextEncoder::new().encode_to_string(&families)?)
+}
+
+fn pool_registry(pools: &[PoolState], ready: bool) -> Result<Registry, MetricsError> {
     let reg = Registry::new();
     let up = gauge(
         &reg,
@@ -161,7 +184,7 @@ pub fn render(pools: &[PoolState], ready: bool) -> Result<String, MetricsError> 
             }
         }
     }
-    Ok(TextEncoder::new().encode_to_string(&reg.gather())?)
+    Ok(reg)
 }
 
 /// Writes `text` to `path` atomically for node_exporter's textfile collector: a temporary
@@ -286,6 +309,49 @@ mod tests {
         assert!(!text.contains("phpfpm_accepted_connections{"), "{text}");
         assert!(!text.contains("phpfpm_max_children_reached{"), "{text}");
         assert!(text.contains("fpmctl_ready 0\n"));
+    }
+
+    #[test]
+    fn a_hosts_own_series_join_the_exposition() {
+        let extra = Registry::new();
+        let restarts = IntCounterVec::new(
+            Opts::new("fpmctl_fpm_restarts_total", "FPM restarts by reason."),
+            &["reason"],
+        )
+        .unwrap();
+        extra.register(Box::new(restarts.clone())).unwrap();
+        restarts.with_label_values(&["crash"]).inc();
+        let took = prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(
+            "fpmctl_restart_duration_seconds",
+            "How long restarts took.",
+        ))
+        .unwrap();
+        extra.register(Box::new(took.clone())).unwrap();
+        took.observe(0.25);
+        let text = render_with(&[pool("www", 1, 1, 0, true)], true, &extra).unwrap();
+        assert!(
+            text.contains("# TYPE fpmctl_fpm_restarts_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fpmctl_fpm_restarts_total{reason=\"crash\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE fpmctl_restart_duration_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fpmctl_restart_duration_seconds_count 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("phpfpm_up{pool=\"www\""), "{text}");
+        // A name the pools already use is refused, not written twice.
+        let clash = Registry::new();
+        clash
+            .register(Box::new(IntGauge::new("phpfpm_up", "x").unwrap()))
+            .unwrap();
+        assert!(render_with(&[pool("www", 1, 1, 0, true)], true, &clash).is_err());
     }
 
     #[test]

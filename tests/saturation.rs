@@ -272,6 +272,7 @@ fn every_worker_busy_and_a_queue_are_seen_from_the_kernel_and_proc() {
         cfg,
         max_queue: Some(3),
         budget: Duration::from_secs(2),
+        extra: Default::default(),
     };
     let ep = fpmctl::endpoint::Endpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = ep.local_addr().unwrap();
