@@ -275,6 +275,19 @@ fn check(run: &Run, expected: &Expected, root: &Path, offline: bool) {
             "cause {c} must not be named:\n{run}"
         );
     }
+    if let Some(first) = findings.first() {
+        let said = format!(
+            "{} {}",
+            first["summary"].as_str().unwrap_or_default(),
+            first["fix"].as_str().unwrap_or_default()
+        );
+        for want in &expected.mentions {
+            assert!(
+                said.contains(want.as_str()),
+                "the first finding's summary and fix do not mention {want:?}:\n{run}"
+            );
+        }
+    }
     for lint in &expected.lints {
         assert!(
             findings
@@ -655,6 +668,7 @@ scripts), `nginx/nginx.conf` (with `fastcgi_params` and any includes), `nginx/er
 - `notes_contain`: texts that must appear in doctor's notes when the case is read offline;
 - `counts`: for each cause, how many requests the incident's own client saw fail of it: the
   `count` of that cause's finding;
+- `mentions`: texts the first finding's summary or fix must contain;
 - `lints`: `lint-*` warnings that must be among the findings.
 
 ";

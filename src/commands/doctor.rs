@@ -71,9 +71,16 @@ pub(super) fn run(global: &GlobalArgs, a: &DoctorArgs) -> Result<Outcome> {
     let live = if a.offline {
         LiveFacts::default()
     } else {
-        let user = nginx.as_ref().map_or("www-data", |n| n.worker_user());
+        let user = nginx.as_ref().map(|n| n.worker_user());
         live::gather(cfg.as_ref(), &fastcgi_targets(nginx.as_ref()), user)
     };
+    if let (Some(running), Some(c)) = (live.fpm_running, &cfg) {
+        notes.push(format!(
+            "live: {} FPM master of {}",
+            if running { "a verified" } else { "no" },
+            c.path.display()
+        ));
+    }
     let mut world = World {
         cfg,
         fpm,
@@ -169,15 +176,31 @@ fn load_fpm(
     };
     // Relative paths resolve as the binary that runs this config resolves them (asking it
     // runs it: not offline); otherwise under --prefix or Debian's directories.
-    let opts = match super::binary_for(&path, global) {
-        Ok(fpm) if !offline => fpm.load_options(),
-        _ => fpmconfig::LoadOptions {
+    let fpm = if offline {
+        None
+    } else {
+        super::binary_for(&path, global).ok()
+    };
+    let opts = match &fpm {
+        Some(fpm) => fpm.load_options(),
+        None => fpmconfig::LoadOptions {
             prefix: global.prefix.clone(),
             ..fpmconfig::LoadOptions::default()
         },
     };
     match fpmconfig::load_with(&path, &opts) {
-        Ok(cfg) => Ok(Some(cfg)),
+        Ok(mut cfg) => {
+            // The binary identifies this config's processes: without it the live look
+            // proves no master, worker or orphan to be this config's.
+            cfg.binary = fpm.and_then(|f| crate::identity::FpmBinary::resolve(&f.bin).ok());
+            if !offline && cfg.binary.is_none() {
+                notes.push(format!(
+                    "no php-fpm binary found for {}: its processes cannot be identified",
+                    path.display()
+                ));
+            }
+            Ok(Some(cfg))
+        }
         Err(problems) => {
             let first = problems
                 .problems

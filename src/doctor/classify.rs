@@ -6,7 +6,7 @@
 //! told apart by FPM's log at the same time in the pool on that address, and by the
 //! configurations; a reset nothing explains is a note, not a guess.
 
-use super::facts::{Diagnosis, Finding, FpmFacts, LiveFacts, PoolFacts, ProbeResult, Severity};
+use super::facts::{Diagnosis, Finding, FpmFacts, LiveFacts, PoolFacts, Severity};
 use super::fixes::{
     backlog_fix, fatal_fix, header_fix, permission_fix, permission_summary, timeout_fix,
 };
@@ -17,6 +17,9 @@ use super::observe::{Evidence, FpmEvent, Observations, SAMPLES, Tally};
 use super::time::Civil;
 use crate::listen::ListenAddr;
 use std::collections::BTreeMap;
+
+mod live_rules;
+use live_rules::live_findings;
 
 /// How far apart (seconds) an nginx event and an FPM event may be to be the same incident.
 pub const WINDOW: i64 = 2;
@@ -86,8 +89,8 @@ impl Acc {
 
 impl Acc {
     /// Adds what the live system showed: `proof` joins the summary of an existing finding
-    /// (evidence quotes only lines of files); a new finding quotes the pool's section in its
-    /// config file, where the fix goes, when it is known.
+    /// (evidence quotes only lines of files); a new finding quotes `quote`, the config line
+    /// where the fix goes, when it is known.
     #[allow(clippy::too_many_arguments)]
     fn add_live(
         &mut self,
@@ -95,7 +98,7 @@ impl Acc {
         target: &str,
         now: Civil,
         proof: String,
-        pool: Option<&PoolFacts>,
+        quote: Option<Evidence>,
         summary: impl FnOnce() -> String,
         fix: impl FnOnce() -> String,
     ) {
@@ -106,14 +109,7 @@ impl Acc {
                 line: 0,
                 text: String::new(),
             });
-            t.samples = pool
-                .map(|p| Evidence {
-                    file: p.file.display().to_string(),
-                    line: p.line as u64,
-                    text: format!("[{}]", p.name),
-                })
-                .into_iter()
-                .collect();
+            t.samples = quote.into_iter().collect();
             self.add(cause, target, &t, 0, summary, fix);
         }
         if let Some(f) = self.by_key.get_mut(&(cause, target.to_string())) {
@@ -190,10 +186,9 @@ fn pass_to<'n>(
 /// Classifies. Pure: the same input gives the same diagnosis.
 pub fn classify(input: &Input<'_>) -> Diagnosis {
     let mut acc = Acc::default();
-    let nginx_user = input
-        .nginx
-        .map_or("nobody", |n| n.worker_user())
-        .to_string();
+    // nginx's worker user, when its config is known (never guessed).
+    let nginx_user: Option<String> = input.nginx.map(|n| n.worker_user().to_string());
+    let nginx_user = nginx_user.as_deref();
     let pools = input.fpm.map(|f| f.pools.as_slice()).unwrap_or_default();
     let pool_for = |a: &ListenAddr| input.fpm.and_then(|f| f.pool_for(a));
     let obs = input.obs;
@@ -221,8 +216,8 @@ pub fn classify(input: &Input<'_>) -> Diagnosis {
                 &shown,
                 tally,
                 tally.count,
-                || permission_summary(&shown, &nginx_user, pool),
-                || permission_fix(&nginx_user, pool, &shown),
+                || permission_summary(&shown, nginx_user, pool),
+                || permission_fix(nginx_user, pool, &shown),
             ),
             ErrorKind::ConnectFailed(errno @ (2 | 111)) => {
                 let why = errno_text(errno);
@@ -279,7 +274,7 @@ pub fn classify(input: &Input<'_>) -> Diagnosis {
                     tally,
                     tally.count,
                     || {
-                        let limit = pass.and_then(|p| p.read_timeout.as_ref()).map_or("60s (the default)".to_string(), |t| format!("{}s", t.value.as_secs()));
+                        let limit = super::fixes::read_timeout_text(pass);
                         let mut s = format!("requests to {shown} ran longer than nginx waits (fastcgi_read_timeout {limit}): 504");
                         if saturated {
                             s.push_str("; the pool was also at pm.max_children, so requests queued");
@@ -358,7 +353,7 @@ pub fn classify(input: &Input<'_>) -> Diagnosis {
 
     fpm_only(&mut acc, input, &bind_failed);
     fpm_exit_evidence(&mut acc, obs);
-    live_findings(&mut acc, input, &nginx_user);
+    live_findings(&mut acc, input, nginx_user);
 
     // A finding's count is the requests that failed of it; FPM's events only count where
     // nginx's log shows no failed request (a pool at pm.max_children, crashes nobody saw).
@@ -516,28 +511,40 @@ fn split_resets(
 
 /// FPM's own line saying it exited, quoted beside nginx's failures when it came before them.
 fn fpm_exit_evidence(acc: &mut Acc, obs: &Observations) {
-    let exits: Vec<&Evidence> = obs
+    let exits: Vec<(Civil, &Evidence)> = obs
         .fpm_of(FpmEvent::Exiting)
         .flat_map(|(_, t)| t.samples.iter())
+        .filter_map(|e| {
+            let t = e.text.strip_prefix('[')?;
+            Some((super::time::parse_fpm(t.as_bytes())?, e))
+        })
+        .collect();
+    let readies: Vec<Civil> = obs
+        .fpm_of(FpmEvent::Ready)
+        .flat_map(|(_, t)| t.seconds.keys().copied())
         .collect();
     for ((cause, _), f) in acc.by_key.iter_mut() {
         if *cause != "fpm-not-running" {
             continue;
         }
         let Some(first) = f.first else { continue };
-        let before = exits.iter().rfind(|e| {
-            e.text
-                .strip_prefix('[')
-                .and_then(|t| super::time::parse_fpm(t.as_bytes()))
-                .is_some_and(|t| t <= first + WINDOW)
-        });
-        if let Some(e) = before {
-            if f.evidence.len() >= SAMPLES {
-                f.evidence.pop();
-            }
-            f.evidence.push((*e).clone());
-            f.summary.push_str("; FPM's log shows it exiting before");
+        // The last exit before the failures, with no start between them.
+        let Some((t, e)) = exits
+            .iter()
+            .filter(|(t, _)| *t <= first + WINDOW)
+            .max_by_key(|(t, _)| *t)
+        else {
+            continue;
+        };
+        if readies.iter().any(|r| r > t && *r <= first) {
+            continue;
         }
+        if f.evidence.len() >= SAMPLES {
+            f.evidence.pop();
+        }
+        f.evidence.push((*e).clone());
+        f.first = Some(first.min(*t));
+        f.summary.push_str("; FPM's log shows it exiting before");
     }
 }
 
@@ -570,7 +577,7 @@ fn fpm_only(acc: &mut Acc, input: &Input<'_>, bind_failed: &[(ListenAddr, Civil)
             t,
             0,
             || format!("pool {name} used all {n} workers (pm.max_children): requests queued and slowed down"),
-            || format!("pm.max_children = {} in {} (now {n}; check that memory holds that many workers)", n * 2, pool_file(name)),
+            || max_children_fix(n, name, &pool_file(name), input.live),
         );
     }
     for (name, t) in obs.fpm_of(FpmEvent::PhpFatal) {
@@ -684,124 +691,41 @@ fn fpm_only(acc: &mut Acc, input: &Input<'_>, bind_failed: &[(ListenAddr, Civil)
     }
 }
 
-fn show_pool(key: &str) -> &str {
-    if key.is_empty() { "(unknown)" } else { key }
-}
-
-/// True when nginx passes FastCGI to `addr`, or nginx's config is unknown (then every
-/// pool counts): a stopped FPM nobody sends requests to fails none.
-fn nginx_uses(input: &Input<'_>, addr: &ListenAddr) -> bool {
-    input.nginx.is_none_or(|n| {
-        n.passes.iter().any(|p| {
-            p.protocol == Protocol::FastCgi
-                && match &p.target {
-                    Target::Addr(a) => super::facts::same_address(a, addr),
-                    Target::Upstream(_, servers) => {
-                        servers.iter().any(|s| super::facts::same_address(s, addr))
-                    }
-                    _ => false,
-                }
-        })
-    })
-}
-
-/// Findings the live system proves without any log line.
-fn live_findings(acc: &mut Acc, input: &Input<'_>, nginx_user: &str) {
-    let pool_for = |a: &ListenAddr| input.fpm.and_then(|f| f.pool_for(a));
-    for p in &input.live.probes {
-        let shown = nginx_addr(&p.addr);
-        let pool = pool_for(&p.addr);
-        let key = ("socket-permission", shown.clone());
-        if p.result == ProbeResult::Connected
-            && let Some(f) = acc.by_key.get_mut(&key)
-        {
-            f.summary.push_str(&format!(
-                "; now: connect() as {} succeeds, so it was fixed after the last failure",
-                p.user
-            ));
-            continue;
-        }
-        let ProbeResult::Failed(errno, text) = &p.result else {
-            continue;
-        };
-        // The pool's file already says what the fix would: the socket kept its old owner
-        // (a reload re-uses the listening socket; only a restart re-creates it).
-        if *errno == 13
-            && let Some(pool) = pool
-            && (pool.owner.as_deref() == Some(nginx_user)
-                || pool.group.as_deref() == Some(nginx_user))
-            && let Some(f) = acc.by_key.get_mut(&key)
-        {
-            f.fix = match input.fpm {
-                Some(c) => format!(
-                    "{} already names {nginx_user}, but the socket kept its old owner (a reload re-uses it): fpmctl restart -c {}",
-                    pool.file.display(),
-                    c.config.display()
-                ),
-                None => format!(
-                    "{} already names {nginx_user}, but the socket kept its old owner: restart FPM",
-                    pool.file.display()
-                ),
-            };
-        }
-        let perms = p
-            .socket_perms
-            .as_ref()
-            .map(|s| format!(" (socket {s})"))
-            .unwrap_or_default();
-        let ev = format!("connect() as {} to {shown} fails: {text}{perms}", p.user);
-        match errno {
-            13 => acc.add_live(
-                "socket-permission",
-                &shown,
-                input.now,
-                ev,
-                pool,
-                || permission_summary(&shown, nginx_user, pool),
-                || permission_fix(nginx_user, pool, &shown),
-            ),
-            2 | 111
-                if input.live.fpm_running == Some(false)
-                    && pool.is_some()
-                    && nginx_uses(input, &p.addr) =>
-            {
-                acc.add_live(
-                    "fpm-not-running",
-                    &shown,
-                    input.now,
-                    ev,
-                    pool,
-                    || format!("nothing listens on {shown} and no FPM master of this config runs"),
-                    || {
-                        input.fpm.map_or_else(
-                            || "start FPM".to_string(),
-                            |f| format!("start FPM: fpmctl start -c {}", f.config.display()),
-                        )
-                    },
+/// `pm.max_children` raised to twice `n`, or to what memory holds when the live system
+/// showed the workers' size.
+fn max_children_fix(n: u64, pool: &str, file: &str, live: &LiveFacts) -> String {
+    let rss = live
+        .worker_rss_kib
+        .iter()
+        .find(|(p, _)| p == pool)
+        .map(|x| x.1);
+    match (rss, live.mem_total_kib) {
+        (Some(rss), Some(total)) if rss > 0 => {
+            // Four fifths of memory for this pool's workers at most.
+            let fits = (total * 4 / 5 / rss).max(1);
+            let want = (n * 2).min(fits);
+            if want <= n {
+                format!(
+                    "workers of pool {pool} use about {} MiB each and {n} of them already fill the host's memory: add memory or make the scripts faster, rather than raising pm.max_children in {file}",
+                    rss / 1024
+                )
+            } else {
+                format!(
+                    "pm.max_children = {want} in {file} (now {n}; workers use about {} MiB each, {} MiB of memory)",
+                    rss / 1024,
+                    total / 1024
                 )
             }
-            _ => {}
         }
+        _ => format!(
+            "pm.max_children = {} in {file} (now {n}; check that memory holds that many workers)",
+            n * 2
+        ),
     }
-    for q in &input.live.queues {
-        if q.limit > 0 && q.waiting >= q.limit {
-            let shown = nginx_addr(&q.addr);
-            let pool = pool_for(&q.addr);
-            let ev = format!(
-                "the accept queue of {shown} holds {} connections, its limit",
-                q.waiting
-            );
-            acc.add_live(
-                "backlog-full",
-                &shown,
-                input.now,
-                ev,
-                pool,
-                || format!("the accept queue of {shown} is full now: every worker is busy"),
-                || backlog_fix(pool, input.live.somaxconn),
-            );
-        }
-    }
+}
+
+fn show_pool(key: &str) -> &str {
+    if key.is_empty() { "(unknown)" } else { key }
 }
 
 #[cfg(test)]

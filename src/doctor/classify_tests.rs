@@ -2,7 +2,7 @@
 //! when provoked) scanned into observations, configs given as text or facts.
 
 use super::*;
-use crate::doctor::facts::{FpmFacts, HolderFacts, LiveFacts, PoolFacts, Probe};
+use crate::doctor::facts::{FpmFacts, HolderFacts, LiveFacts, PoolFacts, Probe, ProbeResult};
 use crate::doctor::nginx_conf::{NginxConf, parse_text};
 use crate::doctor::nginx_facts::facts;
 use crate::doctor::scan::{LogKind, Position, Scanner};
@@ -465,6 +465,9 @@ fn fpm_not_running_quotes_fpms_exit() {
         (ev.file.as_str(), ev.line),
         ("/var/log/php8.2-fpm.log", exit_line)
     );
+    // The incident starts with FPM's exit: every quoted line lies within first..last.
+    let exit_time = crate::doctor::time::parse_fpm(&ev.text.as_bytes()[1..]).unwrap();
+    assert!(d.findings[0].first.unwrap() <= exit_time);
     assert!(
         d.findings[0]
             .summary
@@ -481,5 +484,92 @@ fn fpm_not_running_quotes_fpms_exit() {
             .evidence
             .iter()
             .all(|e| e.file.ends_with("error.log"))
+    );
+}
+
+#[test]
+fn a_live_probe_proves_a_mismatch_while_fpm_runs_elsewhere() {
+    let live = LiveFacts {
+        fpm_running: Some(true),
+        probes: vec![Probe {
+            addr: ListenAddr::parse("127.0.0.1:19312").unwrap(),
+            user: "www-data".into(),
+            result: ProbeResult::Failed(111, "Connection refused".into()),
+            socket_perms: None,
+        }],
+        ..LiveFacts::default()
+    };
+    let d = run(&Observations::default(), Some(&fpm()), &live);
+    assert_eq!(causes(&d), ["listen-mismatch"]);
+    let f = &d.findings[0];
+    assert_eq!(f.evidence[0].file, "/etc/nginx/nginx.conf");
+    assert_eq!(
+        (f.evidence[0].line, f.evidence[0].text.as_str()),
+        (5, "127.0.0.1:19312")
+    );
+    assert!(
+        f.fix
+            .starts_with("fastcgi_pass unix:/tmp/dr/www.sock; at /etc/nginx/nginx.conf:5"),
+        "{}",
+        f.fix
+    );
+    assert!(!d.findings.iter().any(|f| f.cause == "lint-listen-mismatch"));
+    // Nothing runs: the probe alone names nothing for an address no pool has.
+    let stopped = LiveFacts {
+        fpm_running: Some(false),
+        ..live
+    };
+    assert!(causes(&run(&Observations::default(), Some(&fpm()), &stopped)).is_empty());
+}
+
+#[test]
+fn without_nginx_config_nginx_user_is_not_guessed() {
+    let o = obs(PERM, "");
+    let live = LiveFacts::default();
+    let d = classify(&Input {
+        obs: &o,
+        nginx: None,
+        fpm: Some(&fpm()),
+        live: &live,
+        now: 0,
+    });
+    assert_eq!(causes(&d), ["socket-permission"]);
+    let f = &d.findings[0];
+    assert!(
+        f.summary.starts_with("nginx's workers may not connect"),
+        "{}",
+        f.summary
+    );
+    assert!(f.fix.contains("pass --nginx-conf"), "{}", f.fix);
+    assert!(
+        !f.fix.contains("nobody") && !f.fix.contains("www-data"),
+        "{}",
+        f.fix
+    );
+}
+
+#[test]
+fn max_children_fix_fits_memory_when_workers_were_measured() {
+    let mut f = fpm();
+    f.pools.push(pool("dyn", "/tmp/dr/dyn.sock"));
+    let live = |mem_mib: u64| LiveFacts {
+        mem_total_kib: Some(mem_mib * 1024),
+        worker_rss_kib: vec![("dyn".into(), 100 * 1024)],
+        ..LiveFacts::default()
+    };
+    let fix = |mem| {
+        run(&obs("", FPM_MAX), Some(&f), &live(mem))
+            .findings
+            .into_iter()
+            .find(|x| x.cause == "max-children-reached")
+            .unwrap()
+            .fix
+    };
+    assert!(fix(8192).starts_with("pm.max_children = 4 in /etc/php/8.2/fpm/pool.d/dyn.conf (now 2; workers use about 100 MiB each"), "{}", fix(8192));
+    assert!(fix(375).starts_with("pm.max_children = 3 "), "{}", fix(375));
+    assert!(
+        fix(200).contains("already fill the host's memory"),
+        "{}",
+        fix(200)
     );
 }

@@ -12,11 +12,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// Gathers live facts for the pools of `cfg` (when known) and the FastCGI addresses nginx
-/// passes to, probing as `nginx_user`.
+/// passes to, probing as `nginx_user` (as ourselves when it is unknown: that still shows
+/// whether anything listens).
 pub fn gather(
     cfg: Option<&FpmConfig>,
     nginx_targets: &[ListenAddr],
-    nginx_user: &str,
+    nginx_user: Option<&str>,
 ) -> LiveFacts {
     let mut live = LiveFacts {
         somaxconn: std::fs::read_to_string("/proc/sys/net/core/somaxconn")
@@ -115,15 +116,27 @@ pub fn meminfo_total(text: &str) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-/// Connects to `addr`: a unix socket as `user` (in a child that drops to it), TCP as we are.
-pub fn probe(addr: &ListenAddr, user: &str) -> Probe {
-    let (result, socket_perms) = match addr {
-        ListenAddr::Unix(path) => (connect_unix_as(path, user), socket_perms(path)),
-        ListenAddr::Tcp { .. } => (connect_tcp(addr), None),
+/// Connects to `addr`: a unix socket as `user` (in a child that drops to it), TCP and an
+/// unknown user as we are.
+pub fn probe(addr: &ListenAddr, user: Option<&str>) -> Probe {
+    let (result, socket_perms) = match (addr, user) {
+        (ListenAddr::Unix(path), Some(user)) => (connect_unix_as(path, user), socket_perms(path)),
+        (ListenAddr::Unix(path), None) => (
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => ProbeResult::Connected,
+                Err(e) => failed(&e),
+            },
+            socket_perms(path),
+        ),
+        (ListenAddr::Tcp { .. }, _) => (connect_tcp(addr), None),
     };
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map_or_else(|| "fpmctl's user".to_string(), |u| u.name);
     Probe {
         addr: addr.clone(),
-        user: user.to_string(),
+        user: user.map_or(me, str::to_string),
         result,
         socket_perms,
     }
@@ -273,7 +286,7 @@ mod tests {
         let path = dir.path().join("p.sock");
         let _l = std::os::unix::net::UnixListener::bind(&path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let p = probe(&ListenAddr::Unix(path.clone()), "nobody");
+        let p = probe(&ListenAddr::Unix(path.clone()), Some("nobody"));
         assert_eq!(
             p.result,
             ProbeResult::Failed(13, "Permission denied".into())
@@ -285,12 +298,15 @@ mod tests {
         );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
         assert_eq!(
-            probe(&ListenAddr::Unix(path.clone()), "nobody").result,
+            probe(&ListenAddr::Unix(path.clone()), Some("nobody")).result,
             ProbeResult::Connected
         );
-        let gone = probe(&ListenAddr::Unix(dir.path().join("none.sock")), "nobody");
+        let gone = probe(
+            &ListenAddr::Unix(dir.path().join("none.sock")),
+            Some("nobody"),
+        );
         assert!(matches!(gone.result, ProbeResult::Failed(2, _)), "{gone:?}");
-        let nouser = probe(&ListenAddr::Unix(path), "no-such-user-x");
+        let nouser = probe(&ListenAddr::Unix(path), Some("no-such-user-x"));
         assert!(matches!(nouser.result, ProbeResult::NotTried(_)));
     }
 }

@@ -17,6 +17,10 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 /// hostile input).
 const MAX_TOKENS: usize = 1 << 20;
 
+/// The name of the placeholder left where an `include` of a file that could not be read
+/// stood (its argument is the file): whatever that file set is unknown, not absent.
+pub const UNREAD_INCLUDE: &str = "include (unread)";
+
 /// One directive with its arguments and, for a block, its children.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Directive {
@@ -426,11 +430,21 @@ impl Reader<'_> {
         for f in files {
             match self.source.read(&f) {
                 Ok(text) => out.extend(self.parse_file(&f, &text, depth + 1)),
-                Err(reason) => self.notes.push(format!(
-                    "{}:{line}: include {} could not be read: {reason}",
-                    file.display(),
-                    f.display()
-                )),
+                Err(reason) => {
+                    self.notes.push(format!(
+                        "{}:{line}: include {} could not be read: {reason}",
+                        file.display(),
+                        f.display()
+                    ));
+                    // Kept in the tree, so that a setting it may hold is known to be unknown.
+                    out.push(Directive {
+                        name: UNREAD_INCLUDE.to_string(),
+                        args: vec![f.display().to_string()],
+                        file: file.to_path_buf(),
+                        line,
+                        block: None,
+                    });
+                }
             }
         }
         out
@@ -527,12 +541,16 @@ mod tests {
         std::fs::write(d.join("sites/a.conf"), "server { listen 80; }\n").unwrap();
         let conf = read(&d.join("nginx.conf"), &Source::Files).unwrap();
         let http = conf.directives[1].block.as_ref().unwrap();
-        assert_eq!(names(http), ["server", "server"]);
+        assert_eq!(names(http), ["server", "server", UNREAD_INCLUDE]);
         assert_eq!(http[0].file, d.join("sites/a.conf"));
         assert_eq!(http[1].block.as_ref().unwrap()[0].args, ["81"]);
         assert_eq!(conf.notes.len(), 2, "{:?}", conf.notes);
         assert!(conf.notes[0].contains("matches no file"));
         assert!(conf.notes[1].contains("could not be read"));
+        let unread = &http[2];
+        assert_eq!(unread.name, UNREAD_INCLUDE);
+        assert_eq!(unread.args, [d.join("absent.conf").display().to_string()]);
+        assert_eq!(unread.at(), format!("{}:5", d.join("nginx.conf").display()));
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub struct Pass {
     pub script_filename: Option<At<String>>,
     /// `root`.
     pub root: Option<At<String>>,
+    /// Includes in scope that could not be read (the file, and where it was included): a
+    /// setting above that is unset here may be set there.
+    pub unread_includes: Vec<At<String>>,
 }
 
 /// The facts of one nginx configuration.
@@ -303,6 +306,16 @@ pub fn facts(conf: &NginxConf, prefix: &Path) -> NginxFacts {
                             .flatten()
                     }),
                     root: inherited(stack, d, "root", |a| a.first().cloned()),
+                    unread_includes: stack
+                        .iter()
+                        .filter_map(|b| b.block.as_ref())
+                        .flatten()
+                        .filter(|c| c.name == super::nginx_conf::UNREAD_INCLUDE)
+                        .map(|c| At {
+                            value: c.args.first().cloned().unwrap_or_default(),
+                            at: c.at(),
+                        })
+                        .collect(),
                 });
             }
             _ => {}
@@ -435,6 +448,38 @@ mod tests {
             Some(LocationMatch::Regex)
         );
         assert_eq!(location_match("~ (", "/a"), None);
+    }
+
+    #[test]
+    fn a_pass_knows_the_includes_in_scope_that_could_not_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("nginx.conf");
+        std::fs::write(
+            &main,
+            "http {\n  include gone-http.conf;\n  server {\n    location / {\n      fastcgi_pass 127.0.0.1:9000;\n      include gone.conf;\n    }\n  }\n  server { location / { fastcgi_pass 127.0.0.1:9001; } }\n}\n",
+        )
+        .unwrap();
+        let conf =
+            crate::doctor::nginx_conf::read(&main, &crate::doctor::nginx_conf::Source::Files)
+                .unwrap();
+        let f = facts(&conf, dir.path());
+        let files = |i: usize| -> Vec<String> {
+            f.passes[i]
+                .unread_includes
+                .iter()
+                .map(|u| u.value.clone())
+                .collect()
+        };
+        let d = dir.path().display();
+        assert_eq!(
+            files(0),
+            [format!("{d}/gone-http.conf"), format!("{d}/gone.conf")]
+        );
+        assert_eq!(files(1), [format!("{d}/gone-http.conf")]);
+        assert_eq!(
+            f.passes[0].unread_includes[1].at,
+            format!("{d}/nginx.conf:6")
+        );
     }
 
     #[test]

@@ -257,8 +257,8 @@ pub fn parse_access(line: &[u8]) -> Option<AccessRecord> {
     loop {
         let q = from + memmem::find(&rest[from..], b"\" ")?;
         let after = &rest[q + 2..];
-        if after.len() >= 4 && digits(&after[..3]) == 3 && after[3] == b' ' && rest[q - 1] != b'\\'
-        {
+        let escaped = q > 0 && rest[q - 1] == b'\\';
+        if after.len() >= 4 && digits(&after[..3]) == 3 && after[3] == b' ' && !escaped {
             let status = parse_u64(&after[..3])? as u16;
             return Some(AccessRecord { time, status });
         }
@@ -365,5 +365,11 @@ mod tests {
         let quoted = b"::1 - bob [30/Nov/2026:05:46:43 +0000] \"GET /a\\\" 502 x HTTP/1.1\" 200 5 \"-\" \"-\"";
         assert_eq!(parse_access(quoted).unwrap().status, 200);
         assert_eq!(parse_access(b"garbage [30/Nov/2026:05:46:43 +0000]"), None);
+        // Hostile input: an empty quoted request right before the status.
+        assert_eq!(
+            parse_access(b"x [30/Nov/2026:05:46:43 +0000] \"\" 400 0 \"-\" \"-\"")
+                .map(|r| r.status),
+            Some(400)
+        );
     }
 }

@@ -97,6 +97,9 @@ pub struct Expected {
     /// the `count` doctor must give that cause's finding.
     #[serde(default)]
     pub counts: BTreeMap<String, u64>,
+    /// Texts the first finding's summary or fix must contain.
+    #[serde(default)]
+    pub mentions: Vec<String>,
     /// Lints (`lint-*`, severity warning) that must be among the findings.
     #[serde(default)]
     pub lints: Vec<String>,
@@ -113,6 +116,7 @@ impl Expected {
             fix_contains: Some(fix.to_string()),
             notes_contain: Vec::new(),
             counts: BTreeMap::new(),
+            mentions: Vec::new(),
             lints: Vec::new(),
         }
     }

@@ -532,6 +532,22 @@ impl Sandbox {
         let to = self.dir.path().join(name);
         std::fs::copy(from, &to).unwrap();
         std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Another test thread that forked while the copy was open for writing holds that fd
+        // until its child execs: until then exec fails with ETXTBSY. Wait for that to pass by
+        // running the copy (`-v` prints a version for php-fpm and perl alike).
+        self.wait_for(
+            Duration::from_secs(10),
+            "the copied program to be executable",
+            || match Command::new(&to)
+                .arg("-v")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+            {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => None,
+                _ => Some(()),
+            },
+        );
         to
     }
 

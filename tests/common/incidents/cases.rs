@@ -95,6 +95,7 @@ pub(super) fn healthy() -> Incident {
         fix_contains: None,
         notes_contain: vec![],
         counts: Default::default(),
+        mentions: vec![],
         lints: vec![],
     };
     inc
@@ -683,6 +684,9 @@ pub(super) fn missing_includes() -> Incident {
     )
     .count("upstream-timeout", 2);
     inc.expected.notes_contain = vec!["php-timeouts.conf".into()];
+    // The timeout in force is set in the include: doctor must send the reader there, not
+    // report nginx's default as if the site had none.
+    inc.expected.mentions = vec!["php-timeouts.conf".into()];
     inc
 }
 
@@ -782,6 +786,7 @@ pub(super) fn lints_only() -> Incident {
         fix_contains: None,
         notes_contain: vec![],
         counts: Default::default(),
+        mentions: vec![],
         lints: vec![
             "lint-process-control-timeout".into(),
             "lint-terminate-exceeds-read-timeout".into(),
