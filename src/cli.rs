@@ -117,9 +117,45 @@ pub enum Command {
     /// found (warnings alone: 0), 1 at least one cause found, 2 usage, 4 a config named on
     /// the command line is unreadable.
     Doctor(DoctorArgs),
+    /// Print the pools' load in Prometheus text format (names of hipages' php-fpm_exporter,
+    /// plus fpmctl_ready): queue from the kernel, busy and idle workers from /proc, counters
+    /// from the status page when it answers. With --textfile, write it atomically instead.
+    Metrics(MetricsArgs),
+    /// A probe for Kubernetes and other orchestrators: exit 0 when it passes, 1 when not,
+    /// within --timeout whatever FPM does. Sends nothing through a pool's workers.
+    Probe(ProbeArgs),
     /// Write man pages or shell completions from these definitions (for packagers).
     #[command(hide = true, subcommand)]
     Generate(GenerateArgs),
+}
+
+/// Options of `metrics`.
+#[derive(Debug, Args, Clone)]
+pub struct MetricsArgs {
+    /// Write to this file (a temporary file in its directory, renamed over it) for
+    /// node_exporter's textfile collector, instead of printing.
+    #[arg(long, value_name = "PATH")]
+    pub textfile: Option<PathBuf>,
+}
+
+/// Options of `probe`.
+#[derive(Debug, Args, Clone)]
+pub struct ProbeArgs {
+    /// liveness: the master runs and every pool listens; readiness: also every pool has a
+    /// worker and its queue is within --max-queue (else not full); startup: readiness,
+    /// waited for until --timeout.
+    #[arg(value_enum)]
+    pub kind: crate::probe::Kind,
+    /// The whole probe (config, discovery, checks) answers within this; below Kubernetes'
+    /// default probe timeout of 1s.
+    #[arg(long, value_parser = parse_positive_duration, default_value = "900ms", value_name = "DURATION")]
+    pub timeout: Duration,
+    /// Readiness fails when more connections than this wait in a pool's accept queue.
+    #[arg(long, value_name = "N")]
+    pub max_queue: Option<u32>,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What `generate` writes.

@@ -64,6 +64,8 @@ fn help_output_matches_the_snapshots() {
         "ensure",
         "reopen-logs",
         "doctor",
+        "metrics",
+        "probe",
     ];
     for cmd in commands {
         let args: Vec<&str> = if cmd.is_empty() {

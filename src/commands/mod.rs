@@ -6,7 +6,9 @@ mod config;
 mod doctor;
 mod ensure;
 mod generate;
+mod metrics;
 mod ping;
+mod probe;
 mod reload;
 mod reopen_logs;
 mod restart;
@@ -163,6 +165,8 @@ pub fn wants_json(cli: &Cli) -> bool {
         Command::ReopenLogs(a) => a.json,
         Command::Supervise(_) | Command::Generate(_) => false,
         Command::Doctor(a) => a.json && !a.follow,
+        Command::Metrics(_) => false,
+        Command::Probe(a) => a.json,
     }
 }
 
@@ -175,6 +179,11 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
     // A diagnosis must work when the FPM config is broken or missing: doctor loads it itself.
     if let Command::Doctor(a) = &cli.command {
         return doctor::run(&cli.global, a);
+    }
+    // A probe answers within its deadline, config loading included: it loads the config
+    // itself on a thread it can leave behind.
+    if let Command::Probe(a) = &cli.command {
+        return probe::run(&cli.global, a);
     }
     let ctx = match Ctx::load(&cli.global) {
         Ok(ctx) => ctx,
@@ -211,6 +220,8 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
             supervise::run(&ctx, a)
         }
         Command::Doctor(a) => doctor::run(&cli.global, a),
+        Command::Probe(a) => probe::run(&cli.global, a),
+        Command::Metrics(a) => metrics::run(&ctx, a),
         Command::Ensure(a) => ensure::run(&ctx, a),
         Command::ReopenLogs(a) => reopen_logs::run(&ctx, a),
         Command::Generate(what) => generate::run(what),

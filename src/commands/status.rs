@@ -5,14 +5,19 @@
 //! who may not inspect root's processes). What could not be seen is said, never guessed.
 
 use super::{Ctx, Outcome};
+use crate::deadline::Deadline;
 use crate::discovery::{self, Looks, PidFile, Snapshot, State};
 use crate::error::Result;
 use crate::exit::ExitCode;
 use crate::identity::CANNOT_INSPECT;
 use crate::lossless;
 use crate::procs::{self, ProcInfo};
+use crate::saturation::{self, Health, PoolState, StatusPolicy};
 use serde_json::json;
 use std::fmt::Write;
+
+/// The most `status` spends on status pages.
+const LOAD_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
     let snap = discovery::discover(&ctx.cfg);
@@ -23,8 +28,20 @@ pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
         State::Stopped => ExitCode::NotRunning,
         State::Unverified => ExitCode::ConfigUnreadable,
     };
-    let mut text = render(ctx, &snap);
-    let mut json = to_json(ctx, &snap);
+    // How full each pool is, from the kernel and /proc (the status page only when a worker
+    // is free to answer it, or through pm.status_listen).
+    let loads = if state == State::Running {
+        saturation::observe(
+            &ctx.cfg,
+            &snap,
+            StatusPolicy::WhenIdle,
+            Deadline::after(LOAD_BUDGET),
+        )
+    } else {
+        Vec::new()
+    };
+    let mut text = render(ctx, &snap, &loads);
+    let mut json = to_json(ctx, &snap, &loads);
     // A supervisor, if one owns this FPM, adds what it knows (restarts, readiness).
     let sup = crate::supervise::control::request(
         &ctx.cfg.path,
@@ -67,12 +84,62 @@ fn pids(list: &[&ProcInfo]) -> String {
         .join(" ")
 }
 
-fn render(ctx: &Ctx, snap: &Snapshot) -> String {
+/// One pool's load on one line: `saturated: workers 2 busy, 0 idle of 2 (max_children 2);
+/// queue 3/511; max_children reached 1 time since start`.
+fn load_line(l: &PoolState) -> String {
+    let mut s = format!(
+        "{}: workers {} busy, {} idle of {} (max_children {})",
+        l.health.as_str(),
+        l.workers.busy,
+        l.workers.idle,
+        l.workers.total,
+        l.max_children
+    );
+    if l.workers.unknown > 0 {
+        let _ = write!(s, ", {} unreadable", l.workers.unknown);
+    }
+    match l.queue {
+        Some(q) => {
+            let _ = write!(s, "; queue {}/{}", q.waiting, q.limit);
+        }
+        None => s.push_str("; nothing listens"),
+    }
+    match (&l.status_page, &l.status_page_note) {
+        (Some(p), _) => {
+            let _ = write!(
+                s,
+                "; max_children reached {} since start",
+                p.max_children_reached
+            );
+        }
+        (None, Some(why)) => {
+            let _ = write!(s, "; max_children reached: unknown ({why})");
+        }
+        (None, None) => {}
+    }
+    if l.health == Health::Saturated {
+        s.push_str(" (saturated, not down)");
+    }
+    s
+}
+
+fn render(ctx: &Ctx, snap: &Snapshot, loads: &[PoolState]) -> String {
     let cfg = &ctx.cfg;
     let mut s = String::new();
     let state = snap.state();
     let summary = match state {
-        State::Running => "running".to_string(),
+        State::Running => {
+            let full: Vec<&str> = loads
+                .iter()
+                .filter(|l| l.health == Health::Saturated)
+                .map(|l| l.pool.as_str())
+                .collect();
+            if full.is_empty() {
+                "running".to_string()
+            } else {
+                format!("running, saturated: pool {}", full.join(", pool "))
+            }
+        }
         State::Stopped => "stopped".to_string(),
         State::StalePidFile => "stopped, with a stale pid file".to_string(),
         State::Orphans => format!(
@@ -160,6 +227,9 @@ fn render(ctx: &Ctx, snap: &Snapshot) -> String {
             w.len(),
             pool.expected_workers(),
         );
+        if let Some(l) = loads.iter().find(|l| l.pool == pool.name) {
+            let _ = writeln!(s, "    load  {}", load_line(l));
+        }
     }
     if !snap.orphans.is_empty() {
         for o in &snap.orphans {
@@ -221,7 +291,7 @@ fn render(ctx: &Ctx, snap: &Snapshot) -> String {
     s
 }
 
-fn to_json(ctx: &Ctx, snap: &Snapshot) -> serde_json::Value {
+fn to_json(ctx: &Ctx, snap: &Snapshot, loads: &[PoolState]) -> serde_json::Value {
     let cfg = &ctx.cfg;
     let master = snap.master.as_ref().map(|m| {
         json!({
@@ -262,6 +332,7 @@ fn to_json(ctx: &Ctx, snap: &Snapshot) -> serde_json::Value {
             "listen": p.listen.to_string(),
             "expected_workers": p.expected_workers(),
             "workers": snap.pool_workers(&p.name).iter().map(|w| w.pid()).collect::<Vec<_>>(),
+            "load": loads.iter().find(|l| l.pool == p.name),
         })).collect::<Vec<_>>(),
         "orphans": snap.orphans.iter().map(|o| o.proc.pid()).collect::<Vec<_>>(),
         "lookalikes": snap.lookalikes.iter().map(|l| json!({
