@@ -676,9 +676,9 @@ fn the_supervise_unit_recovers_a_killed_master_feeds_the_watchdog_and_reloads() 
         std::fs::write(
             sb.join("php-fpm.conf"),
             format!(
-                "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\nprocess_control_timeout = 10s\n\n\
+                "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\nprocess_control_timeout = 90s\n\n\
                  [tcp]\nuser = nobody\ngroup = nogroup\nlisten = 127.0.0.1:{port}\npm = static\n\
-                 pm.max_children = 2\nping.path = /ping\n\n\
+                 pm.max_children = 2\nping.path = /ping\npm.status_path = /status\n\n\
                  [sock]\nuser = nobody\ngroup = nogroup\nlisten = {d}/fpm.sock\nlisten.mode = 0666\n\
                  pm = static\npm.max_children = 1\n"
             ),
@@ -694,7 +694,8 @@ fn the_supervise_unit_recovers_a_killed_master_feeds_the_watchdog_and_reloads() 
         )
         .unwrap();
         // A short watchdog, so that a starved one would show within the test.
-        let instance = "[Service]\nWatchdogSec=4s\n".to_string();
+        // A short stop timeout, so that a hung supervisor's stop is seen within the test.
+        let instance = "[Service]\nWatchdogSec=4s\nTimeoutStopSec=3s\n".to_string();
         vec![
             (
                 "fpmctl-supervise@.service".to_string(),
@@ -915,4 +916,49 @@ fn the_supervise_unit_recovers_a_killed_master_feeds_the_watchdog_and_reloads() 
     // The supervisor stopped FPM itself and exited 0: systemd had nothing left to kill.
     assert_eq!(b.prop(unit, "Result"), "success", "{}", b.journal(unit));
     assert_eq!(b.prop(unit, "ExecMainStatus"), "0", "{}", b.journal(unit));
+
+    // A supervisor that does not stop within TimeoutStopSec (3s here; a request in flight
+    // keeps its graceful stop going) is SIGKILLed alone (KillMode=process); the unit's
+    // ExecStopPost then stops the FPM it left. Left alone, FPM would finish that request
+    // (60s) or escalate (process_control_timeout, 90s) long after the wait below gives up.
+    expect_ok(
+        &b.systemctl(&format!("start {unit}")),
+        "systemctl start again",
+        &b,
+        unit,
+    );
+    b.wait_for(Duration::from_secs(10), "a master", || master_of(&b));
+    let slow = b.path().join("slow.php");
+    std::fs::write(
+        &slow,
+        "<?php $end = microtime(true) + 60; while (microtime(true) < $end) usleep(50000); echo 'done';\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let tcp = ListenAddr::parse(&addrs[0]).unwrap();
+    let inflight = {
+        let (tcp, slow) = (tcp.clone(), slow.display().to_string());
+        std::thread::spawn(move || {
+            let req = fastcgi::Request::get("/slow.php").with_script_filename(slow);
+            fastcgi::request(&tcp, &req, Duration::from_secs(90))
+        })
+    };
+    // Busy: the status request's own worker and the slow one.
+    b.wait_for(
+        Duration::from_secs(10),
+        "the slow request in flight",
+        || {
+            let j = fastcgi::status(&tcp, "/status", Duration::from_secs(5)).ok()?;
+            (j["active processes"].as_u64()? >= 2).then_some(())
+        },
+    );
+    let _ = b.systemctl(&format!("stop {unit}"));
+    b.wait_for(
+        Duration::from_secs(30),
+        "every php-fpm process to exit after a stop timeout",
+        || b.fpm_processes().is_empty().then_some(()),
+    );
+    let _ = inflight.join().unwrap();
+    assert_eq!(b.prop(unit, "Result"), "timeout", "{}", b.journal(unit));
+    assert_eq!(b.prop(unit, "ActiveState"), "failed", "{}", b.journal(unit));
 }
