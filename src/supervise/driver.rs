@@ -41,6 +41,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
@@ -90,6 +91,7 @@ pub struct Driver {
     results: mpsc::Receiver<Event>,
     wake: UnixStream,
     queue: VecDeque<Event>,
+    counters: super::observe::Counters,
 }
 
 impl Driver {
@@ -104,6 +106,7 @@ impl Driver {
         sd: notify::SdNotify,
         health_timeout: Duration,
         sigfd: SignalFd,
+        counters: super::observe::Counters,
     ) -> crate::error::Result<Driver> {
         let (wake, wake_w) = UnixStream::pair().map_err(|e| Error::io("creating a pipe", e))?;
         wake.set_nonblocking(true)
@@ -136,6 +139,7 @@ impl Driver {
             results,
             wake,
             queue: VecDeque::new(),
+            counters,
         })
     }
 
@@ -164,7 +168,12 @@ impl Driver {
             while let Some(ev) = self.queue.pop_front() {
                 m.set_jitter(super::policy::jitter());
                 let actions = m.on(ev, Instant::now());
-                if let Some(code) = self.perform(&mut m, actions) {
+                let stop = self.perform(&mut m, actions);
+                self.counters
+                    .ready
+                    .store(m.status().ready, Ordering::Relaxed);
+                if let Some(code) = stop {
+                    self.counters.ready.store(false, Ordering::Relaxed);
                     return code;
                 }
             }
@@ -509,6 +518,7 @@ impl Driver {
                         self.sd.send(&text);
                     }
                 }
+                Action::Tally(t) => self.counters.tally(t),
                 Action::Exit(code) => return Some(code),
             }
         }
@@ -540,6 +550,7 @@ impl Driver {
             .env("FPM_SOCKETS", self.sockets.env_value(&cfg))
             .env("NOTIFY_SOCKET", self.notify.path())
             .stdin(Stdio::null())
+            .stderr(Stdio::piped())
             .process_group(0);
         // SAFETY: between fork and exec only async-signal-safe calls: sigprocmask(2) to
         // unblock the signals the supervisor reads from its signalfd (a blocked mask is
@@ -562,8 +573,13 @@ impl Driver {
             });
         }
         match cmd.spawn() {
-            Ok(child) => {
+            Ok(mut child) => {
                 let pid = child.id() as i32;
+                if let Some(pipe) = child.stderr.take()
+                    && let Err(e) = super::observe::forward_stderr(pipe, self.counters.clone())
+                {
+                    warn!(pid, error = %e, "FPM's log is not read");
+                }
                 // Reaped with waitpid; the Child handle is not used to wait.
                 drop(child);
                 let id = procs::read(pid)

@@ -28,6 +28,7 @@ pub mod control;
 pub mod driver;
 pub mod machine;
 pub mod notify;
+pub mod observe;
 pub mod policy;
 mod request;
 pub mod sockets;
@@ -60,6 +61,9 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// How FPM is stopped when the supervisor exits.
     pub stop_plan: SignalPlan,
+    /// Where `/metrics`, `/livez` and `/readyz` are served (`--metrics-listen`,
+    /// `--health-listen`; one endpoint when equal).
+    pub listen: Vec<std::net::SocketAddr>,
 }
 
 impl Default for Options {
@@ -72,6 +76,7 @@ impl Default for Options {
             ready_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(60),
             stop_plan: SignalPlan::default(),
+            listen: Vec::new(),
         }
     }
 }
@@ -166,6 +171,18 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         watchdog,
     };
     let cfg_for_adopted = cfg.clone();
+    let counters = observe::Counters::new()
+        .map_err(|e| Error::Other(format!("building the supervisor's metrics: {e}")))?;
+    let endpoints = observe::Endpoints::start(
+        &opts.listen,
+        crate::endpoint::FpmHealth {
+            cfg: cfg.clone(),
+            max_queue: None,
+            budget: observe::STATUS_BUDGET,
+            extra: counters.registry.clone(),
+        },
+        counters.ready.clone(),
+    )?;
     let mut driver = driver::Driver::new(
         cfg,
         fpm,
@@ -175,6 +192,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         sd,
         opts.health_timeout,
         sigfd,
+        counters,
     )?;
     let (machine, first) = match adopt {
         Some(id) => {
@@ -185,6 +203,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         None => machine::Machine::start(settings, Instant::now()),
     };
     let code = driver.run(machine, first);
+    endpoints.stop();
     driver.finish(code);
     Ok(code)
 }

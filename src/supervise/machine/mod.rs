@@ -62,6 +62,7 @@ pub struct Master {
     probe_backoff: Duration,
     check_in_flight: bool,
     killed: bool,
+    why: Why,
 }
 
 /// Workers finishing their requests after their master was retired or died.
@@ -119,6 +120,7 @@ pub struct Machine {
     loading: bool,
     ready_limit: Option<Duration>,
     restarts: u32,
+    restart_reason: RestartReason,
     saturated: bool,
     no_children: bool,
     watchdog_at: Option<Deadline>,
@@ -165,10 +167,12 @@ impl Machine {
                 probe_backoff: FIRST_PROBE_BACKOFF,
                 check_in_flight: false,
                 killed: false,
+                why: Why::Adopted,
             },
         );
         let mut out = Vec::new();
         m.spawn(Role::Replacement, Why::Adopted, now, &mut out);
+        out.push(Action::Tally(Tally::Restart(RestartReason::Takeover)));
         m.phase = Phase::Replacing;
         (m, out)
     }
@@ -190,6 +194,7 @@ impl Machine {
             loading: false,
             ready_limit: None,
             restarts: 0,
+            restart_reason: RestartReason::Requested,
             saturated: false,
             no_children: false,
             jitter: 0.0,
@@ -388,6 +393,7 @@ impl Machine {
                 probe_backoff: FIRST_PROBE_BACKOFF,
                 check_in_flight: false,
                 killed: false,
+                why,
             },
         );
         out.push(Action::Spawn { master, why });
@@ -478,6 +484,7 @@ impl Machine {
                 out.push(Action::NotifySystemd(
                     "STATUS=FPM exited; restarting".into(),
                 ));
+                out.push(Action::Tally(Tally::Crash));
                 self.health_at = None;
                 if let Some(r) = self.find(Role::Replacement) {
                     // A requested restart is under way: its master takes over.
@@ -486,6 +493,7 @@ impl Machine {
                     }
                     self.phase = Phase::Starting;
                     self.restarts += 1;
+                    out.push(Action::Tally(Tally::Restart(RestartReason::Crash)));
                     if let CrashDecision::GiveUp { crashes } =
                         self.crashes.on_crash(now, self.jitter)
                     {
@@ -519,6 +527,7 @@ impl Machine {
         match self.crashes.on_crash(now, self.jitter) {
             CrashDecision::Restart { after, crashes } => {
                 self.restarts += 1;
+                out.push(Action::Tally(Tally::Restart(RestartReason::Crash)));
                 let max = self.settings.policy.max_restarts;
                 if after.is_zero() {
                     info!(crashes, max, "restarting FPM now");
@@ -582,7 +591,9 @@ impl Machine {
         m.ready_at = Some(now);
         m.probe_at = None;
         let pid = m.id.map(|id| id.pid).unwrap_or(0);
-        let took_ms = now.saturating_duration_since(m.started).as_millis() as u64;
+        let took = now.saturating_duration_since(m.started);
+        let took_ms = took.as_millis() as u64;
+        let replacement = m.why != Why::First;
         self.phase = Phase::Serving;
         self.health.reset();
         self.saturated = false;
@@ -614,6 +625,9 @@ impl Machine {
             "READY=1\nSTATUS=FPM master {pid} ready"
         )));
         self.answer_waiting(ExitCode::Ok, &text, out);
+        if replacement {
+            out.push(Action::Tally(Tally::RestartTook(took)));
+        }
     }
 
     fn on_workers(

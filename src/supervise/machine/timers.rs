@@ -55,7 +55,7 @@ impl Machine {
             out.push(Action::Check { master, purpose });
         }
         if hung {
-            self.request_restart(None, out);
+            self.request_restart(None, RestartReason::Unhealthy, out);
         }
         if let Some(h) = self.health_at
             && h.expired_at(now)

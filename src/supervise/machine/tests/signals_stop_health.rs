@@ -529,10 +529,13 @@ fn case6_an_adopted_master_is_replaced_beside_it_and_retired_once_the_new_one_is
     let (mut m, out) = Machine::adopt(settings(), id(50), t0);
     assert_eq!(
         out,
-        vec![Action::Spawn {
-            master: 2,
-            why: Why::Adopted
-        }]
+        vec![
+            Action::Spawn {
+                master: 2,
+                why: Why::Adopted
+            },
+            Action::Tally(Tally::Restart(RestartReason::Takeover))
+        ]
     );
     assert_eq!(m.phase(), Phase::Replacing);
     assert_eq!(m.master_gen(50), Some(1));
