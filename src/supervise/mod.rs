@@ -135,6 +135,19 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         discovery::refuse_foreign_holders(&discovery::discover(&cfg))?;
     }
     fpm.require_valid()?;
+    // Bound first: an address in use fails the start before anything else is created.
+    let counters = observe::Counters::new()
+        .map_err(|e| Error::Other(format!("building the supervisor's metrics: {e}")))?;
+    let endpoints = observe::Endpoints::start(
+        &opts.listen,
+        crate::endpoint::FpmHealth {
+            cfg: cfg.clone(),
+            max_queue: None,
+            budget: observe::STATUS_BUDGET,
+            extra: counters.registry.clone(),
+        },
+        counters.ready.clone(),
+    )?;
 
     let control = control::bind(&cfg.path)?;
     let notify = notify::Listener::new(&lock_dir).map_err(|e| {
@@ -171,18 +184,6 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         watchdog,
     };
     let cfg_for_adopted = cfg.clone();
-    let counters = observe::Counters::new()
-        .map_err(|e| Error::Other(format!("building the supervisor's metrics: {e}")))?;
-    let endpoints = observe::Endpoints::start(
-        &opts.listen,
-        crate::endpoint::FpmHealth {
-            cfg: cfg.clone(),
-            max_queue: None,
-            budget: observe::STATUS_BUDGET,
-            extra: counters.registry.clone(),
-        },
-        counters.ready.clone(),
-    )?;
     let mut driver = driver::Driver::new(
         cfg,
         fpm,
