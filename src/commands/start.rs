@@ -77,7 +77,7 @@ pub(crate) fn launch(
     let deadline = Deadline::after_from(started, timeout);
     let cfg = &ctx.cfg;
     if let Some(m) = &snap.master {
-        info!("master {} is already running; checking readiness", m.pid());
+        info!(pid = m.pid(), "master already running; checking readiness");
         let pools = ready::wait_ready(cfg, deadline).map_err(|e| match e {
             Error::NotReady(msg) => Error::NotReady(format!(
                 "{msg}; FPM is running but not ready: `fpmctl restart` replaces it"
@@ -148,7 +148,11 @@ pub(crate) fn launch(
     }
     discovery::refuse_foreign_holders(snap)?;
     remove_stale_sockets(snap)?;
-    info!("starting {} -y {}", fpm.bin.display(), cfg.path.display());
+    info!(
+        binary = %fpm.bin.display(),
+        config = %cfg.path.display(),
+        "starting FPM"
+    );
     fpm.start_daemon(timeout.max(Duration::from_secs(5)))?;
     if let Some(sig) = critical.and_then(Critical::leave) {
         return Err(Error::Interrupted(format!(
@@ -169,9 +173,9 @@ pub(crate) fn launch(
     let master = master.or_else(|| discovery::discover(cfg).master.map(|m| m.pid()));
     if wait {
         info!(
-            "ready in {}: master {}",
-            secs(elapsed),
-            master.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
+            pid = master,
+            duration_ms = elapsed.as_millis() as u64,
+            "ready"
         );
     }
     Ok(Launch {

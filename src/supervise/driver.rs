@@ -44,7 +44,7 @@ use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, trace, warn};
 
 /// The signals the supervisor handles (blocked, read from the signalfd).
 pub fn handled_signals() -> SigSet {
@@ -167,7 +167,9 @@ impl Driver {
             }
             while let Some(ev) = self.queue.pop_front() {
                 m.set_jitter(super::policy::jitter());
+                trace!(event = ?ev, "machine event");
                 let actions = m.on(ev, Instant::now());
+                trace!(actions = ?actions, phase = ?m.phase(), "machine actions");
                 let stop = self.perform(&mut m, actions);
                 self.counters
                     .ready
@@ -277,7 +279,7 @@ impl Driver {
                         _ => None, // SIGCHLD: reaped below in any case
                     };
                     if let Some(s) = sig {
-                        info!(signal = ?s, sender = info.ssi_pid, "signal received");
+                        info!(signal = s.name(), sender = info.ssi_pid, "signal received");
                         self.queue.push_back(Event::Signal(s));
                     }
                 }
@@ -357,6 +359,12 @@ impl Driver {
             let how = describe(&status);
             let pid = pid.as_raw();
             if let Some(master) = m.master_gen(pid) {
+                let (signal, exit_code) = match status {
+                    WaitStatus::Exited(_, c) => (None, Some(c)),
+                    WaitStatus::Signaled(_, s, _) => (Some(s.as_str()), None),
+                    _ => (None, None),
+                };
+                info!(pid, master, signal, exit_code, "FPM master reaped");
                 self.queue.push_back(Event::MasterExited { master, how });
                 continue;
             }
@@ -585,7 +593,13 @@ impl Driver {
                 let id = procs::read(pid)
                     .map(|p| p.id)
                     .unwrap_or(ProcId { pid, start_time: 0 });
-                info!(pid, master, why = ?why, "started FPM master");
+                let reason = match why {
+                    machine::Why::First => "first",
+                    machine::Why::Crash => "crash",
+                    machine::Why::Requested => "requested",
+                    machine::Why::Adopted => "takeover",
+                };
+                info!(pid, master, reason, "started FPM master");
                 let interval = cfg.global.systemd_interval;
                 let hung_after = (!interval.is_zero())
                     .then(|| interval.saturating_mul(3).max(Duration::from_secs(30)));
@@ -640,7 +654,12 @@ impl Driver {
             Target::Master { master, id } => {
                 let cfg = self.cfg_of(master);
                 match signals::send_verified(id, sig, |p| discovery::is_master_of(p, cfg)) {
-                    Ok(Sent::Delivered) => debug!(pid = id.pid, signal = name, "signalled master"),
+                    Ok(Sent::Delivered) => info!(
+                        pid = id.pid,
+                        master,
+                        signal = sig.as_str(),
+                        "signalled master"
+                    ),
                     Ok(other) => {
                         debug!(pid = id.pid, master, signal = name, outcome = ?other, "master not signalled")
                     }
@@ -780,7 +799,7 @@ impl Driver {
         }
         let _ = std::fs::remove_file(control::socket_path(&self.cfg_path));
         std::mem::take(&mut self.sockets).remove_all();
-        info!(code = code.code(), "{text}");
+        info!(exit_code = code.code(), "{text}");
     }
 }
 

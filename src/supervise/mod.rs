@@ -97,10 +97,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
     // Orphaned workers of any FPM we start come back to us, and we reap them.
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag and touches no memory.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        warn!(
-            "could not become a child subreaper: {}",
-            std::io::Error::last_os_error()
-        );
+        warn!(error = %std::io::Error::last_os_error(), "could not become a child subreaper");
     }
     let sd = notify::SdNotify::from_env();
     let watchdog = std::env::var("WATCHDOG_USEC")
@@ -126,8 +123,8 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         }
     } else if !snap.orphans.is_empty() {
         info!(
-            "stopping {} orphaned worker(s) left by a dead master",
-            snap.orphans.len()
+            orphans = snap.orphans.len(),
+            "stopping orphaned workers left by a dead master"
         );
         crate::stop::stop(&cfg, &SignalPlan::default(), Duration::from_secs(30))?;
     }

@@ -223,10 +223,12 @@ impl HeldSockets {
             // The keeper is itself a name of the inode: link it back under the real name.
             match std::fs::hard_link(keeper, path) {
                 Ok(()) => {
-                    warn!("restored socket path {} that FPM removed", path.display());
+                    warn!(path = %path.display(), "restored a socket path FPM removed");
                     restored.push(path.to_path_buf());
                 }
-                Err(e) => warn!("could not restore socket path {}: {e}", path.display()),
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "could not restore a socket path")
+                }
             }
         }
         restored

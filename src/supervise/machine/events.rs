@@ -52,6 +52,20 @@ pub enum Sig {
     Usr2,
 }
 
+impl Sig {
+    /// The signal's name, `SIGTERM`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sig::Term => "SIGTERM",
+            Sig::Int => "SIGINT",
+            Sig::Quit => "SIGQUIT",
+            Sig::Hup => "SIGHUP",
+            Sig::Usr1 => "SIGUSR1",
+            Sig::Usr2 => "SIGUSR2",
+        }
+    }
+}
+
 /// A request on the control socket, with the options the supervisor honours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {

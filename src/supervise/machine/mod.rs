@@ -530,10 +530,16 @@ impl Machine {
                 out.push(Action::Tally(Tally::Restart(RestartReason::Crash)));
                 let max = self.settings.policy.max_restarts;
                 if after.is_zero() {
-                    info!(crashes, max, "restarting FPM now");
+                    info!(crashes, max, reason = "crash", "restarting FPM now");
                 } else {
                     let delay_ms = after.as_millis() as u64;
-                    info!(crashes, max, delay_ms, "restarting FPM in {delay_ms} ms");
+                    info!(
+                        crashes,
+                        max,
+                        delay_ms,
+                        reason = "crash",
+                        "restarting FPM in delay_ms (backoff)"
+                    );
                 }
                 if after.is_zero() {
                     self.spawn(Role::Starting, Why::Crash, now, out);
@@ -550,7 +556,7 @@ impl Machine {
         error!(
             crashes,
             within_s = self.settings.policy.within.as_secs(),
-            "FPM crashed {crashes} times within the window: giving up"
+            "FPM crashed too often within the window: giving up"
         );
         self.begin_stop(ExitCode::CrashLoop, now, out);
     }
@@ -594,6 +600,7 @@ impl Machine {
         let took = now.saturating_duration_since(m.started);
         let took_ms = took.as_millis() as u64;
         let replacement = m.why != Why::First;
+        let m_why = m.why;
         self.phase = Phase::Serving;
         self.health.reset();
         self.saturated = false;
@@ -601,7 +608,14 @@ impl Machine {
         let text = match old.and_then(|g| self.masters.get(&g).map(|o| (g, o))) {
             Some((og, o)) => {
                 let old_pid = o.id.map(|id| id.pid).unwrap_or(0);
-                info!(pid, old_pid, took_ms, via, "FPM restarted");
+                info!(
+                    pid,
+                    old_pid,
+                    duration_ms = took_ms,
+                    via,
+                    reason = self.restart_reason_of(m_why),
+                    "FPM restarted"
+                );
                 let old_id = o.id;
                 if let Some(o) = self.masters.get_mut(&og) {
                     o.role = Role::Retiring;
@@ -615,7 +629,7 @@ impl Machine {
                 format!("restarted: master {old_pid} replaced by {pid}, ready in {took_ms} ms")
             }
             None => {
-                info!(pid, took_ms, via, "FPM ready");
+                info!(pid, duration_ms = took_ms, via, "FPM ready");
                 format!("FPM master {pid} ready in {took_ms} ms")
             }
         };
@@ -650,7 +664,7 @@ impl Machine {
             info!(
                 master,
                 workers = workers.len(),
-                signal = crate::signals::short_name(signal),
+                signal = signal.as_str(),
                 "workers of a replaced or dead master finish their requests"
             );
         }
@@ -703,6 +717,16 @@ impl Machine {
         {
             m.killed = true;
             out.push(signal_master(master, id, Signal::SIGKILL));
+        }
+    }
+
+    /// The `reason` field of a restart's events.
+    fn restart_reason_of(&self, why: Why) -> &'static str {
+        match why {
+            Why::First => "first",
+            Why::Crash => RestartReason::Crash.as_str(),
+            Why::Requested => self.restart_reason.as_str(),
+            Why::Adopted => RestartReason::Takeover.as_str(),
         }
     }
 

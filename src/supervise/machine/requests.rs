@@ -9,12 +9,19 @@ impl Machine {
                 if let Phase::Stopping(s) = self.phase {
                     self.skip_graceful(s, now, out);
                 } else {
-                    info!(signal = ?sig, "stopping FPM gracefully; a second signal stops it fast");
+                    info!(
+                        signal = sig.name(),
+                        "stopping FPM gracefully; a second signal stops it fast"
+                    );
                     self.begin_stop(ExitCode::Ok, now, out);
                 }
             }
             Sig::Hup | Sig::Usr2 => {
-                info!(signal = ?sig, "restart requested by signal");
+                info!(
+                    signal = sig.name(),
+                    reason = RestartReason::Reload.as_str(),
+                    "restart requested by signal"
+                );
                 self.request_restart(None, RestartReason::Reload, out);
             }
             Sig::Usr1 => {

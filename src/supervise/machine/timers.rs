@@ -129,7 +129,7 @@ impl Machine {
             warn!(
                 master = *g,
                 workers = d.workers.len(),
-                signal = crate::signals::short_name(signal),
+                signal = signal.as_str(),
                 "workers still busy after the drain timeout"
             );
             for w in &d.workers {
