@@ -101,8 +101,9 @@ impl Counters {
         };
         match rec.kind {
             FpmKind::Terminated { .. } => self.terminated.inc(),
-            // SIGKILL and SIGTERM/SIGQUIT are what FPM itself sends (terminate timeout,
-            // process idle timeout, a stop); anything else is the worker's own crash.
+            // SIGHUP, SIGINT, SIGQUIT, SIGKILL and SIGTERM are stops (FPM's own for a terminate
+            // timeout, an idle timeout or a stop; the kernel's OOM killer); anything else is
+            // the worker's own crash.
             FpmKind::Signal { signo, .. } if !matches!(signo, 1 | 2 | 3 | 9 | 15) => {
                 self.crashed.inc()
             }
@@ -112,7 +113,8 @@ impl Counters {
 }
 
 /// Reads FPM's stderr until every holder closed it: each line goes to our stderr unchanged
-/// and is counted. Runs on its own thread per master.
+/// (between the supervisor's own log lines, never inside one) and is counted. Runs on its
+/// own thread per master.
 pub fn forward_stderr(pipe: std::process::ChildStderr, counters: Counters) -> Result<()> {
     std::thread::Builder::new()
         .name("fpm-stderr".into())
@@ -124,7 +126,9 @@ pub fn forward_stderr(pipe: std::process::ChildStderr, counters: Counters) -> Re
                 match reader.read_until(b'\n', &mut line) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        let _ = std::io::stderr().lock().write_all(&line);
+                        // Through the log's bounded queue: a stderr that does not keep up
+                        // drops lines rather than stalling FPM on a full pipe.
+                        let _ = crate::output::LossyStderr.write(&line);
                         counters.fpm_line(&line);
                     }
                 }
