@@ -171,10 +171,9 @@ pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<Sto
     for l in &snap.lookalikes {
         info!(
             pid = l.proc.pid(),
-            "PID {} ({}) looks like this config's FPM but is not proven, so it is not signalled: {}",
-            l.proc.pid(),
-            l.proc.program(),
-            l.doubt
+            program = %l.proc.program(),
+            doubt = %l.doubt,
+            "looks like this config's FPM but is not proven, so it is not signalled"
         );
     }
     if snap.is_empty() {

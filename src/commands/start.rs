@@ -137,8 +137,8 @@ pub(crate) fn launch(
         snap
     } else {
         info!(
-            "{} orphaned worker(s) of a dead master still hold this config's addresses; stopping them first",
-            snap.orphans.len()
+            orphans = snap.orphans.len(),
+            "orphaned workers of a dead master still hold this config's addresses; stopping them first"
         );
         stopped = stop::stop(cfg, &SignalPlan::default(), Duration::from_secs(30))?;
         stopped.after.as_ref().unwrap_or(snap)
@@ -207,8 +207,9 @@ fn remove_stale_sockets(snap: &Snapshot) -> Result<()> {
             std::fs::remove_file(path)
                 .map_err(|e| Error::io(format!("removing stale socket {}", path.display()), e))?;
             info!(
-                "removed stale socket file {} (nothing listened on it)",
-                path.display()
+                pool = a.pool.as_str(),
+                path = %path.display(),
+                "removed stale socket file (nothing listened on it)"
             );
         }
     }

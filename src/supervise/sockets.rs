@@ -64,9 +64,10 @@ impl HeldSockets {
                 }
                 let held = open(pool, addr)?;
                 info!(
-                    "holding listening socket {} (fd {})",
-                    held.addr,
-                    held.fd.as_raw_fd()
+                    pool = pool.name.as_str(),
+                    addr = %held.addr,
+                    fd = held.fd.as_raw_fd(),
+                    "holding listening socket"
                 );
                 self.list.push(held);
             }
@@ -179,10 +180,7 @@ impl HeldSockets {
             .partition(|h| wanted.contains(&&h.addr));
         self.list = keep;
         for h in drop {
-            info!(
-                "closing listening socket {} (no pool uses it any more)",
-                h.addr
-            );
+            info!(addr = %h.addr, "closing listening socket (no pool uses it any more)");
             remove_unix(&h);
         }
     }
