@@ -545,9 +545,17 @@ fn the_supervisor_counts_crashes_restarts_and_workers_fpm_terminated_or_saw_cras
     assert_ne!(sb.wait_supervised_ready(), first);
     promtool_accepts(&m);
 
-    // A requested restart moves its own reason.
+    // A requested restart moves its own reason; a pool the new config adds is scraped.
+    sb.write_config(&logging_to_stderr(
+        &sb,
+        common::Opts {
+            tcp_extra: "request_terminate_timeout = 1s\n".into(),
+            ..Default::default()
+        },
+    ));
     sb.fpmctl(&["restart"]).expect_code(0);
     let m = metrics_of(addr);
+    assert_eq!(series(&m, "phpfpm_up", "sock"), Some(1.0), "{m}");
     assert_eq!(
         value(&m, "fpmctl_fpm_restarts_total{reason=\"requested\"}"),
         Some(1.0),

@@ -637,6 +637,9 @@ impl Driver {
             });
         match cfg {
             Ok(cfg) => {
+                if let Ok(mut shown) = self.counters.config.write() {
+                    *shown = Some(cfg.clone());
+                }
                 self.cfg = cfg;
                 Ok(())
             }

@@ -143,7 +143,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
             budget: observe::STATUS_BUDGET,
             extra: counters.registry.clone(),
         },
-        counters.ready.clone(),
+        &counters,
     )?;
 
     let control = control::bind(&cfg.path)?;

@@ -8,14 +8,15 @@
 //! that exited on a signal are counted as FPM reports them.
 
 use super::machine::{RestartReason, Tally};
+use crate::config::FpmConfig;
 use crate::doctor::fpm_log::{self, FpmKind};
 use crate::endpoint::{Endpoint, FpmHealth, Health};
 use crate::error::{Error, Result};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use tracing::{info, warn};
 
@@ -34,6 +35,8 @@ pub struct Counters {
     crashed: IntCounter,
     /// The machine's own view: a master is serving.
     pub ready: Arc<AtomicBool>,
+    /// The config the serving FPM runs (a restart may load a new one with other pools).
+    pub config: Arc<RwLock<Option<FpmConfig>>>,
 }
 
 impl Counters {
@@ -82,6 +85,7 @@ impl Counters {
             terminated,
             crashed,
             ready: Arc::new(AtomicBool::new(false)),
+            config: Arc::new(RwLock::new(None)),
         })
     }
 
@@ -143,27 +147,39 @@ pub fn forward_stderr(pipe: std::process::ChildStderr, counters: Counters) -> Re
 struct Supervised {
     fpm: FpmHealth,
     ready: Arc<AtomicBool>,
+    config: Arc<RwLock<Option<FpmConfig>>>,
+}
+
+impl Supervised {
+    /// [`FpmHealth`] for the config FPM runs now.
+    fn now(&self) -> FpmHealth {
+        let mut h = self.fpm.clone();
+        if let Ok(guard) = self.config.read()
+            && let Some(cfg) = guard.as_ref()
+        {
+            h.cfg = cfg.clone();
+        }
+        h
+    }
 }
 
 impl Health for Supervised {
     fn metrics(&self) -> std::result::Result<String, String> {
-        let pools = self
-            .fpm
-            .observe_pools(crate::saturation::StatusPolicy::WhenIdle)
-            .1;
+        let h = self.now();
+        let pools = h.observe_pools(crate::saturation::StatusPolicy::WhenIdle).1;
         let ready = self.ready.load(Ordering::Relaxed);
-        crate::metrics::render_with(&pools, ready, &self.fpm.extra).map_err(|e| e.to_string())
+        crate::metrics::render_with(&pools, ready, &h.extra).map_err(|e| e.to_string())
     }
 
     fn live(&self) -> std::result::Result<(), String> {
-        self.fpm.live()
+        self.now().live()
     }
 
     fn ready(&self) -> std::result::Result<(), String> {
         if !self.ready.load(Ordering::Relaxed) {
             return Err("FPM is not ready: starting, restarting or down".into());
         }
-        self.fpm.ready()
+        self.now().ready()
     }
 }
 
@@ -177,9 +193,13 @@ pub struct Endpoints {
 impl Endpoints {
     /// Binds each distinct address (one endpoint serves both when they are equal) and serves
     /// it on its own thread.
-    pub fn start(addrs: &[SocketAddr], fpm: FpmHealth, ready: Arc<AtomicBool>) -> Result<Self> {
+    pub fn start(addrs: &[SocketAddr], fpm: FpmHealth, counters: &Counters) -> Result<Self> {
         let mut eps = Endpoints::default();
-        let health = Arc::new(Supervised { fpm, ready });
+        let health = Arc::new(Supervised {
+            fpm,
+            ready: counters.ready.clone(),
+            config: counters.config.clone(),
+        });
         let mut seen = Vec::new();
         for addr in addrs {
             if seen.contains(addr) {
