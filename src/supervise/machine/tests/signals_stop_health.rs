@@ -564,3 +564,15 @@ fn case6_a_stop_while_taking_over_stops_both_masters() {
     assert!(out.contains(&sig(1, 50, SIGQUIT)));
     assert!(out.contains(&sig(2, 200, SIGQUIT)));
 }
+
+#[test]
+fn a_restart_after_failed_health_checks_counts_as_unhealthy() {
+    let mut r = up();
+    health(&mut r, 30 + 10 * S, false);
+    assert!(health(&mut r, 31 + 20 * S, false).contains(&Action::LoadConfig));
+    let out = r.at(32 + 20 * S, Event::ConfigLoaded(Ok(())));
+    assert!(
+        out.contains(&Action::Tally(Tally::Restart(RestartReason::Unhealthy))),
+        "{out:?}"
+    );
+}
