@@ -328,6 +328,13 @@ pub struct SuperviseArgs {
     /// [default: as for `stop`].
     #[arg(long, value_parser = parse_plan, value_name = "PLAN")]
     pub signal_plan: Option<SignalPlan>,
+    /// Serve Prometheus metrics on `/metrics` at this address (e.g. 127.0.0.1:9253).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve HTTP probes on `/livez` and `/readyz` at this address (the same endpoint as
+    /// `--metrics-listen` when equal).
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 /// Options of `doctor`.

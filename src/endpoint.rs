@@ -43,7 +43,8 @@ pub struct FpmHealth {
 }
 
 impl FpmHealth {
-    fn look(&self, policy: StatusPolicy) -> (bool, Vec<saturation::PoolState>) {
+    /// One look at the FPM: whether its master runs, and each pool's state.
+    pub fn observe_pools(&self, policy: StatusPolicy) -> (bool, Vec<saturation::PoolState>) {
         let snap = crate::discovery::discover(&self.cfg);
         let pools = saturation::observe(&self.cfg, &snap, policy, Deadline::after(self.budget));
         (snap.master.is_some(), pools)
@@ -52,18 +53,18 @@ impl FpmHealth {
 
 impl Health for FpmHealth {
     fn metrics(&self) -> Result<String, String> {
-        let (master, pools) = self.look(StatusPolicy::WhenIdle);
+        let (master, pools) = self.observe_pools(StatusPolicy::WhenIdle);
         let ready = crate::probe::readiness(master, &pools, self.max_queue).is_ok();
         crate::metrics::render_with(&pools, ready, &self.extra).map_err(|e| e.to_string())
     }
 
     fn live(&self) -> Result<(), String> {
-        let (master, pools) = self.look(StatusPolicy::Never);
+        let (master, pools) = self.observe_pools(StatusPolicy::Never);
         crate::probe::liveness(master, &pools)
     }
 
     fn ready(&self) -> Result<(), String> {
-        let (master, pools) = self.look(StatusPolicy::Never);
+        let (master, pools) = self.observe_pools(StatusPolicy::Never);
         crate::probe::readiness(master, &pools, self.max_queue)
     }
 }

@@ -32,6 +32,10 @@ fn log_queue() -> &'static LogQueue {
         let spawned = std::thread::Builder::new()
             .name("log".into())
             .spawn(move || {
+                // Signals are never this thread's: a process-directed signal the supervisor
+                // reads from its signalfd (blocked in every other thread) must not be
+                // delivered here, where its default action would end the process.
+                let _ = nix::sys::signal::SigSet::all().thread_block();
                 for line in rx {
                     let _ = std::io::stderr().lock().write_all(&line);
                     PENDING.fetch_sub(1, Ordering::SeqCst);

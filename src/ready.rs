@@ -85,9 +85,9 @@ pub fn wait_ready(cfg: &FpmConfig, deadline: Deadline) -> Result<Vec<PoolReady>>
                 }
                 if last_note.elapsed() >= Duration::from_secs(1) {
                     last_note = Instant::now();
-                    info!("waiting for readiness: {why}");
+                    info!(reason = %why, "waiting for readiness");
                 } else {
-                    debug!("not ready yet: {why}");
+                    debug!(reason = %why, "not ready yet");
                 }
             }
         }

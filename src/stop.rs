@@ -171,10 +171,9 @@ pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<Sto
     for l in &snap.lookalikes {
         info!(
             pid = l.proc.pid(),
-            "PID {} ({}) looks like this config's FPM but is not proven, so it is not signalled: {}",
-            l.proc.pid(),
-            l.proc.program(),
-            l.doubt
+            program = %l.proc.program(),
+            doubt = %l.doubt,
+            "looks like this config's FPM but is not proven, so it is not signalled"
         );
     }
     if snap.is_empty() {
@@ -229,7 +228,14 @@ pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<Sto
             }
             if last_note.elapsed() >= Duration::from_secs(1) {
                 last_note = Instant::now();
-                info!("{}", still_running(&snap));
+                let w = Waiting::of(&snap);
+                info!(
+                    master = w.master,
+                    workers = w.workers,
+                    orphans = w.orphans,
+                    elapsed_ms = started_ms(started),
+                    "waiting: FPM processes still running"
+                );
             }
         }
     }
@@ -274,13 +280,13 @@ pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<Sto
         && remove_pid_file(path)
     {
         match pid {
-            Some(pid) => info!(pid, "removed stale pid file {} (PID {pid})", path.display()),
-            None => info!("removed pid file {}, which held no PID", path.display()),
+            Some(pid) => info!(pid, path = %path.display(), "removed stale pid file"),
+            None => info!(path = %path.display(), "removed pid file, which held no PID"),
         }
         report.removed_pid_file = Some(path.display().to_string());
     }
     if !report.already_stopped {
-        info!("stopped in {:.2}s", report.elapsed.as_secs_f64());
+        info!(duration_ms = report.elapsed.as_millis() as u64, "stopped");
     }
     if report.removed_pid_file.is_some() {
         snap.pid_file = PidFile::Missing(snap.pid_file.path().map(Into::into).unwrap_or_default());
@@ -332,11 +338,7 @@ fn remove_pid_file(path: &std::path::Path) -> bool {
 
 fn describe(snap: &Snapshot) {
     if let Some(m) = &snap.master {
-        info!(
-            "found master {} with {} worker(s)",
-            m.pid(),
-            snap.workers.len()
-        );
+        info!(pid = m.pid(), workers = snap.workers.len(), "found master");
     }
     if !snap.orphans.is_empty() {
         let pids: Vec<String> = snap
@@ -345,37 +347,44 @@ fn describe(snap: &Snapshot) {
             .map(|w| w.proc.pid().to_string())
             .collect();
         info!(
-            "found {} orphaned worker(s) of a dead master: {}",
-            snap.orphans.len(),
-            pids.join(" ")
+            orphans = snap.orphans.len(),
+            pids = pids.join(" "),
+            "found orphaned workers of a dead master"
         );
     }
 }
 
-fn still_running(snap: &Snapshot) -> String {
-    let mut parts = Vec::new();
-    if let Some(m) = &snap.master {
-        parts.push(format!("master {}", m.pid()));
+/// What a stop still waits for.
+struct Waiting {
+    master: Option<i32>,
+    workers: usize,
+    orphans: usize,
+}
+
+impl Waiting {
+    fn of(snap: &Snapshot) -> Waiting {
+        Waiting {
+            master: snap.master.as_ref().map(|m| m.pid()),
+            workers: snap.workers.len(),
+            orphans: snap.orphans.len(),
+        }
     }
-    if !snap.workers.is_empty() {
-        parts.push(format!("{} worker(s) still busy", snap.workers.len()));
-    }
-    if !snap.orphans.is_empty() {
-        parts.push(format!("{} orphan(s) still running", snap.orphans.len()));
-    }
-    format!("waiting: {}", parts.join(", "))
+}
+
+fn started_ms(started: Instant) -> u64 {
+    started.elapsed().as_millis() as u64
 }
 
 /// Sends `sig` to whoever should get it at this step; returns the PIDs signalled.
 fn send_step(cfg: &FpmConfig, snap: &Snapshot, sig: Signal) -> Vec<i32> {
-    let name = signals::short_name(sig);
+    let name = sig.as_str();
     let mut sent = Vec::new();
     let is_master = |p: &ProcInfo| discovery::is_master_of(p, cfg);
     let is_pool = |p: &ProcInfo| discovery::is_pool_process_of(p, cfg);
 
     for m in snap.master.iter().chain(snap.other_masters.iter()) {
         if deliver(m, sig, &is_master) {
-            info!("stopping master {} (SIG{name})", m.pid());
+            info!(pid = m.pid(), signal = name, "stopping master");
             sent.push(m.pid());
         }
     }
@@ -392,9 +401,10 @@ fn send_step(cfg: &FpmConfig, snap: &Snapshot, sig: Signal) -> Vec<i32> {
     if !to_workers.is_empty() {
         let list: Vec<String> = to_workers.iter().map(i32::to_string).collect();
         info!(
-            "sending SIG{name} to {} worker(s) directly: {}",
-            to_workers.len(),
-            list.join(" ")
+            signal = name,
+            workers = to_workers.len(),
+            pids = list.join(" "),
+            "signalling workers directly"
         );
         sent.extend(to_workers);
     }
@@ -407,13 +417,14 @@ fn deliver(p: &ProcInfo, sig: Signal, check: &dyn Fn(&ProcInfo) -> bool) -> bool
         Ok(Sent::Gone) => false,
         Ok(Sent::Refused) => {
             warn!(
-                "PID {} is no longer the process fpmctl identified; not signalled",
-                p.pid()
+                pid = p.pid(),
+                signal = sig.as_str(),
+                "no longer the process fpmctl identified; not signalled"
             );
             false
         }
         Err(e) => {
-            warn!("could not signal PID {}: {e}", p.pid());
+            warn!(pid = p.pid(), signal = sig.as_str(), error = %e, "could not signal");
             false
         }
     }

@@ -33,8 +33,9 @@ pub fn decide(snap: &Snapshot, no_systemd: bool) -> Result<Control> {
     };
     if no_systemd {
         warn!(
-            "master {} belongs to systemd unit {unit}; acting directly as --no-systemd asks (systemd may restart it)",
-            master.pid()
+            pid = master.pid(),
+            unit = unit.as_str(),
+            "master belongs to a systemd unit; acting directly as --no-systemd asks (systemd may restart it)"
         );
         return Ok(Control::Direct);
     }
@@ -76,7 +77,7 @@ fn unit_name_for(config: &Path) -> Option<String> {
 
 /// Runs `systemctl ACTION UNIT`.
 pub fn systemctl(action: &str, unit: &str) -> Result<()> {
-    info!("systemctl {action} {unit}");
+    info!(action, unit, "systemctl");
     let out = Command::new("systemctl")
         .arg(action)
         .arg(unit)

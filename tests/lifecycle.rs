@@ -28,7 +28,7 @@ fn stop_is_graceful_and_returns_when_everything_is_gone() {
     assert!(!sb.sock.exists(), "socket file left:\n{run}");
     assert!(
         run.stderr
-            .contains(&format!("stopping master {master} (SIGQUIT)")),
+            .contains(&format!("stopping master pid={master} signal=\"SIGQUIT\"")),
         "{run}"
     );
     sb.fpmctl(&["status"]).expect_code(3);

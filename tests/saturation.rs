@@ -397,3 +397,223 @@ fn pm_status_listen_answers_while_every_worker_is_busy() {
     );
     promtool_accepts(&m.stdout);
 }
+
+// ---- the supervisor's endpoint -------------------------------------------------------------
+
+/// The value of the unlabelled series `name` (or `name{labels}` given in full).
+fn value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `fpmctl supervise ARGS --metrics-listen ADDR` (and `--health-listen` when `health`), on
+/// ports taken free and tried again if another process took one meanwhile. Returns the
+/// supervisor's PID and the metrics and health addresses.
+fn supervise_listening(
+    sb: &Sandbox,
+    args: &[&str],
+    health: bool,
+) -> (u32, std::net::SocketAddr, std::net::SocketAddr) {
+    for _ in 0..5 {
+        let m: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap();
+        let h: std::net::SocketAddr = if health {
+            format!("127.0.0.1:{}", common::free_port())
+                .parse()
+                .unwrap()
+        } else {
+            m
+        };
+        let (ms, hs) = (m.to_string(), h.to_string());
+        let mut all = args.to_vec();
+        all.extend(["--metrics-listen", &ms, "--health-listen", &hs]);
+        let sup = sb.supervise(&all, &[]);
+        // Bound before anything else: either it answers or the supervisor exits.
+        let up = sb.wait_for(Duration::from_secs(15), "the endpoint or an exit", || {
+            if TcpStream::connect(h).is_ok() && TcpStream::connect(m).is_ok() {
+                return Some(true);
+            }
+            (!common::alive(sup as i32) || sb.supervise_log().contains("for HTTP")).then_some(false)
+        });
+        if up {
+            return (sup, m, h);
+        }
+        assert!(
+            sb.supervise_log().contains("Address already in use"),
+            "{}",
+            sb.supervise_log()
+        );
+        sb.wait_child(sup, Duration::from_secs(10));
+    }
+    panic!("no free port in 5 tries");
+}
+
+/// A config whose FPM logs to its stderr (as in containers), so the supervisor reads it.
+fn logging_to_stderr(sb: &Sandbox, opts: common::Opts) -> String {
+    sb.config_text_with(opts).replace(
+        &format!("error_log = {}/fpm.log", sb.path().display()),
+        "error_log = /proc/self/fd/2",
+    )
+}
+
+fn metrics_of(addr: std::net::SocketAddr) -> String {
+    let r = http_get(addr, "/metrics");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    r.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_supervisor_counts_crashes_restarts_and_workers_fpm_terminated_or_saw_crash() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.write_config(&logging_to_stderr(
+        &sb,
+        common::Opts {
+            tcp_extra: "request_terminate_timeout = 1s\n".into(),
+            sock_pool: false,
+            ..Default::default()
+        },
+    ));
+    std::fs::write(
+        sb.docroot().join("segv.php"),
+        "<?php posix_kill(getmypid(), 11); echo 'still here';\n",
+    )
+    .unwrap();
+    let (_sup, addr, _) = supervise_listening(&sb, &[], false);
+    let first = sb.wait_supervised_ready();
+    let m = sb.wait_for(Duration::from_secs(10), "fpmctl_ready 1", || {
+        let m = metrics_of(addr);
+        (value(&m, "fpmctl_ready") == Some(1.0)).then_some(m)
+    });
+    promtool_accepts(&m);
+    assert_eq!(value(&m, "fpmctl_fpm_crashes_total"), Some(0.0), "{m}");
+    assert_eq!(
+        value(&m, "fpmctl_worker_terminated_total"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(series(&m, "phpfpm_up", "tcp"), Some(1.0), "{m}");
+    assert!(http_get(addr, "/readyz").starts_with("HTTP/1.1 200"));
+
+    // request_terminate_timeout: FPM kills the worker and says so in its log.
+    let tcp = ListenAddr::parse(&sb.tcp_addr()).unwrap();
+    slow(&sb, tcp.clone(), 10);
+    sb.wait_for(
+        Duration::from_secs(20),
+        "a terminated worker counted",
+        || (value(&metrics_of(addr), "fpmctl_worker_terminated_total") == Some(1.0)).then_some(()),
+    );
+    // A worker that crashes on SIGSEGV.
+    let mut req = fpmctl::fastcgi::Request::get("/segv.php");
+    req.script_filename = sb.docroot().join("segv.php").display().to_string();
+    let _ = fpmctl::fastcgi::request(&tcp, &req, Duration::from_secs(10));
+    sb.wait_for(Duration::from_secs(20), "a crashed worker counted", || {
+        (value(&metrics_of(addr), "fpmctl_worker_crashed_total") == Some(1.0)).then_some(())
+    });
+    let log = sb.supervise_log();
+    assert!(
+        log.contains("execution timed out"),
+        "FPM's log is forwarded:\n{log}"
+    );
+    assert!(log.contains("exited on signal 11"), "{log}");
+
+    // SIGKILL of the master: one crash, one crash restart, one restart duration.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), nix::sys::signal::SIGKILL).unwrap();
+    let m = sb.wait_for(
+        Duration::from_secs(30),
+        "the crash counted and FPM back",
+        || {
+            let m = metrics_of(addr);
+            (value(&m, "fpmctl_fpm_crashes_total") == Some(1.0)
+                && value(&m, "fpmctl_restart_duration_seconds_count") == Some(1.0)
+                && value(&m, "fpmctl_ready") == Some(1.0))
+            .then_some(m)
+        },
+    );
+    assert_eq!(
+        value(&m, "fpmctl_fpm_restarts_total{reason=\"crash\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, "fpmctl_fpm_restarts_total{reason=\"requested\"}"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_ne!(sb.wait_supervised_ready(), first);
+    promtool_accepts(&m);
+
+    // A requested restart moves its own reason; a pool the new config adds is scraped.
+    sb.write_config(&logging_to_stderr(
+        &sb,
+        common::Opts {
+            tcp_extra: "request_terminate_timeout = 1s\n".into(),
+            ..Default::default()
+        },
+    ));
+    sb.fpmctl(&["restart"]).expect_code(0);
+    let m = metrics_of(addr);
+    assert_eq!(series(&m, "phpfpm_up", "sock"), Some(1.0), "{m}");
+    assert_eq!(
+        value(&m, "fpmctl_fpm_restarts_total{reason=\"requested\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, "fpmctl_restart_duration_seconds_count"),
+        Some(2.0),
+        "{m}"
+    );
+}
+
+#[test]
+fn the_supervisors_probes_answer_while_every_worker_is_busy() {
+    let Some(sb) = Sandbox::with(common::Opts {
+        sock_pool: false,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let (_sup, maddr, haddr) = supervise_listening(&sb, &[], true);
+    sb.wait_supervised_ready();
+    let tcp = ListenAddr::parse(&sb.tcp_addr()).unwrap();
+    for _ in 0..CHILDREN + 2 {
+        slow(&sb, tcp.clone(), 20);
+    }
+    let m = sb.wait_for(
+        Duration::from_secs(15),
+        "every worker busy and a queue",
+        || {
+            let m = metrics_of(maddr);
+            (series(&m, "phpfpm_active_processes", "tcp") == Some(f64::from(CHILDREN))
+                && series(&m, "phpfpm_listen_queue", "tcp") == Some(2.0))
+            .then_some(m)
+        },
+    );
+    assert_eq!(value(&m, "fpmctl_ready"), Some(1.0), "{m}");
+    for path in ["/livez", "/readyz"] {
+        let started = std::time::Instant::now();
+        let r = http_get(haddr, path);
+        eprintln!("{path} answered in {:?}", started.elapsed());
+        assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
+    }
+    // The health address serves only what it was asked for and the metrics one too.
+    assert!(http_get(haddr, "/metrics").starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn the_supervisors_readyz_fails_while_fpm_is_down() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.write_config(&sb.config_text_dying_at_start());
+    let (_sup, addr, _) =
+        supervise_listening(&sb, &["--max-restarts", "50", "--within", "60s"], false);
+    sb.wait_for(Duration::from_secs(15), "a crash counted", || {
+        let m = metrics_of(addr);
+        (value(&m, "fpmctl_fpm_crashes_total").is_some_and(|c| c >= 1.0)).then_some(())
+    });
+    let r = http_get(addr, "/readyz");
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert_eq!(value(&metrics_of(addr), "fpmctl_ready"), Some(0.0));
+}

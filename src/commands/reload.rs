@@ -73,7 +73,9 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
         match signals::send_verified(master.id, Signal::SIGUSR2, |p| {
             discovery::is_master_of(p, cfg)
         }) {
-            Ok(Sent::Delivered) => info!("reloading master {} (SIGUSR2)", master.pid()),
+            Ok(Sent::Delivered) => {
+                info!(pid = master.pid(), signal = "SIGUSR2", "reloading master")
+            }
             Ok(_) => {
                 return died(
                     ctx,
@@ -175,7 +177,7 @@ fn wait_reexec(
                 secs(timeout)
             )));
         }
-        debug!("reload: {why}");
+        debug!(reason = %why, "reload not confirmed yet");
         std::thread::sleep(deadline.remaining_capped(pause));
         pause = (pause * 2).min(Duration::from_millis(200));
     }
@@ -188,7 +190,7 @@ fn died(ctx: &Ctx, args: &ReloadArgs, fpm: &crate::fpm::Fpm, why: &str) -> Resul
             ctx.cfg.path.display()
         )));
     }
-    warn!("FPM died during the reload ({why}); --recover starts it again");
+    warn!(reason = %why, "FPM died during the reload; --recover starts it again");
     let snap = discovery::discover(&ctx.cfg);
     let l = start::launch(ctx, fpm, &snap, args.timeout(), true, false)?;
     let mut out = start::outcome(ctx, &l, "recovered");

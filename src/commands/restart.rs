@@ -120,12 +120,9 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
             launch.master = discovery::discover(&ctx.cfg).master.map(|m| m.pid());
         }
         info!(
-            "ready in {}: master {}",
-            secs(launch.elapsed),
-            launch
-                .master
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "?".into())
+            pid = launch.master,
+            duration_ms = launch.elapsed.as_millis() as u64,
+            "ready"
         );
     }
     let mut out = start::outcome(ctx, &launch, "restarted");

@@ -77,7 +77,7 @@ pub(crate) fn launch(
     let deadline = Deadline::after_from(started, timeout);
     let cfg = &ctx.cfg;
     if let Some(m) = &snap.master {
-        info!("master {} is already running; checking readiness", m.pid());
+        info!(pid = m.pid(), "master already running; checking readiness");
         let pools = ready::wait_ready(cfg, deadline).map_err(|e| match e {
             Error::NotReady(msg) => Error::NotReady(format!(
                 "{msg}; FPM is running but not ready: `fpmctl restart` replaces it"
@@ -137,8 +137,8 @@ pub(crate) fn launch(
         snap
     } else {
         info!(
-            "{} orphaned worker(s) of a dead master still hold this config's addresses; stopping them first",
-            snap.orphans.len()
+            orphans = snap.orphans.len(),
+            "orphaned workers of a dead master still hold this config's addresses; stopping them first"
         );
         stopped = stop::stop(cfg, &SignalPlan::default(), Duration::from_secs(30))?;
         stopped.after.as_ref().unwrap_or(snap)
@@ -148,7 +148,11 @@ pub(crate) fn launch(
     }
     discovery::refuse_foreign_holders(snap)?;
     remove_stale_sockets(snap)?;
-    info!("starting {} -y {}", fpm.bin.display(), cfg.path.display());
+    info!(
+        binary = %fpm.bin.display(),
+        config = %cfg.path.display(),
+        "starting FPM"
+    );
     fpm.start_daemon(timeout.max(Duration::from_secs(5)))?;
     if let Some(sig) = critical.and_then(Critical::leave) {
         return Err(Error::Interrupted(format!(
@@ -169,9 +173,9 @@ pub(crate) fn launch(
     let master = master.or_else(|| discovery::discover(cfg).master.map(|m| m.pid()));
     if wait {
         info!(
-            "ready in {}: master {}",
-            secs(elapsed),
-            master.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
+            pid = master,
+            duration_ms = elapsed.as_millis() as u64,
+            "ready"
         );
     }
     Ok(Launch {
@@ -203,8 +207,9 @@ fn remove_stale_sockets(snap: &Snapshot) -> Result<()> {
             std::fs::remove_file(path)
                 .map_err(|e| Error::io(format!("removing stale socket {}", path.display()), e))?;
             info!(
-                "removed stale socket file {} (nothing listened on it)",
-                path.display()
+                pool = a.pool.as_str(),
+                path = %path.display(),
+                "removed stale socket file (nothing listened on it)"
             );
         }
     }

@@ -27,6 +27,12 @@ pub(super) fn run(ctx: &Ctx, args: &SuperviseArgs) -> Result<Outcome> {
             .signal_plan
             .clone()
             .unwrap_or_else(|| crate::stop::SignalPlan::for_config(&ctx.cfg)),
+        listen: args
+            .metrics_listen
+            .iter()
+            .chain(args.health_listen.iter())
+            .copied()
+            .collect(),
     };
     let code = supervise::run(ctx.cfg.clone(), fpm, opts)?;
     match code {

@@ -41,9 +41,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, trace, warn};
 
 /// The signals the supervisor handles (blocked, read from the signalfd).
 pub fn handled_signals() -> SigSet {
@@ -90,6 +91,7 @@ pub struct Driver {
     results: mpsc::Receiver<Event>,
     wake: UnixStream,
     queue: VecDeque<Event>,
+    counters: super::observe::Counters,
 }
 
 impl Driver {
@@ -104,6 +106,7 @@ impl Driver {
         sd: notify::SdNotify,
         health_timeout: Duration,
         sigfd: SignalFd,
+        counters: super::observe::Counters,
     ) -> crate::error::Result<Driver> {
         let (wake, wake_w) = UnixStream::pair().map_err(|e| Error::io("creating a pipe", e))?;
         wake.set_nonblocking(true)
@@ -136,6 +139,7 @@ impl Driver {
             results,
             wake,
             queue: VecDeque::new(),
+            counters,
         })
     }
 
@@ -163,8 +167,15 @@ impl Driver {
             }
             while let Some(ev) = self.queue.pop_front() {
                 m.set_jitter(super::policy::jitter());
+                trace!(event = ?ev, "machine event");
                 let actions = m.on(ev, Instant::now());
-                if let Some(code) = self.perform(&mut m, actions) {
+                trace!(actions = ?actions, phase = ?m.phase(), "machine actions");
+                let stop = self.perform(&mut m, actions);
+                self.counters
+                    .ready
+                    .store(m.status().ready, Ordering::Relaxed);
+                if let Some(code) = stop {
+                    self.counters.ready.store(false, Ordering::Relaxed);
                     return code;
                 }
             }
@@ -268,7 +279,7 @@ impl Driver {
                         _ => None, // SIGCHLD: reaped below in any case
                     };
                     if let Some(s) = sig {
-                        info!(signal = ?s, sender = info.ssi_pid, "signal received");
+                        info!(signal = s.name(), sender = info.ssi_pid, "signal received");
                         self.queue.push_back(Event::Signal(s));
                     }
                 }
@@ -348,6 +359,12 @@ impl Driver {
             let how = describe(&status);
             let pid = pid.as_raw();
             if let Some(master) = m.master_gen(pid) {
+                let (signal, exit_code) = match status {
+                    WaitStatus::Exited(_, c) => (None, Some(c)),
+                    WaitStatus::Signaled(_, s, _) => (Some(s.as_str()), None),
+                    _ => (None, None),
+                };
+                info!(pid, master, signal, exit_code, "FPM master reaped");
                 self.queue.push_back(Event::MasterExited { master, how });
                 continue;
             }
@@ -509,6 +526,7 @@ impl Driver {
                         self.sd.send(&text);
                     }
                 }
+                Action::Tally(t) => self.counters.tally(t),
                 Action::Exit(code) => return Some(code),
             }
         }
@@ -540,6 +558,7 @@ impl Driver {
             .env("FPM_SOCKETS", self.sockets.env_value(&cfg))
             .env("NOTIFY_SOCKET", self.notify.path())
             .stdin(Stdio::null())
+            .stderr(Stdio::piped())
             .process_group(0);
         // SAFETY: between fork and exec only async-signal-safe calls: sigprocmask(2) to
         // unblock the signals the supervisor reads from its signalfd (a blocked mask is
@@ -562,14 +581,25 @@ impl Driver {
             });
         }
         match cmd.spawn() {
-            Ok(child) => {
+            Ok(mut child) => {
                 let pid = child.id() as i32;
+                if let Some(pipe) = child.stderr.take()
+                    && let Err(e) = super::observe::forward_stderr(pipe, self.counters.clone())
+                {
+                    warn!(pid, error = %e, "FPM's log is not read");
+                }
                 // Reaped with waitpid; the Child handle is not used to wait.
                 drop(child);
                 let id = procs::read(pid)
                     .map(|p| p.id)
                     .unwrap_or(ProcId { pid, start_time: 0 });
-                info!(pid, master, why = ?why, "started FPM master");
+                let reason = match why {
+                    machine::Why::First => "first",
+                    machine::Why::Crash => "crash",
+                    machine::Why::Requested => "requested",
+                    machine::Why::Adopted => "takeover",
+                };
+                info!(pid, master, reason, "started FPM master");
                 let interval = cfg.global.systemd_interval;
                 let hung_after = (!interval.is_zero())
                     .then(|| interval.saturating_mul(3).max(Duration::from_secs(30)));
@@ -607,6 +637,9 @@ impl Driver {
             });
         match cfg {
             Ok(cfg) => {
+                if let Ok(mut shown) = self.counters.config.write() {
+                    *shown = Some(cfg.clone());
+                }
                 self.cfg = cfg;
                 Ok(())
             }
@@ -624,7 +657,12 @@ impl Driver {
             Target::Master { master, id } => {
                 let cfg = self.cfg_of(master);
                 match signals::send_verified(id, sig, |p| discovery::is_master_of(p, cfg)) {
-                    Ok(Sent::Delivered) => debug!(pid = id.pid, signal = name, "signalled master"),
+                    Ok(Sent::Delivered) => info!(
+                        pid = id.pid,
+                        master,
+                        signal = sig.as_str(),
+                        "signalled master"
+                    ),
                     Ok(other) => {
                         debug!(pid = id.pid, master, signal = name, outcome = ?other, "master not signalled")
                     }
@@ -764,7 +802,7 @@ impl Driver {
         }
         let _ = std::fs::remove_file(control::socket_path(&self.cfg_path));
         std::mem::take(&mut self.sockets).remove_all();
-        info!(code = code.code(), "{text}");
+        info!(exit_code = code.code(), "{text}");
     }
 }
 

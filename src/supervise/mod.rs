@@ -28,6 +28,7 @@ pub mod control;
 pub mod driver;
 pub mod machine;
 pub mod notify;
+pub mod observe;
 pub mod policy;
 mod request;
 pub mod sockets;
@@ -60,6 +61,9 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// How FPM is stopped when the supervisor exits.
     pub stop_plan: SignalPlan,
+    /// Where `/metrics`, `/livez` and `/readyz` are served (`--metrics-listen`,
+    /// `--health-listen`; one endpoint when equal).
+    pub listen: Vec<std::net::SocketAddr>,
 }
 
 impl Default for Options {
@@ -72,6 +76,7 @@ impl Default for Options {
             ready_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(60),
             stop_plan: SignalPlan::default(),
+            listen: Vec::new(),
         }
     }
 }
@@ -92,10 +97,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
     // Orphaned workers of any FPM we start come back to us, and we reap them.
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag and touches no memory.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        warn!(
-            "could not become a child subreaper: {}",
-            std::io::Error::last_os_error()
-        );
+        warn!(error = %std::io::Error::last_os_error(), "could not become a child subreaper");
     }
     let sd = notify::SdNotify::from_env();
     let watchdog = std::env::var("WATCHDOG_USEC")
@@ -121,8 +123,8 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         }
     } else if !snap.orphans.is_empty() {
         info!(
-            "stopping {} orphaned worker(s) left by a dead master",
-            snap.orphans.len()
+            orphans = snap.orphans.len(),
+            "stopping orphaned workers left by a dead master"
         );
         crate::stop::stop(&cfg, &SignalPlan::default(), Duration::from_secs(30))?;
     }
@@ -130,6 +132,19 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         discovery::refuse_foreign_holders(&discovery::discover(&cfg))?;
     }
     fpm.require_valid()?;
+    // Bound first: an address in use fails the start before anything else is created.
+    let counters = observe::Counters::new()
+        .map_err(|e| Error::Other(format!("building the supervisor's metrics: {e}")))?;
+    let endpoints = observe::Endpoints::start(
+        &opts.listen,
+        crate::endpoint::FpmHealth {
+            cfg: cfg.clone(),
+            max_queue: None,
+            budget: observe::STATUS_BUDGET,
+            extra: counters.registry.clone(),
+        },
+        &counters,
+    )?;
 
     let control = control::bind(&cfg.path)?;
     let notify = notify::Listener::new(&lock_dir).map_err(|e| {
@@ -175,6 +190,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         sd,
         opts.health_timeout,
         sigfd,
+        counters,
     )?;
     let (machine, first) = match adopt {
         Some(id) => {
@@ -185,6 +201,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         None => machine::Machine::start(settings, Instant::now()),
     };
     let code = driver.run(machine, first);
+    endpoints.stop();
     driver.finish(code);
     Ok(code)
 }

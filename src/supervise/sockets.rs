@@ -64,9 +64,10 @@ impl HeldSockets {
                 }
                 let held = open(pool, addr)?;
                 info!(
-                    "holding listening socket {} (fd {})",
-                    held.addr,
-                    held.fd.as_raw_fd()
+                    pool = pool.name.as_str(),
+                    addr = %held.addr,
+                    fd = held.fd.as_raw_fd(),
+                    "holding listening socket"
                 );
                 self.list.push(held);
             }
@@ -179,10 +180,7 @@ impl HeldSockets {
             .partition(|h| wanted.contains(&&h.addr));
         self.list = keep;
         for h in drop {
-            info!(
-                "closing listening socket {} (no pool uses it any more)",
-                h.addr
-            );
+            info!(addr = %h.addr, "closing listening socket (no pool uses it any more)");
             remove_unix(&h);
         }
     }
@@ -223,10 +221,12 @@ impl HeldSockets {
             // The keeper is itself a name of the inode: link it back under the real name.
             match std::fs::hard_link(keeper, path) {
                 Ok(()) => {
-                    warn!("restored socket path {} that FPM removed", path.display());
+                    warn!(path = %path.display(), "restored a socket path FPM removed");
                     restored.push(path.to_path_buf());
                 }
-                Err(e) => warn!("could not restore socket path {}: {e}", path.display()),
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "could not restore a socket path")
+                }
             }
         }
         restored

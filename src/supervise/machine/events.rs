@@ -52,6 +52,20 @@ pub enum Sig {
     Usr2,
 }
 
+impl Sig {
+    /// The signal's name, `SIGTERM`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sig::Term => "SIGTERM",
+            Sig::Int => "SIGINT",
+            Sig::Quit => "SIGQUIT",
+            Sig::Hup => "SIGHUP",
+            Sig::Usr1 => "SIGUSR1",
+            Sig::Usr2 => "SIGUSR2",
+        }
+    }
+}
+
 /// A request on the control socket, with the options the supervisor honours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -197,6 +211,54 @@ pub enum Why {
     Adopted,
 }
 
+/// Why FPM was restarted (the `reason` label of `fpmctl_fpm_restarts_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RestartReason {
+    /// Asked for through the control socket (`fpmctl restart`).
+    Requested,
+    /// SIGHUP or SIGUSR2 to the supervisor.
+    Reload,
+    /// The serving master exited (or could not be started).
+    Crash,
+    /// Failed health checks, or a master that stopped sending its status.
+    Unhealthy,
+    /// A master left by a supervisor that died, replaced at takeover.
+    Takeover,
+}
+
+impl RestartReason {
+    /// Every reason, so each is exported from zero.
+    pub const ALL: [RestartReason; 5] = [
+        RestartReason::Requested,
+        RestartReason::Reload,
+        RestartReason::Crash,
+        RestartReason::Unhealthy,
+        RestartReason::Takeover,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartReason::Requested => "requested",
+            RestartReason::Reload => "reload",
+            RestartReason::Crash => "crash",
+            RestartReason::Unhealthy => "unhealthy",
+            RestartReason::Takeover => "takeover",
+        }
+    }
+}
+
+/// Something the supervisor counts for its metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tally {
+    /// A restart began.
+    Restart(RestartReason),
+    /// The serving (or starting) master exited unasked.
+    Crash,
+    /// A replacement master became ready this long after it was spawned.
+    RestartTook(Duration),
+}
+
 /// A state the driver reports on `status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusView {
@@ -269,6 +331,8 @@ pub enum Action {
     },
     /// Tell the service manager (sd_notify text, `KEY=VALUE` lines).
     NotifySystemd(String),
+    /// Count this in the supervisor's metrics.
+    Tally(Tally),
     /// Exit with this code (after cleaning up).
     Exit(ExitCode),
 }

@@ -62,6 +62,7 @@ pub struct Master {
     probe_backoff: Duration,
     check_in_flight: bool,
     killed: bool,
+    why: Why,
 }
 
 /// Workers finishing their requests after their master was retired or died.
@@ -119,6 +120,7 @@ pub struct Machine {
     loading: bool,
     ready_limit: Option<Duration>,
     restarts: u32,
+    restart_reason: RestartReason,
     saturated: bool,
     no_children: bool,
     watchdog_at: Option<Deadline>,
@@ -165,10 +167,12 @@ impl Machine {
                 probe_backoff: FIRST_PROBE_BACKOFF,
                 check_in_flight: false,
                 killed: false,
+                why: Why::Adopted,
             },
         );
         let mut out = Vec::new();
         m.spawn(Role::Replacement, Why::Adopted, now, &mut out);
+        out.push(Action::Tally(Tally::Restart(RestartReason::Takeover)));
         m.phase = Phase::Replacing;
         (m, out)
     }
@@ -190,6 +194,7 @@ impl Machine {
             loading: false,
             ready_limit: None,
             restarts: 0,
+            restart_reason: RestartReason::Requested,
             saturated: false,
             no_children: false,
             jitter: 0.0,
@@ -388,6 +393,7 @@ impl Machine {
                 probe_backoff: FIRST_PROBE_BACKOFF,
                 check_in_flight: false,
                 killed: false,
+                why,
             },
         );
         out.push(Action::Spawn { master, why });
@@ -478,6 +484,7 @@ impl Machine {
                 out.push(Action::NotifySystemd(
                     "STATUS=FPM exited; restarting".into(),
                 ));
+                out.push(Action::Tally(Tally::Crash));
                 self.health_at = None;
                 if let Some(r) = self.find(Role::Replacement) {
                     // A requested restart is under way: its master takes over.
@@ -486,6 +493,7 @@ impl Machine {
                     }
                     self.phase = Phase::Starting;
                     self.restarts += 1;
+                    out.push(Action::Tally(Tally::Restart(RestartReason::Crash)));
                     if let CrashDecision::GiveUp { crashes } =
                         self.crashes.on_crash(now, self.jitter)
                     {
@@ -519,12 +527,19 @@ impl Machine {
         match self.crashes.on_crash(now, self.jitter) {
             CrashDecision::Restart { after, crashes } => {
                 self.restarts += 1;
+                out.push(Action::Tally(Tally::Restart(RestartReason::Crash)));
                 let max = self.settings.policy.max_restarts;
                 if after.is_zero() {
-                    info!(crashes, max, "restarting FPM now");
+                    info!(crashes, max, reason = "crash", "restarting FPM now");
                 } else {
                     let delay_ms = after.as_millis() as u64;
-                    info!(crashes, max, delay_ms, "restarting FPM in {delay_ms} ms");
+                    info!(
+                        crashes,
+                        max,
+                        delay_ms,
+                        reason = "crash",
+                        "restarting FPM in delay_ms (backoff)"
+                    );
                 }
                 if after.is_zero() {
                     self.spawn(Role::Starting, Why::Crash, now, out);
@@ -541,7 +556,7 @@ impl Machine {
         error!(
             crashes,
             within_s = self.settings.policy.within.as_secs(),
-            "FPM crashed {crashes} times within the window: giving up"
+            "FPM crashed too often within the window: giving up"
         );
         self.begin_stop(ExitCode::CrashLoop, now, out);
     }
@@ -582,7 +597,10 @@ impl Machine {
         m.ready_at = Some(now);
         m.probe_at = None;
         let pid = m.id.map(|id| id.pid).unwrap_or(0);
-        let took_ms = now.saturating_duration_since(m.started).as_millis() as u64;
+        let took = now.saturating_duration_since(m.started);
+        let took_ms = took.as_millis() as u64;
+        let replacement = m.why != Why::First;
+        let m_why = m.why;
         self.phase = Phase::Serving;
         self.health.reset();
         self.saturated = false;
@@ -590,7 +608,14 @@ impl Machine {
         let text = match old.and_then(|g| self.masters.get(&g).map(|o| (g, o))) {
             Some((og, o)) => {
                 let old_pid = o.id.map(|id| id.pid).unwrap_or(0);
-                info!(pid, old_pid, took_ms, via, "FPM restarted");
+                info!(
+                    pid,
+                    old_pid,
+                    duration_ms = took_ms,
+                    via,
+                    reason = self.restart_reason_of(m_why),
+                    "FPM restarted"
+                );
                 let old_id = o.id;
                 if let Some(o) = self.masters.get_mut(&og) {
                     o.role = Role::Retiring;
@@ -604,7 +629,7 @@ impl Machine {
                 format!("restarted: master {old_pid} replaced by {pid}, ready in {took_ms} ms")
             }
             None => {
-                info!(pid, took_ms, via, "FPM ready");
+                info!(pid, duration_ms = took_ms, via, "FPM ready");
                 format!("FPM master {pid} ready in {took_ms} ms")
             }
         };
@@ -614,6 +639,9 @@ impl Machine {
             "READY=1\nSTATUS=FPM master {pid} ready"
         )));
         self.answer_waiting(ExitCode::Ok, &text, out);
+        if replacement {
+            out.push(Action::Tally(Tally::RestartTook(took)));
+        }
     }
 
     fn on_workers(
@@ -636,7 +664,7 @@ impl Machine {
             info!(
                 master,
                 workers = workers.len(),
-                signal = crate::signals::short_name(signal),
+                signal = signal.as_str(),
                 "workers of a replaced or dead master finish their requests"
             );
         }
@@ -689,6 +717,16 @@ impl Machine {
         {
             m.killed = true;
             out.push(signal_master(master, id, Signal::SIGKILL));
+        }
+    }
+
+    /// The `reason` field of a restart's events.
+    fn restart_reason_of(&self, why: Why) -> &'static str {
+        match why {
+            Why::First => "first",
+            Why::Crash => RestartReason::Crash.as_str(),
+            Why::Requested => self.restart_reason.as_str(),
+            Why::Adopted => RestartReason::Takeover.as_str(),
         }
     }
 

@@ -9,13 +9,20 @@ impl Machine {
                 if let Phase::Stopping(s) = self.phase {
                     self.skip_graceful(s, now, out);
                 } else {
-                    info!(signal = ?sig, "stopping FPM gracefully; a second signal stops it fast");
+                    info!(
+                        signal = sig.name(),
+                        "stopping FPM gracefully; a second signal stops it fast"
+                    );
                     self.begin_stop(ExitCode::Ok, now, out);
                 }
             }
             Sig::Hup | Sig::Usr2 => {
-                info!(signal = ?sig, "restart requested by signal");
-                self.request_restart(None, out);
+                info!(
+                    signal = sig.name(),
+                    reason = RestartReason::Reload.as_str(),
+                    "restart requested by signal"
+                );
+                self.request_restart(None, RestartReason::Reload, out);
             }
             Sig::Usr1 => {
                 for (g, m) in &self.masters {
@@ -42,7 +49,7 @@ impl Machine {
                 {
                     self.ready_limit = ready_limit;
                 }
-                self.request_restart(Some(conn), out)
+                self.request_restart(Some(conn), RestartReason::Requested, out)
             }
             Command::Stop { plan, limit } => {
                 self.waiting.push(conn);
@@ -64,7 +71,12 @@ impl Machine {
     }
 
     /// A replacement beside the serving master (config reloaded and tested first).
-    pub(super) fn request_restart(&mut self, conn: Option<ConnId>, out: &mut Vec<Action>) {
+    pub(super) fn request_restart(
+        &mut self,
+        conn: Option<ConnId>,
+        reason: RestartReason,
+        out: &mut Vec<Action>,
+    ) {
         if matches!(self.phase, Phase::Stopping(_)) {
             if let Some(c) = conn {
                 out.push(reply(c, ExitCode::Failure, "the supervisor is stopping"));
@@ -81,6 +93,7 @@ impl Machine {
             return; // the starting master answers everyone once ready
         }
         self.loading = true;
+        self.restart_reason = reason;
         out.push(Action::LoadConfig);
     }
 
@@ -106,6 +119,7 @@ impl Machine {
             "RELOADING=1\nSTATUS=restarting FPM".into(),
         ));
         self.restarts += 1;
+        out.push(Action::Tally(Tally::Restart(self.restart_reason)));
         if self.serving().is_some() {
             self.spawn(Role::Replacement, Why::Requested, now, out);
             self.phase = Phase::Replacing;
@@ -168,7 +182,7 @@ impl Machine {
                                 failures = self.settings.unhealthy_after,
                                 "FPM is unhealthy: restarting it"
                             );
-                            self.request_restart(None, out);
+                            self.request_restart(None, RestartReason::Unhealthy, out);
                         }
                     }
                 }

@@ -56,11 +56,7 @@ impl Machine {
                 continue;
             }
             m.killed |= sig == Signal::SIGKILL;
-            info!(
-                pid = id.pid,
-                signal = crate::signals::short_name(sig),
-                "stopping FPM master"
-            );
+            info!(pid = id.pid, signal = sig.as_str(), "stopping FPM master");
             out.push(signal_master(*g, id, sig));
         }
         for (g, d) in &self.drains {

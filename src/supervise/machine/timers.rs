@@ -55,7 +55,7 @@ impl Machine {
             out.push(Action::Check { master, purpose });
         }
         if hung {
-            self.request_restart(None, out);
+            self.request_restart(None, RestartReason::Unhealthy, out);
         }
         if let Some(h) = self.health_at
             && h.expired_at(now)
@@ -129,7 +129,7 @@ impl Machine {
             warn!(
                 master = *g,
                 workers = d.workers.len(),
-                signal = crate::signals::short_name(signal),
+                signal = signal.as_str(),
                 "workers still busy after the drain timeout"
             );
             for w in &d.workers {

@@ -670,3 +670,61 @@ fn a_master_spawned_as_the_stop_begins_gets_the_stop_signal() {
     let out = r.steps(vec![(50, exited(1)), (50, Event::NoChildren)]);
     assert_eq!(exit_of(&out), Some(ExitCode::Ok));
 }
+
+// ---- what the supervisor counts -----------------------------------------------------------
+
+fn tallies(out: &[Action]) -> Vec<Tally> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Tally(t) => Some(*t),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_first_start_counts_nothing_a_crash_counts_a_crash_and_a_crash_restart() {
+    let (mut r, out) = Run::new(settings());
+    assert!(tallies(&out).is_empty());
+    r.at(0, spawned(1, 100));
+    assert!(
+        tallies(&r.at(30, ready(1))).is_empty(),
+        "a first start is no restart"
+    );
+    let out = r.at(5 * S, exited(1));
+    assert_eq!(
+        tallies(&out),
+        vec![Tally::Crash, Tally::Restart(RestartReason::Crash)]
+    );
+    r.at(5 * S, spawned(2, 200));
+    let out = r.at(5 * S + 250, ready(2));
+    assert_eq!(
+        tallies(&out),
+        vec![Tally::RestartTook(Duration::from_millis(250))]
+    );
+}
+
+#[test]
+fn a_requested_restart_counts_its_reason_and_how_long_the_replacement_took() {
+    let mut r = replacing(1);
+    assert_eq!(
+        tallies(&r.log.iter().map(|(_, a)| a.clone()).collect::<Vec<_>>()),
+        vec![Tally::Restart(RestartReason::Requested)]
+    );
+    let out = r.at(1100, ready(2));
+    assert_eq!(
+        tallies(&out),
+        vec![Tally::RestartTook(Duration::from_millis(90))]
+    );
+    // Retiring the old master is no crash.
+    let out = r.at(1200, exited(1));
+    assert!(tallies(&out).is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_restart_by_signal_counts_as_a_reload() {
+    let mut r = up();
+    assert_eq!(r.at(S, Event::Signal(Sig::Hup)), vec![Action::LoadConfig]);
+    let out = r.at(S + 10, Event::ConfigLoaded(Ok(())));
+    assert_eq!(tallies(&out), vec![Tally::Restart(RestartReason::Reload)]);
+}

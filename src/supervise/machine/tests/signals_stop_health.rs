@@ -529,10 +529,13 @@ fn case6_an_adopted_master_is_replaced_beside_it_and_retired_once_the_new_one_is
     let (mut m, out) = Machine::adopt(settings(), id(50), t0);
     assert_eq!(
         out,
-        vec![Action::Spawn {
-            master: 2,
-            why: Why::Adopted
-        }]
+        vec![
+            Action::Spawn {
+                master: 2,
+                why: Why::Adopted
+            },
+            Action::Tally(Tally::Restart(RestartReason::Takeover))
+        ]
     );
     assert_eq!(m.phase(), Phase::Replacing);
     assert_eq!(m.master_gen(50), Some(1));
@@ -560,4 +563,16 @@ fn case6_a_stop_while_taking_over_stops_both_masters() {
     let out = m.on(Event::Signal(Sig::Term), t0);
     assert!(out.contains(&sig(1, 50, SIGQUIT)));
     assert!(out.contains(&sig(2, 200, SIGQUIT)));
+}
+
+#[test]
+fn a_restart_after_failed_health_checks_counts_as_unhealthy() {
+    let mut r = up();
+    health(&mut r, 30 + 10 * S, false);
+    assert!(health(&mut r, 31 + 20 * S, false).contains(&Action::LoadConfig));
+    let out = r.at(32 + 20 * S, Event::ConfigLoaded(Ok(())));
+    assert!(
+        out.contains(&Action::Tally(Tally::Restart(RestartReason::Unhealthy))),
+        "{out:?}"
+    );
 }
