@@ -486,3 +486,34 @@ fn a_user_that_is_not_root_cannot_drive_the_supervisor() {
         sb.supervise_log()
     );
 }
+
+/// `start` through a supervisor whose FPM never becomes ready ends at `--timeout` with the
+/// supervisor's own answer (exit 10, not ready), not with an error of the control socket: the
+/// last look, at the deadline, has no time left and must still ask (a zero read timeout is
+/// refused by the kernel interface).
+#[test]
+fn start_through_a_supervisor_that_is_not_ready_ends_with_not_ready_at_its_timeout() {
+    let Some(sb) = Sandbox::new() else { return };
+    // php-fpm -t accepts this pid path; FPM fails to write it at start and exits, again
+    // and again: the supervisor stays up, never ready.
+    sb.write_config(&sb.config_text_dying_at_start());
+    let sup = sb.supervise(&["--max-restarts", "1000", "--within", "60s"], &[]);
+    let answering = fpmctl::deadline::Deadline::after(Duration::from_secs(60));
+    let status = loop {
+        let run = sb.fpmctl(&["status"]);
+        if run.stdout.contains("supervised by fpmctl") {
+            break run;
+        }
+        assert!(
+            !answering.expired(),
+            "the supervisor never answered:\n{run}\n{}",
+            sb.supervise_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let run = sb.fpmctl(&["start", "--timeout", "1s"]);
+    run.expect_code(10);
+    assert!(!run.stderr.contains("control socket"), "{run}\n{status}");
+    signal(sup, nix::sys::signal::SIGTERM);
+    sb.wait_child(sup, Duration::from_secs(30));
+}
