@@ -239,6 +239,7 @@ mod tests {
                 waiting,
                 limit: 511,
             }),
+            queue_unknown: false,
             status_page: page.then(|| StatusPage {
                 uri: "tcp://127.0.0.1:9000/status".into(),
                 accepted_conn: 12,

@@ -7,7 +7,8 @@
 //! requests it measures nor writes to the pool's access log.
 //!
 //! - liveness fails only when the master is gone or a pool's address has no listening socket
-//!   (a saturated FPM is alive: restarting it would drop every request in flight);
+//!   (a saturated FPM is alive: restarting it would drop every request in flight; accept
+//!   queues the kernel would not show are unknown, not "nothing listens");
 //! - readiness also fails when a pool has no worker (except `pm = ondemand`), when its
 //!   accept queue holds more than `max_queue` connections, or, without `max_queue`, when the
 //!   queue is full (the kernel refuses or drops new connections);
@@ -53,7 +54,7 @@ pub fn liveness(master: bool, pools: &[PoolState]) -> Verdict {
         return Err("the config has no pool".into());
     }
     for p in pools {
-        if p.queue.is_none() {
+        if p.queue.is_none() && !p.queue_unknown {
             return Err(format!("pool {}: nothing listens on {}", p.pool, p.listen));
         }
     }
@@ -138,10 +139,21 @@ mod tests {
                 unknown: 0,
             },
             queue: waiting.map(|waiting| Queue { waiting, limit: 8 }),
+            queue_unknown: false,
             status_page: None,
             status_page_note: None,
             health: Health::Ok,
         }
+    }
+
+    #[test]
+    fn a_pool_whose_queue_could_not_be_read_is_not_judged_dead() {
+        let mut p = pool(2, 0, None);
+        assert!(liveness(true, std::slice::from_ref(&p)).is_err());
+        p.queue_unknown = true;
+        assert_eq!(liveness(true, std::slice::from_ref(&p)), Ok(()));
+        assert_eq!(readiness(true, std::slice::from_ref(&p), Some(0)), Ok(()));
+        assert!(liveness(false, &[p]).is_err());
     }
 
     #[test]

@@ -237,11 +237,21 @@ pub fn health(master: bool, queue: Option<Queue>, workers: Workers, max_children
     let Some(queue) = queue else {
         return Health::Down;
     };
+    health_of(master, Some(queue), workers, max_children)
+}
+
+/// [`health`] when the kernel's accept queue could not be read but the address may listen:
+/// the workers alone decide between ok and saturated.
+pub fn health_queue_unknown(master: bool, workers: Workers, max_children: u32) -> Health {
+    health_of(master, None, workers, max_children)
+}
+
+fn health_of(master: bool, queue: Option<Queue>, workers: Workers, max_children: u32) -> Health {
     if !master {
         return Health::Down;
     }
     let all_busy = max_children > 0 && workers.busy >= max_children;
-    if queue.waiting > 0 || all_busy {
+    if queue.is_some_and(|q| q.waiting > 0) || all_busy {
         Health::Saturated
     } else {
         Health::Ok
@@ -264,8 +274,12 @@ pub struct PoolState {
     pub max_children: u32,
     /// Worker counts from `/proc`.
     pub workers: Workers,
-    /// The accept queue from the kernel; `None` when nothing listens on the address.
+    /// The accept queue from the kernel; `None` when nothing listens on the address, or
+    /// when the kernel's queues could not be read (then [`PoolState::queue_unknown`]).
     pub queue: Option<Queue>,
+    /// The kernel's accept queues could not be read and the address may listen: the pool
+    /// is not judged down for it (fail closed: unknown is "maybe alive", never "gone").
+    pub queue_unknown: bool,
     /// The status page, when it was asked and answered.
     pub status_page: Option<StatusPage>,
     /// Why the status page was not read (not configured, no idle worker, or its error).
@@ -338,37 +352,52 @@ pub fn observe(
     policy: StatusPolicy,
     deadline: Deadline,
 ) -> Vec<PoolState> {
-    let queues = match crate::listen::accept_queues() {
-        Ok(q) => q,
+    observe_from(cfg, snap, crate::listen::accept_queues(), policy, deadline)
+}
+
+/// [`observe`] with the kernel's accept queues already read (or the error reading them).
+pub fn observe_from(
+    cfg: &FpmConfig,
+    snap: &Snapshot,
+    queues: std::io::Result<Vec<AcceptQueue>>,
+    policy: StatusPolicy,
+    deadline: Deadline,
+) -> Vec<PoolState> {
+    let queues = match queues {
+        Ok(q) => Some(q),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read accept queues from the kernel");
-            Vec::new()
+            None
         }
     };
     cfg.pools
         .iter()
-        .map(|pool| observe_pool(pool, snap, &queues, policy, deadline))
+        .map(|pool| observe_pool(pool, snap, queues.as_deref(), policy, deadline))
         .collect()
 }
 
 fn observe_pool(
     pool: &Pool,
     snap: &Snapshot,
-    queues: &[AcceptQueue],
+    queues: Option<&[AcceptQueue]>,
     policy: StatusPolicy,
     deadline: Deadline,
 ) -> PoolState {
-    let listen: HashSet<u64> = crate::listen::listening_inodes(&pool.listen)
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    let listening = crate::listen::listening_inodes(&pool.listen);
+    let listen: HashSet<u64> = listening
+        .as_ref()
+        .map(|v| v.iter().copied().collect())
+        .unwrap_or_default();
     let states: Vec<WorkerState> = snap
         .pool_workers(&pool.name)
         .iter()
         .map(|p| worker_state(p.pid(), &listen))
         .collect();
     let workers = Workers::count(&states);
-    let queue = queue_of(&pool.listen, queues);
+    let queue = queues.and_then(|q| queue_of(&pool.listen, q));
+    // Without the kernel's queues, the socket tables say whether the address listens; when
+    // they cannot be read either, it may.
+    let queue_unknown = queues.is_none() && listening.as_ref().map_or(true, |v| !v.is_empty());
     let master = snap.master.is_some();
     let (status_page, status_page_note) = read_status_page(pool, master, workers, policy, deadline);
     let status_addr = pool.status_listen.as_ref().unwrap_or(&pool.listen);
@@ -380,9 +409,14 @@ fn observe_pool(
         max_children: pool.max_children,
         workers,
         queue,
+        queue_unknown,
         status_page,
         status_page_note,
-        health: health(master, queue, workers, pool.max_children),
+        health: if queue_unknown {
+            health_queue_unknown(master, workers, pool.max_children)
+        } else {
+            health(master, queue, workers, pool.max_children)
+        },
     }
 }
 
@@ -509,6 +543,10 @@ mod tests {
         assert_eq!(health(false, q(0), w(0, 0), 2), Health::Down);
         // ondemand with no worker yet and nothing waiting is fine.
         assert_eq!(health(true, q(0), w(0, 0), 5), Health::Ok);
+        // The kernel's queues could not be read: the workers decide, never "down".
+        assert_eq!(health_queue_unknown(true, w(1, 1), 2), Health::Ok);
+        assert_eq!(health_queue_unknown(true, w(2, 0), 2), Health::Saturated);
+        assert_eq!(health_queue_unknown(false, w(2, 0), 2), Health::Down);
     }
 
     #[test]

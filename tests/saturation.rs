@@ -617,3 +617,50 @@ fn the_supervisors_readyz_fails_while_fpm_is_down() {
     assert!(r.starts_with("HTTP/1.1 503"), "{r}");
     assert_eq!(value(&metrics_of(addr), "fpmctl_ready"), Some(0.0));
 }
+
+/// When the kernel's accept queues cannot be read (no `unix_diag` in a container, sock_diag
+/// refused), a running FPM is alive with its queues unknown, not "nothing listens": a
+/// liveness probe failing there makes an orchestrator kill a healthy FPM. Once FPM is
+/// stopped, its pools are down again: the socket tables still say nothing listens.
+#[test]
+fn unreadable_accept_queues_leave_a_running_fpm_alive() {
+    use fpmctl::deadline::Deadline;
+    use fpmctl::saturation::{self, Health, StatusPolicy};
+    let Some(sb) = Sandbox::new() else { return };
+    start(&sb);
+    let mut cfg = fpmctl::config::load(&sb.conf).unwrap();
+    cfg.binary = Some(fpmctl::identity::FpmBinary::resolve(&sb.bin).unwrap());
+    let refused = || Err(std::io::Error::other("sock_diag refused"));
+    let observe = |cfg: &fpmctl::config::FpmConfig| {
+        let snap = fpmctl::discovery::discover(cfg);
+        let pools = saturation::observe_from(
+            cfg,
+            &snap,
+            refused(),
+            StatusPolicy::Never,
+            Deadline::after(Duration::from_secs(10)),
+        );
+        (snap.master.is_some(), pools)
+    };
+
+    let (master, pools) = observe(&cfg);
+    assert!(master);
+    assert_eq!(pools.len(), 2);
+    for p in &pools {
+        assert_ne!(p.health, Health::Down, "{p:?}");
+        assert!(p.queue_unknown, "{p:?}");
+    }
+    fpmctl::probe::liveness(master, &pools).unwrap();
+    fpmctl::probe::readiness(master, &pools, None).unwrap();
+    let text = fpmctl::metrics::render(&pools, true).unwrap();
+    assert_eq!(series(&text, "phpfpm_up", "tcp"), Some(1.0), "{text}");
+
+    sb.fpmctl(&["stop"]).expect_code(0);
+    let (master, pools) = observe(&cfg);
+    assert!(!master);
+    for p in &pools {
+        assert_eq!(p.health, Health::Down, "{p:?}");
+        assert!(!p.queue_unknown, "{p:?}");
+    }
+    assert!(fpmctl::probe::liveness(master, &pools).is_err());
+}

@@ -107,7 +107,7 @@ fn a_second_sigterm_stops_fast_even_with_a_long_request_in_flight() {
     let Some(sb) = Sandbox::new() else { return };
     let sup = sb.supervise(&[], &[]);
     sb.wait_supervised_ready();
-    let _req = slow_request(&sb, 60);
+    let req = slow_request(&sb, 60);
     wait_busy(&sb);
     signal(sup, nix::sys::signal::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
@@ -115,16 +115,12 @@ fn a_second_sigterm_stops_fast_even_with_a_long_request_in_flight() {
         sb.leftovers().iter().any(|p| p.title.contains("pool tcp")),
         "graceful stop did not wait"
     );
-    let t = Instant::now();
     signal(sup, nix::sys::signal::SIGTERM);
     let code = sb.wait_child(sup, Duration::from_secs(20));
     assert_eq!(code, 0, "{}", sb.supervise_log());
-    assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "{:?}\n{}",
-        t.elapsed(),
-        sb.supervise_log()
-    );
+    // Fast, whatever the machine's load: the 60 s request was cut, not waited for.
+    let cut = req.join().unwrap();
+    assert!(cut.is_err(), "{cut:?}\n{}", sb.supervise_log());
     assert!(sb.leftovers().is_empty(), "{}", sb.supervise_log());
     assert!(
         sb.supervise_log().contains("stopping FPM fast"),
@@ -203,7 +199,8 @@ fn a_restart_keeps_a_ten_second_request_and_returns_long_before_it_ends() {
     wait_busy(&sb);
     let run = sb.fpmctl(&["restart"]);
     run.expect_code(0);
-    assert!(run.elapsed < Duration::from_secs(5), "{run}");
+    // Long before it ends, whatever the machine's load: the request still runs.
+    assert!(!req.is_finished(), "restart waited for the request: {run}");
     sb.fpmctl(&["ping"]).expect_code(0);
     let body = req
         .join()
@@ -485,4 +482,35 @@ fn a_user_that_is_not_root_cannot_drive_the_supervisor() {
         "{}",
         sb.supervise_log()
     );
+}
+
+/// `start` through a supervisor whose FPM never becomes ready ends at `--timeout` with the
+/// supervisor's own answer (exit 10, not ready), not with an error of the control socket: the
+/// last look, at the deadline, has no time left and must still ask (a zero read timeout is
+/// refused by the kernel interface).
+#[test]
+fn start_through_a_supervisor_that_is_not_ready_ends_with_not_ready_at_its_timeout() {
+    let Some(sb) = Sandbox::new() else { return };
+    // php-fpm -t accepts this pid path; FPM fails to write it at start and exits, again
+    // and again: the supervisor stays up, never ready.
+    sb.write_config(&sb.config_text_dying_at_start());
+    let sup = sb.supervise(&["--max-restarts", "1000", "--within", "60s"], &[]);
+    let answering = fpmctl::deadline::Deadline::after(Duration::from_secs(60));
+    let status = loop {
+        let run = sb.fpmctl(&["status"]);
+        if run.stdout.contains("supervised by fpmctl") {
+            break run;
+        }
+        assert!(
+            !answering.expired(),
+            "the supervisor never answered:\n{run}\n{}",
+            sb.supervise_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let run = sb.fpmctl(&["start", "--timeout", "1s"]);
+    run.expect_code(10);
+    assert!(!run.stderr.contains("control socket"), "{run}\n{status}");
+    signal(sup, nix::sys::signal::SIGTERM);
+    sb.wait_child(sup, Duration::from_secs(30));
 }

@@ -102,6 +102,9 @@ fn load_line(l: &PoolState) -> String {
         Some(q) => {
             let _ = write!(s, "; queue {}/{}", q.waiting, q.limit);
         }
+        None if l.queue_unknown => {
+            s.push_str("; queue unknown (the kernel's queues are unreadable)")
+        }
         None => s.push_str("; nothing listens"),
     }
     match (&l.status_page, &l.status_page_note) {

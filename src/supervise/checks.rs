@@ -6,6 +6,7 @@
 use super::machine::{Event, MasterNo, Purpose};
 use crate::config;
 use crate::discovery;
+use crate::listen::{AcceptQueue, ListenAddr};
 use crate::procs;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -48,31 +49,27 @@ pub(super) fn check_thread(
 
 /// True when connections wait in the accept queue (sock_diag) of one of `pools`' sockets.
 fn busy_pools(pools: &[config::Pool]) -> bool {
-    use crate::listen::{QueueAddr, accept_queues};
-    let Ok(queues) = accept_queues() else {
+    let Ok(queues) = crate::listen::accept_queues() else {
         return false;
     };
-    pools.iter().any(|pool| {
-        let waiting = queues
-            .iter()
-            .filter(|q| match (&q.addr, &pool.listen) {
-                (QueueAddr::Unix(p), crate::listen::ListenAddr::Unix(want)) => p == want,
-                (QueueAddr::Tcp(a), crate::listen::ListenAddr::Tcp { port, .. }) => {
-                    a.port() == *port
-                }
-                _ => false,
-            })
-            .map(|q| q.waiting)
-            .max()
-            .unwrap_or(0);
+    busy_in(pools.iter().map(|p| (p.name.as_str(), &p.listen)), &queues)
+}
+
+/// [`busy_pools`] over the queues read: each pool's queue as `saturation` finds it (by
+/// address, so another address on the same port is not this pool's).
+fn busy_in<'a>(
+    pools: impl IntoIterator<Item = (&'a str, &'a ListenAddr)>,
+    queues: &[AcceptQueue],
+) -> bool {
+    let mut busy = false;
+    for (pool, listen) in pools {
+        let waiting = crate::saturation::queue_of(listen, queues).map_or(0, |q| q.waiting);
         if waiting > 0 {
-            warn!(
-                pool = pool.name.as_str(),
-                waiting, "connections wait for a busy pool"
-            );
+            warn!(pool, waiting, "connections wait for a busy pool");
+            busy = true;
         }
-        waiting > 0
-    })
+    }
+    busy
 }
 
 fn run_check(job: &CheckJob) -> Result<(), String> {
@@ -100,4 +97,30 @@ fn run_check(job: &CheckJob) -> Result<(), String> {
             .map_err(|e| format!("pool {}: {e}", pool.name))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listen::QueueAddr;
+
+    fn queue(addr: &str, waiting: u32) -> AcceptQueue {
+        AcceptQueue {
+            addr: QueueAddr::Tcp(addr.parse().unwrap()),
+            waiting,
+            limit: 511,
+        }
+    }
+
+    #[test]
+    fn a_queue_on_another_address_with_the_same_port_is_not_the_pools() {
+        let pool = ListenAddr::parse("127.0.0.1:9000").unwrap();
+        let other = [queue("127.0.0.2:9000", 5), queue("127.0.0.1:9000", 0)];
+        assert!(!busy_in([("www", &pool)], &other));
+        let own = [queue("127.0.0.2:9000", 0), queue("127.0.0.1:9000", 3)];
+        assert!(busy_in([("www", &pool)], &own));
+        // A bare port listens on every address: a queue on any of them is the pool's.
+        let any = ListenAddr::parse("9000").unwrap();
+        assert!(busy_in([("www", &any)], &other));
+    }
 }

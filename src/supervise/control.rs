@@ -296,10 +296,17 @@ pub fn write_reply(mut stream: UnixStream, reply: &Reply) {
     let _ = stream.write_all(line.as_bytes());
 }
 
+/// The least time given to the supervisor's answer: a caller at its deadline (`start`'s last
+/// look at readiness) still gets the answer a status gives at once, and a zero read timeout
+/// is an error of the socket interface, not "no time left".
+pub const MIN_ANSWER_WAIT: Duration = Duration::from_secs(1);
+
 /// Sends `req` to the supervisor of `config`, if one runs; `Ok(None)` when none answers, or
 /// when the socket or its peer belongs to neither root nor us (a warning says so).
-/// `wait` bounds how long the supervisor may take (a restart waits for readiness).
+/// `wait` bounds how long the supervisor may take (a restart waits for readiness); it is
+/// at least [`MIN_ANSWER_WAIT`].
 pub fn request(config: &Path, req: &Request, wait: Duration) -> Result<Option<Reply>> {
+    let wait = wait.max(MIN_ANSWER_WAIT);
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let path = socket_path(config);
     let Ok(meta) = std::fs::symlink_metadata(&path) else {
