@@ -144,7 +144,7 @@ fn wait_reexec(
             None => {
                 let since = *masterless_since.get_or_insert_with(Instant::now);
                 if Deadline::after_from(since, NO_MASTER_GRACE).expired()
-                    && procs::read_same(old_master).is_none()
+                    && procs::is_gone(old_master)
                 {
                     return Err(Error::FpmDied(format!(
                         "master {} exited during the reload and no new master appeared",
