@@ -114,8 +114,8 @@ pub enum Command {
     ReopenLogs(ReopenLogsArgs),
     /// Name the cause of nginx's 502/504/500 answers from nginx's and FPM's logs, both
     /// configs and (unless --offline) the live system, with the fix. Exit codes: 0 no cause
-    /// found (warnings alone: 0), 1 at least one cause found, 2 usage, 4 a config named on
-    /// the command line is unreadable.
+    /// found (warnings alone: 0), 1 at least one cause found, 2 usage, 4 a config or log
+    /// named on the command line is unreadable.
     Doctor(DoctorArgs),
     /// Print the pools' load in Prometheus text format (names of hipages' php-fpm_exporter,
     /// plus fpmctl_ready): queue from the kernel, busy and idle workers from /proc, counters

@@ -429,6 +429,31 @@ cases! {
 }
 
 /// Whether `text` holds `n` as a whole number (not as part of a longer one).
+/// A log named on the command line that cannot be read is an error naming it (exit 4), like a
+/// named config: with a typo in a cron job's path, doctor must not answer "no cause" forever.
+#[test]
+fn a_named_log_that_cannot_be_read_is_exit_4_naming_it() {
+    let case_dir = corpus_dir().join("healthy");
+    let tmp = tempfile::Builder::new()
+        .prefix("fpmctl-corpus-")
+        .tempdir()
+        .unwrap();
+    incidents::materialize(&case_dir, tmp.path());
+    let layout = Layout {
+        root: tmp.path().to_path_buf(),
+    };
+    let missing = tmp.path().join("no-such-error.log");
+    let mut args = layout.doctor_args(true);
+    let at = args.iter().position(|a| a == "--nginx-error-log").unwrap() + 1;
+    args[at] = missing.display().to_string();
+    let run = run_fpmctl(&args, tmp.path(), Layout::DOCTOR_ENV);
+    run.expect_code(4);
+    assert!(
+        run.stderr.contains(&missing.display().to_string()),
+        "the error does not name the log:\n{run}"
+    );
+}
+
 fn names_number(text: &str, n: i32) -> bool {
     let n = n.to_string();
     text.match_indices(&n).any(|(at, _)| {

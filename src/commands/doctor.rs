@@ -89,7 +89,7 @@ pub(super) fn run(global: &GlobalArgs, a: &DoctorArgs) -> Result<Outcome> {
         notes,
     };
     let mut extra_notes = Vec::new();
-    let mut files = log_files(a, &world, &mut extra_notes);
+    let mut files = log_files(a, &world, &mut extra_notes)?;
     let mut obs = Observations::default();
     let mut sources = Vec::new();
     let since_unix = since.map(|s| s - offset);
@@ -292,7 +292,10 @@ fn glob_paths(pattern: &str) -> Vec<PathBuf> {
 
 /// The logs to read: those given, else (not offline) those the configs name, else the
 /// usual places.
-fn log_files(a: &DoctorArgs, world: &World, notes: &mut Vec<String>) -> Vec<LogFile> {
+/// The logs to read: the ones named on the command line (each must be readable: a typo must
+/// not turn into "no cause found", exit 4), else the ones the configs name or the usual places
+/// (a missing one is a note).
+fn log_files(a: &DoctorArgs, world: &World, notes: &mut Vec<String>) -> Result<Vec<LogFile>> {
     let mut out: Vec<(PathBuf, LogKind)> = Vec::new();
     let given =
         !(a.nginx_error_log.is_empty() && a.nginx_access_log.is_empty() && a.fpm_log.is_empty());
@@ -366,6 +369,13 @@ fn log_files(a: &DoctorArgs, world: &World, notes: &mut Vec<String>) -> Vec<LogF
                 path.display(),
                 kind.as_str()
             )),
+            Err(e) if given => {
+                return Err(config_error(format!(
+                    "{} ({}): {e}",
+                    path.display(),
+                    kind.as_str()
+                )));
+            }
             Err(e) => notes.push(format!(
                 "{} ({}): {e}; not read",
                 path.display(),
@@ -373,7 +383,7 @@ fn log_files(a: &DoctorArgs, world: &World, notes: &mut Vec<String>) -> Vec<LogF
             )),
         }
     }
-    files
+    Ok(files)
 }
 
 fn human_bytes(n: u64) -> String {
