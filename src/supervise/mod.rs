@@ -30,7 +30,7 @@ pub mod machine;
 pub mod notify;
 pub mod policy;
 mod request;
-pub mod sockets;
+pub use crate::handover::sockets;
 
 use crate::config::FpmConfig;
 use crate::discovery;
