@@ -191,3 +191,25 @@ fn fpmctl_killed_while_retiring_the_old_master_leaves_a_state_the_next_restart_r
     );
     sb.fpmctl(&["ping"]).expect_code(0);
 }
+
+#[test]
+fn sigint_while_retiring_the_old_master_finishes_the_hand_over_then_says_so() {
+    let Some(sb) = Sandbox::new() else { return };
+    let first = sb.start_fpm();
+    let _req = common::slow_request(&sb, 3);
+    common::wait_busy(&sb);
+    let restart = sb.spawn_until(&["restart"], "old master stopped");
+    restart.signal(nix::sys::signal::Signal::SIGINT);
+    let run = restart.wait(Duration::from_secs(60));
+    run.expect_code(14);
+    assert!(run.stderr.contains("interrupted by SIGINT"), "{run}");
+    let pid = sb.pid_from_file().unwrap();
+    sb.note_master(pid);
+    assert!(!alive(first), "{run}");
+    assert_eq!(
+        sb.masters().iter().map(|m| m.pid()).collect::<Vec<_>>(),
+        [pid],
+        "{run}"
+    );
+    sb.fpmctl(&["ping"]).expect_code(0);
+}

@@ -248,7 +248,7 @@ fn hand_over(
         sockets = held.list.len(),
         "took the running master's listening sockets"
     );
-    let critical = Critical::enter(Phase::Starting);
+    let critical = Critical::enter(Phase::HandingOver);
     let deadline = Deadline::after(ready_timeout);
     if let Err(e) = handover::start_on(fpm, cfg, &held, ready_timeout) {
         undo(&mut held);
@@ -326,7 +326,13 @@ fn hand_over(
         "elapsed_ms": started.elapsed().as_millis() as u64,
     });
     if let Some(sig) = interrupted {
-        info!(signal = %sig, "interrupt deferred until the hand-over was complete");
+        return Err(Error::Interrupted(format!(
+            "interrupted by {sig}: the restart was finished first; FPM {} now runs as master {}, proven ready",
+            cfg.path.display(),
+            new_master
+                .map(|m| m.pid.to_string())
+                .unwrap_or_else(|| "?".into())
+        )));
     }
     Ok(out)
 }
