@@ -213,3 +213,21 @@ fn sigint_while_retiring_the_old_master_finishes_the_hand_over_then_says_so() {
     );
     sb.fpmctl(&["ping"]).expect_code(0);
 }
+
+#[test]
+fn a_hand_over_reads_the_process_table_once_besides_readiness() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.start_fpm();
+    let run = sb.fpmctl(&["restart", "--wait", "--json"]);
+    run.expect_code(0);
+    sb.note_master(sb.pid_from_file().unwrap());
+    let json = run.json();
+    assert_eq!(json["mode"], "handover", "{run}");
+    let scans = json["process_table_scans"].as_u64().unwrap();
+    let readiness = json["readiness_scans"].as_u64().unwrap();
+    eprintln!("process table scans: {scans}, {readiness} of them proving readiness");
+    // One look before (the snapshot); the new master is found through its pid file and the
+    // old master's workers through the kernel's child list. Readiness looks once per check.
+    assert!(readiness >= 1, "{run}");
+    assert_eq!(scans - readiness, 1, "{run}");
+}

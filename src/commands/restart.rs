@@ -196,6 +196,7 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
         "elapsed_ms": started.elapsed().as_millis() as u64,
         "mode": "cold",
         "cold_reason": cold_reason,
+        "process_table_scans": crate::procs::scans(),
     });
     Ok(out)
 }
@@ -262,11 +263,24 @@ fn hand_over(
             old.pid
         )));
     }
-    let new_master = discovery::discover(cfg)
-        .master
-        .filter(|m| m.id != old)
-        .map(|m| m.id);
-    let pools = match (new_master, crate::ready::wait_ready(cfg, deadline)) {
+    // The new master wrote its pid file before its launcher returned: read it instead of
+    // the whole process table (which readiness reads anyway).
+    let from_pid_file = pid_path
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .and_then(crate::procs::read)
+        .filter(|p| discovery::is_master_of(p, cfg));
+    let new_master = match from_pid_file {
+        Some(p) => Some(p),
+        None => discovery::discover(cfg).master,
+    }
+    .filter(|m| m.id != old)
+    .map(|m| m.id);
+    let scans_before_ready = crate::procs::scans();
+    let ready = crate::ready::wait_ready(cfg, deadline);
+    let readiness_scans = crate::procs::scans() - scans_before_ready;
+    let pools = match (new_master, ready) {
         (Some(_), Ok(pools)) => pools,
         (new, result) => {
             // Not proven ready: the new master goes the way an old one goes, the old stays.
@@ -324,6 +338,8 @@ fn hand_over(
         "killed_workers": retired.killed,
         "start": out.json,
         "elapsed_ms": started.elapsed().as_millis() as u64,
+        "process_table_scans": crate::procs::scans(),
+        "readiness_scans": readiness_scans,
     });
     if let Some(sig) = interrupted {
         return Err(Error::Interrupted(format!(
