@@ -9,7 +9,7 @@ use crate::deadline::Deadline;
 use crate::discovery;
 use crate::error::{Error, Result};
 use crate::fpm::Fpm;
-use crate::handover::{self, sockets::HeldSockets};
+use crate::handover::{self, Mode, sockets::HeldSockets};
 use crate::interrupt::{Critical, Phase};
 use crate::procs::ProcInfo;
 use crate::stop::{self, SignalPlan};
@@ -85,19 +85,18 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
         return Ok(out);
     }
     let mut cold_reason = None;
-    let unclean = if !snap.other_masters.is_empty() {
-        Some("further masters of the config run beside the master")
-    } else if !snap.orphans.is_empty() {
-        Some("orphaned workers of a dead master are left")
-    } else {
-        None
-    };
-    if let (false, Some(master), Some(why)) = (args.cold, &snap.master, unclean) {
+    let mode = handover::choose(
+        args.cold,
+        snap.master.is_some(),
+        !snap.other_masters.is_empty(),
+        !snap.orphans.is_empty(),
+    );
+    if let (Mode::Cold(Some(why)), Some(master)) = (&mode, &snap.master) {
         cold_reason = Some(format!(
-            "cold restart (stop, then start): {why}; stopping everything cleans them up (master {})",
+            "cold restart (stop, then start): {why} (master {})",
             master.pid()
         ));
-    } else if let (false, Some(master)) = (args.cold, &snap.master) {
+    } else if let (Mode::HandOver, Some(master)) = (&mode, &snap.master) {
         let mut held = HeldSockets::default();
         match held.adopt(&ctx.cfg, master.pid()) {
             Ok(_) => {

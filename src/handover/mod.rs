@@ -22,6 +22,35 @@ use std::process::Command;
 use std::time::Duration;
 use tracing::{info, warn};
 
+/// How a restart replaces the running FPM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Take the running master's sockets, start the new master on them, retire the old one.
+    HandOver,
+    /// Stop, then start; with the reason when the hand-over was not asked away (`--cold`)
+    /// but is not possible.
+    Cold(Option<&'static str>),
+}
+
+/// The restart's mode from what runs: a hand-over needs exactly one master to hand over
+/// from; further masters or orphaned workers are cleaned up by stopping everything.
+pub fn choose(cold: bool, master: bool, other_masters: bool, orphans: bool) -> Mode {
+    if cold || !master {
+        return Mode::Cold(None);
+    }
+    if other_masters {
+        return Mode::Cold(Some(
+            "further masters of the config run beside the master; stopping everything cleans them up",
+        ));
+    }
+    if orphans {
+        return Mode::Cold(Some(
+            "orphaned workers of a dead master are left; stopping everything cleans them up",
+        ));
+    }
+    Mode::HandOver
+}
+
 /// Lets `cmd` inherit `fds` (their close-on-exec flag is cleared in the child only) and
 /// starts it with an empty signal mask (a blocked mask is inherited through exec, and FPM
 /// must see SIGQUIT and SIGTERM).
@@ -163,5 +192,33 @@ pub fn remove_dead_socket(path: &std::path::Path) -> bool {
             std::fs::remove_file(path).is_ok()
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_master_is_handed_over_unless_cold_is_asked_for() {
+        assert_eq!(choose(false, true, false, false), Mode::HandOver);
+        assert_eq!(choose(true, true, false, false), Mode::Cold(None));
+    }
+
+    #[test]
+    fn nothing_running_is_a_plain_start_without_a_reason() {
+        assert_eq!(choose(false, false, false, false), Mode::Cold(None));
+        assert_eq!(choose(false, false, true, true), Mode::Cold(None));
+    }
+
+    #[test]
+    fn leftovers_beside_the_master_make_it_cold_with_a_reason() {
+        assert!(
+            matches!(choose(false, true, true, false), Mode::Cold(Some(r)) if r.contains("further masters"))
+        );
+        assert!(
+            matches!(choose(false, true, false, true), Mode::Cold(Some(r)) if r.contains("orphaned"))
+        );
+        assert_eq!(choose(true, true, true, true), Mode::Cold(None));
     }
 }
