@@ -32,6 +32,7 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
         signal_plan: args.signal_plan.as_ref().map(ToString::to_string),
         stop_timeout_ms: args.stop_timeout.map(millis),
         no_ready_wait: args.ready.no_ready_wait,
+        cold: args.cold,
         ..Request::new("restart")
     };
     let wait = args
