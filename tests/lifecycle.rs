@@ -3,7 +3,7 @@
 //! config on restart or reload, stale pid files, foreign listeners, stuck requests.
 
 mod common;
-use common::{Sandbox, alive, slow_request, wait_busy};
+use common::{Opts, Sandbox, alive, slow_request, wait_busy};
 use std::process::Command;
 use std::time::Duration;
 
@@ -280,6 +280,31 @@ fn reload_re_executes_the_master_with_new_workers() {
     }
     assert_eq!(sb.masters().len(), 1);
     sb.fpmctl(&["ping"]).expect_code(0);
+    // process_control_timeout = 10s: nothing to warn about.
+    assert!(!run.stderr.contains("process_control_timeout"), "{run}");
+}
+
+/// With `process_control_timeout = 0` (FPM's and Debian's default) a USR2 reload kills the
+/// requests in flight: the reload goes ahead, and says so.
+#[test]
+fn reload_warns_when_process_control_timeout_is_zero() {
+    let Some(sb) = Sandbox::with(Opts {
+        process_control_timeout: "0",
+        ..Opts::default()
+    }) else {
+        return;
+    };
+    let master = sb.start_fpm();
+    let run = sb.fpmctl(&["reload", "--json"]);
+    run.expect_code(0);
+    sb.note_master(run.json()["master"].as_i64().unwrap() as i32);
+    assert_eq!(run.json()["previous_master"], master, "{run}");
+    assert!(
+        run.stderr
+            .contains("process_control_timeout = 0: this reload kills the requests in flight"),
+        "{run}"
+    );
+    assert!(run.stderr.contains(&sb.conf.display().to_string()), "{run}");
 }
 
 #[test]

@@ -15,10 +15,13 @@
 mod common;
 
 use fpmctl::deadline::Deadline;
+use fpmctl::fastcgi;
+use fpmctl::listen::ListenAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const FPMCTL: &str = env!("CARGO_BIN_EXE_fpmctl");
@@ -349,6 +352,117 @@ impl Drop for Booted {
     }
 }
 
+/// A bounded request load: `clients` threads send FastCGI requests for a PHP script that
+/// answers `ok` after 20 ms (so requests are in flight whenever FPM is signalled) to every
+/// address in turn, until [`Load::finish`] or `max` requests in all. Loopback and unix
+/// sockets only.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Writes the script [`Load`] asks for into `dir` (seen alike inside and outside the
+/// namespace; readable by the pools' users) and returns its path.
+fn load_script(dir: &Path) -> PathBuf {
+    let php = dir.join("load.php");
+    std::fs::write(&php, "<?php usleep(20000); echo 'ok';\n").unwrap();
+    std::fs::set_permissions(&php, std::fs::Permissions::from_mode(0o644)).unwrap();
+    php
+}
+
+impl Load {
+    fn start(addrs: &[String], script: &Path, clients: usize, max: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let addrs: Vec<ListenAddr> = addrs
+            .iter()
+            .map(|a| ListenAddr::parse(a).unwrap())
+            .collect();
+        let script = script.display().to_string();
+        let threads = (0..clients)
+            .map(|i| {
+                let (stop, ok, sent, failures) =
+                    (stop.clone(), ok.clone(), sent.clone(), failures.clone());
+                let (addrs, script) = (addrs.clone(), script.clone());
+                std::thread::spawn(move || {
+                    let req = fastcgi::Request::get("/load.php").with_script_filename(script);
+                    let mut n = i;
+                    while !stop.load(Ordering::SeqCst) && sent.fetch_add(1, Ordering::SeqCst) < max
+                    {
+                        let addr = &addrs[n % addrs.len()];
+                        n += 1;
+                        match fastcgi::request(addr, &req, Duration::from_secs(30)) {
+                            Ok(r) if r.status == 200 && r.body == b"ok" => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(r) => failures.lock().unwrap().push(format!(
+                                "{addr}: status {} body {:?} stderr {:?}",
+                                r.status,
+                                String::from_utf8_lossy(&r.body),
+                                String::from_utf8_lossy(&r.stderr)
+                            )),
+                            Err(e) => failures.lock().unwrap().push(format!("{addr}: {e}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failures,
+            threads,
+        }
+    }
+
+    fn ok(&self) -> usize {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `more` requests beyond those answered so far were answered (or the load
+    /// ran out of requests), so the load covers what just happened and a while after.
+    fn run_past(&self, b: &Booted, more: usize) {
+        let target = self.ok() + more;
+        b.wait_for(Duration::from_secs(60), "the load to go on", || {
+            (self.ok() >= target || self.threads.iter().all(|t| t.is_finished())).then_some(())
+        });
+    }
+
+    /// Stops the load; returns (answered, failures).
+    fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
+        (self.ok(), failures)
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+#[track_caller]
+fn expect_no_failed_request(load: Load, min: usize, what: &str, b: &Booted, unit: &str) {
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed {what}: {:?}\n{}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(10)],
+        b.journal(unit)
+    );
+    assert!(ok >= min, "only {ok} requests answered {what}");
+}
+
 fn expect_ok(out: &Output, what: &str, b: &Booted, unit: &str) {
     assert!(
         out.status.success(),
@@ -427,6 +541,25 @@ fn the_distribution_unit_with_the_drop_in_starts_reloads_refuses_a_broken_config
     });
     let unit = "php8.2-fpm.service";
     let conf = "/etc/php/8.2/fpm/php-fpm.conf";
+    // Debian leaves process_control_timeout at 0: a USR2 reload then kills the requests in
+    // flight at once. With a grace period the workers finish them, and connections that
+    // arrive while the master re-executes wait in the backlog of the sockets it keeps.
+    let conf_copy = b.path().join("etc-php-fpm/php-fpm.conf");
+    let debian = std::fs::read_to_string(&conf_copy).unwrap();
+    assert!(
+        debian.contains("\n;process_control_timeout = 0\n"),
+        "{debian}"
+    );
+    std::fs::write(
+        &conf_copy,
+        debian.replace(
+            "\n;process_control_timeout = 0\n",
+            "\nprocess_control_timeout = 10s\n",
+        ),
+    )
+    .unwrap();
+    let script = load_script(b.path());
+    let socket = format!("/proc/{}/root/run/php/php8.2-fpm.sock", b.systemd);
     expect_ok(
         &b.systemctl("start php8.2-fpm"),
         "systemctl start",
@@ -450,13 +583,18 @@ fn the_distribution_unit_with_the_drop_in_starts_reloads_refuses_a_broken_config
         unit,
     );
 
-    // A good reload: systemctl waits for fpmctl, which proves the re-executed master ready.
+    // A good reload under load: systemctl waits for fpmctl, which proves the re-executed
+    // master ready, and no request fails.
+    let load = Load::start(std::slice::from_ref(&socket), &script, 4, 2000);
+    load.run_past(&b, 50);
     expect_ok(
         &b.systemctl("reload php8.2-fpm"),
         "systemctl reload",
         &b,
         unit,
     );
+    load.run_past(&b, 50);
+    expect_no_failed_request(load, 100, "during systemctl reload", &b, unit);
     assert_eq!(b.prop(unit, "MainPID"), master, "USR2 re-executes in place");
     assert_eq!(b.prop(unit, "ActiveState"), "active");
     let journal = b.journal(unit);
@@ -480,7 +618,6 @@ fn the_distribution_unit_with_the_drop_in_starts_reloads_refuses_a_broken_config
     assert_ne!(master, "0");
 
     // A broken config: the reload fails as systemctl sees it, the old FPM keeps serving.
-    let conf_copy = b.path().join("etc-php-fpm/php-fpm.conf");
     let good = std::fs::read_to_string(&conf_copy).unwrap();
     std::fs::write(&conf_copy, format!("{good}\nthis line is broken\n")).unwrap();
     let out = b.systemctl("reload php8.2-fpm");
@@ -539,9 +676,9 @@ fn the_supervise_unit_recovers_a_killed_master_feeds_the_watchdog_and_reloads() 
         std::fs::write(
             sb.join("php-fpm.conf"),
             format!(
-                "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\nprocess_control_timeout = 10s\n\n\
+                "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\nprocess_control_timeout = 90s\n\n\
                  [tcp]\nuser = nobody\ngroup = nogroup\nlisten = 127.0.0.1:{port}\npm = static\n\
-                 pm.max_children = 2\nping.path = /ping\n\n\
+                 pm.max_children = 2\nping.path = /ping\npm.status_path = /status\n\n\
                  [sock]\nuser = nobody\ngroup = nogroup\nlisten = {d}/fpm.sock\nlisten.mode = 0666\n\
                  pm = static\npm.max_children = 1\n"
             ),
@@ -557,7 +694,8 @@ fn the_supervise_unit_recovers_a_killed_master_feeds_the_watchdog_and_reloads() 
         )
         .unwrap();
         // A short watchdog, so that a starved one would show within the test.
-        let instance = "[Service]\nWatchdogSec=4s\n".to_string();
+        // A short stop timeout, so that a hung supervisor's stop is seen within the test.
+        let instance = "[Service]\nWatchdogSec=4s\nTimeoutStopSec=3s\n".to_string();
         vec![
             (
                 "fpmctl-supervise@.service".to_string(),
@@ -630,13 +768,23 @@ fn the_supervise_unit_recovers_a_killed_master_feeds_the_watchdog_and_reloads() 
     assert_eq!(b.prop(unit, "MainPID"), supervisor);
     assert_eq!(b.prop(unit, "NRestarts"), "0");
 
-    // systemctl reload: an overlapped restart through the control socket.
+    // systemctl reload under load: an overlapped restart through the control socket, and
+    // no request fails on either pool.
+    let script = load_script(b.path());
+    let addrs = [
+        format!("127.0.0.1:{port}"),
+        b.path().join("sb/fpm.sock").display().to_string(),
+    ];
+    let load = Load::start(&addrs, &script, 4, 2000);
+    load.run_past(&b, 50);
     expect_ok(
         &b.systemctl(&format!("reload {unit}")),
         "systemctl reload",
         &b,
         unit,
     );
+    load.run_past(&b, 50);
+    expect_no_failed_request(load, 100, "during systemctl reload", &b, unit);
     let third = master_of(&b).expect("a master after reload");
     assert_ne!(third, second, "reload did not replace the master");
     // The killed master's orphans and the replaced master with its workers are gone: only
@@ -672,10 +820,86 @@ fn the_supervise_unit_recovers_a_killed_master_feeds_the_watchdog_and_reloads() 
     );
     assert_eq!(b.prop(unit, "MainPID"), supervisor);
     assert_eq!(b.prop(unit, "NRestarts"), "0");
+
+    // systemd's own restart of a killed supervisor, under load. KillMode=process leaves FPM
+    // serving on the sockets it holds; the restarted supervisor takes them over, starts its
+    // own FPM beside the old one and retires it: no request fails.
+    let load = Load::start(&addrs, &script, 4, 3000);
+    load.run_past(&b, 50);
+    expect_ok(
+        &b.sh(&format!("kill -KILL {supervisor}")),
+        "kill the supervisor",
+        &b,
+        unit,
+    );
+    let restarted = b.wait_for(Duration::from_secs(30), "systemd's restart", || {
+        let pid = b.prop(unit, "MainPID");
+        (b.prop(unit, "NRestarts") == "1"
+            && b.prop(unit, "ActiveState") == "active"
+            && pid != supervisor
+            && pid != "0")
+            .then_some(pid)
+    });
+    let fourth = b.wait_for(Duration::from_secs(30), "the new supervisor's FPM", || {
+        master_of(&b).filter(|m| *m != third)
+    });
+    b.wait_for(
+        Duration::from_secs(30),
+        "the old master to be retired",
+        || (!b.sh(&format!("kill -0 {third}")).status.success()).then_some(()),
+    );
+    load.run_past(&b, 50);
+    expect_no_failed_request(
+        load,
+        100,
+        "while systemd restarted the supervisor",
+        &b,
+        unit,
+    );
+    // The new FPM is the new supervisor's child, and nothing of the old one is left: its
+    // master, its workers, the dead supervisor's notify directory.
+    let ppid = b.sh(&format!("grep PPid /proc/{fourth}/status"));
+    assert_eq!(
+        String::from_utf8_lossy(&ppid.stdout)
+            .split_whitespace()
+            .nth(1),
+        Some(restarted.as_str()),
+        "{}",
+        text(&ppid)
+    );
+    b.wait_for(
+        Duration::from_secs(30),
+        "only the serving FPM's processes",
+        || (b.fpm_processes().len() == 4).then_some(()),
+    );
+    let run = b.sh("ls /run/fpmctl");
+    let notify_dirs = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .filter(|l| l.starts_with("notify-"))
+        .count();
+    assert_eq!(notify_dirs, 1, "{}", text(&run));
+    let journal = b.journal(unit);
+    assert!(journal.contains("taking over its sockets"), "{journal}");
+    expect_ok(
+        &b.fpmctl(&format!("-c {conf_s} ping")),
+        "ping after the takeover",
+        &b,
+        unit,
+    );
+    // The new supervisor feeds the watchdog too.
+    let fed = b.prop(unit, "WatchdogTimestampMonotonic");
+    b.wait_for(
+        Duration::from_secs(20),
+        "a watchdog ping after the restart",
+        || (b.prop(unit, "WatchdogTimestampMonotonic") != fed).then_some(()),
+    );
+    let supervisor = restarted;
+
     // Long enough past WatchdogSec that a starved watchdog would have killed the unit.
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(b.prop(unit, "ActiveState"), "active", "{}", b.journal(unit));
     assert_eq!(b.prop(unit, "MainPID"), supervisor);
+    assert_eq!(b.prop(unit, "NRestarts"), "1");
 
     expect_ok(
         &b.systemctl(&format!("stop {unit}")),
@@ -692,4 +916,49 @@ fn the_supervise_unit_recovers_a_killed_master_feeds_the_watchdog_and_reloads() 
     // The supervisor stopped FPM itself and exited 0: systemd had nothing left to kill.
     assert_eq!(b.prop(unit, "Result"), "success", "{}", b.journal(unit));
     assert_eq!(b.prop(unit, "ExecMainStatus"), "0", "{}", b.journal(unit));
+
+    // A supervisor that does not stop within TimeoutStopSec (3s here; a request in flight
+    // keeps its graceful stop going) is SIGKILLed alone (KillMode=process); the unit's
+    // ExecStopPost then stops the FPM it left. Left alone, FPM would finish that request
+    // (60s) or escalate (process_control_timeout, 90s) long after the wait below gives up.
+    expect_ok(
+        &b.systemctl(&format!("start {unit}")),
+        "systemctl start again",
+        &b,
+        unit,
+    );
+    b.wait_for(Duration::from_secs(10), "a master", || master_of(&b));
+    let slow = b.path().join("slow.php");
+    std::fs::write(
+        &slow,
+        "<?php $end = microtime(true) + 60; while (microtime(true) < $end) usleep(50000); echo 'done';\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let tcp = ListenAddr::parse(&addrs[0]).unwrap();
+    let inflight = {
+        let (tcp, slow) = (tcp.clone(), slow.display().to_string());
+        std::thread::spawn(move || {
+            let req = fastcgi::Request::get("/slow.php").with_script_filename(slow);
+            fastcgi::request(&tcp, &req, Duration::from_secs(90))
+        })
+    };
+    // Busy: the status request's own worker and the slow one.
+    b.wait_for(
+        Duration::from_secs(10),
+        "the slow request in flight",
+        || {
+            let j = fastcgi::status(&tcp, "/status", Duration::from_secs(5)).ok()?;
+            (j["active processes"].as_u64()? >= 2).then_some(())
+        },
+    );
+    let _ = b.systemctl(&format!("stop {unit}"));
+    b.wait_for(
+        Duration::from_secs(30),
+        "every php-fpm process to exit after a stop timeout",
+        || b.fpm_processes().is_empty().then_some(()),
+    );
+    let _ = inflight.join().unwrap();
+    assert_eq!(b.prop(unit, "Result"), "timeout", "{}", b.journal(unit));
+    assert_eq!(b.prop(unit, "ActiveState"), "failed", "{}", b.journal(unit));
 }
