@@ -8,7 +8,9 @@
 //! Strategies:
 //! - `init-script`: what init scripts do: SIGQUIT the master, wait until it is gone, start
 //!   `php-fpm -y CONF -D`;
-//! - `fpmctl restart`: fpmctl's own (unsupervised) stop then start, readiness proven;
+//! - `fpmctl restart`: fpmctl's own (unsupervised) restart, the default: the new master starts
+//!   on the sockets taken from the running one, which is retired once the new one is ready;
+//! - `fpmctl restart --cold`: stop, then start, readiness proven;
 //! - `fpmctl supervise`: `fpmctl supervise` owns FPM and `fpmctl restart` asks it to replace FPM.
 //!
 //! All runs share one machine and one process, so compare rows of one run with each other,
@@ -47,13 +49,15 @@ const DEFAULT_RESTARTS: usize = 20;
 enum Strategy {
     InitScript,
     FpmctlRestart,
+    FpmctlRestartCold,
     FpmctlSupervise,
 }
 
 impl Strategy {
-    const ALL: [Strategy; 3] = [
+    const ALL: [Strategy; 4] = [
         Strategy::InitScript,
         Strategy::FpmctlRestart,
+        Strategy::FpmctlRestartCold,
         Strategy::FpmctlSupervise,
     ];
 
@@ -61,6 +65,7 @@ impl Strategy {
         match self {
             Strategy::InitScript => "init-script",
             Strategy::FpmctlRestart => "fpmctl restart",
+            Strategy::FpmctlRestartCold => "fpmctl restart --cold",
             Strategy::FpmctlSupervise => "fpmctl supervise",
         }
     }
@@ -138,7 +143,7 @@ fn bench(strategy: Strategy, n: usize) -> Vec<Row> {
     // Declared after the sandbox: dropped (stopped) before it.
     let mut supervisor = None;
     match strategy {
-        Strategy::InitScript | Strategy::FpmctlRestart => {
+        Strategy::InitScript | Strategy::FpmctlRestart | Strategy::FpmctlRestartCold => {
             sb.start_fpm();
         }
         Strategy::FpmctlSupervise => supervisor = Some(Supervisor::start(&sb)),
@@ -212,9 +217,19 @@ impl Drop for SetOnDrop {
 fn restart(sb: &Sandbox, strategy: Strategy) -> Duration {
     match strategy {
         Strategy::InitScript => init_script_restart(sb),
-        Strategy::FpmctlRestart => {
-            let run = sb.fpmctl(&["restart"]);
+        Strategy::FpmctlRestart | Strategy::FpmctlRestartCold => {
+            let cold = strategy == Strategy::FpmctlRestartCold;
+            let run = sb.fpmctl(if cold {
+                &["restart", "--cold"][..]
+            } else {
+                &["restart"][..]
+            });
             assert_eq!(run.code, 0, "{run}");
+            assert_eq!(
+                run.stdout.contains("sockets handed over"),
+                !cold,
+                "not the restart asked for:\n{run}"
+            );
             if let Some(pid) = sb.pid_from_file() {
                 sb.note_master(pid);
             }

@@ -253,6 +253,11 @@ pub struct RestartArgs {
     /// Signals and grace periods for the stop phase [default: as for `stop`].
     #[arg(long, value_parser = parse_plan, value_name = "PLAN")]
     pub signal_plan: Option<SignalPlan>,
+    /// Stop the running FPM, then start the new one (requests arriving in between fail).
+    /// Without it, the new master takes over the running one's sockets and the old one is
+    /// retired once the new one is ready (falling back to this when the kernel refuses).
+    #[arg(long)]
+    pub cold: bool,
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,

@@ -100,12 +100,23 @@ impl Fpm {
     /// Starts FPM in the background (`-D`) and waits for the launching process to exit;
     /// php-fpm's launcher exits only once the daemon reported success or failure.
     pub fn start_daemon(&self, timeout: Duration) -> Result<()> {
+        self.start_daemon_with(timeout, |_| {})
+    }
+
+    /// [`Fpm::start_daemon`] with `prepare` applied to the command first (an environment,
+    /// descriptors to inherit).
+    pub fn start_daemon_with(
+        &self,
+        timeout: Duration,
+        prepare: impl FnOnce(&mut Command),
+    ) -> Result<()> {
         let log = tempfile::tempfile().map_err(|e| Error::io("creating a temp file", e))?;
         let log_w = log
             .try_clone()
             .map_err(|e| Error::io("creating a temp file", e))?;
-        let mut child = self
-            .command()
+        let mut cmd = self.command();
+        prepare(&mut cmd);
+        let mut child = cmd
             .arg("-D")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_w))

@@ -27,6 +27,8 @@ pub enum Phase {
     Stopping = 0,
     /// FPM was stopped and is being started again.
     Starting = 1,
+    /// A new master is started on the running one's sockets, then the old one is retired.
+    HandingOver = 2,
 }
 
 /// Messages for signals inside a critical section, formatted when the handlers are installed.
@@ -34,7 +36,7 @@ struct Messages {
     /// First SIGINT and first SIGTERM inside a critical section.
     first: [String; 2],
     /// A second signal, per [`Phase`].
-    abort: [String; 2],
+    abort: [String; 3],
 }
 
 /// True while no critical section runs: SIGINT and SIGTERM then have their default action.
@@ -80,6 +82,9 @@ pub fn install(config: &Path) -> Result<(), String> {
             format!(
                 "fpmctl: aborted by a second signal while starting FPM {conf} again after stopping it: FPM is DOWN unless that start completes; {repair}\n"
             ),
+            format!(
+                "fpmctl: aborted by a second signal while handing FPM {conf}'s sockets to a new master: the old master may be left stopped (SIGSTOP) beside the new one; {repair} (it stops both)\n"
+            ),
         ],
     };
     // SAFETY: the closures only store to and load from atomics, which is async-signal-safe.
@@ -104,7 +109,7 @@ pub fn install(config: &Path) -> Result<(), String> {
             for _ in signals.forever() {
                 let n = RECEIVED.load(Ordering::SeqCst);
                 if n >= 2 {
-                    let phase = usize::from(PHASE.load(Ordering::SeqCst)).min(1);
+                    let phase = usize::from(PHASE.load(Ordering::SeqCst)).min(2);
                     crate::output::eprint(&messages.abort[phase]);
                     std::process::exit(ExitCode::Interrupted.code());
                 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod exit;
 pub mod fastcgi;
 pub mod fpm;
+pub mod handover;
 pub mod identity;
 pub mod interrupt;
 pub mod listen;

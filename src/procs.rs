@@ -279,9 +279,35 @@ fn socket_inodes(proc: &procfs::process::Process) -> Result<Vec<u64>, bool> {
     Ok(out)
 }
 
+/// Full passes over the process table ([`scan`]) made by this process so far.
+static SCANS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many times this process has read the whole process table: what a command's cost on
+/// a host with many processes grows with.
+pub fn scans() -> usize {
+    SCANS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The children of `pid` from `/proc/PID/task/*/children`, read without a pass over the whole
+/// process table; `None` when the kernel does not offer the file (or it cannot be read).
+pub fn children(pid: i32) -> Option<Vec<ProcInfo>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).ok()?;
+        for child in text.split_whitespace().filter_map(|c| c.parse().ok()) {
+            if let Some(info) = read(child) {
+                out.push(info);
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Reads every process, with its socket inodes when `with_sockets` is set. A process whose
 /// `/proc` entry cannot be read at all is left out.
 pub fn scan(with_sockets: bool) -> Vec<ProcInfo> {
+    SCANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let Ok(all) = procfs::process::all_processes() else {
         return Vec::new();
     };

@@ -237,7 +237,7 @@ fn fpmctl_killed_mid_restart_leaves_a_state_the_next_restart_repairs() {
     sb.start_fpm();
     let _req = slow_request(&sb, 30);
     wait_busy(&sb);
-    let mut first = sb.fpmctl_spawn_until(&["restart"], "stopping master");
+    let mut first = sb.fpmctl_spawn_until(&["restart", "--cold"], "stopping master");
     first.kill().unwrap();
     first.wait().unwrap();
     let run = sb.fpmctl(&["restart", "--signal-plan", "QUIT:1s,TERM:1s,KILL:2s"]);
@@ -480,7 +480,8 @@ fn a_restart_whose_new_fpm_fails_to_start_says_fpm_is_down() {
     let Some(sb) = Sandbox::new() else { return };
     sb.start_fpm();
     sb.write_config(&sb.config_text_dying_at_start());
-    let run = sb.fpmctl(&["restart"]);
+    // The cold restart stops first (the hand-over keeps the old FPM: tests/handover.rs).
+    let run = sb.fpmctl(&["restart", "--cold"]);
     run.expect_code(12);
     assert!(run.stderr.contains("DOWN"), "{run}");
     assert!(

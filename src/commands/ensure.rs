@@ -121,6 +121,8 @@ fn restart_unready(ctx: &Ctx, args: &EnsureArgs, master: i32, why: &str) -> Resu
         },
         stop_timeout: None,
         signal_plan: None,
+        // An unready FPM is replaced outright: its stuck workers are not waited for.
+        cold: true,
         json: args.json,
     };
     let mut global = ctx.global.clone();

@@ -40,6 +40,9 @@ pub struct Request {
     /// `restart --no-ready-wait`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_ready_wait: bool,
+    /// `restart --cold`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cold: bool,
 }
 
 impl Request {

@@ -560,26 +560,7 @@ impl Driver {
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .process_group(0);
-        // SAFETY: between fork and exec only async-signal-safe calls: sigprocmask(2) to
-        // unblock the signals the supervisor reads from its signalfd (a blocked mask is
-        // inherited through exec, and FPM must see SIGQUIT and SIGTERM), and fcntl(2)
-        // clearing FD_CLOEXEC on the listening sockets FPM must inherit.
-        unsafe {
-            cmd.pre_exec(move || {
-                let mut empty: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut empty);
-                if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                for fd in &fds {
-                    let flags = libc::fcntl(*fd, libc::F_GETFD);
-                    if flags < 0 || libc::fcntl(*fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        crate::handover::inherit(&mut cmd, fds);
         match cmd.spawn() {
             Ok(mut child) => {
                 let pid = child.id() as i32;

@@ -31,7 +31,7 @@ pub mod notify;
 pub mod observe;
 pub mod policy;
 mod request;
-pub mod sockets;
+pub use crate::handover::sockets;
 
 use crate::config::FpmConfig;
 use crate::discovery;

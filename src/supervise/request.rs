@@ -38,12 +38,18 @@ pub fn control_action(req: &Request) -> std::result::Result<Action, String> {
                     "the supervisor answers once the new FPM is proven ready",
                 );
             }
+            if req.cold {
+                return refuse(
+                    "--cold",
+                    "the supervisor holds the sockets and never closes them; stop and start the supervisor for a cold restart",
+                );
+            }
             Ok(Action::Restart {
                 ready_limit: timeout,
             })
         }
         "stop" => {
-            if req.stop_timeout_ms.is_some() || req.no_ready_wait {
+            if req.stop_timeout_ms.is_some() || req.no_ready_wait || req.cold {
                 return refuse("options", "only --timeout and --signal-plan apply to stop");
             }
             let plan = req
@@ -97,6 +103,14 @@ mod tests {
                 ..req("restart")
             })
             .is_err()
+        );
+        assert!(
+            control_action(&Request {
+                cold: true,
+                ..req("restart")
+            })
+            .unwrap_err()
+            .contains("--cold")
         );
         assert_eq!(
             control_action(&Request {

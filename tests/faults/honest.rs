@@ -61,6 +61,7 @@ fn f15_forwarded_options_are_refused_when_the_supervisor_cannot_honour_them() {
         vec!["restart", "--signal-plan", "QUIT:1s"],
         vec!["restart", "--stop-timeout", "5s"],
         vec!["restart", "--no-ready-wait"],
+        vec!["restart", "--cold"],
     ] {
         let run = sb.fpmctl(&args);
         run.expect_code(2);

@@ -100,7 +100,7 @@ fn f01_a_full_stderr_pipe_does_not_stall_a_restart() {
 fn signal_mid_restart(sb: &Sandbox, sigs: &[Signal]) -> common::Run {
     let _req = slow_request(sb, 3);
     wait_busy(sb);
-    let restart = sb.spawn_until(&["restart"], "stopping master");
+    let restart = sb.spawn_until(&["restart", "--cold"], "stopping master");
     for sig in sigs {
         restart.signal(*sig);
         std::thread::sleep(Duration::from_millis(100));

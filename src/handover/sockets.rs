@@ -49,17 +49,12 @@ impl HeldSockets {
     /// `pm.status_listen`), honouring listen.owner/group/mode/backlog/acl_users/acl_groups,
     /// and applies those settings again to the sockets already held.
     pub fn reconcile(&mut self, cfg: &FpmConfig) -> Result<()> {
+        self.apply_settings(cfg)?;
         for pool in &cfg.pools {
             let mut addrs = vec![&pool.listen];
             addrs.extend(pool.status_listen.iter());
             for addr in addrs {
-                if let Some(h) = self.list.iter().find(|h| &h.addr == addr) {
-                    // Held already: the restart's settings apply to it as they would to a
-                    // new socket (the socket itself never closes).
-                    if let Some(path) = addr.unix_path() {
-                        apply_unix_permissions(pool, path)?;
-                    }
-                    listen_fd(&h.fd, pool.listen_backlog, &addr.to_string())?;
+                if self.list.iter().any(|h| &h.addr == addr) {
                     continue;
                 }
                 let held = open(pool, addr)?;
@@ -73,6 +68,34 @@ impl HeldSockets {
             }
         }
         Ok(())
+    }
+
+    /// Applies `listen.owner`/`group`/`mode`/`acl_*` and `listen.backlog` of `cfg` to the
+    /// sockets already held, as they would apply to a new socket (the socket never closes).
+    pub fn apply_settings(&self, cfg: &FpmConfig) -> Result<()> {
+        for pool in &cfg.pools {
+            let addrs = std::iter::once(&pool.listen).chain(pool.status_listen.iter());
+            for addr in addrs {
+                let Some(h) = self.list.iter().find(|h| &h.addr == addr) else {
+                    continue;
+                };
+                if let Some(path) = addr.unix_path() {
+                    apply_unix_permissions(pool, path)?;
+                }
+                listen_fd(&h.fd, pool.listen_backlog, &addr.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the hard links that keep unix socket paths restorable, for a holder that
+    /// does not outlive the hand-over (the socket paths themselves stay).
+    pub fn release_keepers(&mut self) {
+        for h in &mut self.list {
+            if let Some(k) = h.keeper.take() {
+                let _ = std::fs::remove_file(k);
+            }
+        }
     }
 
     /// Takes over the listening sockets of `cfg` that the running master `pid` holds (an FPM
@@ -124,6 +147,14 @@ impl HeldSockets {
                 continue;
             };
             if self.list.iter().any(|h| &h.addr == addr) {
+                continue;
+            }
+            // The descriptor's socket inode must be one the kernel lists as listening on
+            // this address: a name alone could belong to a socket that lost its path.
+            let inodes = crate::listen::listening_inodes(addr)
+                .map_err(|e| Error::io(format!("listing the sockets on {addr}"), e))?;
+            if !socket_inode(&fd).is_some_and(|ino| inodes.contains(&ino)) {
+                warn!(address = %addr, pid, fd = num, "descriptor is bound to the address but is not its listening socket; not taken");
                 continue;
             }
             let key = addr.fpm_sockets_key().ok_or_else(|| {
@@ -251,6 +282,11 @@ fn pidfd_getfd(pidfd: &OwnedFd, target: i32) -> std::result::Result<OwnedFd, nix
     use std::os::fd::FromRawFd;
     // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
+}
+
+/// The socket's own inode (what `/proc/net/*` and `/proc/PID/fd` name it by).
+fn socket_inode(fd: &OwnedFd) -> Option<u64> {
+    nix::sys::stat::fstat(fd).ok().map(|st| st.st_ino)
 }
 
 /// True when the socket `fd` is bound to `addr`.

@@ -1,0 +1,224 @@
+//! Replacing a running FPM master without closing its listening sockets: take the sockets
+//! ([`sockets::HeldSockets::adopt`], `pidfd_getfd(2)`), start the new master on them through
+//! `FPM_SOCKETS` ([`inherit`], [`start_on`]), then [`retire`] the old master without its exit
+//! cleanup, so in-flight requests finish and neither a socket path nor the new pid file is
+//! unlinked. Used by `restart` and by the supervisor.
+
+pub mod sockets;
+
+use crate::config::FpmConfig;
+use crate::deadline::Deadline;
+use crate::discovery;
+use crate::error::Result;
+use crate::fpm::Fpm;
+use crate::procs::{self, ProcId};
+use crate::signals::{self, Sent};
+use nix::sys::signal::Signal;
+use sockets::HeldSockets;
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// How a restart replaces the running FPM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Take the running master's sockets, start the new master on them, retire the old one.
+    HandOver,
+    /// Stop, then start; with the reason when the hand-over was not asked away (`--cold`)
+    /// but is not possible.
+    Cold(Option<&'static str>),
+}
+
+/// The restart's mode from what runs: a hand-over needs exactly one master to hand over
+/// from; further masters or orphaned workers are cleaned up by stopping everything.
+pub fn choose(cold: bool, master: bool, other_masters: bool, orphans: bool) -> Mode {
+    if cold || !master {
+        return Mode::Cold(None);
+    }
+    if other_masters {
+        return Mode::Cold(Some(
+            "further masters of the config run beside the master; stopping everything cleans them up",
+        ));
+    }
+    if orphans {
+        return Mode::Cold(Some(
+            "orphaned workers of a dead master are left; stopping everything cleans them up",
+        ));
+    }
+    Mode::HandOver
+}
+
+/// Lets `cmd` inherit `fds` (their close-on-exec flag is cleared in the child only) and
+/// starts it with an empty signal mask (a blocked mask is inherited through exec, and FPM
+/// must see SIGQUIT and SIGTERM).
+pub fn inherit(cmd: &mut Command, fds: Vec<RawFd>) {
+    // SAFETY: between fork and exec only async-signal-safe calls: sigprocmask(2) and
+    // fcntl(2) on descriptors this process owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for fd in &fds {
+                let flags = libc::fcntl(*fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(*fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Starts a daemonized FPM for `cfg` on the held sockets (addresses not held are bound by
+/// FPM itself) and waits for its launcher's verdict.
+pub fn start_on(fpm: &Fpm, cfg: &FpmConfig, held: &HeldSockets, timeout: Duration) -> Result<()> {
+    let env = held.env_value(cfg);
+    let fds = held.raw_fds(cfg);
+    fpm.start_daemon_with(timeout, |cmd| {
+        cmd.env("FPM_SOCKETS", env);
+        inherit(cmd, fds);
+    })
+}
+
+/// What [`retire`] did.
+#[derive(Debug, Default)]
+pub struct Retired {
+    /// Workers that finished their requests and exited.
+    pub workers: usize,
+    /// Workers still busy at the deadline, killed.
+    pub killed: Vec<i32>,
+}
+
+/// Retires master `master` of `cfg` while another master serves its sockets: SIGSTOP the
+/// master (it no longer forks workers and never runs its exit cleanup), SIGQUIT its workers
+/// (each finishes its request), wait until none is left or `deadline` (then SIGKILL the
+/// rest), then SIGKILL the master. Its workers, orphaned, are reaped by init.
+pub fn retire(master: ProcId, cfg: &FpmConfig, deadline: Deadline) -> Result<Retired> {
+    let is_master = |p: &procs::ProcInfo| discovery::is_master_of(p, cfg);
+    // A child of the stopped master titled as a pool process, of any pool: the old config
+    // may have had pools the new one dropped. The stopped master cannot reap its children,
+    // so none of their PIDs can be reused while it lives.
+    let is_worker = |p: &procs::ProcInfo| {
+        p.ppid == master.pid && !p.is_gone() && crate::identity::pool_of_title(&p.title).is_some()
+    };
+    match signals::send_verified(master, Signal::SIGSTOP, is_master) {
+        Ok(Sent::Delivered) | Ok(Sent::Gone) => {}
+        Ok(other) => {
+            return Err(crate::error::Error::Other(format!(
+                "master {} could not be proven to be FPM's before SIGSTOP ({other:?}); it was left running",
+                master.pid
+            )));
+        }
+        Err(e) => {
+            return Err(crate::error::Error::io(
+                format!("SIGSTOP to master {}", master.pid),
+                std::io::Error::from(e),
+            ));
+        }
+    }
+    // Stopped, the master forks no more workers: this list is complete. Its children are
+    // read from the kernel's list; only without that list is the whole table read.
+    let workers: Vec<ProcId> = procs::children(master.pid)
+        .unwrap_or_else(|| procs::scan(false))
+        .into_iter()
+        .filter(|p| is_worker(p))
+        .map(|p| p.id)
+        .collect();
+    for w in &workers {
+        let _ = signals::send_verified(*w, Signal::SIGQUIT, is_worker);
+    }
+    info!(
+        pid = master.pid,
+        workers = workers.len(),
+        "old master stopped; its workers finish their requests"
+    );
+    let busy = signals::wait_gone(&workers, deadline);
+    for w in &busy {
+        warn!(
+            pid = w.pid,
+            signal = "KILL",
+            "worker still busy at the deadline"
+        );
+        let _ = signals::send_verified(*w, Signal::SIGKILL, is_worker);
+    }
+    // A stopped master still answers to its identity in /proc.
+    let _ = signals::send_verified(master, Signal::SIGKILL, is_master);
+    signals::wait_gone(&[master], Deadline::after(Duration::from_secs(5)));
+    Ok(Retired {
+        workers: workers.len() - busy.len(),
+        killed: busy.iter().map(|w| w.pid).collect(),
+    })
+}
+
+/// Unix socket paths `pid` listens on (its descriptors' inodes against the kernel's list).
+pub fn unix_listeners_of(pid: i32) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let inodes: Vec<u64> = entries
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|t| {
+            t.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    crate::listen::read_unix_listeners()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, ino)| inodes.contains(ino))
+        .map(|(path, _)| path)
+        .collect()
+}
+
+/// Removes `path` when it is a unix socket nobody listens on any more (connect refused).
+pub fn remove_dead_socket(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        return false;
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            std::fs::remove_file(path).is_ok()
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_master_is_handed_over_unless_cold_is_asked_for() {
+        assert_eq!(choose(false, true, false, false), Mode::HandOver);
+        assert_eq!(choose(true, true, false, false), Mode::Cold(None));
+    }
+
+    #[test]
+    fn nothing_running_is_a_plain_start_without_a_reason() {
+        assert_eq!(choose(false, false, false, false), Mode::Cold(None));
+        assert_eq!(choose(false, false, true, true), Mode::Cold(None));
+    }
+
+    #[test]
+    fn leftovers_beside_the_master_make_it_cold_with_a_reason() {
+        assert!(
+            matches!(choose(false, true, true, false), Mode::Cold(Some(r)) if r.contains("further masters"))
+        );
+        assert!(
+            matches!(choose(false, true, false, true), Mode::Cold(Some(r)) if r.contains("orphaned"))
+        );
+        assert_eq!(choose(true, true, true, true), Mode::Cold(None));
+    }
+}
