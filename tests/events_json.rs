@@ -36,11 +36,51 @@ fn field<'a>(e: &'a Value, name: &str) -> &'a Value {
 }
 
 #[test]
-fn a_restart_logs_stop_signal_and_start_as_structured_json() {
+fn a_handover_restart_logs_takeover_ready_and_retire_as_structured_json() {
     let Some(sb) = Sandbox::new() else { return };
     sb.fpmctl(&["start"]).expect_code(0);
     let old = sb.pid_from_file().unwrap();
     let run = sb.fpmctl(&["--log-format", "json", "restart"]);
+    run.expect_code(0);
+    let ev = events(&run.stderr);
+    let took = named(&ev, "took the running master's listening sockets");
+    assert_eq!(took.len(), 1, "{run}");
+    assert_eq!(
+        field(took[0], "pid").as_i64(),
+        Some(i64::from(old)),
+        "{run}"
+    );
+    let new = sb.pid_from_file().unwrap();
+    let ready = named(&ev, "ready");
+    assert_eq!(ready.len(), 1, "{run}");
+    assert_eq!(
+        field(ready[0], "pid").as_i64(),
+        Some(i64::from(new)),
+        "{run}"
+    );
+    assert!(field(ready[0], "duration_ms").is_u64(), "{run}");
+    let retired = named(&ev, "old master retired");
+    assert_eq!(retired.len(), 1, "{run}");
+    assert_eq!(
+        field(retired[0], "pid").as_i64(),
+        Some(i64::from(old)),
+        "{run}"
+    );
+    assert!(field(retired[0], "duration_ms").is_u64(), "{run}");
+    assert!(field(retired[0], "workers").is_u64(), "{run}");
+    for e in &ev {
+        let msg = e["fields"]["message"].as_str().unwrap_or("");
+        assert!(!msg.contains(&old.to_string()), "a PID in a message: {e}");
+    }
+    sb.fpmctl(&["stop"]).expect_code(0);
+}
+
+#[test]
+fn a_cold_restart_logs_stop_signal_and_start_as_structured_json() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.fpmctl(&["start"]).expect_code(0);
+    let old = sb.pid_from_file().unwrap();
+    let run = sb.fpmctl(&["--log-format", "json", "restart", "--cold"]);
     run.expect_code(0);
     let ev = events(&run.stderr);
     let stopping = named(&ev, "stopping master");

@@ -296,6 +296,11 @@ fn hand_over(
             )));
         }
     };
+    info!(
+        pid = new_master.map(|m| m.pid),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "ready"
+    );
     let retire_started = Instant::now();
     let retired = handover::retire(old, cfg, Deadline::after(stop_timeout));
     held.release_keepers();
@@ -306,6 +311,13 @@ fn hand_over(
         }
     }
     let retired = retired?;
+    info!(
+        pid = old.pid,
+        workers = retired.workers,
+        killed = retired.killed.len(),
+        duration_ms = retire_started.elapsed().as_millis() as u64,
+        "old master retired"
+    );
     let interrupted = critical.leave();
     let launch = Launch {
         already_running: false,
