@@ -283,6 +283,18 @@ impl Snapshot {
 /// must not be started, restarted or reloaded onto an address a foreign process holds, or it
 /// dies binding it. `Err` names the address, the pool and the holder; nothing is touched.
 pub fn refuse_foreign_holders(snap: &Snapshot) -> crate::Result<()> {
+    // Nothing seen listening where the view is incomplete proves nothing: refuse.
+    if let Some(a) = snap
+        .addresses
+        .iter()
+        .find(|a| a.holders.is_empty() && !a.holders_known)
+    {
+        return Err(crate::Error::Other(format!(
+            "cannot tell who holds {} (pool {}): the socket table or other users' processes \
+             could not be read; nothing was touched (run as root)",
+            a.addr, a.pool
+        )));
+    }
     match snap.foreign_holder() {
         None => Ok(()),
         Some((a, h)) => Err(crate::Error::AddressInUse {
@@ -321,15 +333,31 @@ pub fn config_addresses(cfg: &FpmConfig) -> Vec<(String, ListenAddr)> {
 /// Takes one look at the system for `cfg`.
 pub fn discover(cfg: &FpmConfig) -> Snapshot {
     let mut listeners: Vec<(String, ListenAddr, Vec<u64>)> = Vec::new();
-    for (pool, addr) in config_addresses(cfg) {
-        let inodes = listen::listening_inodes(&addr).unwrap_or_default();
+    // Addresses whose socket table could not be read: who listens there is unknown, never
+    // "nobody" (fail closed: start and restart refuse to bind onto them).
+    let mut unreadable = Vec::new();
+    for (i, (pool, addr)) in config_addresses(cfg).into_iter().enumerate() {
+        let inodes = match listen::listening_inodes(&addr) {
+            Ok(inodes) => inodes,
+            Err(e) => {
+                tracing::warn!(address = %addr, error = %e, "cannot read the kernel's socket table");
+                unreadable.push(i);
+                Vec::new()
+            }
+        };
         listeners.push((pool, addr, inodes));
     }
     // Open files are only read when a socket listens on one of our addresses: with nothing
     // listening there are no holders, and orphans (which always hold one) cannot exist.
-    let anything_listens = listeners.iter().any(|l| !l.2.is_empty());
+    let anything_listens = !unreadable.is_empty() || listeners.iter().any(|l| !l.2.is_empty());
     let table = procs::scan(anything_listens);
-    discover_in(cfg, &table, &listeners)
+    let mut snap = discover_in(cfg, &table, &listeners);
+    for i in unreadable {
+        if let Some(a) = snap.addresses.get_mut(i) {
+            a.holders_known = false;
+        }
+    }
+    snap
 }
 
 /// [`discover`] over a given process table and listening sockets (for tests).
@@ -753,6 +781,24 @@ mod tests {
         assert_eq!(snap.state(), State::Unverified);
         assert_eq!(snap.addresses[0].holders[0].role, Role::Unverified);
         assert!(snap.is_empty(), "never signalled");
+    }
+
+    #[test]
+    fn an_address_whose_holder_is_unknown_is_refused_not_taken_as_free() {
+        let (_d, cfg) = config();
+        let mut hidden = proc(800, 1, 800, "php-fpm: pool www", FPM, &[]);
+        hidden.restricted = true;
+        let addr = ListenAddr::parse("127.0.0.1:9999").unwrap();
+        let mut snap = discover_in(&cfg, &[hidden], &[("www".into(), addr, vec![7])]);
+        assert!(!snap.addresses[0].holders_known);
+        let err = refuse_foreign_holders(&snap).unwrap_err().to_string();
+        assert!(
+            err.contains("cannot tell who holds 127.0.0.1:9999"),
+            "{err}"
+        );
+        // A complete view of a free address is free.
+        snap.addresses[0].holders_known = true;
+        assert!(refuse_foreign_holders(&snap).is_ok());
     }
 
     #[test]
