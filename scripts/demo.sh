@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -f "$HOME/.cargo/env" ]] && . "$HOME/.cargo/env"
 
-scripts/install-deps.sh
+scripts/install-deps.sh php8.2-fpm
 cargo build --release --quiet
 fpmctl="$PWD/target/release/fpmctl"
 fpm_bin=$(command -v php-fpm8.2 || command -v php-fpm || ls /usr/sbin/php-fpm* | head -1)

@@ -4,10 +4,13 @@
 # only in the `prometheus` package) to check the metrics exposition; for the packaging checks,
 # systemd (booted in a namespace by tests/systemd.rs), man-db (man -l), logrotate and
 # python3-venv (ansible-core for the role's check). Only missing packages are installed;
-# run as root.
+# run as root. With package names as arguments, only those (the demo needs php-fpm alone).
 set -euo pipefail
 
 packages=(php8.2-fpm libfcgi-bin nginx-light wrk systemd man-db groff-base logrotate python3-venv prometheus)
+if (($# > 0)); then
+    packages=("$@")
+fi
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
