@@ -633,11 +633,13 @@ impl Machine {
                 format!("FPM master {pid} ready in {took_ms} ms")
             }
         };
-        out.push(Action::DropUnusedSockets);
-        self.release_orphans(out);
+        // READY=1 before the housekeeping below: the orphans' /proc scan and pidfds do not
+        // delay the news that FPM serves again.
         out.push(Action::NotifySystemd(format!(
             "READY=1\nSTATUS=FPM master {pid} ready"
         )));
+        out.push(Action::DropUnusedSockets);
+        self.release_orphans(out);
         self.answer_waiting(ExitCode::Ok, &text, out);
         if replacement {
             out.push(Action::Tally(Tally::RestartTook(took)));

@@ -324,6 +324,14 @@ fn a_crash_restores_the_socket_path_quits_orphans_and_restarts_at_once() {
     r.at(5 * S, spawned(2, 200));
     let out = r.at(5 * S + 20, ready(2));
     assert!(out.contains(&Action::ListWorkers { master: 1 }), "{out:?}");
+    // READY=1 is relayed before the orphans are looked for (a /proc scan).
+    let relay = out
+        .iter()
+        .position(|a| matches!(a, Action::NotifySystemd(t) if t.starts_with("READY=1")));
+    let listing = out
+        .iter()
+        .position(|a| *a == Action::ListWorkers { master: 1 });
+    assert!(relay < listing && relay.is_some(), "{out:?}");
     let out = r.at(
         5 * S,
         Event::WorkersOf {
