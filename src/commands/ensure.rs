@@ -8,7 +8,7 @@ use super::start::{self, Launch};
 use super::{Ctx, Outcome};
 use crate::cli::{EnsureArgs, RestartArgs};
 use crate::deadline::Deadline;
-use crate::discovery::{self, PidFile, Snapshot};
+use crate::discovery::{self, Snapshot};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::ready;
@@ -150,7 +150,7 @@ fn restart_unready(ctx: &Ctx, args: &EnsureArgs, master: i32, why: &str) -> Resu
 fn not_running(ctx: &Ctx, args: &EnsureArgs, snap: &Snapshot) -> Result<Outcome> {
     // A broken config never starts FPM (exit 6 when php-fpm -t rejects it too).
     ctx.require_valid_config(true)?;
-    let found = found(snap);
+    let found = super::restart::describe(snap);
     info!(found = %found, "FPM is not running; starting it");
     let fpm = ctx.fpm()?;
     let launch: Launch = start::launch(ctx, &fpm, snap, args.timeout, true, true)?;
@@ -166,25 +166,4 @@ fn not_running(ctx: &Ctx, args: &EnsureArgs, snap: &Snapshot) -> Result<Outcome>
         "start": out.json,
     });
     Ok(out)
-}
-
-/// What was wrong, one line.
-fn found(snap: &Snapshot) -> String {
-    let mut parts = vec!["no master".to_string()];
-    if !snap.orphans.is_empty() {
-        let pids: Vec<String> = snap
-            .orphans
-            .iter()
-            .map(|o| o.proc.pid().to_string())
-            .collect();
-        parts.push(format!(
-            "{} orphaned worker(s) of a dead master ({})",
-            snap.orphans.len(),
-            pids.join(" ")
-        ));
-    }
-    if let PidFile::Stale { reason, .. } = &snap.pid_file {
-        parts.push(format!("a stale pid file ({reason})"));
-    }
-    parts.join(", ")
 }

@@ -362,7 +362,9 @@ fn hand_over(
     Ok(out)
 }
 
-fn describe(snap: &discovery::Snapshot) -> String {
+/// What discovery found, one line: the master and its workers (or "no master"), orphaned
+/// workers and a stale pid file. `ensure` says the same when it finds FPM not running.
+pub(super) fn describe(snap: &discovery::Snapshot) -> String {
     let mut parts = Vec::new();
     match &snap.master {
         Some(m) => parts.push(format!(

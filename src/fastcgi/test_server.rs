@@ -103,15 +103,15 @@ pub(super) fn read_request(stream: &mut impl Read) -> Received {
     }
 }
 
-pub(super) fn unix_server(
-    handler: impl FnOnce(UnixStream) + Send + 'static,
-) -> (tempfile::TempDir, ListenAddr, thread::JoinHandle<()>) {
+pub(super) fn unix_server<R: Send + 'static>(
+    handler: impl FnOnce(UnixStream) -> R + Send + 'static,
+) -> (tempfile::TempDir, ListenAddr, thread::JoinHandle<R>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fcgi.sock");
     let listener = UnixListener::bind(&path).unwrap();
     let handle = thread::spawn(move || {
         let (stream, _) = listener.accept().unwrap();
-        handler(stream);
+        handler(stream)
     });
     (dir, ListenAddr::Unix(path), handle)
 }

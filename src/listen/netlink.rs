@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
-const TCP_LISTEN: u32 = 10;
+pub(super) const TCP_LISTEN: u32 = 10;
 const NLMSG_HDRLEN: usize = 16;
 /// `struct inet_diag_msg`: family, state, timer, retrans, a 48-byte socket id, then
 /// expires, rqueue, wqueue, uid, inode.
@@ -19,13 +19,29 @@ const DIAG_MSG_LEN: usize = 72;
 /// Every TCP socket in LISTEN state (IPv4 and IPv6): local address and inode.
 pub fn tcp_listeners() -> io::Result<Vec<(SocketAddr, u64)>> {
     let mut out = Vec::new();
-    for family in [libc::AF_INET, libc::AF_INET6] {
-        out.extend(dump(family as u8)?);
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        dump(&inet_listen_request(family), |m| {
+            if let Some(entry) = parse_diag_msg(m) {
+                out.push(entry);
+            }
+        })?;
     }
     Ok(out)
 }
 
-fn dump(family: u8) -> io::Result<Vec<(SocketAddr, u64)>> {
+/// An `inet_diag_req_v2` for the TCP sockets of `family` in LISTEN state: family, protocol,
+/// ext, pad, states, then a 48-byte socket id matching any.
+pub(super) fn inet_listen_request(family: u8) -> Vec<u8> {
+    let mut req = Vec::with_capacity(56);
+    req.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
+    req.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+    req.extend_from_slice(&[0u8; 48]);
+    req
+}
+
+/// Sends one `SOCK_DIAG_BY_FAMILY` dump request (`request` is the family's request struct,
+/// without the netlink header) and hands each reply message's payload to `each`.
+pub(super) fn dump(request: &[u8], mut each: impl FnMut(&[u8])) -> io::Result<()> {
     // SAFETY: socket(2) with constant arguments; the result is checked.
     let raw = unsafe {
         libc::socket(
@@ -40,19 +56,13 @@ fn dump(family: u8) -> io::Result<Vec<(SocketAddr, u64)>> {
     // SAFETY: a fresh descriptor nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
 
-    // nlmsghdr + inet_diag_req_v2 (family, protocol, ext, pad, states, 48-byte id).
-    let mut req = Vec::with_capacity(NLMSG_HDRLEN + 56);
-    req.extend_from_slice(&((NLMSG_HDRLEN + 56) as u32).to_ne_bytes());
-    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    req.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
-    req.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-    req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
-    req.push(family);
-    req.push(libc::IPPROTO_TCP as u8);
-    req.push(0);
-    req.push(0);
-    req.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
-    req.extend_from_slice(&[0u8; 48]);
+    let mut msg = Vec::with_capacity(NLMSG_HDRLEN + request.len());
+    msg.extend_from_slice(&((NLMSG_HDRLEN + request.len()) as u32).to_ne_bytes());
+    msg.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    msg.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
+    msg.extend_from_slice(request);
 
     // SAFETY: a zeroed sockaddr_nl is valid; the kernel is the destination (pid 0).
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
@@ -61,8 +71,8 @@ fn dump(family: u8) -> io::Result<Vec<(SocketAddr, u64)>> {
     let sent = unsafe {
         libc::sendto(
             fd.as_raw_fd(),
-            req.as_ptr().cast(),
-            req.len(),
+            msg.as_ptr().cast(),
+            msg.len(),
             0,
             (&raw const addr).cast(),
             std::mem::size_of::<libc::sockaddr_nl>() as u32,
@@ -72,7 +82,6 @@ fn dump(family: u8) -> io::Result<Vec<(SocketAddr, u64)>> {
         return Err(io::Error::last_os_error());
     }
 
-    let mut out = Vec::new();
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         // SAFETY: recv into a buffer we own, of the length given.
@@ -84,16 +93,24 @@ fn dump(family: u8) -> io::Result<Vec<(SocketAddr, u64)>> {
             }
             return Err(e);
         }
-        match parse_messages(&buf[..n as usize], &mut out)? {
-            true => return Ok(out),
-            false if n == 0 => return Ok(out),
-            false => {}
+        if n == 0 || parse_datagram(&buf[..n as usize], &mut each)? {
+            return Ok(());
         }
     }
 }
 
 /// Parses one datagram of netlink messages into `out`; true when the dump is complete.
-pub fn parse_messages(mut data: &[u8], out: &mut Vec<(SocketAddr, u64)>) -> io::Result<bool> {
+pub fn parse_messages(data: &[u8], out: &mut Vec<(SocketAddr, u64)>) -> io::Result<bool> {
+    parse_datagram(data, &mut |m: &[u8]| {
+        if let Some(entry) = parse_diag_msg(m) {
+            out.push(entry);
+        }
+    })
+}
+
+/// Walks one datagram of netlink messages, handing each `SOCK_DIAG_BY_FAMILY` payload to
+/// `each`; true when the dump is complete.
+fn parse_datagram(mut data: &[u8], each: &mut impl FnMut(&[u8])) -> io::Result<bool> {
     while data.len() >= NLMSG_HDRLEN {
         // The loop condition makes these slices 4 and 2 bytes long: the conversions cannot
         // fail.
@@ -118,11 +135,7 @@ pub fn parse_messages(mut data: &[u8], out: &mut Vec<(SocketAddr, u64)>) -> io::
                 let errno = code.checked_neg().filter(|&e| e > 0).unwrap_or(libc::EIO);
                 return Err(io::Error::from_raw_os_error(errno));
             }
-            SOCK_DIAG_BY_FAMILY => {
-                if let Some(entry) = parse_diag_msg(&data[NLMSG_HDRLEN..len]) {
-                    out.push(entry);
-                }
-            }
+            SOCK_DIAG_BY_FAMILY => each(&data[NLMSG_HDRLEN..len]),
             _ => {}
         }
         let aligned = (len + 3) & !3;

@@ -3,16 +3,11 @@
 //! queue's limit (the effective backlog). Works for unix sockets too, where FPM's status page
 //! always says 0.
 
+use super::netlink::{TCP_LISTEN, dump, inet_listen_request};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const TCP_LISTEN: u32 = 10;
-const NLMSG_HDRLEN: usize = 16;
 const INET_DIAG_MSG_LEN: usize = 72;
 const UNIX_DIAG_MSG_LEN: usize = 16;
 const UDIAG_SHOW_NAME: u32 = 0x01;
@@ -44,11 +39,7 @@ pub struct AcceptQueue {
 pub fn accept_queues() -> io::Result<Vec<AcceptQueue>> {
     let mut out = Vec::new();
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        let mut req = Vec::with_capacity(56);
-        req.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
-        req.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
-        req.extend_from_slice(&[0u8; 48]);
-        dump(&req, |m| {
+        dump(&inet_listen_request(family), |m| {
             if let Some(q) = parse_inet(m) {
                 out.push(q);
             }
@@ -128,85 +119,6 @@ fn parse_unix(m: &[u8]) -> Option<AcceptQueue> {
         waiting,
         limit,
     })
-}
-
-fn dump(request: &[u8], mut each: impl FnMut(&[u8])) -> io::Result<()> {
-    // SAFETY: socket(2) with constant arguments; the result is checked.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        )
-    };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let mut msg = Vec::with_capacity(NLMSG_HDRLEN + request.len());
-    msg.extend_from_slice(&((NLMSG_HDRLEN + request.len()) as u32).to_ne_bytes());
-    msg.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    msg.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
-    msg.extend_from_slice(&1u32.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes());
-    msg.extend_from_slice(request);
-    // SAFETY: a zeroed sockaddr_nl is valid; the kernel is the destination (pid 0).
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as u16;
-    // SAFETY: buffer and address are valid for the lengths given.
-    let sent = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            msg.as_ptr().cast(),
-            msg.len(),
-            0,
-            (&raw const addr).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as u32,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        // SAFETY: recv into a buffer we own, of the length given.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Ok(());
-        }
-        let mut data = &buf[..n as usize];
-        while data.len() >= NLMSG_HDRLEN {
-            let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
-            let kind = u16::from_ne_bytes([data[4], data[5]]);
-            if len < NLMSG_HDRLEN || len > data.len() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "truncated netlink message",
-                ));
-            }
-            match kind {
-                NLMSG_DONE => return Ok(()),
-                NLMSG_ERROR => {
-                    let code = data
-                        .get(NLMSG_HDRLEN..NLMSG_HDRLEN + 4)
-                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                        .unwrap_or(-libc::EIO);
-                    return Err(io::Error::from_raw_os_error(-code));
-                }
-                SOCK_DIAG_BY_FAMILY => each(&data[NLMSG_HDRLEN..len]),
-                _ => {}
-            }
-            data = data.get((len + 3) & !3..).unwrap_or(&[]);
-        }
-    }
 }
 
 #[cfg(test)]

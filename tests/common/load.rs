@@ -20,6 +20,17 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many failure descriptions a report keeps.
 const KEEP_ERRORS: usize = 10;
 
+/// Which of a run's three bounds ended a load thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Someone set the stop flag.
+    StopFlag,
+    /// The run's maximum duration passed.
+    MaxDuration,
+    /// [`MAX_REQUESTS`] (or the run's own maximum) were sent.
+    MaxRequests,
+}
+
 /// What a load run saw.
 #[derive(Debug, Clone, Default)]
 pub struct LoadReport {
@@ -35,6 +46,8 @@ pub struct LoadReport {
     pub first_errors: Vec<String>,
     /// How long the run took.
     pub elapsed: Duration,
+    /// Why each load thread stopped sending, one entry per thread.
+    pub ended_by: Vec<End>,
     /// Failures as they were noted, with the time since the run began (first few per thread).
     noted: Vec<(Duration, String)>,
 }
@@ -83,6 +96,7 @@ impl LoadReport {
             *self.statuses.entry(status).or_default() += n;
         }
         self.noted.extend(other.noted);
+        self.ended_by.extend(other.ended_by);
     }
 }
 
@@ -90,13 +104,14 @@ impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} requests in {:.2}s: {} 2xx, {} non-2xx, {} errors; statuses {:?}",
+            "{} requests in {:.2}s: {} 2xx, {} non-2xx, {} errors; statuses {:?}; ended by {:?}",
             self.requests(),
             self.elapsed.as_secs_f64(),
             self.ok_2xx,
             self.non_2xx,
             self.errors,
-            self.statuses
+            self.statuses,
+            self.ended_by
         )?;
         for e in &self.first_errors {
             write!(f, "\n  {e}")?;
@@ -150,16 +165,23 @@ impl Load {
                     .name(format!("load-{i}"))
                     .spawn(move || {
                         let mut rep = LoadReport::default();
-                        while !stop.load(Ordering::Relaxed)
-                            && Instant::now() < deadline
-                            && sent.fetch_add(1, Ordering::Relaxed) < max_requests
-                        {
+                        let end = loop {
+                            if stop.load(Ordering::Relaxed) {
+                                break End::StopFlag;
+                            }
+                            if Instant::now() >= deadline {
+                                break End::MaxDuration;
+                            }
+                            if sent.fetch_add(1, Ordering::Relaxed) >= max_requests {
+                                break End::MaxRequests;
+                            }
                             let at = began.elapsed();
                             rep.count(at, get(addr, &path, REQUEST_TIMEOUT));
                             if !pause.is_zero() {
                                 std::thread::sleep(pause);
                             }
-                        }
+                        };
+                        rep.ended_by.push(end);
                         rep
                     })
                     .expect("spawning a load thread")
