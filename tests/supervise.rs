@@ -58,11 +58,7 @@ fn kill_9_of_the_master_brings_fpm_back_ready_with_no_orphan() {
     assert_eq!(run.json()["orphans"].as_array().unwrap().len(), 0, "{run}");
     assert_eq!(run.json()["master"]["pid"], second, "{run}");
     sb.fpmctl(&["ping"]).expect_code(0);
-    assert!(
-        sb.supervise_log().contains("was killed by SIGKILL"),
-        "{}",
-        sb.supervise_log()
-    );
+    sb.expect_log("was killed by SIGKILL");
 }
 
 #[test]
@@ -122,11 +118,7 @@ fn a_second_sigterm_stops_fast_even_with_a_long_request_in_flight() {
     let cut = req.join().unwrap();
     assert!(cut.is_err(), "{cut:?}\n{}", sb.supervise_log());
     assert!(sb.leftovers().is_empty(), "{}", sb.supervise_log());
-    assert!(
-        sb.supervise_log().contains("stopping FPM fast"),
-        "{}",
-        sb.supervise_log()
-    );
+    sb.expect_log("stopping FPM fast");
 }
 
 #[test]
@@ -297,11 +289,7 @@ fn supervise_refuses_when_fpm_already_runs_outside_it() {
     let sup = sb.supervise(&[], &[]);
     let code = sb.wait_child(sup, Duration::from_secs(10));
     assert_eq!(code, 1, "{}", sb.supervise_log());
-    assert!(
-        sb.supervise_log().contains(&format!("master {master}")),
-        "{}",
-        sb.supervise_log()
-    );
+    sb.expect_log(&format!("master {master}"));
     assert!(alive(master));
 }
 
@@ -323,11 +311,7 @@ fn a_restart_into_a_config_without_a_pool_closes_and_removes_its_socket() {
         "the unused socket to close",
         || (!sb.sock.exists()).then_some(()),
     );
-    assert!(
-        sb.supervise_log().contains("no pool uses it any more"),
-        "{}",
-        sb.supervise_log()
-    );
+    sb.expect_log("no pool uses it any more");
 }
 
 /// Issue target: restarts under load through nginx fail no request, for the unix-socket and
@@ -477,11 +461,7 @@ fn a_user_that_is_not_root_cannot_drive_the_supervisor() {
         master,
         "the master was replaced"
     );
-    assert!(
-        sb.supervise_log().contains("refused a control connection"),
-        "{}",
-        sb.supervise_log()
-    );
+    sb.expect_log("refused a control connection");
 }
 
 /// `start` through a supervisor whose FPM never becomes ready ends at `--timeout` with the

@@ -225,12 +225,7 @@ fn case13_processes_left_behind_by_php_requests_are_reaped_and_stopped_with_fpm(
     sb.wait_for(Duration::from_secs(15), "the leftover to be reaped", || {
         fpmctl::procs::read(short).is_none().then_some(())
     });
-    assert!(
-        sb.supervise_log()
-            .contains("reaped a process left behind by a PHP request"),
-        "{}",
-        sb.supervise_log()
-    );
+    sb.expect_log("reaped a process left behind by a PHP request");
     assert_eq!(php(&sb, "leave_long.php"), "left");
     let long = sb.wait_for(
         Duration::from_secs(10),
@@ -593,11 +588,7 @@ fn case2_readiness_is_ready_1_from_that_master_and_a_probe_only_when_fpm_is_sile
     let Some(sb) = Sandbox::new() else { return };
     let sup = sb.supervise(&[], &[]);
     let first = sb.wait_supervised_ready();
-    assert!(
-        sb.supervise_log().contains("via=\"notify\""),
-        "{}",
-        sb.supervise_log()
-    );
+    sb.expect_log("via=\"notify\"");
     // The replacement cannot reach the notify socket under its name; the test can, by the
     // socket's other name, and claims READY=1 for it.
     let notify = notify_socket(&sb);

@@ -420,6 +420,23 @@ impl Sandbox {
         std::fs::read_to_string(self.root.as_path().join("supervise.log")).unwrap_or_default()
     }
 
+    /// Waits (bounded) until the supervisor's log says `needle`: the supervisor writes its log
+    /// from a thread of its own, so a line may follow the event it tells of by a moment.
+    #[track_caller]
+    pub fn expect_log(&self, needle: &str) {
+        let deadline = Deadline::after(Duration::from_secs(10));
+        loop {
+            let log = self.supervise_log();
+            if log.contains(needle) {
+                return;
+            }
+            if deadline.expired() {
+                panic!("the supervisor's log never said {needle:?}:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until the supervisor reports a ready master; returns its PID.
     #[track_caller]
     pub fn wait_supervised_ready(&self) -> i32 {
