@@ -153,7 +153,7 @@ impl Load {
     /// Sends GET `path` to `addr` until `stop` is set or a limit is reached.
     pub fn run(&self, addr: SocketAddr, path: &str, stop: Arc<AtomicBool>) -> LoadReport {
         let began = Instant::now();
-        let deadline = began + self.max_duration;
+        let deadline = fpmctl::deadline::Deadline::after_from(began, self.max_duration);
         let sent = Arc::new(AtomicU64::new(0));
         let handles: Vec<_> = (0..self.threads.max(1))
             .map(|i| {
@@ -169,7 +169,7 @@ impl Load {
                             if stop.load(Ordering::Relaxed) {
                                 break End::StopFlag;
                             }
-                            if Instant::now() >= deadline {
+                            if deadline.expired() {
                                 break End::MaxDuration;
                             }
                             if sent.fetch_add(1, Ordering::Relaxed) >= max_requests {
