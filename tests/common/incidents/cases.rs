@@ -733,8 +733,9 @@ pub(super) fn max_children_reached_ondemand() -> Incident {
     inc.expect_status("/hello.php", 3, 200);
     // The master forks on accept events it re-arms once a second: requests long enough to
     // keep both children busy across a tick make the next accept find the limit reached.
-    for _ in 0..3 {
-        let all = inc.burst("/slow.php?s=2", 5);
+    // Whether a tick finds both children busy is up to the scheduler: try a bounded few times.
+    for _ in 0..8 {
+        let all = inc.burst("/slow.php?s=2", 6);
         assert!(
             all.iter().all(|r| matches!(r, Ok((200, _)))),
             "{all:?}\n{}",
