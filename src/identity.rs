@@ -200,7 +200,8 @@ pub fn is_any_master_title(title: &str) -> bool {
 /// The verdict on `p` as a pool process (worker or orphan) of `cfg`: titled for one of its
 /// pools and running its binary. Whose child it is, is [`crate::discovery`]'s question.
 pub fn judge_pool_process(p: &ProcInfo, cfg: &FpmConfig) -> Verdict {
-    if p.is_gone() || pool_of_title(&p.title).is_none_or(|name| cfg.pool(name).is_none()) {
+    if p.is_gone() || pool_of_title(&p.title).is_none_or(|name| cfg.pool_of_process(name).is_none())
+    {
         return Verdict::NotOurs;
     }
     match runs_binary(p, cfg.binary.as_ref()) {

@@ -398,6 +398,41 @@ fn pm_status_listen_answers_while_every_worker_is_busy() {
     promtool_accepts(&m.stdout);
 }
 
+/// The worker FPM forks to answer `pm.status_listen` (titled `pool tcp_status`) belongs to this
+/// FPM: a hand-over restart retires it with the old master instead of leaving it orphaned on
+/// the status socket (it was not recognised as a pool process of the config).
+#[test]
+fn the_status_listen_worker_is_retired_with_its_master() {
+    let Some(sb) = Sandbox::new() else { return };
+    let d = sb.path().display();
+    sb.write_config(&format!(
+        "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\ndaemonize = yes\n\n\
+         [tcp]\nuser = nobody\ngroup = nogroup\nlisten = 127.0.0.1:{port}\npm = static\n\
+         pm.max_children = 1\npm.status_path = /status\npm.status_listen = {d}/status.sock\n",
+        port = sb.port,
+    ));
+    sb.fpmctl(&["start"]).expect_code(0);
+    let master = sb.pid_from_file().unwrap();
+    // FPM forks the status worker on demand: ask once.
+    let status = ListenAddr::Unix(sb.path().join("status.sock"));
+    fpmctl::fastcgi::status(&status, "/status", Duration::from_secs(5)).unwrap();
+    let status_workers: Vec<i32> = fpmctl::procs::scan(false)
+        .into_iter()
+        .filter(|p| p.ppid == master && p.title == "php-fpm: pool tcp_status")
+        .map(|p| p.pid())
+        .collect();
+    assert!(!status_workers.is_empty(), "no status worker of {master}");
+    sb.fpmctl(&["restart"]).expect_code(0);
+    for w in &status_workers {
+        sb.wait_for(
+            Duration::from_secs(10),
+            "the old status worker to go",
+            || (!common::alive(*w)).then_some(()),
+        );
+    }
+    sb.fpmctl(&["stop"]).expect_code(0);
+}
+
 // ---- the supervisor's endpoint -------------------------------------------------------------
 
 /// The value of the unlabelled series `name` (or `name{labels}` given in full).

@@ -194,4 +194,13 @@ impl FpmConfig {
     pub fn pool(&self, name: &str) -> Option<&Pool> {
         self.pools.iter().find(|p| p.name == name)
     }
+
+    /// The pool a process titled `php-fpm: pool NAME` serves: NAME itself, or `POOL_status`,
+    /// the extra pool FPM creates to answer `pm.status_listen` for POOL.
+    pub fn pool_of_process(&self, name: &str) -> Option<&Pool> {
+        self.pool(name).or_else(|| {
+            let base = name.strip_suffix("_status")?;
+            self.pool(base).filter(|p| p.status_listen.is_some())
+        })
+    }
 }
