@@ -165,31 +165,130 @@ fn an_added_address_is_bound_a_removed_one_leaves_no_socket_path_and_modes_apply
     sb.fpmctl(&["ping"]).expect_code(0);
 }
 
-#[test]
-fn fpmctl_killed_while_retiring_the_old_master_leaves_a_state_the_next_restart_repairs() {
-    let Some(sb) = Sandbox::new() else { return };
+/// The state letter of `pid` in /proc/PID/stat (`T`: stopped by a signal).
+fn state_of(pid: i32) -> Option<char> {
+    fpmctl::procs::read(pid).map(|p| p.state)
+}
+
+/// Starts FPM, keeps one of its workers busy for `secs` and SIGKILLs a `restart` right
+/// after it stopped the old master: the new master serves, the old one stays stopped.
+/// Returns (old master, new master, the busy request).
+fn kill_a_restart_mid_retirement(
+    sb: &Sandbox,
+    secs: u32,
+) -> (i32, i32, std::thread::JoinHandle<Result<String, String>>) {
     let first = sb.start_fpm();
-    let _req = common::slow_request(&sb, 30);
-    common::wait_busy(&sb);
-    // The old master is stopped and its busy worker holds the retirement up: kill fpmctl.
+    let req = common::slow_request(sb, secs);
+    common::wait_busy(sb);
     let mut run = sb.fpmctl_spawn_until(&["restart"], "old master stopped");
     run.kill().unwrap();
     run.wait().unwrap();
-    if let Some(pid) = sb.pid_from_file() {
-        sb.note_master(pid);
-    }
-    let run = sb.fpmctl(&["restart", "--signal-plan", "QUIT:1s,TERM:1s,KILL:2s"]);
+    let new = sb.pid_from_file().expect("the new master's pid file");
+    sb.note_master(new);
+    assert_ne!(new, first);
+    assert!(alive(new));
+    // SIGSTOP is only queued when fpmctl logs: the master stops once it is scheduled.
+    sb.wait_for(
+        Duration::from_secs(10),
+        "the old master to be stopped",
+        || (state_of(first) == Some('T')).then_some(()),
+    );
+    (first, new, req)
+}
+
+#[test]
+fn fpmctl_killed_while_retiring_the_old_master_leaves_a_state_the_next_restart_repairs() {
+    let Some(sb) = Sandbox::new() else { return };
+    let (first, stopped_beside, _req) = kill_a_restart_mid_retirement(&sb, 30);
+    // The stopped master's retirement is finished (its busy worker is cut at the stop
+    // timeout), and the serving master is handed over from as usual, not stopped cold.
+    let run = sb.fpmctl(&["restart", "--stop-timeout", "1s"]);
     run.expect_code(0);
-    assert!(run.stdout.contains("cold restart"), "{run}");
+    assert!(
+        run.stderr.contains("finishing its retirement"),
+        "the stopped master was not retired first: {run}"
+    );
+    assert!(run.stdout.contains("sockets handed over"), "{run}");
+    assert!(!run.stdout.contains("cold restart"), "{run}");
     let pid = sb.pid_from_file().unwrap();
     sb.note_master(pid);
     assert!(!alive(first), "{run}");
+    assert!(!alive(stopped_beside), "{run}");
     assert_eq!(
         sb.masters().iter().map(|m| m.pid()).collect::<Vec<_>>(),
         [pid],
         "{run}"
     );
+    assert!(sb.sock.exists());
     sb.fpmctl(&["ping"]).expect_code(0);
+}
+
+#[test]
+fn a_master_left_stopped_by_a_killed_restart_is_shown_by_status_and_retired_by_ensure() {
+    let Some(sb) = Sandbox::new() else { return };
+    let (first, new, req) = kill_a_restart_mid_retirement(&sb, 4);
+    let status = sb.fpmctl(&["status"]);
+    status.expect_code(0);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("master    {first} STOPPED")),
+        "status does not show the stopped master as what it is: {status}"
+    );
+    let json = sb.fpmctl(&["status", "--json"]).json();
+    assert_eq!(json["half_retired"][0]["pid"], first, "{json}");
+    assert_eq!(json["half_retired"][0]["serving"], new, "{json}");
+    // The cron job finishes the retirement and leaves the serving master alone.
+    let run = sb.fpmctl(&["ensure"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains(&format!("finished retiring master {first}")),
+        "{run}"
+    );
+    assert!(!alive(first), "{run}");
+    assert_eq!(
+        sb.masters().iter().map(|m| m.pid()).collect::<Vec<_>>(),
+        [new],
+        "{run}"
+    );
+    assert_eq!(sb.pid_from_file(), Some(new));
+    assert!(sb.sock.exists(), "the socket path is gone: {run}");
+    sb.fpmctl(&["ping"]).expect_code(0);
+    // The request in flight on the old master was let finish.
+    assert_eq!(req.join().unwrap().as_deref(), Ok("slept 4"));
+    // Nothing left to do: ensure is silent again.
+    let again = sb.fpmctl(&["ensure"]);
+    again.expect_code(0);
+    assert_eq!(again.stdout, "", "{again}");
+}
+
+#[test]
+fn stop_retires_a_master_left_stopped_by_a_killed_restart_without_needing_sigkill() {
+    let Some(sb) = Sandbox::new() else { return };
+    let (first, new, _req) = kill_a_restart_mid_retirement(&sb, 3);
+    // A stopped master ignores QUIT and TERM: without finishing its retirement, the stop
+    // would sit through both graces and end with KILL.
+    let run = sb.fpmctl(&[
+        "stop",
+        "--json",
+        "--signal-plan",
+        "QUIT:20s,TERM:20s,KILL:2s",
+    ]);
+    run.expect_code(0);
+    let json = run.json();
+    let signals: Vec<&str> = json["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["signal"].as_str())
+        .collect();
+    assert_eq!(signals, ["QUIT"], "{run}");
+    let stopped = json["stopped"].as_array().unwrap();
+    assert!(stopped.contains(&first.into()), "{run}");
+    assert!(stopped.contains(&new.into()), "{run}");
+    assert!(!alive(first) && !alive(new), "{run}");
+    assert!(sb.masters().is_empty(), "{run}");
 }
 
 #[test]

@@ -57,7 +57,11 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
             detail: format!("{}; the running FPM was left alone", problems.join("; ")),
         });
     }
-    let snap = discovery::discover(&ctx.cfg);
+    // A master an interrupted restart left stopped is retired first (never the one serving).
+    let mut snap = discovery::discover(&ctx.cfg);
+    if !handover::interrupted::finish(&ctx.cfg, &snap, Deadline::after(stop_timeout)).is_empty() {
+        snap = discovery::discover(&ctx.cfg);
+    }
     discovery::refuse_foreign_holders(&snap)?;
     let wait = args.ready.waits();
     let ready_timeout = args.ready.timeout();

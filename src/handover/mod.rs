@@ -4,6 +4,7 @@
 //! cleanup, so in-flight requests finish and neither a socket path nor the new pid file is
 //! unlinked. Used by `restart` and by the supervisor.
 
+pub mod interrupted;
 pub mod sockets;
 
 use crate::config::FpmConfig;
