@@ -330,3 +330,30 @@ fn a_hand_over_reads_the_process_table_once_besides_readiness() {
     assert!(readiness >= 1, "{run}");
     assert_eq!(scans - readiness, 1, "{run}");
 }
+
+#[test]
+fn a_hand_over_without_a_pid_file_finds_the_new_master_and_leaves_one() {
+    let Some(sb) = Sandbox::new() else { return };
+    // `pid` is optional in php-fpm: without it, the new master must still be told apart from
+    // the old one, or the restart fails with both left running.
+    let no_pid = sb
+        .config_text()
+        .replace(&format!("pid = {}\n", sb.pid_file.display()), "");
+    assert_ne!(no_pid, sb.config_text());
+    sb.write_config(&no_pid);
+    sb.fpmctl(&["start"]).expect_code(0);
+    let first: Vec<i32> = sb.masters().iter().map(|m| m.pid()).collect();
+    assert_eq!(first.len(), 1);
+    sb.note_master(first[0]);
+    let run = sb.fpmctl(&["restart"]);
+    let now: Vec<i32> = sb.masters().iter().map(|m| m.pid()).collect();
+    for m in &now {
+        sb.note_master(*m);
+    }
+    run.expect_code(0);
+    assert!(run.stdout.contains("sockets handed over"), "{run}");
+    assert_eq!(now.len(), 1, "masters after the restart: {now:?}\n{run}");
+    assert_ne!(now[0], first[0], "{run}");
+    assert!(!alive(first[0]), "{run}");
+    sb.fpmctl(&["ping"]).expect_code(0);
+}

@@ -264,22 +264,14 @@ fn hand_over(
             old.pid
         )));
     }
-    // The new master wrote its pid file before its launcher returned: read it instead of
-    // the whole process table (which readiness reads anyway).
-    let from_pid_file = pid_path
-        .as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .and_then(|t| t.trim().parse::<i32>().ok())
-        .and_then(crate::procs::read)
-        .filter(|p| discovery::is_master_of(p, cfg));
-    let new_master = match from_pid_file {
-        Some(p) => Some(p),
-        None => discovery::discover(cfg).master,
-    }
-    .filter(|m| m.id != old)
-    .map(|m| m.id);
+    // Through its pid file when there is one, instead of the whole process table (which
+    // readiness reads anyway); readiness is that of the new master.
+    let new_master = handover::new_master(cfg, old);
     let scans_before_ready = crate::procs::scans();
-    let ready = crate::ready::wait_ready(cfg, deadline);
+    let ready = match new_master {
+        Some(new) => handover::wait_ready(cfg, new, deadline),
+        None => Err(Error::NotReady("no new master was found".into())),
+    };
     let readiness_scans = crate::procs::scans() - scans_before_ready;
     let pools = match (new_master, ready) {
         (Some(_), Ok(pools)) => pools,
