@@ -357,3 +357,35 @@ fn a_hand_over_without_a_pid_file_finds_the_new_master_and_leaves_one() {
     assert!(!alive(first[0]), "{run}");
     sb.fpmctl(&["ping"]).expect_code(0);
 }
+
+#[test]
+fn retiring_a_master_that_is_gone_never_touches_the_children_of_its_reused_pid() {
+    let Some(sb) = Sandbox::new() else { return };
+    let live = sb.start_fpm();
+    let cfg = sb.fpm_config().unwrap();
+    let workers: Vec<_> = sb.workers_of(live).iter().map(|w| w.id).collect();
+    assert!(!workers.is_empty());
+    // The identity of a master that died, whose PID now belongs to another process: here
+    // a live FPM master, as likely as any after PID reuse.
+    let real = fpmctl::procs::read(live).unwrap().id;
+    let dead = fpmctl::procs::ProcId {
+        pid: live,
+        start_time: real.start_time.wrapping_sub(1),
+    };
+    let retired = fpmctl::handover::retire(
+        dead,
+        &cfg,
+        fpmctl::deadline::Deadline::after(Duration::from_secs(2)),
+    )
+    .unwrap();
+    assert_eq!(retired.workers, 0, "{retired:?}");
+    for w in &workers {
+        assert!(
+            fpmctl::procs::read_same(*w).is_some(),
+            "worker {} of the live master {live} was signalled",
+            w.pid
+        );
+    }
+    assert_eq!(state_of(live), Some('S'));
+    sb.fpmctl(&["ping"]).expect_code(0);
+}

@@ -193,7 +193,13 @@ pub fn retire(master: ProcId, cfg: &FpmConfig, deadline: Deadline) -> Result<Ret
         p.ppid == master.pid && !p.is_gone() && crate::identity::pool_of_title(&p.title).is_some()
     };
     match signals::send_verified(master, Signal::SIGSTOP, is_master) {
-        Ok(Sent::Delivered) | Ok(Sent::Gone) => {}
+        Ok(Sent::Delivered) => {}
+        // Its PID may belong to another process by now: whatever runs under that PID, and
+        // its children, are nobody's to signal here.
+        Ok(Sent::Gone) => {
+            info!(pid = master.pid, "master to retire is already gone");
+            return Ok(Retired::default());
+        }
         Ok(other) => {
             return Err(crate::error::Error::Other(format!(
                 "master {} could not be proven to be FPM's before SIGSTOP ({other:?}); it was left running",
@@ -215,6 +221,20 @@ pub fn retire(master: ProcId, cfg: &FpmConfig, deadline: Deadline) -> Result<Ret
         .filter(|p| is_worker(p))
         .map(|p| p.id)
         .collect();
+    // Still the same master, alive, after the list was read: so its PID was not reused
+    // while the list was read, and the list is its children's (a SIGKILL from elsewhere
+    // could have ended it after the SIGSTOP).
+    let workers = if procs::read_same(master).is_some() {
+        workers
+    } else {
+        if !procs::is_gone(master) {
+            warn!(
+                pid = master.pid,
+                "cannot read the stopped master again; its workers are not signalled"
+            );
+        }
+        Vec::new()
+    };
     for w in &workers {
         let _ = signals::send_verified(*w, Signal::SIGQUIT, is_worker);
     }
