@@ -389,3 +389,34 @@ fn retiring_a_master_that_is_gone_never_touches_the_children_of_its_reused_pid()
     assert_eq!(state_of(live), Some('S'));
     sb.fpmctl(&["ping"]).expect_code(0);
 }
+
+#[test]
+fn a_fifo_planted_as_the_pid_file_does_not_hang_a_hand_over() {
+    let Some(sb) = Sandbox::new() else { return };
+    let first = sb.start_fpm();
+    // Whoever may write in the pid file's directory can put a FIFO there: reading it
+    // blocks until a writer comes, which is never.
+    std::fs::remove_file(&sb.pid_file).unwrap();
+    nix::unistd::mkfifo(
+        &sb.pid_file,
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    let mut child = sb.fpmctl_spawn(&["restart"]);
+    let run = common::wait_run(&mut child, &["restart"], Duration::from_secs(60));
+    if let Some(pid) = sb.pid_from_file() {
+        sb.note_master(pid);
+    }
+    for m in sb.masters() {
+        sb.note_master(m.pid());
+    }
+    run.expect_code(0);
+    assert!(run.stdout.contains("sockets handed over"), "{run}");
+    let pid = sb.pid_from_file().expect("the new master's pid file");
+    assert!(!alive(first), "{run}");
+    assert_eq!(
+        sb.masters().iter().map(|m| m.pid()).collect::<Vec<_>>(),
+        [pid],
+        "{run}"
+    );
+}

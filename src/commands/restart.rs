@@ -229,16 +229,17 @@ fn hand_over(
         .filter(|p| !wanted.contains(p))
         .collect();
     let pid_path = snap.pid_file.path().map(Path::to_path_buf);
-    let pid_before = pid_path.as_ref().and_then(|p| std::fs::read(p).ok());
+    // Bounded and non-blocking: a FIFO or a device in its place must not hang the restart.
+    let pid_before = pid_path.as_deref().and_then(handover::read_small);
     // The old master keeps serving whatever happens to the new one: its sockets, their paths
     // and its pid file are put back as they were.
     let undo = |held: &mut HeldSockets| {
         held.restore_paths();
         held.release_keepers();
         if let (Some(path), Some(before)) = (&pid_path, &pid_before)
-            && std::fs::read(path).ok().as_ref() != Some(before)
+            && handover::read_small(path).as_ref() != Some(before)
         {
-            let _ = std::fs::write(path, before);
+            let _ = handover::write_pid_file(path, before);
         }
     };
     if let Err(e) = held.apply_settings(cfg) {

@@ -136,24 +136,8 @@ fn repoint_pid_file(pid_file: &PidFile, h: HalfRetired) {
     if pid != h.master.pid {
         return;
     }
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .and_then(|mut f| {
-            if !f.metadata()?.is_file() {
-                return Err(std::io::Error::other("not a regular file"));
-            }
-            f.set_len(0)?;
-            f.write_all(format!("{}\n", h.serving.pid).as_bytes())
-        });
-    match written {
-        Ok(()) => {
-            info!(pid = h.serving.pid, path = %path.display(), "pid file names the serving master again")
-        }
-        Err(e) => warn!(path = %path.display(), error = %e, "could not rewrite the pid file"),
+    if super::write_pid_file(path, &format!("{}\n", h.serving.pid)) {
+        info!(pid = h.serving.pid, path = %path.display(), "pid file names the serving master again");
     }
 }
 

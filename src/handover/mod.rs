@@ -171,6 +171,32 @@ pub fn read_small(path: &std::path::Path) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// Writes `text` to the pid file `path`, created if missing, never through a symlink and
+/// never into anything but a regular file (its directory may be writable by FPM's user).
+/// True when written.
+pub fn write_pid_file(path: &std::path::Path, text: &str) -> bool {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .and_then(|mut f| {
+            if !f.metadata()?.is_file() {
+                return Err(std::io::Error::other("not a regular file"));
+            }
+            f.set_len(0)?;
+            f.write_all(text.as_bytes())
+        });
+    if let Err(e) = &written {
+        warn!(path = %path.display(), error = %e, "could not write the pid file");
+    }
+    written.is_ok()
+}
+
 /// What [`retire`] did.
 #[derive(Debug, Default)]
 pub struct Retired {
