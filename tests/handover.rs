@@ -420,3 +420,50 @@ fn a_fifo_planted_as_the_pid_file_does_not_hang_a_hand_over() {
         "{run}"
     );
 }
+
+#[test]
+fn the_new_master_does_not_inherit_descriptors_fpmctl_was_given() {
+    for args in [&["restart"][..], &["restart", "--cold"]] {
+        no_descriptor_of_the_caller_reaches_fpm(args);
+    }
+}
+
+fn no_descriptor_of_the_caller_reaches_fpm(args: &[&str]) {
+    use std::os::fd::AsRawFd;
+    let Some(sb) = Sandbox::new() else { return };
+    sb.start_fpm();
+    // A caller's pipe left inheritable (a CI runner, a deploy script reading fpmctl's
+    // output): a daemon that keeps its write end keeps the caller waiting for EOF forever.
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let ino = nix::sys::stat::fstat(&w).unwrap().st_ino;
+    let raw = w.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this test owns.
+    unsafe {
+        let flags = libc::fcntl(raw, libc::F_GETFD);
+        libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+    }
+    let mut cmd = sb.fpmctl_command(args);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    drop(w);
+    let run = common::wait_run(&mut child, args, Duration::from_secs(60));
+    let pid = sb.pid_from_file().unwrap();
+    sb.note_master(pid);
+    run.expect_code(0);
+    let pipe = format!("pipe:[{ino}]");
+    let mut holders = vec![pid];
+    holders.extend(sb.workers_of(pid).iter().map(|w| w.pid()));
+    for p in holders {
+        let held = std::fs::read_dir(format!("/proc/{p}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .any(|t| t.to_string_lossy() == pipe);
+        assert!(
+            !held,
+            "FPM process {p} holds the caller's pipe {pipe}: {run}"
+        );
+    }
+    drop(r);
+}

@@ -52,10 +52,13 @@ pub fn choose(cold: bool, master: bool, other_masters: bool, orphans: bool) -> M
     Mode::HandOver
 }
 
-/// Lets `cmd` inherit `fds` (their close-on-exec flag is cleared in the child only) and
-/// starts it with an empty signal mask (a blocked mask is inherited through exec, and FPM
-/// must see SIGQUIT and SIGTERM).
+/// Lets `cmd` inherit `fds` and no other descriptor beyond stdin, stdout and stderr (all
+/// others are marked close-on-exec in the child, also those fpmctl itself inherited from
+/// its caller: a daemon keeping a caller's pipe open keeps that caller waiting for EOF),
+/// and starts it with an empty signal mask (a blocked mask is inherited through exec, and
+/// FPM must see SIGQUIT and SIGTERM).
 pub fn inherit(cmd: &mut Command, fds: Vec<RawFd>) {
+    crate::fpm::keep_only_std_descriptors(cmd);
     // SAFETY: between fork and exec only async-signal-safe calls: sigprocmask(2) and
     // fcntl(2) on descriptors this process owns.
     unsafe {
