@@ -467,3 +467,31 @@ fn no_descriptor_of_the_caller_reaches_fpm(args: &[&str]) {
     }
     drop(r);
 }
+
+#[test]
+fn a_launcher_cut_off_at_the_timeout_leaves_no_second_master() {
+    let Some(sb) = Sandbox::new() else { return };
+    // Many workers: FPM's launcher returns only once its daemon forked them all, so a
+    // timeout can cut it off after the new master exists.
+    let big = sb
+        .config_text()
+        .replace("pm.max_children = 2\n", "pm.max_children = 60\n");
+    sb.write_config(&big);
+    let first = sb.start_fpm();
+    for ms in (20..=400).step_by(20) {
+        let limit = format!("{ms}ms");
+        let run = sb.fpmctl(&["restart", "--timeout", &limit]);
+        for m in sb.masters() {
+            sb.note_master(m.pid());
+        }
+        if run.code == 0 {
+            // Fast enough this time: the new master serves alone; go on from it.
+            break;
+        }
+        assert!(alive(first), "{run}");
+        let now: Vec<i32> = sb.masters().iter().map(|m| m.pid()).collect();
+        assert_eq!(now, [first], "a master was left beside the old one: {run}");
+        assert_eq!(sb.pid_from_file(), Some(first), "{run}");
+    }
+    sb.fpmctl(&["ping"]).expect_code(0);
+}

@@ -254,6 +254,10 @@ fn hand_over(
     let critical = Critical::enter(Phase::HandingOver);
     let deadline = Deadline::after(ready_timeout);
     if let Err(e) = handover::start_on(fpm, cfg, &held, ready_timeout) {
+        // A launcher cut off at its timeout may have forked the new master already.
+        if let Some(new) = handover::new_master(cfg, old) {
+            let _ = handover::retire(new, cfg, Deadline::after(stop_timeout));
+        }
         undo(&mut held);
         let _ = critical.leave();
         let e = match e {
