@@ -495,3 +495,29 @@ fn a_launcher_cut_off_at_the_timeout_leaves_no_second_master() {
     }
     sb.fpmctl(&["ping"]).expect_code(0);
 }
+
+#[test]
+fn a_failed_hand_over_leaves_the_socket_permissions_as_the_old_master_had_them() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(sb) = Sandbox::new() else { return };
+    let first = sb.start_fpm();
+    let before = std::fs::metadata(&sb.sock).unwrap();
+    assert_eq!(before.permissions().mode() & 0o777, 0o666);
+    // A new config that tightens the unix socket's mode and owner, and with which the new
+    // master dies at start: the old master keeps serving, and so must its clients.
+    let tighter = sb.config_text_dying_at_start().replace(
+        "listen.mode = 0666",
+        "listen.mode = 0600\nlisten.owner = nobody",
+    );
+    sb.write_config(&tighter);
+    let run = sb.fpmctl(&["restart"]);
+    run.expect_code(12);
+    assert!(run.stderr.contains("keeps serving, untouched"), "{run}");
+    assert!(alive(first), "{run}");
+    let after = std::fs::metadata(&sb.sock).unwrap();
+    assert_eq!(
+        (after.permissions().mode() & 0o777, after.uid(), after.gid()),
+        (0o666, before.uid(), before.gid()),
+        "the old master's socket lost its permissions: {run}"
+    );
+}

@@ -233,8 +233,12 @@ fn hand_over(
     let pid_before = pid_path.as_deref().and_then(handover::read_small);
     // The old master keeps serving whatever happens to the new one: its sockets, their paths
     // and its pid file are put back as they were.
+    // The new config's socket permissions are applied before the new master starts; a
+    // failure puts the old ones back.
+    let saved = held.save_permissions();
     let undo = |held: &mut HeldSockets| {
         held.restore_paths();
+        handover::sockets::restore_permissions(&saved);
         held.release_keepers();
         if let (Some(path), Some(before)) = (&pid_path, &pid_before)
             && handover::read_small(path).as_ref() != Some(before)
