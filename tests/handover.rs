@@ -295,7 +295,9 @@ fn stop_retires_a_master_left_stopped_by_a_killed_restart_without_needing_sigkil
 fn sigint_while_retiring_the_old_master_finishes_the_hand_over_then_says_so() {
     let Some(sb) = Sandbox::new() else { return };
     let first = sb.start_fpm();
-    let _req = common::slow_request(&sb, 3);
+    // Long enough to outlast the restart's config test and start under load: the request
+    // must still hold the retirement up when SIGINT comes, or there is nothing to defer.
+    let _req = common::slow_request(&sb, 10);
     common::wait_busy(&sb);
     let restart = sb.spawn_until(&["restart"], "old master stopped");
     restart.signal(nix::sys::signal::Signal::SIGINT);
