@@ -465,6 +465,13 @@ pub fn discover_in(
             Verdict::NotOurs => {}
         }
     }
+    // A worker forked a moment ago bears its master's title until it has set up: a "master"
+    // whose parent is a master of this config is such a fork (a master is started by a
+    // launcher, init or a supervisor, never by another master), counted with the workers.
+    let claimed: HashSet<i32> = masters.iter().map(|m| m.pid()).collect();
+    let (masters, forks): (Vec<&ProcInfo>, Vec<&ProcInfo>) = masters
+        .into_iter()
+        .partition(|m| !claimed.contains(&m.ppid));
     let by_pid = |pid: i32| table.iter().find(|p| p.pid() == pid);
 
     let pid_file = match (&pid_file_path, file_pid) {
@@ -530,7 +537,13 @@ pub fn discover_in(
     let lookalike_master_pids: HashSet<i32> = lookalikes.iter().map(|l| l.proc.pid()).collect();
 
     let all_inodes: HashSet<u64> = listeners.iter().flat_map(|l| l.2.iter().copied()).collect();
-    let mut workers = Vec::new();
+    let mut workers: Vec<Worker> = forks
+        .iter()
+        .map(|p| Worker {
+            proc: (*p).clone(),
+            pool: String::new(),
+        })
+        .collect();
     let mut orphans = Vec::new();
     for p in table {
         let verdict = identity::judge_pool_process(p, cfg);
@@ -789,6 +802,26 @@ mod tests {
         assert_eq!(snap.other_masters.len(), 1);
         assert_eq!(snap.pool_workers("www").len(), 2);
         assert_eq!(snap.all_processes().len(), 5);
+    }
+
+    /// Seen the moment after a fork, a worker still bears its master's title: it is not a
+    /// second master (which would turn a restart cold), it is one of the master's workers.
+    #[test]
+    fn a_worker_forked_a_moment_ago_is_not_a_second_master() {
+        let (_d, cfg) = config();
+        std::fs::write(cfg.global.pid_file.as_ref().unwrap(), "100\n").unwrap();
+        let master = format!("php-fpm: master process ({})", cfg.path.display());
+        let table = vec![
+            proc(100, 1, 100, &master, FPM, &[7]),
+            proc(101, 100, 100, "php-fpm: pool www", FPM, &[7]),
+            proc(102, 100, 100, &master, FPM, &[7]),
+        ];
+        let addr = ListenAddr::parse("127.0.0.1:9999").unwrap();
+        let snap = discover_in(&cfg, &table, &[("www".into(), addr, vec![7])]);
+        assert_eq!(snap.master.as_ref().map(ProcInfo::pid), Some(100));
+        assert!(snap.other_masters.is_empty(), "{:?}", snap.other_masters);
+        assert!(snap.workers.iter().any(|w| w.proc.pid() == 102));
+        assert_eq!(snap.all_processes().len(), 3);
     }
 
     #[test]

@@ -150,6 +150,7 @@ impl Fpm {
             .try_clone()
             .map_err(|e| Error::io("creating a temp file", e))?;
         let mut cmd = self.command();
+        keep_only_std_descriptors(&mut cmd);
         prepare(&mut cmd);
         let mut child = cmd
             .arg("-D")
@@ -194,6 +195,28 @@ impl Fpm {
             });
         }
         Err(Error::FpmDied(detail))
+    }
+}
+
+/// Marks every descriptor from 3 up close-on-exec in `cmd`'s child, also those fpmctl
+/// itself inherited from its caller: a daemon that kept a caller's pipe would keep that
+/// caller waiting for EOF as long as FPM runs. Descriptors meant for FPM are made
+/// inheritable again by a later `pre_exec` (`handover::inherit`). Linux 5.11 and later;
+/// on an older kernel inherited descriptors stay as they are.
+pub fn keep_only_std_descriptors(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: close_range(2) between fork and exec is async-signal-safe and only changes
+    // the child's own descriptor flags.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            Ok(())
+        });
     }
 }
 

@@ -100,7 +100,11 @@ pub fn restart(cfg: &FpmConfig, fpm: &Fpm, opts: &RestartOptions) -> Result<Rest
             detail: format!("{}; the running FPM was left alone", problems.join("; ")),
         });
     }
-    let snap = discovery::discover(cfg);
+    let mut snap = discovery::discover(cfg);
+    // A master an interrupted restart left stopped is retired first (never the one serving).
+    if !handover::interrupted::finish(cfg, &snap, Deadline::after(opts.stop_timeout)).is_empty() {
+        snap = discovery::discover(cfg);
+    }
     let mode = handover::choose(
         opts.cold,
         snap.master.is_some(),
@@ -260,16 +264,21 @@ fn hand_over(
         .filter(|p| !wanted.contains(p))
         .collect();
     let pid_path = snap.pid_file.path().map(Path::to_path_buf);
-    let pid_before = pid_path.as_ref().and_then(|p| std::fs::read(p).ok());
-    // The old master keeps serving whatever happens to the new one: its sockets, their paths
-    // and its pid file are put back as they were.
+    // Bounded and non-blocking: a FIFO or a device in its place must not hang the restart.
+    let pid_before = pid_path.as_deref().and_then(handover::read_small);
+    // The new config's socket permissions are applied before the new master starts; a
+    // failure puts the old ones back.
+    let saved = held.save_permissions();
+    // The old master keeps serving whatever happens to the new one: its sockets, their paths,
+    // their permissions and its pid file are put back as they were.
     let undo = |held: &mut HeldSockets| {
         held.restore_paths();
+        handover::sockets::restore_permissions(&saved);
         held.release_keepers();
         if let (Some(path), Some(before)) = (&pid_path, &pid_before)
-            && std::fs::read(path).ok().as_ref() != Some(before)
+            && handover::read_small(path).as_ref() != Some(before)
         {
-            let _ = std::fs::write(path, before);
+            let _ = handover::write_pid_file(path, before);
         }
     };
     if let Err(e) = held.apply_settings(cfg) {
@@ -287,6 +296,10 @@ fn hand_over(
     if let Err(e) = handover::start_on(fpm, cfg, &held, opts.ready_timeout, |cmd| {
         watch.prepare(cmd)
     }) {
+        // A launcher cut off at its timeout may have forked the new master already.
+        if let Some(new) = handover::new_master(cfg, old) {
+            let _ = handover::retire(new, cfg, Deadline::after(opts.stop_timeout));
+        }
         undo(&mut held);
         let _ = critical.leave();
         return Err(match e {
@@ -305,16 +318,23 @@ fn hand_over(
             )),
         });
     }
-    let ready = watch.wait_ready(cfg, deadline);
-    let new_master = match &ready {
-        Ok(r) => r.master,
-        // Whatever the new master's state, it is found to be retired.
-        Err(_) => discovery::master_by_pid_file(cfg).map(|m| m.pid()),
-    }
-    .and_then(crate::procs::read)
-    .filter(|m| m.id != old && discovery::is_master_of(m, cfg))
-    .map(|m| m.id);
-    let ready = match (new_master, ready) {
+    // The new master names itself in its READY=1; an FPM without systemd support is told
+    // from the old master by its pid file, or else by its start time.
+    let (new_master, ready) = match watch.ready_master(cfg, deadline) {
+        Some(m) => (
+            Some(m.id),
+            crate::ready::wait_ready_of(cfg, m.id, deadline).map(|pools| (pools, ReadyBy::Notify)),
+        ),
+        None => match handover::new_master(cfg, old) {
+            Some(new) => (
+                Some(new),
+                handover::wait_ready(cfg, new, deadline).map(|pools| (pools, ReadyBy::Polling)),
+            ),
+            None => (None, Err(Error::NotReady("no new master was found".into()))),
+        },
+    };
+    let new_master = new_master.filter(|m| *m != old);
+    let (pools, ready_by) = match (new_master, ready) {
         (Some(_), Ok(ready)) => ready,
         (new, result) => {
             // Not proven ready: the new master goes the way an old one goes, the old stays.
@@ -374,9 +394,9 @@ fn hand_over(
         launch: Launch {
             already_running: false,
             master: new_master.map(|m| m.pid),
-            pools: ready.pools,
+            pools,
             elapsed: started.elapsed(),
-            ready_by: Some(ready.by),
+            ready_by: Some(ready_by),
         },
     }))
 }

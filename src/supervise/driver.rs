@@ -558,8 +558,21 @@ impl Driver {
             .env("FPM_SOCKETS", self.sockets.env_value(&cfg))
             .env("NOTIFY_SOCKET", self.notify.path())
             .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0);
+            .stderr(Stdio::piped());
+        // A session of its own, as a daemonized FPM has (and so a process group named by
+        // its PID). In our session, its group would be orphaned when the supervisor dies
+        // (SIGKILL, OOM), and the kernel then sends SIGHUP and SIGCONT to a group with a
+        // stopped member: a master stopped for retirement would resume and serve again.
+        // SAFETY: setsid(2) between fork and exec is async-signal-safe; the child is not a
+        // process group leader, so it cannot fail.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         crate::handover::inherit(&mut cmd, fds);
         match cmd.spawn() {
             Ok(mut child) => {
