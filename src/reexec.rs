@@ -44,7 +44,7 @@ use tracing::debug;
 
 /// The longest wait before a failed readiness proof is tried again (the master's exit and a
 /// pid file write end it sooner).
-pub const RETRY: Duration = Duration::from_millis(20);
+pub const RETRY: Duration = Duration::from_millis(5);
 
 /// How the re-exec and the readiness of the new image were proven (`ready_by` in `--json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,9 +37,19 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     let started = Instant::now();
     let cfg = &ctx.cfg;
     let fpm = ctx.fpm()?;
-    fpm.require_valid()?;
+    // The config test and the look at the processes are independent and both must come
+    // before SIGUSR2: run side by side, the reload costs the slower of the two, not the sum.
+    // The test's verdict still comes first (a broken config is exit 6 whatever runs).
+    let (valid, snap) = std::thread::scope(|s| {
+        let test = s.spawn(|| fpm.require_valid());
+        let snap = discovery::discover(cfg);
+        let valid = test
+            .join()
+            .unwrap_or_else(|_| Err(Error::Other("php-fpm -t: the test thread panicked".into())));
+        (valid, snap)
+    });
+    valid?;
     info!("php-fpm -t: configuration is valid");
-    let snap = discovery::discover(cfg);
     let Some(master) = snap.master.clone() else {
         if args.recover {
             warn!("FPM is not running; --recover starts it");
