@@ -29,6 +29,7 @@ pub mod output;
 pub mod probe;
 pub mod procs;
 pub mod ready;
+pub mod reexec;
 pub mod saturation;
 pub mod signals;
 pub mod stop;
