@@ -92,7 +92,8 @@ fn main() {
     println!("{}", m.table(crowd));
     println!("Run: {}", support::meta_line(&meta));
     println!(
-        "Processes on the host: {} in the blocks without the crowd, {} with it (medians).",
+        "Processes on the host (the bench's own included): {} in the blocks without the added \
+         ones, {} with them (medians).",
         median_count(&m.procs_alone),
         median_count(&m.procs_crowded)
     );
@@ -196,7 +197,7 @@ impl Measured {
         let status_ratio = ratio(median(&self.status[1]), median(&self.ps[1]));
         let _ = writeln!(
             s,
-            "| `fpmctl status`, {crowd} extra processes | {} | {} | `ps -e`, same host | {} | {:.2} × | ≤ {STATUS_TARGET} × | {} |",
+            "| `fpmctl status`, {crowd} processes added | {} | {} | `ps -e`, same host | {} | {:.2} × | ≤ {STATUS_TARGET} × | {} |",
             self.status[1].len(),
             ms(median(&self.status[1])),
             ms(median(&self.ps[1])),
@@ -206,7 +207,7 @@ impl Measured {
         let alone_ratio = ratio(median(&self.status[0]), median(&self.ps[0]));
         let _ = writeln!(
             s,
-            "| `fpmctl status`, no extra processes | {} | {} | `ps -e`, same host | {} | {:.2} × | | |",
+            "| `fpmctl status`, none added | {} | {} | `ps -e`, same host | {} | {:.2} × | | |",
             self.status[0].len(),
             ms(median(&self.status[0])),
             ms(median(&self.ps[0])),
@@ -215,7 +216,7 @@ impl Measured {
         let restart_ratio = ratio(median(&self.restart[1]), median(&self.restart[0]));
         let _ = writeln!(
             s,
-            "| `fpmctl restart --wait`, {crowd} extra processes | {} | {} | the same, no extra processes | {} | {:.2} × | ≤ {RESTART_TARGET} × | {} |",
+            "| `fpmctl restart --wait`, {crowd} processes added | {} | {} | the same, none added | {} | {:.2} × | ≤ {RESTART_TARGET} × | {} |",
             self.restart[1].len(),
             ms(median(&self.restart[1])),
             ms(median(&self.restart[0])),
