@@ -59,11 +59,9 @@ fn main() {
     eprintln!(
         "scale bench: {blocks} block(s), alternately without and with {crowd} extra processes"
     );
-    let mut m = Measured::default();
     // Unmeasured: the first exec of each program.
-    m.status(&sb, false);
-    m.ps(false);
-    m.restart(&sb, false);
+    Measured::default().warm_up(&sb);
+    let mut m = Measured::default();
     for block in 0..blocks {
         let crowded = block % 2 == 1;
         let _crowd = crowded.then(|| Crowd::spawn(crowd));
@@ -160,6 +158,13 @@ struct Measured {
 }
 
 impl Measured {
+    /// One of each, on a throw-away record.
+    fn warm_up(mut self, sb: &Sandbox) {
+        self.status(sb, false);
+        self.ps(false);
+        self.restart(sb, false);
+    }
+
     fn status(&mut self, sb: &Sandbox, crowded: bool) {
         let run = sb.fpmctl(&["status"]);
         assert_eq!(run.code, 0, "{run}");

@@ -27,10 +27,15 @@ args=()
 for b in "${benches[@]}"; do args+=(--bench "$b"); done
 cargo bench --locked --no-run "${args[@]}"
 
+# A bench that fails does not stop the others; the script fails at the end.
 began=$SECONDS
+failed=()
 for b in "${benches[@]}"; do
     echo "== $b" >&2
-    cargo bench --locked --quiet --bench "$b" | tee "$out/$b.md"
+    rm -f "$out/$b.md" "$out/$b.json"
+    if ! cargo bench --locked --quiet --bench "$b" | tee "$out/$b.md"; then
+        failed+=("$b")
+    fi
 done
 
 echo
@@ -45,3 +50,7 @@ echo
 for b in "${benches[@]}"; do
     [[ -f "$out/$b.json" ]] && echo "JSON: $out/$b.json"
 done
+if [[ ${#failed[@]} -gt 0 ]]; then
+    echo "failed: ${failed[*]}" >&2
+    exit 1
+fi
