@@ -4,7 +4,8 @@
 //! (10, or `FPMCTL_BENCH_RESTARTS`) under a steady load through a real nginx, once per
 //! strategy and per pool (the unix-socket pool and the TCP pool), and prints one markdown
 //! table: how many requests failed (a non-2xx answer or no answer), the request latency
-//! (p50, p99, max) over the whole phase, and how long each restart took. The same figures,
+//! (p50, p99, max) over the whole phase, how many requests took longer than 50 ms, and how
+//! long each restart took. The same figures,
 //! with every restart's time, go to `target/bench/restart.json`.
 //!
 //! Strategies:
@@ -53,6 +54,10 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// Hard limit of one load phase (the stop flag normally ends it much earlier).
 const PHASE_LIMIT: Duration = Duration::from_secs(150);
 const DEFAULT_RESTARTS: usize = 10;
+/// A request slower than this counts as slowed down by a restart: the latency percentiles are
+/// over the whole phase, so a slower restart command (a longer phase) dilutes them; this count
+/// is not diluted.
+const SLOW: Duration = Duration::from_millis(50);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Strategy {
@@ -125,6 +130,8 @@ impl Row {
             "latency_p50_ms": millis(self.load.latency_quantile(0.5)),
             "latency_p99_ms": millis(self.load.latency_quantile(0.99)),
             "latency_max_ms": millis(self.load.latency_quantile(1.0)),
+            "slow_requests": self.load.slower_than(SLOW),
+            "slow_ms": millis(SLOW),
             "restart_median_ms": millis(median(&self.times)),
             "restart_max_ms": millis(self.times.iter().copied().max().unwrap_or_default()),
             "restart_ms": millis_list(&self.times),
@@ -443,9 +450,11 @@ fn time_wait_sockets() -> usize {
 fn table(rows: &[Row]) -> String {
     let mut s = String::new();
     s.push_str(
-        "| strategy | socket | restarts | requests | failed | failed % | p50 | p99 | max | restart median | restart max |\n",
+        "| strategy | socket | restarts | requests | failed | failed % | p50 | p99 | max | > 50 ms | restart median | restart max |\n",
     );
-    s.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    s.push_str(
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
     for r in rows {
         let (median, max) = if r.times.is_empty() {
             ("-".to_string(), "-".to_string())
@@ -457,7 +466,7 @@ fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {:.2} % | {} | {} | {} | {median} | {max} |",
+            "| {} | {} | {} | {} | {} | {:.2} % | {} | {} | {} | {} | {median} | {max} |",
             r.strategy.name(),
             r.socket,
             r.restarts,
@@ -467,6 +476,7 @@ fn table(rows: &[Row]) -> String {
             ms(r.load.latency_quantile(0.5)),
             ms(r.load.latency_quantile(0.99)),
             ms(r.load.latency_quantile(1.0)),
+            r.load.slower_than(SLOW),
         );
     }
     s

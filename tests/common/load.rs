@@ -78,6 +78,12 @@ impl LoadReport {
         Duration::from_micros(u64::from(v[rank - 1]))
     }
 
+    /// Requests that took longer than `limit`.
+    pub fn slower_than(&self, limit: Duration) -> usize {
+        let limit = u32::try_from(limit.as_micros()).unwrap_or(u32::MAX);
+        self.latencies_us.iter().filter(|us| **us > limit).count()
+    }
+
     /// Counts one request's outcome.
     fn count(&mut self, at: Duration, outcome: Result<(u16, String), String>) {
         match outcome {
