@@ -192,6 +192,12 @@ fn main() {
             "fpmctl_ms": millis_list(&p.fpmctl),
             "by_hand_ms": millis_list(&p.reference),
             "fpmctl_json_medians": breakdown,
+            // What each restart did (`handover` or `cold`, with the reason for falling back).
+            "fpmctl_modes": p.json.iter().map(|j| j["mode"].clone()).collect::<Vec<_>>(),
+            "fpmctl_cold_reasons": p.json
+                .iter()
+                .filter_map(|j| j["cold_reason"].as_str())
+                .collect::<Vec<_>>(),
             "fpmctl_json_last": p.json.last(),
         }));
     }
