@@ -9,8 +9,8 @@
 //!   than the crash window, so each restart is immediate (no backoff).
 //!
 //! It prints one markdown table with both medians and their ratio, and writes them (with every
-//! run's time) to `target/bench/crash.json`. Every process is started
-//! through the test harness and killed by PID at the end, also on panic.
+//! run's time) to `target/bench/crash.json`. Every process is started through the test harness
+//! and killed by PID at the end, also on panic.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

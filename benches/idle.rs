@@ -1,8 +1,9 @@
 //! What `fpmctl supervise` costs while nothing happens: CPU time and resident memory of the
 //! supervisor process over an idle window, with the default health interval and a busy one.
 //!
-//! `cargo bench --bench idle` prints a markdown table and writes `target/bench/idle.json`. The supervisor waits in `poll(2)`; only
-//! the health thread wakes, once per `--health-interval`, so idle CPU should be about zero.
+//! `cargo bench --bench idle` prints a markdown table and writes `target/bench/idle.json`. The
+//! supervisor waits in `poll(2)`; only the health thread wakes, once per `--health-interval`, so
+//! idle CPU should be about zero.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
