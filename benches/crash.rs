@@ -8,11 +8,14 @@
 //!   `NOTIFY_SOCKET` is the bench's, says `READY=1` for a new master. Crashes are spaced wider
 //!   than the crash window, so each restart is immediate (no backoff).
 //!
-//! It prints one markdown table with both medians and their ratio. Every process is started
-//! through the test harness and killed by PID at the end, also on panic.
+//! It prints one markdown table with both medians and their ratio, and writes them (with every
+//! run's time) to `target/bench/crash.json`. Every process is started through the test harness
+//! and killed by PID at the end, also on panic.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use common::Sandbox;
 use nix::sys::signal::Signal;
@@ -53,6 +56,7 @@ fn main() {
         .unwrap_or(DEFAULT_CRASHES)
         .max(1);
     let Some(sb) = Sandbox::new() else { return };
+    let meta = support::meta();
     let sock_path = sb.path().join("bench-notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
 
@@ -99,6 +103,7 @@ fn main() {
     if std::env::var_os("FPMCTL_BENCH_LOG").is_some() {
         eprintln!("{}", sb.supervise_log());
     }
+    let (bare_ms, crash_ms) = (support::millis_list(&bare), support::millis_list(&crash));
     let (b, c) = (median(bare), median(crash));
     println!("| runs | bare php-fpm start → READY=1 | supervised crash → READY=1 | ratio |");
     println!("| ---: | ---: | ---: | ---: |");
@@ -107,5 +112,17 @@ fn main() {
         b.as_secs_f64() * 1000.0,
         c.as_secs_f64() * 1000.0,
         c.as_secs_f64() / b.as_secs_f64()
+    );
+    support::write_json(
+        "crash",
+        meta,
+        serde_json::json!({
+            "runs": n,
+            "bare_start_to_ready_median_ms": support::millis(b),
+            "supervised_crash_to_ready_median_ms": support::millis(c),
+            "ratio": (support::ratio(c, b) * 1000.0).round() / 1000.0,
+            "bare_start_to_ready_ms": bare_ms,
+            "supervised_crash_to_ready_ms": crash_ms,
+        }),
     );
 }

@@ -1,11 +1,14 @@
 //! What `fpmctl supervise` costs while nothing happens: CPU time and resident memory of the
 //! supervisor process over an idle window, with the default health interval and a busy one.
 //!
-//! `cargo bench --bench idle` prints a markdown table. The supervisor waits in `poll(2)`; only
-//! the health thread wakes, once per `--health-interval`, so idle CPU should be about zero.
+//! `cargo bench --bench idle` prints a markdown table and writes `target/bench/idle.json`. The
+//! supervisor waits in `poll(2)`; only the health thread wakes, once per `--health-interval`, so
+//! idle CPU should be about zero.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use common::Sandbox;
 use std::time::Duration;
@@ -38,6 +41,7 @@ fn main() {
         println!("idle bench: run it with `cargo bench --bench idle`");
         return;
     }
+    let meta = support::meta();
     let mut rows = Vec::new();
     for interval in ["10s", "1s"] {
         let Some(sb) = Sandbox::new() else { return };
@@ -62,7 +66,7 @@ fn main() {
         "| health interval | idle window | supervisor CPU | CPU share | supervisor RSS | of it private |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    for (interval, used, rss, private) in rows {
+    for &(interval, used, rss, private) in &rows {
         println!(
             "| {interval} | {:.0} s | {used:.0} ms | {:.3} % | {:.1} MiB | {:.1} MiB |",
             WINDOW.as_secs_f64(),
@@ -71,4 +75,18 @@ fn main() {
             private as f64 / 1024.0
         );
     }
+    support::write_json(
+        "idle",
+        meta,
+        serde_json::json!({
+            "window_s": WINDOW.as_secs_f64(),
+            "rows": rows.iter().map(|(interval, used, rss, private)| serde_json::json!({
+                "health_interval": interval,
+                "cpu_ms": used,
+                "cpu_pct": 100.0 * used / (WINDOW.as_secs_f64() * 1000.0),
+                "rss_kib": rss,
+                "private_kib": private,
+            })).collect::<Vec<_>>(),
+        }),
+    );
 }
