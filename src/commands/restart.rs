@@ -45,7 +45,7 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
     }
     // A broken config never touches the running FPM (exit 6).
     ctx.require_valid_config(true)?;
-    let _lock = ctx.lock()?;
+    let lock = ctx.lock()?;
     let started = Instant::now();
     let fpm = ctx.fpm()?;
     fpm.require_valid()?;
@@ -62,28 +62,10 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
     let wait = args.ready.waits();
     let ready_timeout = args.ready.timeout();
     if let Control::Unit(unit) = systemd::decide(&snap, ctx.global.no_systemd)? {
-        systemd::systemctl("restart", &unit)?;
-        let pools = if wait {
-            crate::ready::wait_ready(&ctx.cfg, Deadline::after(ready_timeout))?
-        } else {
-            Vec::new()
-        };
-        let launch = Launch {
-            already_running: false,
-            master: discovery::discover(&ctx.cfg).master.map(|m| m.pid()),
-            pools,
-            elapsed: started.elapsed(),
-        };
-        // The unit's main process is the master: a new master started beside it would be
-        // outside the unit's control, so the sockets are not handed over here.
-        let mut out = start::outcome(ctx, &launch, "restarted (through systemd)");
-        if !args.cold {
-            out.text = format!(
-                "FPM runs in systemd unit {unit}: restarted by the unit (stop, then start), without the socket hand-over, which would leave the new master outside the unit\n{}",
-                out.text
-            );
-        }
-        return Ok(out);
+        // The unit restarts its own master: a reload when it re-executes FPM, else a restart.
+        let done =
+            systemd::restart_unit(&ctx.cfg, &unit, &snap, args.cold, wait, ready_timeout, lock)?;
+        return Ok(super::unit_restart::outcome(ctx, &done, started.elapsed()));
     }
     let mut cold_reason = None;
     let mode = handover::choose(
