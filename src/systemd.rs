@@ -20,9 +20,9 @@ use crate::procs::{self, ProcId};
 use crate::ready::{self, PoolReady};
 use clap::Parser;
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, info, warn};
 
 /// How to act on the running FPM.
@@ -290,18 +290,69 @@ fn reload_step(argv: &[String]) -> Option<Step> {
     }
 }
 
-/// After `systemctl reload` re-executed `cfg`'s FPM: waits until none of `old_workers` is
-/// left and a master of `cfg` (the same process when FPM runs in the foreground, a new PID
-/// when it daemonizes) is ready; returns its PID and the pools. `FpmDied` when `unit` failed
-/// or no master has been seen for a few seconds; `NotReady` at the deadline.
+/// What a re-exec must have replaced: the master's workers, and its pid file (FPM writes it
+/// again when the re-executed master starts, the one outside sign of the exec itself).
+#[derive(Debug, Clone)]
+pub struct BeforeReexec {
+    /// The master signalled.
+    pub master: ProcId,
+    /// Its workers: all gone once it re-executed.
+    pub workers: HashSet<ProcId>,
+    /// The pid file and its modification time, when it could be read.
+    pub pid_file: Option<(PathBuf, SystemTime)>,
+}
+
+impl BeforeReexec {
+    /// Taken from `snap` before the reload; `None` when no master runs.
+    pub fn of(snap: &Snapshot) -> Option<BeforeReexec> {
+        let master = snap.master.as_ref()?;
+        Some(BeforeReexec {
+            master: master.id,
+            workers: snap.workers.iter().map(|w| w.proc.id).collect(),
+            pid_file: snap
+                .pid_file
+                .path()
+                .and_then(|p| Some((p.to_path_buf(), modified(p)?))),
+        })
+    }
+
+    /// Why the re-exec is not proven yet from `snap`, or `None` when it is.
+    fn pending(&self, snap: &Snapshot) -> Option<String> {
+        let left = snap
+            .all_processes()
+            .iter()
+            .filter(|p| self.workers.contains(&p.id))
+            .count();
+        if left > 0 {
+            return Some(format!("{left} old worker(s) still finishing"));
+        }
+        match &self.pid_file {
+            Some((path, before)) if modified(path).as_ref() == Some(before) => Some(format!(
+                "the pid file {} was not written again yet (re-exec pending)",
+                path.display()
+            )),
+            _ => None,
+        }
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// After `systemctl reload` re-executed `cfg`'s FPM: waits until none of the old workers is
+/// left, the pid file was written again, and a master of `cfg` (the same process when FPM
+/// runs in the foreground, a new PID when it daemonizes) is ready; returns its PID and the
+/// pools. `FpmDied` when `unit` failed or no master has been seen for a few seconds;
+/// `NotReady` at the deadline.
 pub fn wait_reexecuted(
     cfg: &FpmConfig,
     unit: &str,
-    old_master: ProcId,
-    old_workers: &HashSet<ProcId>,
+    before: &BeforeReexec,
     deadline: Deadline,
 ) -> Result<(i32, Vec<PoolReady>)> {
     const NO_MASTER_GRACE: Duration = Duration::from_secs(3);
+    let old_master = before.master;
     let started = Instant::now();
     let mut pause = Duration::from_millis(10);
     let mut masterless_since: Option<Instant> = None;
@@ -331,13 +382,8 @@ pub fn wait_reexecuted(
             }
             Some(m) => {
                 masterless_since = None;
-                let left = snap
-                    .all_processes()
-                    .iter()
-                    .filter(|p| old_workers.contains(&p.id))
-                    .count();
-                if left > 0 {
-                    format!("{left} old worker(s) still finishing")
+                if let Some(why) = before.pending(&snap) {
+                    why
                 } else {
                     match ready::assess(cfg, &snap, deadline) {
                         Ok(pools) => {
@@ -409,20 +455,19 @@ pub fn restart_unit(
         master: None,
         pools: Vec::new(),
     };
-    match (&plan, &snap.master) {
-        (UnitRestart::Reload(_), Some(master)) => {
+    match (&plan, BeforeReexec::of(snap)) {
+        (UnitRestart::Reload(_), Some(before)) => {
             if cfg.global.process_control_timeout.is_zero() {
                 warn!(
                     config = %cfg.path.display(),
                     "process_control_timeout = 0: this reload kills the requests in flight; set it in [global] (e.g. 10s) for a reload that drops none"
                 );
             }
-            let old: HashSet<ProcId> = snap.workers.iter().map(|w| w.proc.id).collect();
             drop(lock);
             let deadline = Deadline::after(ready::reload_limit(&cfg.global, ready_timeout));
             systemctl("reload", unit)?;
             if wait {
-                let (pid, pools) = wait_reexecuted(cfg, unit, master.id, &old, deadline)?;
+                let (pid, pools) = wait_reexecuted(cfg, unit, &before, deadline)?;
                 done.master = Some(pid);
                 done.pools = pools;
             }
