@@ -503,6 +503,74 @@ mod tests {
 
     const UNIT: &str = "php8.2-fpm.service";
 
+    /// A snapshot of this config's FPM as discovery gives it: `master` (this test process
+    /// stands in for it) with `workers`, and the pid file at `pid_file`.
+    fn snapshot(pid_file: &Path, workers: Vec<crate::procs::ProcInfo>) -> Snapshot {
+        let me = crate::procs::read(std::process::id() as i32).unwrap();
+        Snapshot {
+            pid_file: discovery::PidFile::Live(pid_file.to_path_buf(), me.pid()),
+            master: Some(me),
+            other_masters: Vec::new(),
+            workers: workers
+                .into_iter()
+                .map(|proc| discovery::Worker {
+                    proc,
+                    pool: "www".into(),
+                })
+                .collect(),
+            orphans: Vec::new(),
+            addresses: Vec::new(),
+            lookalikes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_reexec_is_proven_once_the_old_workers_are_gone_and_the_pid_file_was_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("fpm.pid");
+        std::fs::write(&pid_file, "1\n").unwrap();
+        let old = std::fs::File::options()
+            .write(true)
+            .open(&pid_file)
+            .unwrap();
+        old.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000))
+            .unwrap();
+        // Any live process other than the "master" stands in for an old worker: our parent.
+        let worker = crate::procs::read(std::os::unix::process::parent_id() as i32).unwrap();
+        let before = BeforeReexec::of(&snapshot(&pid_file, vec![worker.clone()])).unwrap();
+        assert_eq!(before.workers.len(), 1);
+        let with_worker = snapshot(&pid_file, vec![worker]);
+        assert_eq!(
+            before.pending(&with_worker).as_deref(),
+            Some("1 old worker(s) still finishing")
+        );
+        // The workers are gone but the master has not re-executed yet (pm = ondemand has no
+        // worker to wait for in the first place).
+        let gone = snapshot(&pid_file, Vec::new());
+        assert!(
+            before
+                .pending(&gone)
+                .is_some_and(|why| why.contains("re-exec pending")),
+            "{before:?}"
+        );
+        // The re-executed master writes its pid file again.
+        std::fs::write(&pid_file, "2\n").unwrap();
+        assert_eq!(before.pending(&gone), None);
+        // Without a pid file, the old workers are all there is to go by.
+        let no_pid_file = BeforeReexec {
+            pid_file: None,
+            ..before.clone()
+        };
+        assert_eq!(no_pid_file.pending(&gone), None);
+        assert!(
+            BeforeReexec::of(&Snapshot {
+                master: None,
+                ..gone
+            })
+            .is_none()
+        );
+    }
+
     #[test]
     fn systemctl_show_output_is_parsed() {
         let text = "ExecReload={ path=/usr/bin/fpmctl ; argv[]=/usr/bin/fpmctl --no-systemd -c /etc/php/8.2/fpm/php-fpm.conf check ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }\n\
