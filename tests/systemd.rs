@@ -908,6 +908,90 @@ fn restart_of_a_unit_that_cannot_reload_falls_back_to_systemctl_restart_and_says
     );
 }
 
+/// A `Type=forking` unit (FPM daemonizes, `PIDFile=`) whose ExecReload is the USR2 re-exec:
+/// the re-executed master daemonizes again under a new PID, which systemd follows through the
+/// pid file; `fpmctl restart` waits for that master, and no request fails.
+#[test]
+fn restart_of_a_forking_unit_reloads_it_and_follows_the_new_master() {
+    if !tools_present() {
+        return;
+    }
+    let fpm = common::fpm_bin().unwrap();
+    let b = Booted::boot(false, |dir| {
+        let sb = dir.join("sb");
+        std::fs::create_dir_all(&sb).unwrap();
+        let d = sb.display();
+        std::fs::write(
+            sb.join("php-fpm.conf"),
+            format!(
+                "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\nprocess_control_timeout = 10s\n\n\
+                 [sock]\nuser = nobody\ngroup = nogroup\nlisten = {d}/fpm.sock\nlisten.mode = 0666\n\
+                 pm = static\npm.max_children = 2\nping.path = /ping\n"
+            ),
+        )
+        .unwrap();
+        vec![(
+            "fpmctl-test-forking.service".to_string(),
+            format!(
+                "[Service]\nType=forking\nPIDFile={d}/fpm.pid\n\
+                 ExecStart={} --daemonize --fpm-config {d}/php-fpm.conf\n\
+                 ExecReload=/bin/kill -USR2 $MAINPID\n",
+                fpm.display()
+            ),
+        )]
+    });
+    let unit = "fpmctl-test-forking.service";
+    let conf = b.path().join("sb/php-fpm.conf");
+    let conf = conf.display();
+    expect_ok(
+        &b.systemctl(&format!("start {unit}")),
+        "systemctl start",
+        &b,
+        unit,
+    );
+    let master = b.prop(unit, "MainPID");
+    assert_ne!(master, "0");
+    let script = load_script(b.path());
+    let socket = b.path().join("sb/fpm.sock").display().to_string();
+    let load = Load::start(std::slice::from_ref(&socket), &script, 4, 100_000);
+    load.run_past(&b, 50);
+    let out = b.fpmctl(&format!("-c {conf} restart --json"));
+    expect_ok(&out, "fpmctl restart", &b, unit);
+    let j: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(j["mode"], "systemd-reload", "{j}");
+    assert_eq!(
+        j["done"],
+        format!("restarted through systemd: systemctl reload {unit} (USR2 re-exec, sockets kept)"),
+        "{j}"
+    );
+    let new_master = j["start"]["master"].to_string();
+    assert_ne!(
+        new_master, master,
+        "a daemonizing FPM re-executes under a new PID"
+    );
+    load.run_past(&b, 50);
+    expect_no_failed_request(load, 100, "during fpmctl restart", &b, unit);
+    b.wait_for(
+        Duration::from_secs(10),
+        "systemd to follow the new master",
+        || (b.prop(unit, "MainPID") == new_master).then_some(()),
+    );
+    assert_eq!(b.prop(unit, "ActiveState"), "active");
+    expect_ok(&b.fpmctl(&format!("-c {conf} ping")), "ping", &b, unit);
+    expect_ok(
+        &b.systemctl(&format!("stop {unit}")),
+        "systemctl stop",
+        &b,
+        unit,
+    );
+    b.wait_for(
+        Duration::from_secs(10),
+        "every php-fpm process to exit",
+        || b.fpm_processes().is_empty().then_some(()),
+    );
+}
+
 /// `fpmctl-supervise@.service` as shipped (hardening included): ready through sd_notify, a
 /// SIGKILLed FPM master is replaced by the supervisor (systemd sees no restart), the watchdog
 /// is fed, `systemctl reload` restarts FPM through the control socket and fails on a broken
