@@ -270,6 +270,36 @@ impl Snapshot {
             .filter(|l| l.looks == Looks::Master && !l.doubt.is_foreign())
     }
 
+    /// What was found, one line: the master and its workers (or "no master"), orphaned
+    /// workers of a dead master and a stale pid file.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        match &self.master {
+            Some(m) => parts.push(format!(
+                "master {} with {} worker(s)",
+                m.pid(),
+                self.workers.len()
+            )),
+            None => parts.push("no master".to_string()),
+        }
+        if !self.orphans.is_empty() {
+            let pids: Vec<String> = self
+                .orphans
+                .iter()
+                .map(|o| o.proc.pid().to_string())
+                .collect();
+            parts.push(format!(
+                "{} orphaned worker(s) of a dead master ({})",
+                self.orphans.len(),
+                pids.join(" ")
+            ));
+        }
+        if let PidFile::Stale { reason, .. } = &self.pid_file {
+            parts.push(format!("a stale pid file ({reason})"));
+        }
+        parts.join(", ")
+    }
+
     /// True when the view is limited because processes of other users could not be read.
     pub fn limited_view(&self) -> bool {
         self.lookalikes
@@ -350,7 +380,31 @@ pub fn discover(cfg: &FpmConfig) -> Snapshot {
     // Open files are only read when a socket listens on one of our addresses: with nothing
     // listening there are no holders, and orphans (which always hold one) cannot exist.
     let anything_listens = !unreadable.is_empty() || listeners.iter().any(|l| !l.2.is_empty());
-    let table = procs::scan(anything_listens);
+    // Only what can be FPM is read in full; the rest of the host only when a listening
+    // socket on our addresses has no holder among those (a foreign program, or a supervisor
+    // holding the sockets while no FPM runs): then every process's open files are read, as
+    // who holds the address decides whether FPM may be started on it.
+    let mut table = procs::scan_fpm(anything_listens);
+    let held: HashSet<u64> = table
+        .iter()
+        .flat_map(|p| p.sockets.iter().copied())
+        .collect();
+    let unheld = !unreadable.is_empty()
+        || listeners
+            .iter()
+            .any(|l| l.2.iter().any(|inode| !held.contains(inode)));
+    if anything_listens && unheld {
+        table = procs::scan(true);
+    }
+    // The process a pid file names is judged whatever it runs: a stale pid file says what it
+    // names instead.
+    if let Some(pid) = cfg.global.pid_file.as_deref().and_then(pid_in_file)
+        && !table.iter().any(|p| p.pid() == pid)
+        && let procs::Lookup::Found(p) = procs::lookup(pid)
+    {
+        table.push(p);
+        table.sort_by_key(|p| p.pid());
+    }
     let mut snap = discover_in(cfg, &table, &listeners);
     for i in unreadable {
         if let Some(a) = snap.addresses.get_mut(i) {
@@ -568,6 +622,19 @@ fn is_supervisor_of(p: &ProcInfo, masters: &[&ProcInfo], orphans: &[Worker]) -> 
     let parent_of_ours =
         masters.iter().any(|m| m.ppid == p.pid()) || orphans.iter().any(|o| o.proc.ppid == p.pid());
     parent_of_ours && p.title.split(' ').any(|a| a == "supervise")
+}
+
+/// The PID a pid file holds, if it holds one (read as discovery reads it: bounded, never
+/// blocking on a FIFO).
+pub fn pid_in_file(path: &Path) -> Option<i32> {
+    read_pid_file(path).ok()
+}
+
+/// The master `cfg`'s pid file names, when that process is proven to be it: the one-process
+/// look after a start, where the whole table is not needed.
+pub fn master_by_pid_file(cfg: &FpmConfig) -> Option<ProcInfo> {
+    let pid = pid_in_file(cfg.global.pid_file.as_deref()?)?;
+    procs::read(pid).filter(|p| is_master_of(p, cfg))
 }
 
 enum PidFileRead {

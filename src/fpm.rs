@@ -65,6 +65,41 @@ impl Fpm {
         }
     }
 
+    /// [`Fpm::load_options`] without asking the binary when `path` does not need it: the
+    /// compiled-in directories matter only for a relative path (or a default php-fpm fills
+    /// in, such as `error_log`), and asking costs a run of php-fpm. A config that cannot be
+    /// read at all gets the full options, so its errors read as they always do.
+    pub fn options_for(&self, path: &Path) -> LoadOptions {
+        if self.prefix.is_some() {
+            return self.load_options();
+        }
+        let cheap = LoadOptions::default();
+        match crate::config::load_lenient(path, &cheap) {
+            Ok((cfg, _)) if !cfg.uses_build_dirs => cheap,
+            _ => self.load_options(),
+        }
+    }
+
+    /// Loads `path` leniently (the model from what could be read, and every problem) as this
+    /// binary reads it; the binary is asked for its directories only when a relative path
+    /// needs them.
+    pub fn load_lenient(
+        &self,
+        path: &Path,
+    ) -> std::result::Result<
+        (crate::config::FpmConfig, Vec<crate::config::Problem>),
+        crate::error::ConfigError,
+    > {
+        if self.prefix.is_none() {
+            let cheap = LoadOptions::default();
+            let loaded = crate::config::load_lenient(path, &cheap)?;
+            if !loaded.0.uses_build_dirs {
+                return Ok(loaded);
+            }
+        }
+        crate::config::load_lenient(path, &self.load_options())
+    }
+
     /// Runs `php-fpm -t`; `Err` only when it could not be run at all.
     pub fn test(&self) -> Result<TestResult> {
         let out = self

@@ -322,6 +322,74 @@ pub fn scan(with_sockets: bool) -> Vec<ProcInfo> {
     out
 }
 
+/// The processes that can be FPM, in one pass over `/proc` that reads as little as it can.
+///
+/// Whether a process is a config's FPM needs its title ([`crate::identity`]: a master is
+/// titled `php-fpm: master process (CONF)` or is a php-fpm invocation naming the config, a
+/// pool process `php-fpm: pool NAME`), so a process whose command line does not name php-fpm
+/// can be neither, whatever binary it runs. Only the first bytes of each command line are
+/// read (one `read`); a process that names php-fpm (whatever binary runs it, so impostors
+/// and other users' processes are judged and reported) is read in full as [`scan`] reads
+/// it, and so is the parent of each (a supervisor, or whoever started a master). A command
+/// line that cannot be read for another reason than the process being gone is read in full
+/// too (fail closed). Everything else on the host costs an open and a read, not a read of
+/// its status, executable and open files. A process that holds a config's socket without
+/// naming php-fpm is not here: [`crate::discovery`] looks through every process's open files
+/// when a listening socket has no holder here.
+pub fn scan_fpm(with_sockets: bool) -> Vec<ProcInfo> {
+    SCANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out: Vec<ProcInfo> = Vec::new();
+    let mut seen: HashSet<i32> = HashSet::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !may_be_fpm(pid) {
+            continue;
+        }
+        if let Lookup::Found(info) = read_process(pid, with_sockets) {
+            seen.insert(pid);
+            out.push(info);
+        }
+    }
+    let parents: HashSet<i32> = out
+        .iter()
+        .map(|p| p.ppid)
+        .filter(|pp| *pp > 0 && !seen.contains(pp))
+        .collect();
+    for pid in parents {
+        if let Lookup::Found(info) = read_process(pid, with_sockets) {
+            out.push(info);
+        }
+    }
+    out.sort_by_key(|p| p.id.pid);
+    out
+}
+
+/// The cheap test [`scan_fpm`] applies to each PID: the first bytes of its command line name
+/// php-fpm (a title FPM set, or an invocation of a php-fpm binary), or cannot be read.
+fn may_be_fpm(pid: i32) -> bool {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(format!("/proc/{pid}/cmdline")) {
+        Ok(f) => f,
+        Err(e) => return e.kind() != std::io::ErrorKind::NotFound,
+    };
+    // One read: titles are short, and an invocation names its binary first.
+    let mut head = [0u8; 4096];
+    match file.read(&mut head) {
+        Ok(n) => memchr::memmem::find(&head[..n], b"php-fpm").is_some(),
+        // ESRCH: it exited between the open and the read.
+        Err(e) => e.raw_os_error() != Some(libc::ESRCH),
+    }
+}
+
 /// Every process (not zombie) holding one of `inodes` open.
 pub fn holders_of<'a>(table: &'a [ProcInfo], inodes: &HashSet<u64>) -> Vec<&'a ProcInfo> {
     table
@@ -399,6 +467,31 @@ mod tests {
             Some("x.service")
         );
         assert_eq!(unit_from_cgroup("0::/\n"), None);
+    }
+
+    #[test]
+    fn the_scoped_pass_reads_what_names_php_fpm_and_its_parent_only() {
+        use std::os::unix::process::CommandExt;
+        let mut titled = std::process::Command::new("sleep")
+            .arg0("php-fpm: pool scoped-pass-test")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut plain = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let table = scan_fpm(false);
+        let pids: Vec<i32> = table.iter().map(|p| p.pid()).collect();
+        let _ = titled.kill();
+        let _ = plain.kill();
+        let _ = titled.wait();
+        let _ = plain.wait();
+        assert!(pids.contains(&(titled.id() as i32)), "{pids:?}");
+        assert!(!pids.contains(&(plain.id() as i32)), "{pids:?}");
+        // The parent of a candidate (here the test itself) is read too: a supervisor holding
+        // the sockets is seen beside its FPM.
+        assert!(pids.contains(&(std::process::id() as i32)), "{pids:?}");
     }
 
     #[test]

@@ -157,9 +157,20 @@ pub struct StopReport {
 /// Stops everything of `cfg` with `plan`, within `timeout` (which may cut the plan short;
 /// the error then names the steps that really ran).
 pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<StopReport> {
+    stop_from(cfg, discovery::discover(cfg), plan, timeout)
+}
+
+/// [`stop`] starting from `snap`, a look the caller has just taken (so the process table is
+/// not read again before the first signal; every signal still re-checks its target).
+pub fn stop_from(
+    cfg: &FpmConfig,
+    snap: Snapshot,
+    plan: &SignalPlan,
+    timeout: Duration,
+) -> Result<StopReport> {
     let started = Instant::now();
     let hard_deadline = Deadline::after_from(started, timeout);
-    let mut snap = discovery::discover(cfg);
+    let mut snap = snap;
     let mut report = StopReport {
         master: snap.master.as_ref().map(ProcInfo::pid),
         ..StopReport::default()

@@ -4,13 +4,14 @@
 //! FPM that is not ready is reported (exit 10) and only restarted with `--restart-unready`.
 //! It never waits for another fpmctl: a cron job must not pile up behind a long restart.
 
-use super::start::{self, Launch};
+use super::start;
 use super::{Ctx, Outcome};
 use crate::cli::{EnsureArgs, RestartArgs};
 use crate::deadline::Deadline;
 use crate::discovery::{self, Snapshot};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
+use crate::lifecycle::{self, Launch};
 use crate::ready;
 use serde_json::json;
 use std::time::Duration;
@@ -150,10 +151,15 @@ fn restart_unready(ctx: &Ctx, args: &EnsureArgs, master: i32, why: &str) -> Resu
 fn not_running(ctx: &Ctx, args: &EnsureArgs, snap: &Snapshot) -> Result<Outcome> {
     // A broken config never starts FPM (exit 6 when php-fpm -t rejects it too).
     ctx.require_valid_config(true)?;
-    let found = super::restart::describe(snap);
+    let found = snap.describe();
     info!(found = %found, "FPM is not running; starting it");
     let fpm = ctx.fpm()?;
-    let launch: Launch = start::launch(ctx, &fpm, snap, args.timeout, true, true)?;
+    let launch: Launch = lifecycle::launch(
+        &ctx.cfg,
+        &fpm,
+        snap,
+        ctx.launch_options(args.timeout, true, true),
+    )?;
     let mut out = start::outcome(ctx, &launch, "started");
     out.text = format!(
         "FPM {} was not running ({found})\n{}",

@@ -42,7 +42,12 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     let Some(master) = snap.master.clone() else {
         if args.recover {
             warn!("FPM is not running; --recover starts it");
-            let l = start::launch(ctx, &fpm, &snap, args.timeout(), true, false)?;
+            let l = crate::lifecycle::launch(
+                &ctx.cfg,
+                &fpm,
+                &snap,
+                ctx.launch_options(args.timeout(), true, false),
+            )?;
             return Ok(start::outcome(ctx, &l, "started (was not running)"));
         }
         return Err(Error::NotRunning(format!(
@@ -192,7 +197,12 @@ fn died(ctx: &Ctx, args: &ReloadArgs, fpm: &crate::fpm::Fpm, why: &str) -> Resul
     }
     warn!(reason = %why, "FPM died during the reload; --recover starts it again");
     let snap = discovery::discover(&ctx.cfg);
-    let l = start::launch(ctx, fpm, &snap, args.timeout(), true, false)?;
+    let l = crate::lifecycle::launch(
+        &ctx.cfg,
+        fpm,
+        &snap,
+        ctx.launch_options(args.timeout(), true, false),
+    )?;
     let mut out = start::outcome(ctx, &l, "recovered");
     out.text = format!("FPM died during the reload: {why}\n{}", out.text);
     Ok(out)

@@ -1,26 +1,20 @@
 //! What `restart` says after restarting a master that runs in a systemd unit (the choice and
 //! the work are [`crate::systemd::restart_unit`]'s).
 
-use super::start::{self, Launch};
+use super::start;
 use super::{Ctx, Outcome};
+use crate::lifecycle::Launch;
 use crate::systemd::{UnitRestart, UnitRestarted};
 use serde_json::json;
-use std::time::Duration;
 
 /// One line that says what was done (`systemctl reload` or `restart`, and why), then the
 /// master and its pools as `start` reports them.
-pub(super) fn outcome(ctx: &Ctx, done: &UnitRestarted, elapsed: Duration) -> Outcome {
-    let launch = Launch {
-        already_running: false,
-        master: done.master,
-        pools: done.pools.clone(),
-        elapsed,
-    };
+pub(super) fn outcome(ctx: &Ctx, done: &UnitRestarted, launch: &Launch) -> Outcome {
     let verb = match done.plan {
         UnitRestart::Reload(_) => "re-executed",
         UnitRestart::Restart(_) => "restarted",
     };
-    let mut out = start::outcome(ctx, &launch, verb);
+    let mut out = start::outcome(ctx, launch, verb);
     let line = format!(
         "restarted through systemd: systemctl {} {} ({})",
         done.plan.verb(),
@@ -39,7 +33,7 @@ pub(super) fn outcome(ctx: &Ctx, done: &UnitRestarted, elapsed: Duration) -> Out
         },
         "previous_master": done.previous_master,
         "start": out.json,
-        "elapsed_ms": elapsed.as_millis() as u64,
+        "elapsed_ms": launch.elapsed.as_millis() as u64,
     });
     out
 }

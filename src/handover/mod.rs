@@ -76,12 +76,20 @@ pub fn inherit(cmd: &mut Command, fds: Vec<RawFd>) {
 }
 
 /// Starts a daemonized FPM for `cfg` on the held sockets (addresses not held are bound by
-/// FPM itself) and waits for its launcher's verdict.
-pub fn start_on(fpm: &Fpm, cfg: &FpmConfig, held: &HeldSockets, timeout: Duration) -> Result<()> {
+/// FPM itself), with `prepare` applied to the command (a notify socket), and waits for its
+/// launcher's verdict.
+pub fn start_on(
+    fpm: &Fpm,
+    cfg: &FpmConfig,
+    held: &HeldSockets,
+    timeout: Duration,
+    prepare: impl FnOnce(&mut Command),
+) -> Result<()> {
     let env = held.env_value(cfg);
     let fds = held.raw_fds(cfg);
     fpm.start_daemon_with(timeout, |cmd| {
         cmd.env("FPM_SOCKETS", env);
+        prepare(cmd);
         inherit(cmd, fds);
     })
 }
@@ -125,7 +133,7 @@ pub fn retire(master: ProcId, cfg: &FpmConfig, deadline: Deadline) -> Result<Ret
     // Stopped, the master forks no more workers: this list is complete. Its children are
     // read from the kernel's list; only without that list is the whole table read.
     let workers: Vec<ProcId> = procs::children(master.pid)
-        .unwrap_or_else(|| procs::scan(false))
+        .unwrap_or_else(|| procs::scan_fpm(false))
         .into_iter()
         .filter(|p| is_worker(p))
         .map(|p| p.id)

@@ -73,7 +73,8 @@ fn busy_in<'a>(
 }
 
 fn run_check(job: &CheckJob) -> Result<(), String> {
-    let table = procs::scan(false);
+    // The master's children from the kernel's list; the process table only without it.
+    let table = procs::children(job.pid).unwrap_or_else(|| procs::scan_fpm(false));
     for pool in &job.pools {
         let n = table
             .iter()

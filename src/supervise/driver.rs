@@ -607,7 +607,8 @@ impl Driver {
             .fpm
             .require_valid()
             .and_then(|()| {
-                config::load_with(&self.cfg_path, &self.fpm.load_options()).map_err(Error::from)
+                config::load_with(&self.cfg_path, &self.fpm.options_for(&self.cfg_path))
+                    .map_err(Error::from)
             })
             .and_then(|mut cfg| {
                 // The running masters are proven ours by the binary they run.
@@ -656,7 +657,8 @@ impl Driver {
             }
             Target::Leftovers => {
                 let me = std::process::id() as i32;
-                for p in procs::scan(false) {
+                // Our children from the kernel's list; the whole table only without it.
+                for p in procs::children(me).unwrap_or_else(|| procs::scan(false)) {
                     if p.ppid != me || p.is_gone() || m.master_gen(p.pid()).is_some() {
                         continue;
                     }
@@ -683,7 +685,8 @@ impl Driver {
             .map(|id| id.pid)
             .or_else(|| self.pids.get(&master).copied());
         let Some(pid) = pid else { return Vec::new() };
-        procs::scan(false)
+        // Pool processes name php-fpm in their titles: the scoped pass finds every one.
+        procs::scan_fpm(false)
             .into_iter()
             .filter(|p| {
                 !p.is_gone()

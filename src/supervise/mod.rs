@@ -27,7 +27,7 @@ mod checks;
 pub mod control;
 pub mod driver;
 pub mod machine;
-pub mod notify;
+pub use crate::notify;
 pub mod observe;
 pub mod policy;
 mod request;
