@@ -384,7 +384,20 @@ pub fn discover(cfg: &FpmConfig) -> Snapshot {
     // socket on our addresses has no holder among those (a foreign program, or a supervisor
     // holding the sockets while no FPM runs): then every process's open files are read, as
     // who holds the address decides whether FPM may be started on it.
-    let mut table = procs::scan_fpm(anything_listens);
+    let mut table = procs::scan_fpm(false);
+    if anything_listens {
+        // Open files are read only where they can make a difference: processes that claim
+        // to be this config's FPM (orphans prove themselves by the sockets they hold) and
+        // their parents (a supervisor holding the sockets). Another config's FPM is left.
+        let read: HashSet<i32> = table
+            .iter()
+            .filter(|p| claims_to_be_ours(p, cfg))
+            .flat_map(|p| [p.pid(), p.ppid])
+            .collect();
+        for p in table.iter_mut().filter(|p| read.contains(&p.pid())) {
+            procs::read_sockets(p);
+        }
+    }
     let held: HashSet<u64> = table
         .iter()
         .flat_map(|p| p.sockets.iter().copied())
@@ -614,6 +627,13 @@ pub fn discover_in(
         addresses,
         lookalikes,
     }
+}
+
+/// True when `p` claims to be this config's master or one of its pool processes (proven or
+/// not: only [`identity`] decides that).
+fn claims_to_be_ours(p: &ProcInfo, cfg: &FpmConfig) -> bool {
+    identity::master_claim(p, &cfg.path) == identity::Claim::Master
+        || identity::pool_of_title(&p.title).is_some_and(|n| cfg.pool_of_process(n).is_some())
 }
 
 /// The process that started this config's master (or inherited its orphans) running

@@ -262,6 +262,18 @@ pub fn title_from_cmdline(raw: &[u8]) -> String {
     s.trim().to_string()
 }
 
+/// Fills in `p`'s socket inodes (for a process read without them); marks it restricted when
+/// its open files may not be read. A process that is gone keeps none.
+pub fn read_sockets(p: &mut ProcInfo) {
+    let Ok(proc) = procfs::process::Process::new(p.pid()) else {
+        return;
+    };
+    match socket_inodes(&proc) {
+        Ok(s) => p.sockets = s,
+        Err(denied) => p.restricted |= denied,
+    }
+}
+
 /// Socket inodes among a process's open files; `Err(true)` when they could not be read for
 /// lack of permission, `Err(false)` for other failures (the process vanished).
 fn socket_inodes(proc: &procfs::process::Process) -> Result<Vec<u64>, bool> {

@@ -109,7 +109,13 @@ pub fn wait_ready_of(
     deadline: Deadline,
 ) -> Result<Vec<PoolReady>> {
     let started = Instant::now();
-    let mut pause = Duration::from_millis(2);
+    let mut pause = Duration::from_millis(1);
+    // A worker forked a moment ago still bears the master's title until it has set up: one
+    // answer from each pool (which waits in the backlog until a worker accepts) first, so
+    // the count that follows finds them titled.
+    for pool in &cfg.pools {
+        let _ = check_pool(pool, deadline.remaining_capped(Duration::from_secs(3)));
+    }
     loop {
         let verdict = match procs::children(master.pid) {
             _ if procs::is_gone(master) => Err(format!("master {} exited", master.pid)),
@@ -128,8 +134,9 @@ pub fn wait_ready_of(
             }
             Err(why) => debug!(pid = master.pid, reason = %why, "not ready yet"),
         }
+        // The last workers of a pool are still setting up (a few ms): look again soon.
         std::thread::sleep(deadline.remaining_capped(pause));
-        pause = (pause * 2).min(Duration::from_millis(50));
+        pause = (pause * 2).min(Duration::from_millis(10));
     }
 }
 
