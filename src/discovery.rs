@@ -360,8 +360,22 @@ pub fn config_addresses(cfg: &FpmConfig) -> Vec<(String, ListenAddr)> {
     out
 }
 
-/// Takes one look at the system for `cfg`.
+/// Takes one look at the system for `cfg`, reading in full only the processes that run a
+/// php-fpm binary ([`procs::Scope::Binary`]): what every decision needs. A program that only
+/// poses as FPM is not listed among the lookalikes (it holds none of the config's sockets,
+/// or it is found as their holder); [`discover_reporting`] lists it.
 pub fn discover(cfg: &FpmConfig) -> Snapshot {
+    let binary = cfg.binary.as_ref().map(|b| b.path.as_path());
+    discover_scoped(cfg, procs::Scope::Binary(binary))
+}
+
+/// [`discover`] that also reads every process whose title names php-fpm, whatever it runs,
+/// so impostors are reported: `status`.
+pub fn discover_reporting(cfg: &FpmConfig) -> Snapshot {
+    discover_scoped(cfg, procs::Scope::Titles)
+}
+
+fn discover_scoped(cfg: &FpmConfig, scope: procs::Scope<'_>) -> Snapshot {
     let mut listeners: Vec<(String, ListenAddr, Vec<u64>)> = Vec::new();
     // Addresses whose socket table could not be read: who listens there is unknown, never
     // "nobody" (fail closed: start and restart refuse to bind onto them).
@@ -384,7 +398,7 @@ pub fn discover(cfg: &FpmConfig) -> Snapshot {
     // socket on our addresses has no holder among those (a foreign program, or a supervisor
     // holding the sockets while no FPM runs): then every process's open files are read, as
     // who holds the address decides whether FPM may be started on it.
-    let mut table = procs::scan_fpm(false);
+    let mut table = procs::scan_fpm(scope);
     if anything_listens {
         // Open files are read only where they can make a difference: processes that claim
         // to be this config's FPM (orphans prove themselves by the sockets they hold) and

@@ -334,24 +334,37 @@ pub fn scan(with_sockets: bool) -> Vec<ProcInfo> {
     out
 }
 
-/// The processes that can be FPM, in one pass over `/proc` that reads as little as it can.
-///
-/// Whether a process is a config's FPM needs its title ([`crate::identity`]: a master is
-/// titled `php-fpm: master process (CONF)` or is a php-fpm invocation naming the config, a
-/// pool process `php-fpm: pool NAME`), so a process whose command line does not name php-fpm
-/// can be neither, whatever binary it runs. Only the first bytes of each command line are
-/// read (one `read`); a process that names php-fpm (whatever binary runs it, so impostors
-/// and other users' processes are judged and reported) is read in full as [`scan`] reads
-/// it, and so is the parent of each (a supervisor, or whoever started a master). A command
-/// line that cannot be read for another reason than the process being gone is read in full
-/// too (fail closed). Everything else on the host costs an open and a read, not a read of
-/// its status, executable and open files. A process that holds a config's socket without
-/// naming php-fpm is not here: [`crate::discovery`] looks through every process's open files
-/// when a listening socket has no holder here.
-pub fn scan_fpm(with_sockets: bool) -> Vec<ProcInfo> {
+/// Which processes [`scan_fpm`] reads in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// Those whose executable is `binary` (the config's php-fpm, also deleted or replaced
+    /// since it started), or whose executable's name contains `php-fpm` (another php-fpm
+    /// build). One `readlink` per process; a process whose executable cannot be read
+    /// (another user's) is judged by its command line, as under [`Scope::Titles`]. An
+    /// impostor (another program titled as FPM) is not read: it is never any config's FPM,
+    /// and one that holds a config's socket is found by discovery's pass over open files.
+    Binary(Option<&'a Path>),
+    /// Those whose command line names php-fpm in its first bytes, whatever they run: what
+    /// `status` reports, impostors included. One open and one read per process.
+    Titles,
+}
+
+/// The processes that can be FPM, in one pass over `/proc` that reads as little as it can:
+/// only those `scope` admits are read in full (as [`scan`] reads them, without open files),
+/// and so is the parent of each (a supervisor, or whoever started a master). Identity needs
+/// a process's title and binary ([`crate::identity`]), so everything else on the host costs
+/// one or two system calls, not a read of its status, executable and open files.
+pub fn scan_fpm(scope: Scope<'_>) -> Vec<ProcInfo> {
     SCANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
+    };
+    // The kernel shows an executable by its resolved path: compare against the binary's.
+    let binary = match scope {
+        Scope::Binary(Some(b)) => {
+            Some(std::fs::canonicalize(b).unwrap_or_else(|_| b.to_path_buf()))
+        }
+        _ => None,
     };
     let mut out: Vec<ProcInfo> = Vec::new();
     let mut seen: HashSet<i32> = HashSet::new();
@@ -363,10 +376,14 @@ pub fn scan_fpm(with_sockets: bool) -> Vec<ProcInfo> {
         else {
             continue;
         };
-        if !may_be_fpm(pid) {
+        let admitted = match scope {
+            Scope::Binary(_) => runs_php_fpm(pid, binary.as_deref()),
+            Scope::Titles => cmdline_names_fpm(pid),
+        };
+        if !admitted {
             continue;
         }
-        if let Lookup::Found(info) = read_process(pid, with_sockets) {
+        if let Lookup::Found(info) = read_process(pid, false) {
             seen.insert(pid);
             out.push(info);
         }
@@ -377,7 +394,7 @@ pub fn scan_fpm(with_sockets: bool) -> Vec<ProcInfo> {
         .filter(|pp| *pp > 0 && !seen.contains(pp))
         .collect();
     for pid in parents {
-        if let Lookup::Found(info) = read_process(pid, with_sockets) {
+        if let Lookup::Found(info) = read_process(pid, false) {
             out.push(info);
         }
     }
@@ -385,9 +402,27 @@ pub fn scan_fpm(with_sockets: bool) -> Vec<ProcInfo> {
     out
 }
 
-/// The cheap test [`scan_fpm`] applies to each PID: the first bytes of its command line name
-/// php-fpm (a title FPM set, or an invocation of a php-fpm binary), or cannot be read.
-fn may_be_fpm(pid: i32) -> bool {
+/// [`Scope::Binary`]'s test of one PID.
+fn runs_php_fpm(pid: i32, binary: Option<&Path>) -> bool {
+    match std::fs::read_link(format!("/proc/{pid}/exe")) {
+        Ok(exe) => {
+            let exe = exe.as_os_str().as_encoded_bytes();
+            let exe = exe.strip_suffix(b" (deleted)").unwrap_or(exe);
+            let name = exe.rsplit(|b| *b == b'/').next().unwrap_or(exe);
+            binary.is_some_and(|b| b.as_os_str().as_encoded_bytes() == exe)
+                || memchr::memmem::find(name, b"php-fpm").is_some()
+        }
+        // A kernel thread, or a process that just exited.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        // Not ours to inspect (another user's): its title decides.
+        Err(_) => cmdline_names_fpm(pid),
+    }
+}
+
+/// True when the first bytes of `/proc/PID/cmdline` name php-fpm (a title FPM set, or an
+/// invocation of a php-fpm binary), or it cannot be read for another reason than the process
+/// being gone (fail closed).
+fn cmdline_names_fpm(pid: i32) -> bool {
     use std::io::Read;
     let mut file = match std::fs::File::open(format!("/proc/{pid}/cmdline")) {
         Ok(f) => f,
@@ -493,7 +528,7 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
-        let table = scan_fpm(false);
+        let table = scan_fpm(Scope::Titles);
         let pids: Vec<i32> = table.iter().map(|p| p.pid()).collect();
         let _ = titled.kill();
         let _ = plain.kill();
@@ -504,6 +539,41 @@ mod tests {
         // The parent of a candidate (here the test itself) is read too: a supervisor holding
         // the sockets is seen beside its FPM.
         assert!(pids.contains(&(std::process::id() as i32)), "{pids:?}");
+    }
+
+    /// Runs a copy of `sleep` named `name` (retrying while another test's fork briefly
+    /// holds the new file open for writing).
+    fn sleep_copy(dir: &Path, name: &str) -> std::process::Child {
+        let path = dir.join(name);
+        std::fs::copy("/bin/sleep", &path).unwrap();
+        for _ in 0..100 {
+            match std::process::Command::new(&path).arg("30").spawn() {
+                Ok(child) => return child,
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("{} stayed busy", path.display());
+    }
+
+    #[test]
+    fn the_binary_scope_reads_what_runs_php_fpm_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut named = sleep_copy(dir.path(), "php-fpm-scope-test");
+        let mut configured = sleep_copy(dir.path(), "configured-binary");
+        let mut other = sleep_copy(dir.path(), "other-program");
+        let configured_path = dir.path().join("configured-binary");
+        let table = scan_fpm(Scope::Binary(Some(&configured_path)));
+        let pids: Vec<i32> = table.iter().map(|p| p.pid()).collect();
+        for c in [&mut named, &mut configured, &mut other] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert!(pids.contains(&(named.id() as i32)), "{pids:?}");
+        assert!(pids.contains(&(configured.id() as i32)), "{pids:?}");
+        assert!(!pids.contains(&(other.id() as i32)), "{pids:?}");
     }
 
     #[test]

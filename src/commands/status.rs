@@ -20,7 +20,7 @@ use std::fmt::Write;
 const LOAD_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
-    let snap = discovery::discover(&ctx.cfg);
+    let snap = discovery::discover_reporting(&ctx.cfg);
     let state = snap.state();
     let code = match state {
         State::Running => ExitCode::Ok,

@@ -74,7 +74,7 @@ fn busy_in<'a>(
 
 fn run_check(job: &CheckJob) -> Result<(), String> {
     // The master's children from the kernel's list; the process table only without it.
-    let table = procs::children(job.pid).unwrap_or_else(|| procs::scan_fpm(false));
+    let table = procs::children(job.pid).unwrap_or_else(|| procs::scan_fpm(procs::Scope::Titles));
     for pool in &job.pools {
         let n = table
             .iter()

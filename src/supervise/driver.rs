@@ -686,7 +686,7 @@ impl Driver {
             .or_else(|| self.pids.get(&master).copied());
         let Some(pid) = pid else { return Vec::new() };
         // Pool processes name php-fpm in their titles: the scoped pass finds every one.
-        procs::scan_fpm(false)
+        procs::scan_fpm(procs::Scope::Titles)
             .into_iter()
             .filter(|p| {
                 !p.is_gone()
