@@ -16,6 +16,7 @@ mod start;
 mod status;
 mod stop;
 mod supervise;
+mod unit_restart;
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{self as fpmconfig, FpmConfig, Problem};

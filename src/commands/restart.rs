@@ -37,7 +37,7 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
     }
     // A broken config never touches the running FPM (exit 6).
     ctx.require_valid_config(true)?;
-    let _lock = ctx.lock()?;
+    let lock = ctx.lock()?;
     let opts = RestartOptions {
         plan,
         stop_timeout,
@@ -46,25 +46,14 @@ pub(super) fn run(ctx: &Ctx, args: &RestartArgs) -> Result<Outcome> {
         cold: args.cold,
         no_systemd: ctx.global.no_systemd,
     };
-    let restarted = lifecycle::restart(&ctx.cfg, &ctx.fpm()?, &opts)?;
-    Ok(outcome(ctx, &restarted, args.cold))
+    let restarted = lifecycle::restart(&ctx.cfg, &ctx.fpm()?, &opts, lock)?;
+    Ok(outcome(ctx, &restarted))
 }
 
 /// The outcome of a restart: text and JSON.
-fn outcome(ctx: &Ctx, r: &Restarted, cold: bool) -> Outcome {
+fn outcome(ctx: &Ctx, r: &Restarted) -> Outcome {
     match r {
-        Restarted::Unit { unit, launch } => {
-            // The unit's main process is the master: a new master started beside it would be
-            // outside the unit's control, so the sockets are not handed over here.
-            let mut out = start::outcome(ctx, launch, "restarted (through systemd)");
-            if !cold {
-                out.text = format!(
-                    "FPM runs in systemd unit {unit}: restarted by the unit (stop, then start), without the socket hand-over, which would leave the new master outside the unit\n{}",
-                    out.text
-                );
-            }
-            out
-        }
+        Restarted::Unit { done, launch } => super::unit_restart::outcome(ctx, done, launch),
         Restarted::HandOver(h) => {
             let mut out = start::outcome(ctx, &h.launch, "restarted (sockets handed over)");
             out.text = format!(

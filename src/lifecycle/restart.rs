@@ -16,9 +16,10 @@ use crate::error::{Error, Result};
 use crate::fpm::Fpm;
 use crate::handover::{self, Mode, Retired, sockets::HeldSockets};
 use crate::interrupt::{Critical, Phase};
+use crate::lock::ConfigLock;
 use crate::procs::ProcInfo;
 use crate::stop::{self, SignalPlan, StopReport};
-use crate::systemd::{self, Control};
+use crate::systemd::{self, Control, UnitRestarted};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -44,11 +45,11 @@ pub struct RestartOptions {
 /// What a restart did.
 #[derive(Debug)]
 pub enum Restarted {
-    /// The master runs in a systemd unit, which was asked to restart it.
+    /// The master runs in a systemd unit, which was asked to reload or restart it.
     Unit {
-        /// The unit.
-        unit: String,
-        /// The new FPM.
+        /// What was asked of the unit, and why.
+        done: UnitRestarted,
+        /// The FPM that runs now.
         launch: Launch,
     },
     /// The new master started on the old one's sockets; the old one was retired.
@@ -90,8 +91,14 @@ pub struct Cold {
 /// Restarts `cfg`'s FPM. Nothing is stopped before the new FPM can be expected to come up:
 /// the config passed the static checks, no foreign process holds an address, and either the
 /// sockets are handed over (the old master untouched until the new one is ready) or the
-/// config passed `php-fpm -t`.
-pub fn restart(cfg: &FpmConfig, fpm: &Fpm, opts: &RestartOptions) -> Result<Restarted> {
+/// config passed `php-fpm -t`. `lock`, the config's, is held until the restart is done, or
+/// let go before a unit's `systemctl reload` (its `ExecReload` may be fpmctl, which takes it).
+pub fn restart(
+    cfg: &FpmConfig,
+    fpm: &Fpm,
+    opts: &RestartOptions,
+    lock: ConfigLock,
+) -> Result<Restarted> {
     let started = Instant::now();
     let (problems, _) = crate::config::static_checks(cfg);
     if !problems.is_empty() {
@@ -119,20 +126,24 @@ pub fn restart(cfg: &FpmConfig, fpm: &Fpm, opts: &RestartOptions) -> Result<Rest
     }
     discovery::refuse_foreign_holders(&snap)?;
     if let Control::Unit(unit) = unit {
-        systemd::systemctl("restart", &unit)?;
-        let pools = if opts.wait {
-            crate::ready::wait_ready(cfg, Deadline::after(opts.ready_timeout))?
-        } else {
-            Vec::new()
-        };
+        // The unit restarts its own master: a reload when it re-executes FPM, else a restart.
+        let done = systemd::restart_unit(
+            cfg,
+            &unit,
+            &snap,
+            opts.cold,
+            opts.wait,
+            opts.ready_timeout,
+            lock,
+        )?;
         let launch = Launch {
             already_running: false,
-            master: discovery::discover(cfg).master.map(|m| m.pid()),
-            pools,
+            master: done.master,
+            pools: done.pools.clone(),
             elapsed: started.elapsed(),
             ready_by: opts.wait.then_some(ReadyBy::Polling),
         };
-        return Ok(Restarted::Unit { unit, launch });
+        return Ok(Restarted::Unit { done, launch });
     }
     let mut reason = None;
     if let (Mode::Cold(Some(why)), Some(master)) = (&mode, &snap.master) {
