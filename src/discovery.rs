@@ -620,6 +620,9 @@ pub fn discover_in(
     // A listening socket always has a holder: when none was seen and some processes' open
     // files could not be read, who holds it is unknown (never "free").
     let some_unreadable = table.iter().any(|p| p.restricted && !p.is_gone());
+    for p in table.iter().filter(|p| p.restricted && !p.is_gone()) {
+        tracing::debug!(pid = p.pid(), "open files could not be read");
+    }
     let addresses = listeners
         .iter()
         .map(|(pool, addr, inodes)| {

@@ -528,6 +528,15 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
+        // Until the child has exec'd, its command line is still the test's.
+        let titled_now = || {
+            std::fs::read(format!("/proc/{}/cmdline", titled.id()))
+                .is_ok_and(|c| c.starts_with(b"php-fpm: pool"))
+        };
+        let limit = crate::deadline::Deadline::after(Duration::from_secs(10));
+        while !titled_now() && !limit.expired() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let table = scan_fpm(Scope::Titles);
         let pids: Vec<i32> = table.iter().map(|p| p.pid()).collect();
         let _ = titled.kill();

@@ -138,7 +138,17 @@ pub fn launch_watched(
     if let Some(c) = &critical {
         c.phase(Phase::Starting);
     }
-    discovery::refuse_foreign_holders(snap)?;
+    // A look taken while the last process of a stop exited can see its socket still
+    // listening with its holder already gone: a refusal is checked against a fresh look
+    // before it stands (a foreign holder is refused by both).
+    let fresh;
+    let snap = if discovery::refuse_foreign_holders(snap).is_ok() {
+        snap
+    } else {
+        fresh = discovery::discover(cfg);
+        discovery::refuse_foreign_holders(&fresh)?;
+        &fresh
+    };
     remove_stale_sockets(snap)?;
     info!(
         binary = %fpm.bin.display(),
