@@ -369,6 +369,25 @@ pub fn discover(cfg: &FpmConfig) -> Snapshot {
     discover_scoped(cfg, procs::Scope::Binary(binary))
 }
 
+/// False only for a title that is surely another config's: a master titled for another
+/// config file, or a pool process of a pool this config does not have. Saves reading the
+/// other FPMs of a busy host in full; [`identity`] still judges what is read.
+fn may_be_ours(title: &str, cfg: &FpmConfig) -> bool {
+    if let Some(inner) = title
+        .strip_prefix("php-fpm: master process (")
+        .and_then(|t| t.strip_suffix(')'))
+    {
+        let seen = crate::lossless::to_path(inner);
+        return seen.is_relative()
+            || seen == cfg.path
+            || matches!((seen.canonicalize(), cfg.path.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    }
+    match pool_of_title(title) {
+        Some(pool) => cfg.pool_of_process(pool).is_some(),
+        None => true,
+    }
+}
+
 /// [`discover`] that also reads every process whose title names php-fpm, whatever it runs,
 /// so impostors are reported: `status`.
 pub fn discover_reporting(cfg: &FpmConfig) -> Snapshot {
@@ -398,7 +417,7 @@ fn discover_scoped(cfg: &FpmConfig, scope: procs::Scope<'_>) -> Snapshot {
     // socket on our addresses has no holder among those (a foreign program, or a supervisor
     // holding the sockets while no FPM runs): then every process's open files are read, as
     // who holds the address decides whether FPM may be started on it.
-    let mut table = procs::scan_fpm(scope);
+    let mut table = procs::scan_fpm_keeping(scope, &|title| may_be_ours(title, cfg));
     if anything_listens {
         // Open files are read only where they can make a difference: processes that claim
         // to be this config's FPM (orphans prove themselves by the sockets they hold) and
@@ -410,6 +429,13 @@ fn discover_scoped(cfg: &FpmConfig, scope: procs::Scope<'_>) -> Snapshot {
             .collect();
         for p in table.iter_mut().filter(|p| read.contains(&p.pid())) {
             procs::read_sockets(p);
+        }
+        // A parent is read to recognise a supervisor: one closed to us (init under a
+        // container runtime) does not make the view unknown. Should it hold a socket no FPM
+        // process holds, the pass over every process below finds that socket without a
+        // holder and judges it there, unreadable processes and all.
+        for p in table.iter_mut().filter(|p| !claims_to_be_ours(p, cfg)) {
+            p.restricted = false;
         }
     }
     let held: HashSet<u64> = table

@@ -355,6 +355,14 @@ pub enum Scope<'a> {
 /// a process's title and binary ([`crate::identity`]), so everything else on the host costs
 /// one or two system calls, not a read of its status, executable and open files.
 pub fn scan_fpm(scope: Scope<'_>) -> Vec<ProcInfo> {
+    scan_fpm_keeping(scope, &|_| true)
+}
+
+/// [`scan_fpm`] that also leaves out a php-fpm process whose title `keep` rejects (read from
+/// the first bytes of its command line): on a host running many FPMs, the processes of
+/// other configs cost one small read instead of a full one. `keep` must say yes to anything
+/// that could be the caller's (it only saves work, it decides nothing).
+pub fn scan_fpm_keeping(scope: Scope<'_>, keep: &dyn Fn(&str) -> bool) -> Vec<ProcInfo> {
     SCANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -377,7 +385,9 @@ pub fn scan_fpm(scope: Scope<'_>) -> Vec<ProcInfo> {
             continue;
         };
         let admitted = match scope {
-            Scope::Binary(_) => runs_php_fpm(pid, binary.as_deref()),
+            Scope::Binary(_) => {
+                runs_php_fpm(pid, binary.as_deref()) && title_head(pid).is_none_or(|t| keep(&t))
+            }
             Scope::Titles => cmdline_names_fpm(pid),
         };
         if !admitted {
@@ -417,6 +427,15 @@ fn runs_php_fpm(pid: i32, binary: Option<&Path>) -> bool {
         // Not ours to inspect (another user's): its title decides.
         Err(_) => cmdline_names_fpm(pid),
     }
+}
+
+/// The title from the first bytes of `/proc/PID/cmdline`; `None` when it cannot be read.
+fn title_head(pid: i32) -> Option<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut head = [0u8; 4096];
+    let n = file.read(&mut head).ok()?;
+    Some(title_from_cmdline(&head[..n]))
 }
 
 /// True when the first bytes of `/proc/PID/cmdline` name php-fpm (a title FPM set, or an

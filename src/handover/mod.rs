@@ -260,7 +260,7 @@ pub fn retire(master: ProcId, cfg: &FpmConfig, deadline: Deadline) -> Result<Ret
     // is its list of children complete.
     let stop_seen = Deadline::after(Duration::from_secs(1));
     while !deadline_or_stopped(master, stop_seen) {
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_micros(200));
     }
     // Stopped, the master forks no more workers: this list is complete. Its children are
     // read from the kernel's list; only without that list is the whole table read.
