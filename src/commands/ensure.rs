@@ -173,6 +173,7 @@ fn restart_unready(ctx: &Ctx, args: &EnsureArgs, master: i32, why: &str) -> Resu
         cfg: ctx.cfg.clone(),
         problems: ctx.problems.clone(),
         global,
+        found_fpm: ctx.found_fpm.clone(),
     };
     let mut out = super::restart::run(&inner, &restart)?;
     out.text = format!(

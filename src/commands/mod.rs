@@ -39,6 +39,8 @@ pub struct Ctx {
     pub problems: Vec<Problem>,
     /// Global options.
     pub global: GlobalArgs,
+    /// The php-fpm binary found for the config when it was loaded (found once per run).
+    pub(crate) found_fpm: Option<Fpm>,
 }
 
 impl Ctx {
@@ -65,13 +67,15 @@ impl Ctx {
             tracing::warn!("{w}");
         }
         // The binary identifies this config's processes; without one nothing is proven ours.
-        cfg.binary = fpm
-            .ok()
+        let found_fpm = fpm.ok();
+        cfg.binary = found_fpm
+            .as_ref()
             .and_then(|fpm| crate::identity::FpmBinary::resolve(&fpm.bin).ok());
         Ok(Ctx {
             cfg,
             problems,
             global: global.clone(),
+            found_fpm,
         })
     }
 
@@ -103,7 +107,11 @@ impl Ctx {
 
     /// The php-fpm binary for this config.
     pub fn fpm(&self) -> Result<Fpm> {
-        binary_for(&self.cfg.path, &self.global)
+        match &self.found_fpm {
+            Some(fpm) => Ok(fpm.clone()),
+            // Looked for again for the error it gives.
+            None => binary_for(&self.cfg.path, &self.global),
+        }
     }
 
     /// How this command launches FPM: `timeout` for readiness, `wait` to prove it, `test_first`
