@@ -259,23 +259,9 @@ impl PidFileWatch {
 
     /// The verified master the pid file names, if it names one.
     fn master(&self, cfg: &FpmConfig) -> Option<ProcInfo> {
-        let pid = parse_pid(&read_head(&self.path).ok()?)?;
+        let pid = discovery::pid_in_file(&self.path)?;
         procs::read(pid).filter(|p| !p.is_gone() && discovery::is_master_of(p, cfg))
     }
-}
-
-/// The first bytes of the pid file, opened non-blocking (a FIFO planted there fails instead
-/// of hanging) and read bounded.
-fn read_head(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let mut bytes = Vec::new();
-    file.take(64).read_to_end(&mut bytes)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Everything a reload waits on, armed before the signal is sent.
