@@ -8,8 +8,10 @@
 //!   `NOTIFY_SOCKET` is the bench's, says `READY=1` for a new master. Crashes are spaced wider
 //!   than the crash window, so each restart is immediate (no backoff).
 //!
-//! It prints one markdown table with both medians and their ratio. Every process is started
-//! through the test harness and killed by PID at the end, also on panic.
+//! The supervised crashes run with the binary's start-up pages released when the supervisor
+//! settles (as shipped) and kept (`FPMCTL_KEEP_PAGES=1`), half each, in alternating rounds.
+//! It prints one markdown table with the medians and their ratio to the bare start. Every
+//! process is started through the test harness and killed by PID at the end, also on panic.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -74,38 +76,69 @@ fn main() {
         sb.wait_child(pid, WAIT);
     }
 
-    // Supervised: SIGKILL of the master to the supervisor's READY=1 for the next one.
-    let sup = sb.supervise(
-        &["--max-restarts", "1000", "--within", "1s"],
-        &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
+    // Supervised: SIGKILL of the master to the supervisor's READY=1 for the next one, with
+    // the binary's start-up pages released when the supervisor settles (as shipped) and kept
+    // (`FPMCTL_KEEP_PAGES=1`), alternating so both see the same machine load.
+    let mut released = Vec::new();
+    let mut kept = Vec::new();
+    for round in 0..2 {
+        for keep in [false, true] {
+            let runs = n / 2 + (round == 0 && n % 2 == 1) as usize;
+            let into = if keep { &mut kept } else { &mut released };
+            into.extend(supervised_crashes(&sb, &sock, &sock_path, runs, keep));
+        }
+    }
+
+    if std::env::var_os("FPMCTL_BENCH_LOG").is_some() {
+        eprintln!("{}", sb.supervise_log());
+    }
+    let b = median(bare);
+    println!(
+        "| runs | start-up pages | bare php-fpm start → READY=1 | supervised crash → READY=1 | ratio |"
     );
+    println!("| ---: | --- | ---: | ---: | ---: |");
+    for (pages, crash) in [("released", released), ("kept", kept)] {
+        let runs = crash.len();
+        let c = median(crash);
+        println!(
+            "| {runs} | {pages} | {:.1} ms | {:.1} ms | {:.2} × |",
+            b.as_secs_f64() * 1000.0,
+            c.as_secs_f64() * 1000.0,
+            c.as_secs_f64() / b.as_secs_f64()
+        );
+    }
+}
+
+/// `runs` crashes of a supervised FPM (a supervisor of its own, stopped at the end): the
+/// time from SIGKILL of the master to the supervisor's `READY=1` for the next one.
+fn supervised_crashes(
+    sb: &Sandbox,
+    sock: &UnixDatagram,
+    sock_path: &std::path::Path,
+    runs: usize,
+    keep_pages: bool,
+) -> Vec<Duration> {
+    let mut env = vec![("NOTIFY_SOCKET", sock_path.to_str().unwrap())];
+    if keep_pages {
+        env.push(("FPMCTL_KEEP_PAGES", "1"));
+    }
+    let sup = sb.supervise(&["--max-restarts", "1000", "--within", "1s"], &env);
     let mut master = sb.wait_supervised_ready();
     let mut crash = Vec::new();
-    for _ in 0..n {
-        // Wider than --within: every crash is a first crash, restarted at once.
+    for _ in 0..runs {
+        // Wider than --within: every crash is a first crash, restarted at once. (The
+        // supervisor settles, and releases its pages, well within it.)
         std::thread::sleep(Duration::from_millis(1200));
         while sock.set_nonblocking(true).is_ok() && sock.recv(&mut [0u8; 4096]).is_ok() {}
         sock.set_nonblocking(false).unwrap();
         let killed = format!("master {master} ");
         let started = Instant::now();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(master), Signal::SIGKILL).unwrap();
-        wait_ready(&sock, Some(&killed));
+        wait_ready(sock, Some(&killed));
         crash.push(started.elapsed());
         master = sb.wait_supervised_ready();
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup as i32), Signal::SIGTERM).unwrap();
     sb.wait_child(sup, WAIT);
-
-    if std::env::var_os("FPMCTL_BENCH_LOG").is_some() {
-        eprintln!("{}", sb.supervise_log());
-    }
-    let (b, c) = (median(bare), median(crash));
-    println!("| runs | bare php-fpm start → READY=1 | supervised crash → READY=1 | ratio |");
-    println!("| ---: | ---: | ---: | ---: |");
-    println!(
-        "| {n} | {:.1} ms | {:.1} ms | {:.2} × |",
-        b.as_secs_f64() * 1000.0,
-        c.as_secs_f64() * 1000.0,
-        c.as_secs_f64() / b.as_secs_f64()
-    );
+    crash
 }

@@ -31,6 +31,7 @@ pub mod notify;
 pub mod observe;
 pub mod policy;
 mod request;
+pub mod resident;
 pub use crate::handover::sockets;
 
 use crate::config::FpmConfig;
@@ -64,6 +65,9 @@ pub struct Options {
     /// Where `/metrics`, `/livez` and `/readyz` are served (`--metrics-listen`,
     /// `--health-listen`; one endpoint when equal).
     pub listen: Vec<std::net::SocketAddr>,
+    /// Whether the pages of fpmctl's binary that waiting does not use are released when
+    /// the supervisor settles ([`resident`]); `FPMCTL_KEEP_PAGES` turns it off.
+    pub release_pages: bool,
 }
 
 impl Default for Options {
@@ -77,6 +81,7 @@ impl Default for Options {
             drain_timeout: Duration::from_secs(60),
             stop_plan: SignalPlan::default(),
             listen: Vec::new(),
+            release_pages: true,
         }
     }
 }
@@ -192,6 +197,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         sigfd,
         counters,
     )?;
+    driver.release_pages = opts.release_pages;
     let (machine, first) = match adopt {
         Some(id) => {
             let (m, first) = machine::Machine::adopt(settings, id, Instant::now());

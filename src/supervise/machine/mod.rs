@@ -258,6 +258,23 @@ impl Machine {
         }
     }
 
+    /// True when nothing is under way: one master serves and no other master, drain, check,
+    /// config load, worker listing or waiting request is pending. (The driver then gives
+    /// back the pages that getting here touched: `supervise::resident`.)
+    pub fn settled(&self) -> bool {
+        self.phase == Phase::Serving
+            && self.masters.len() == 1
+            && self
+                .masters
+                .values()
+                .all(|m| m.role == Role::Serving && !m.check_in_flight)
+            && self.drains.is_empty()
+            && self.waiting.is_empty()
+            && self.deferred_orphans.is_empty()
+            && self.listing.is_empty()
+            && !self.loading
+    }
+
     /// When the driver must call [`Machine::on`] with [`Event::Timer`] at the latest;
     /// `None`: only an event can change anything.
     pub fn next_wakeup(&self) -> Option<Deadline> {
