@@ -79,13 +79,13 @@ fn main() {
     // Supervised: SIGKILL of the master to the supervisor's READY=1 for the next one, with
     // the binary's start-up pages released when the supervisor settles (as shipped) and kept
     // (`FPMCTL_KEEP_PAGES=1`), alternating so both see the same machine load.
-    let mut released = Vec::new();
-    let mut kept = Vec::new();
+    let mut released = Crashes::default();
+    let mut kept = Crashes::default();
     for round in 0..2 {
         for keep in [false, true] {
             let runs = n / 2 + (round == 0 && n % 2 == 1) as usize;
             let into = if keep { &mut kept } else { &mut released };
-            into.extend(supervised_crashes(&sb, &sock, &sock_path, runs, keep));
+            supervised_crashes(&sb, &sock, &sock_path, runs, keep, into);
         }
     }
 
@@ -94,51 +94,94 @@ fn main() {
     }
     let b = median(bare);
     println!(
-        "| runs | start-up pages | bare php-fpm start → READY=1 | supervised crash → READY=1 | ratio |"
+        "| runs | start-up pages | bare php-fpm start → READY=1 | supervised crash → READY=1 | ratio | supervisor CPU per crash | its page faults per crash |"
     );
-    println!("| ---: | --- | ---: | ---: | ---: |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
     for (pages, crash) in [("released", released), ("kept", kept)] {
-        let runs = crash.len();
-        let c = median(crash);
+        let runs = crash.ready.len();
+        let c = median(crash.ready);
         println!(
-            "| {runs} | {pages} | {:.1} ms | {:.1} ms | {:.2} × |",
+            "| {runs} | {pages} | {:.1} ms | {:.1} ms | {:.2} × | {:.2} ms | {} |",
             b.as_secs_f64() * 1000.0,
             c.as_secs_f64() * 1000.0,
-            c.as_secs_f64() / b.as_secs_f64()
+            c.as_secs_f64() / b.as_secs_f64(),
+            crash.cpu_ns as f64 / 1e6 / runs as f64,
+            crash.faults / runs as u64
         );
     }
 }
 
+/// What the supervised crashes of one kind cost.
+#[derive(Default)]
+struct Crashes {
+    /// SIGKILL of the master → `READY=1` of the next, per crash.
+    ready: Vec<Duration>,
+    /// The supervisor's CPU time over whole crash cycles (crash, restart, settling, and the
+    /// release of its pages when they are released), all threads.
+    cpu_ns: u64,
+    /// Its page faults (minor and major) over the same cycles.
+    faults: u64,
+}
+
+/// CPU time of every thread of `pid` so far, in ns (`/proc/PID/task/*/schedstat`).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Minor plus major page faults of `pid` (all threads) so far.
+fn faults(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return 0;
+    };
+    // Fields after the `(comm)`: minflt and majflt are fields 10 and 12 overall.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(7) + n(9)
+}
+
 /// `runs` crashes of a supervised FPM (a supervisor of its own, stopped at the end): the
-/// time from SIGKILL of the master to the supervisor's `READY=1` for the next one.
+/// time from SIGKILL of the master to the supervisor's `READY=1` for the next one, and what
+/// the supervisor spent on each whole crash cycle.
 fn supervised_crashes(
     sb: &Sandbox,
     sock: &UnixDatagram,
     sock_path: &std::path::Path,
     runs: usize,
     keep_pages: bool,
-) -> Vec<Duration> {
+    into: &mut Crashes,
+) {
     let mut env = vec![("NOTIFY_SOCKET", sock_path.to_str().unwrap())];
     if keep_pages {
         env.push(("FPMCTL_KEEP_PAGES", "1"));
     }
     let sup = sb.supervise(&["--max-restarts", "1000", "--within", "1s"], &env);
     let mut master = sb.wait_supervised_ready();
-    let mut crash = Vec::new();
     for _ in 0..runs {
-        // Wider than --within: every crash is a first crash, restarted at once. (The
-        // supervisor settles, and releases its pages, well within it.)
-        std::thread::sleep(Duration::from_millis(1200));
+        // Wider than --within (with the second after each crash below): every crash is a
+        // first crash, restarted at once.
+        std::thread::sleep(Duration::from_millis(200));
         while sock.set_nonblocking(true).is_ok() && sock.recv(&mut [0u8; 4096]).is_ok() {}
         sock.set_nonblocking(false).unwrap();
         let killed = format!("master {master} ");
+        let (cpu, flt) = (cpu_ns(sup), faults(sup));
         let started = Instant::now();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(master), Signal::SIGKILL).unwrap();
         wait_ready(sock, Some(&killed));
-        crash.push(started.elapsed());
+        into.ready.push(started.elapsed());
         master = sb.wait_supervised_ready();
+        // Until it settled again (the orphans of the dead master are gone).
+        std::thread::sleep(Duration::from_millis(1000));
+        into.cpu_ns += cpu_ns(sup).saturating_sub(cpu);
+        into.faults += faults(sup).saturating_sub(flt);
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup as i32), Signal::SIGTERM).unwrap();
     sb.wait_child(sup, WAIT);
-    crash
 }

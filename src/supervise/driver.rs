@@ -171,17 +171,9 @@ impl Driver {
                 self.queue.push_back(Event::Timer);
             }
             while let Some(ev) = self.queue.pop_front() {
-                // The idle loop's own work (health checks, FPM's periodic STATUS=) keeps
-                // its pages; anything else may have touched code that waiting does not need.
-                touched |= !matches!(
-                    ev,
-                    Event::Timer
-                        | Event::Notify { ready: false, .. }
-                        | Event::Checked {
-                            purpose: Purpose::Health,
-                            ..
-                        }
-                );
+                // The idle loop's own work (health checks, FPM's heartbeat) keeps its
+                // pages; anything else may have touched code that waiting does not need.
+                touched |= !m.is_idle_work(&ev);
                 m.set_jitter(super::policy::jitter());
                 trace!(event = ?ev, "machine event");
                 let actions = m.on(ev, Instant::now());
@@ -196,19 +188,17 @@ impl Driver {
                 }
             }
             self.prune(&m);
-            if touched
-                && self.release_pages
-                && m.settled()
-                && self.conns.is_empty()
-                && self.waiting.is_empty()
-            {
+            if touched && m.settled() && self.conns.is_empty() && self.waiting.is_empty() {
                 touched = false;
-                let released = resident::release();
-                debug!(
-                    mappings = released.mappings,
-                    kib = released.kib,
-                    "released the pages of fpmctl's binary that waiting does not use"
-                );
+                resident::trim_heap();
+                if self.release_pages {
+                    let released = resident::release();
+                    debug!(
+                        mappings = released.mappings,
+                        kib = released.kib,
+                        "released the pages of fpmctl's binary that waiting does not use"
+                    );
+                }
             }
         }
     }

@@ -6,7 +6,8 @@
 //! them from the process at any time under memory pressure, faulting them back in (a minor
 //! fault, no disk read while the page cache holds them) when they are used again. When the
 //! supervisor settles, [`release`] does the same at once with `madvise(MADV_DONTNEED)`, so
-//! its resident size is what waiting really uses.
+//! its resident size is what waiting really uses. [`trim_heap`] does the same for the heap:
+//! glibc keeps what start-up allocated and freed until it is asked to give it back.
 //!
 //! Only mappings of the fpmctl executable itself are released (the mapping holding this
 //! module's code names the file), only read-only private ones (`r--p`, `r-xp`), and only
@@ -15,9 +16,11 @@
 //! written through a debugger or by relocation (the RELRO segment after the dynamic loader
 //! relocated it is anonymous memory, so it is never chosen). A page of the file that is
 //! dirty in the page cache (`Private_Dirty` without `Anonymous`: the binary was written
-//! moments ago) is the page cache's, not a copy, and stays there. Writable mappings, the
-//! heap, stacks and shared libraries are never touched. The page cache is not changed:
-//! nothing here frees memory the system could not reclaim anyway.
+//! moments ago) is no copy: it is released like the others and stays in the page cache.
+//! Writable mappings, the heap, stacks and shared libraries are never advised. The page
+//! cache is not changed: releasing frees no memory the kernel could not reclaim anyway, it
+//! only stops counting pages waiting does not use as the supervisor's (and, unmapped, they
+//! are the first the kernel reclaims under pressure).
 
 use nix::sys::mman::{MmapAdvise, madvise};
 use std::ffi::c_void;
@@ -120,11 +123,9 @@ pub struct Released {
     pub kib: u64,
 }
 
-/// Releases the droppable mappings of the executable (see the module docs) and gives freed
-/// heap pages back to the kernel. Best effort: a mapping that cannot be read or advised is
-/// kept as it is.
+/// Releases the droppable mappings of the executable (see the module docs). Best effort: a
+/// mapping that cannot be read or advised is kept as it is.
 pub fn release() -> Released {
-    trim_heap();
     let Ok(text) = std::fs::read_to_string("/proc/self/smaps") else {
         return Released::default();
     };
@@ -150,8 +151,9 @@ pub fn release() -> Released {
     done
 }
 
-/// Returns freed heap memory to the kernel (glibc keeps it for reuse otherwise).
-fn trim_heap() {
+/// Returns the free pages of every malloc arena to the kernel (glibc keeps them for reuse
+/// otherwise: what start-up parsed and scanned, once freed, stays resident).
+pub fn trim_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim takes the allocator's own locks and only releases memory that is
     // free; it is safe to call at any time from any thread.

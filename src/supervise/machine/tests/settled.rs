@@ -93,3 +93,27 @@ fn a_stopping_machine_is_never_settled() {
     r.at(S, Event::Signal(Sig::Term));
     assert!(!r.m.settled());
 }
+
+#[test]
+fn timers_health_results_and_the_serving_masters_heartbeat_are_idle_work() {
+    let (mut r, _) = Run::new(settings());
+    r.at(0, spawned(1, 100));
+    // READY=1 of a starting master is no heartbeat.
+    assert!(!r.m.is_idle_work(&ready(1)));
+    r.at(30, ready(1));
+    assert!(r.m.is_idle_work(&Event::Timer));
+    // FPM repeats READY=1 with each STATUS= while it serves.
+    assert!(r.m.is_idle_work(&ready(1)));
+    let checked = |purpose| Event::Checked {
+        master: 1,
+        purpose,
+        result: Ok(()),
+        saturated: false,
+    };
+    assert!(r.m.is_idle_work(&checked(Purpose::Health)));
+    assert!(!r.m.is_idle_work(&checked(Purpose::Ready)));
+    assert!(!r.m.is_idle_work(&ctl(1, Command::Status)));
+    assert!(!r.m.is_idle_work(&exited(1)));
+    // A master the machine does not know is no heartbeat either.
+    assert!(!r.m.is_idle_work(&ready(7)));
+}
