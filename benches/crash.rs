@@ -9,7 +9,7 @@
 //!   than the crash window, so each restart is immediate (no backoff).
 //!
 //! The supervised crashes run with the binary's start-up pages released when the supervisor
-//! settles (as shipped) and kept (`FPMCTL_KEEP_PAGES=1`), half each, in alternating rounds.
+//! settles (as shipped) and kept (`FPMCTL_KEEP_PAGES=1`), in alternating rounds.
 //! It prints one markdown table with the medians and their ratio to the bare start. Every
 //! process is started through the test harness and killed by PID at the end, also on panic.
 

@@ -5,8 +5,9 @@
 //! resident-size target (RSS ≤ 4 MiB) as PASS or FAIL, and where the resident pages are, per
 //! kind of mapping of `/proc/PID/smaps`. The supervisor waits in `poll(2)`; only the health
 //! check wakes it, once per `--health-interval`, so idle CPU should be about zero. Each
-//! interval runs twice in the same run: as shipped (the pages of fpmctl's binary that only
-//! start-up touched are released once the supervisor settles) and with `FPMCTL_KEEP_PAGES=1`.
+//! interval runs twice in the same run: as shipped (`released`: the pages of fpmctl's binary
+//! that only start-up touched are unmapped once the supervisor settles) and with
+//! `FPMCTL_KEEP_PAGES=1` (`kept`).
 //! The window is longer than the longest interval, so every row includes health checks.
 
 #[path = "../tests/common/mod.rs"]

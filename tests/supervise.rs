@@ -105,6 +105,23 @@ fn a_settled_supervisor_releases_its_start_up_pages_and_still_recovers_and_resta
 }
 
 #[test]
+fn fpmctl_keep_pages_keeps_the_binarys_pages() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(
+        &[],
+        &[("FPMCTL_LOG", "fpmctl=debug"), ("FPMCTL_KEEP_PAGES", "1")],
+    );
+    sb.wait_supervised_ready();
+    sb.fpmctl(&["restart"]).expect_code(0);
+    sb.wait_supervised_ready();
+    sb.fpmctl(&["stop"]).expect_code(0);
+    sb.wait_child(sup, Duration::from_secs(30));
+    let log = sb.supervise_log();
+    assert!(log.contains("FPM ready"), "{log}");
+    assert!(releases(&log).is_empty(), "{log}");
+}
+
+#[test]
 fn an_fpm_that_dies_right_after_start_ends_in_backoff_then_the_crash_loop_exit_code() {
     let Some(sb) = Sandbox::new() else { return };
     // php-fpm -t accepts this pid path; FPM fails to write it at start and exits (78).

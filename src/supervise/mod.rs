@@ -66,7 +66,7 @@ pub struct Options {
     /// `--health-listen`; one endpoint when equal).
     pub listen: Vec<std::net::SocketAddr>,
     /// Whether the pages of fpmctl's binary that waiting does not use are released when
-    /// the supervisor settles ([`resident`]); `FPMCTL_KEEP_PAGES` turns it off.
+    /// the supervisor settles ([`resident`]); `FPMCTL_KEEP_PAGES=1` turns it off.
     pub release_pages: bool,
 }
 
