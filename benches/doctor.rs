@@ -3,12 +3,17 @@
 //!
 //! `cargo bench --bench doctor` writes `target/doctor-bench/error.log` (1 GiB; set
 //! `FPMCTL_BENCH_DOCTOR_MB` for a smaller one) and prints a table: seconds, MB/s and peak RSS
-//! of each, and the ratio. The log is built from lines a real nginx wrote a moment before:
-//! the bench starts nginx with `error_log ... info`, asks it for missing files (`open()
-//! failed`), lets keep-alive connections close, and sends requests to a `fastcgi_pass` whose
-//! socket does not exist (`connect() ... failed`). Those lines are repeated with advancing
-//! timestamps: about 98% irrelevant, 2% connect() failures, as on a busy host with an
-//! incident. doctor runs single-threaded, so its figure is one core's.
+//! of each, and the ratio (also in `target/bench/doctor.json`). The log is built from lines a
+//! real nginx wrote a moment before: the bench starts nginx with `error_log ... info`, asks it
+//! for missing files (`open() failed`), lets keep-alive connections close, and sends requests
+//! to a `fastcgi_pass` whose socket does not exist (`connect() ... failed`). Those lines are
+//! repeated with advancing timestamps: about 98% irrelevant, 2% connect() failures, as on a
+//! busy host with an incident. doctor runs single-threaded, so its figure is one core's.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::io::{BufWriter, Read, Write};
 use std::net::TcpStream;
@@ -27,6 +32,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
+    let meta = support::meta();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/doctor-bench");
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("error.log");
@@ -93,6 +99,26 @@ fn main() {
         "\ndoctor / grep throughput: {:.2}x (doctor {:.0} MB/s on one core; target >= 500 MB/s)",
         grep.secs / doctor.secs,
         mbs(doctor.secs)
+    );
+    support::write_json(
+        "doctor",
+        meta,
+        serde_json::json!({
+            "log_mib": size >> 20,
+            "grep": {
+                "seconds": grep.secs,
+                "mb_per_s": mbs(grep.secs),
+                "peak_rss_mib": grep.max_rss_kib / 1024,
+                "found": grep_count,
+            },
+            "doctor": {
+                "seconds": doctor.secs,
+                "mb_per_s": mbs(doctor.secs),
+                "peak_rss_mib": doctor.max_rss_kib / 1024,
+                "found": doctor_count,
+            },
+            "throughput_ratio": grep.secs / doctor.secs,
+        }),
     );
 }
 

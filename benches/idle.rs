@@ -1,7 +1,8 @@
 //! What `fpmctl supervise` costs while nothing happens: CPU time and memory of the supervisor
 //! process over an idle window, with the default health interval and a busy one.
 //!
-//! `cargo bench --bench idle` prints two markdown tables: the totals per row, with the
+//! `cargo bench --bench idle` prints two markdown tables (and writes `target/bench/idle.json`):
+//! the totals per row, with the
 //! resident-size target (RSS ≤ 4 MiB) as PASS or FAIL, and where the resident pages are, per
 //! kind of mapping of `/proc/PID/smaps`. The supervisor waits in `poll(2)`; only the health
 //! check wakes it, once per `--health-interval`, so idle CPU should be about zero. Each
@@ -12,6 +13,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use common::Sandbox;
 use std::collections::BTreeMap;
@@ -121,6 +124,7 @@ fn main() {
         println!("idle bench: run it with `cargo bench --bench idle`");
         return;
     }
+    let meta = support::meta();
     let mut rows = Vec::new();
     for (interval, keep) in [("10s", false), ("10s", true), ("1s", false), ("1s", true)] {
         let Some(sb) = Sandbox::new() else { return };
@@ -176,4 +180,28 @@ fn main() {
         }
         println!();
     }
+    support::write_json(
+        "idle",
+        meta,
+        serde_json::json!({
+            "window_s": WINDOW.as_secs_f64(),
+            "target_rss_kib": TARGET_KIB,
+            "rows": rows.iter().map(|(interval, pages, used, m, parts)| serde_json::json!({
+                "strategy": format!("{interval} {pages}"),
+                "health_interval": interval,
+                "start_up_pages": pages,
+                "cpu_ms": used,
+                "cpu_pct": 100.0 * used / (WINDOW.as_secs_f64() * 1000.0),
+                "rss_kib": m.rss,
+                "pss_kib": m.pss,
+                "smaps_private_kib": m.private,
+                "anonymous_kib": m.anon,
+                "rss_target_met": m.rss <= TARGET_KIB,
+                "mappings": PARTS.iter().enumerate().map(|(i, part)| {
+                    let p = parts.get(&i).copied().unwrap_or_default();
+                    serde_json::json!({ "strategy": part, "rss_kib": p.rss, "pss_kib": p.pss })
+                }).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }),
+    );
 }

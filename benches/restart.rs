@@ -1,16 +1,23 @@
 //! What a restart costs the clients of a web server in front of FPM.
 //!
-//! `cargo bench --bench restart` restarts a sandboxed php-fpm N times (20, or
-//! `FPMCTL_BENCH_RESTARTS`) under a steady load through a real nginx, once per strategy and per
-//! pool (the unix-socket pool and the TCP pool), and prints one markdown table: how many
-//! requests failed (a non-2xx answer or no answer) and how long each restart took.
+//! `cargo bench --bench restart` (or `scripts/bench.sh`) restarts a sandboxed php-fpm N times
+//! (10, or `FPMCTL_BENCH_RESTARTS`) under a steady load through a real nginx, once per
+//! strategy and per pool (the unix-socket pool and the TCP pool), and prints one markdown
+//! table: how many requests failed (a non-2xx answer or no answer), the request latency
+//! (p50, p99, max) over the whole phase, how many requests took longer than 50 ms, and how
+//! long each restart took. The same figures,
+//! with every restart's time, go to `target/bench/restart.json`.
 //!
 //! Strategies:
-//! - `init-script`: what init scripts do: SIGQUIT the master, wait until it is gone, start
-//!   `php-fpm -y CONF -D`;
+//! - `no restart`: the same load for as long, nothing restarted (the latency baseline);
+//! - `init-style stop+start`: SIGQUIT the master, wait until it is gone (pidfd), start
+//!   `php-fpm -y CONF -D`, then wait until every pool answers;
+//! - `kill -USR2`: FPM's own reload, by hand: SIGUSR2 to the master, wait until the
+//!   re-executed FPM runs and every pool answers;
 //! - `fpmctl restart`: fpmctl's own (unsupervised) restart, the default: the new master starts
 //!   on the sockets taken from the running one, which is retired once the new one is ready;
 //! - `fpmctl restart --cold`: stop, then start, readiness proven;
+//! - `fpmctl reload`: SIGUSR2 with fpmctl's checks and readiness;
 //! - `fpmctl supervise`: `fpmctl supervise` owns FPM and `fpmctl restart` asks it to replace FPM.
 //!
 //! All runs share one machine and one process, so compare rows of one run with each other,
@@ -19,17 +26,22 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use common::load::{Load, LoadReport};
 use common::nginx::{self, Nginx};
 use common::{Opts, Sandbox};
+use fpmctl::deadline::Deadline;
 use nix::sys::signal::Signal;
+use serde_json::json;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use support::{WAIT_LIMIT, median, millis, millis_list, ms};
 
 /// Client threads of the load, each with one request in flight at a time.
 const THREADS: usize = 4;
@@ -41,31 +53,42 @@ const WARMUP: Duration = Duration::from_millis(500);
 const SETTLE: Duration = Duration::from_millis(300);
 /// Hard limit of one load phase (the stop flag normally ends it much earlier).
 const PHASE_LIMIT: Duration = Duration::from_secs(150);
-/// Limit of one wait (a master to exit, a supervisor to become ready or to exit).
-const WAIT_LIMIT: Duration = Duration::from_secs(40);
-const DEFAULT_RESTARTS: usize = 20;
+const DEFAULT_RESTARTS: usize = 10;
+/// A request slower than this counts as slowed down by a restart: the latency percentiles are
+/// over the whole phase, so a slower restart command (a longer phase) dilutes them; this count
+/// is not diluted.
+const SLOW: Duration = Duration::from_millis(50);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Strategy {
-    InitScript,
+    NoRestart,
+    InitStyle,
+    RawUsr2,
     FpmctlRestart,
     FpmctlRestartCold,
+    FpmctlReload,
     FpmctlSupervise,
 }
 
 impl Strategy {
-    const ALL: [Strategy; 4] = [
-        Strategy::InitScript,
+    const ALL: [Strategy; 7] = [
+        Strategy::NoRestart,
+        Strategy::InitStyle,
+        Strategy::RawUsr2,
         Strategy::FpmctlRestart,
         Strategy::FpmctlRestartCold,
+        Strategy::FpmctlReload,
         Strategy::FpmctlSupervise,
     ];
 
     fn name(self) -> &'static str {
         match self {
-            Strategy::InitScript => "init-script",
+            Strategy::NoRestart => "no restart",
+            Strategy::InitStyle => "init-style stop+start",
+            Strategy::RawUsr2 => "kill -USR2",
             Strategy::FpmctlRestart => "fpmctl restart",
             Strategy::FpmctlRestartCold => "fpmctl restart --cold",
+            Strategy::FpmctlReload => "fpmctl reload",
             Strategy::FpmctlSupervise => "fpmctl supervise",
         }
     }
@@ -84,23 +107,49 @@ struct Row {
     time_wait: (usize, usize),
 }
 
+impl Row {
+    fn failed_pct(&self) -> f64 {
+        let total = self.load.requests();
+        if total == 0 {
+            0.0
+        } else {
+            100.0 * self.load.failed() as f64 / total as f64
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "strategy": self.strategy.name(),
+            "socket": self.socket,
+            "restarts": self.restarts,
+            "requests": self.load.requests(),
+            "failed": self.load.failed(),
+            "failed_pct": (self.failed_pct() * 100.0).round() / 100.0,
+            "connection_errors": self.load.errors,
+            "statuses": self.load.statuses,
+            "latency_p50_ms": millis(self.load.latency_quantile(0.5)),
+            "latency_p99_ms": millis(self.load.latency_quantile(0.99)),
+            "latency_max_ms": millis(self.load.latency_quantile(1.0)),
+            "slow_requests": self.load.slower_than(SLOW),
+            "slow_ms": millis(SLOW),
+            "restart_median_ms": millis(median(&self.times)),
+            "restart_max_ms": millis(self.times.iter().copied().max().unwrap_or_default()),
+            "restart_ms": millis_list(&self.times),
+            "time_wait_sockets": [self.time_wait.0, self.time_wait.1],
+            "first_errors": self.load.first_errors.iter().take(3).collect::<Vec<_>>(),
+        })
+    }
+}
+
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --all-targets` does not: nothing to do then.
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("restart bench: run it with `cargo bench --bench restart`");
+    if !support::asked_to_run("restart") {
         return;
     }
-    let restarts = match std::env::var("FPMCTL_BENCH_RESTARTS") {
-        Ok(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .unwrap_or_else(|| panic!("FPMCTL_BENCH_RESTARTS={v:?}: expected a positive number")),
-        Err(_) => DEFAULT_RESTARTS,
-    };
+    let restarts = support::env_count("FPMCTL_BENCH_RESTARTS", DEFAULT_RESTARTS);
     if common::fpm_bin().is_none() || !nginx::available() {
         return;
     }
+    let meta = support::meta();
     let began = Instant::now();
     eprintln!(
         "restart bench: {restarts} restart(s) per strategy and socket, {THREADS} client threads \
@@ -112,6 +161,7 @@ fn main() {
         rows.extend(bench(strategy, restarts));
     }
     println!("{}", table(&rows));
+    println!("Run: {}", support::meta_line(&meta));
     for r in &rows {
         println!(
             "{} / {}: statuses {:?}, {} connection error(s); TCP sockets in TIME_WAIT on the \
@@ -127,6 +177,20 @@ fn main() {
             println!("    {e}");
         }
     }
+    support::write_json(
+        "restart",
+        meta,
+        json!({
+            "load": {
+                "client_threads": THREADS,
+                "pause_ms": millis(PAUSE),
+                "settle_ms": millis(SETTLE),
+                "warmup_ms": millis(WARMUP),
+                "request": "GET through nginx, one connection per request (Connection: close)",
+            },
+            "rows": rows.iter().map(Row::json).collect::<Vec<_>>(),
+        }),
+    );
     eprintln!(
         "restart bench: done in {:.0}s",
         began.elapsed().as_secs_f64()
@@ -140,23 +204,29 @@ fn bench(strategy: Strategy, n: usize) -> Vec<Row> {
         ..Opts::default()
     })
     .expect("php-fpm is installed");
+    let cfg = sb.fpm_config().expect("the sandbox config loads");
     // Declared after the sandbox: dropped (stopped) before it.
     let mut supervisor = None;
     match strategy {
-        Strategy::InitScript | Strategy::FpmctlRestart | Strategy::FpmctlRestartCold => {
+        Strategy::FpmctlSupervise => supervisor = Some(Supervisor::start(&sb)),
+        _ => {
             sb.start_fpm();
         }
-        Strategy::FpmctlSupervise => supervisor = Some(Supervisor::start(&sb)),
     }
     let ng = Nginx::start(&sb);
     let mut rows = Vec::new();
+    let n = if strategy == Strategy::NoRestart {
+        0
+    } else {
+        n
+    };
     for (socket, path) in SOCKETS {
         let (status, body) = common::load::get(ng.addr, path, Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("{e}\n{}", ng.logs()));
         assert_eq!(status, 200, "GET {path} before the load: {body}");
         eprintln!("  {} / {socket}: {n} restart(s)", strategy.name());
         let before = time_wait_sockets();
-        let (load, times) = phase(&sb, ng.addr, path, strategy, n);
+        let (load, times) = phase(&sb, &cfg, ng.addr, path, strategy, n);
         rows.push(Row {
             strategy,
             socket,
@@ -178,8 +248,10 @@ fn bench(strategy: Strategy, n: usize) -> Vec<Row> {
 }
 
 /// The load on `path` while FPM restarts `n` times; the load's report and each restart's time.
+/// Without restarts (the baseline), the load runs as long as 10 restarts' pauses would take.
 fn phase(
     sb: &Sandbox,
+    cfg: &fpmctl::config::FpmConfig,
     addr: SocketAddr,
     path: &str,
     strategy: Strategy,
@@ -193,11 +265,14 @@ fn phase(
         .spawn(addr, path, Arc::clone(&stop));
     std::thread::sleep(WARMUP);
     let mut times = Vec::with_capacity(n);
+    if n == 0 {
+        std::thread::sleep(SETTLE * 10);
+    }
     for i in 0..n {
         if i > 0 {
             std::thread::sleep(SETTLE);
         }
-        times.push(restart(sb, strategy));
+        times.push(restart(sb, cfg, strategy));
     }
     std::thread::sleep(WARMUP);
     stop.store(true, Ordering::Relaxed);
@@ -213,10 +288,13 @@ impl Drop for SetOnDrop {
     }
 }
 
-/// One restart by `strategy`; how long it took until the restarting command returned.
-fn restart(sb: &Sandbox, strategy: Strategy) -> Duration {
+/// One restart by `strategy`; how long it took until the restarting command returned (by hand:
+/// until every pool answered).
+fn restart(sb: &Sandbox, cfg: &fpmctl::config::FpmConfig, strategy: Strategy) -> Duration {
     match strategy {
-        Strategy::InitScript => init_script_restart(sb),
+        Strategy::NoRestart => Duration::ZERO,
+        Strategy::InitStyle => support::bare_restart(sb, cfg),
+        Strategy::RawUsr2 => support::raw_usr2(sb, cfg),
         Strategy::FpmctlRestart | Strategy::FpmctlRestartCold => {
             let cold = strategy == Strategy::FpmctlRestartCold;
             let run = sb.fpmctl(if cold {
@@ -235,6 +313,14 @@ fn restart(sb: &Sandbox, strategy: Strategy) -> Duration {
             }
             run.elapsed
         }
+        Strategy::FpmctlReload => {
+            let run = sb.fpmctl(&["reload"]);
+            assert_eq!(run.code, 0, "{run}");
+            if let Some(pid) = sb.pid_from_file() {
+                sb.note_master(pid);
+            }
+            run.elapsed
+        }
         Strategy::FpmctlSupervise => {
             let run = sb.fpmctl(&["restart"]);
             assert_eq!(run.code, 0, "{run}");
@@ -245,47 +331,6 @@ fn restart(sb: &Sandbox, strategy: Strategy) -> Duration {
             run.elapsed
         }
     }
-}
-
-/// What an init script's restart does: SIGQUIT the master, wait until it is gone, start
-/// `php-fpm -y CONF -D` (which returns once the new master is initialized).
-fn init_script_restart(sb: &Sandbox) -> Duration {
-    let began = Instant::now();
-    let pid = sb.pid_from_file().expect("a pid file");
-    let master = fpmctl::procs::read(pid).expect("the master in the pid file is alive");
-    let cfg = sb.fpm_config().expect("the sandbox config loads");
-    let sent = fpmctl::signals::send_verified(master.id, Signal::SIGQUIT, |p| {
-        fpmctl::discovery::is_master_of(p, &cfg)
-    });
-    assert!(
-        matches!(sent, Ok(fpmctl::signals::Sent::Delivered)),
-        "SIGQUIT to master {pid}: {sent:?}"
-    );
-    sb.wait_for(WAIT_LIMIT, "the old master to exit", || {
-        fpmctl::procs::read_same(master.id)
-            .filter(|p| !p.is_gone())
-            .is_none()
-            .then_some(())
-    });
-    let out = Command::new(&sb.bin)
-        .arg("-y")
-        .arg(&sb.conf)
-        .arg("-D")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running php-fpm");
-    assert!(
-        out.status.success(),
-        "php-fpm -D failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        sb.error_log()
-    );
-    let took = began.elapsed();
-    let new = sb.wait_for(WAIT_LIMIT, "the new pid file", || {
-        sb.pid_from_file().filter(|p| *p != pid)
-    });
-    sb.note_master(new);
-    took
 }
 
 /// `fpmctl supervise` as our child; stopped (SIGTERM, then SIGKILL) and reaped on drop.
@@ -314,7 +359,7 @@ impl Supervisor {
             child: Some(child),
             log,
         };
-        let deadline = Instant::now() + WAIT_LIMIT;
+        let deadline = Deadline::after(WAIT_LIMIT);
         loop {
             let run = sb.fpmctl(&["status", "--json"]);
             let ready = serde_json::from_str::<serde_json::Value>(&run.stdout)
@@ -326,7 +371,7 @@ impl Supervisor {
             if let Some(status) = sup.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("fpmctl supervise exited ({status}):\n{}", sup.log_text());
             }
-            if Instant::now() > deadline {
+            if deadline.expired() {
                 panic!(
                     "fpmctl supervise not ready after {WAIT_LIMIT:?}:\n{run}\n{}",
                     sup.log_text()
@@ -349,13 +394,11 @@ impl Supervisor {
         if matches!(child.try_wait(), Ok(None)) {
             let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
         }
-        let deadline = Instant::now() + WAIT_LIMIT;
+        let deadline = Deadline::after(WAIT_LIMIT);
         loop {
             match child.try_wait() {
                 Ok(Some(status)) => return status.success(),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
+                Ok(None) if !deadline.expired() => std::thread::sleep(Duration::from_millis(20)),
                 _ => {
                     // Not yet reaped, so the PID is still our child's.
                     let _ = child.kill();
@@ -404,44 +447,36 @@ fn time_wait_sockets() -> usize {
         .sum()
 }
 
-fn median(times: &[Duration]) -> Duration {
-    let mut v = times.to_vec();
-    v.sort();
-    match v.len() {
-        0 => Duration::ZERO,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2,
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
-}
-
 fn table(rows: &[Row]) -> String {
     let mut s = String::new();
     s.push_str(
-        "| strategy | socket | restarts | requests | failed | failed % | restart median | restart max |\n",
+        "| strategy | socket | restarts | requests | failed | failed % | p50 | p99 | max | > 50 ms | restart median | restart max |\n",
     );
-    s.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    s.push_str(
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
     for r in rows {
-        let total = r.load.requests();
-        let pct = if total == 0 {
-            0.0
+        let (median, max) = if r.times.is_empty() {
+            ("-".to_string(), "-".to_string())
         } else {
-            100.0 * r.load.failed() as f64 / total as f64
+            (
+                ms(median(&r.times)),
+                ms(r.times.iter().copied().max().unwrap_or_default()),
+            )
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {:.2} % | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.2} % | {} | {} | {} | {} | {median} | {max} |",
             r.strategy.name(),
             r.socket,
             r.restarts,
-            total,
+            r.load.requests(),
             r.load.failed(),
-            pct,
-            ms(median(&r.times)),
-            ms(r.times.iter().copied().max().unwrap_or_default()),
+            r.failed_pct(),
+            ms(r.load.latency_quantile(0.5)),
+            ms(r.load.latency_quantile(0.99)),
+            ms(r.load.latency_quantile(1.0)),
+            r.load.slower_than(SLOW),
         );
     }
     s

@@ -255,7 +255,8 @@ pub struct RestartArgs {
     pub signal_plan: Option<SignalPlan>,
     /// Stop the running FPM, then start the new one (requests arriving in between fail).
     /// Without it, the new master takes over the running one's sockets and the old one is
-    /// retired once the new one is ready (falling back to this when the kernel refuses).
+    /// retired once the new one is ready (falling back to this when the kernel refuses). For a
+    /// master in a systemd unit: `systemctl restart` instead of `systemctl reload`.
     #[arg(long)]
     pub cold: bool,
     /// Machine-readable output on stdout.

@@ -270,6 +270,36 @@ impl Snapshot {
             .filter(|l| l.looks == Looks::Master && !l.doubt.is_foreign())
     }
 
+    /// What was found, one line: the master and its workers (or "no master"), orphaned
+    /// workers of a dead master and a stale pid file.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        match &self.master {
+            Some(m) => parts.push(format!(
+                "master {} with {} worker(s)",
+                m.pid(),
+                self.workers.len()
+            )),
+            None => parts.push("no master".to_string()),
+        }
+        if !self.orphans.is_empty() {
+            let pids: Vec<String> = self
+                .orphans
+                .iter()
+                .map(|o| o.proc.pid().to_string())
+                .collect();
+            parts.push(format!(
+                "{} orphaned worker(s) of a dead master ({})",
+                self.orphans.len(),
+                pids.join(" ")
+            ));
+        }
+        if let PidFile::Stale { reason, .. } = &self.pid_file {
+            parts.push(format!("a stale pid file ({reason})"));
+        }
+        parts.join(", ")
+    }
+
     /// True when the view is limited because processes of other users could not be read.
     pub fn limited_view(&self) -> bool {
         self.lookalikes
@@ -330,8 +360,22 @@ pub fn config_addresses(cfg: &FpmConfig) -> Vec<(String, ListenAddr)> {
     out
 }
 
-/// Takes one look at the system for `cfg`.
+/// Takes one look at the system for `cfg`, reading in full only the processes that run a
+/// php-fpm binary ([`procs::Scope::Binary`]): what every decision needs. A program that only
+/// poses as FPM is not listed among the lookalikes (it holds none of the config's sockets,
+/// or it is found as their holder); [`discover_reporting`] lists it.
 pub fn discover(cfg: &FpmConfig) -> Snapshot {
+    let binary = cfg.binary.as_ref().map(|b| b.path.as_path());
+    discover_scoped(cfg, procs::Scope::Binary(binary))
+}
+
+/// [`discover`] that also reads every process whose title names php-fpm, whatever it runs,
+/// so impostors are reported: `status`.
+pub fn discover_reporting(cfg: &FpmConfig) -> Snapshot {
+    discover_scoped(cfg, procs::Scope::Titles)
+}
+
+fn discover_scoped(cfg: &FpmConfig, scope: procs::Scope<'_>) -> Snapshot {
     let mut listeners: Vec<(String, ListenAddr, Vec<u64>)> = Vec::new();
     // Addresses whose socket table could not be read: who listens there is unknown, never
     // "nobody" (fail closed: start and restart refuse to bind onto them).
@@ -350,7 +394,44 @@ pub fn discover(cfg: &FpmConfig) -> Snapshot {
     // Open files are only read when a socket listens on one of our addresses: with nothing
     // listening there are no holders, and orphans (which always hold one) cannot exist.
     let anything_listens = !unreadable.is_empty() || listeners.iter().any(|l| !l.2.is_empty());
-    let table = procs::scan(anything_listens);
+    // Only what can be FPM is read in full; the rest of the host only when a listening
+    // socket on our addresses has no holder among those (a foreign program, or a supervisor
+    // holding the sockets while no FPM runs): then every process's open files are read, as
+    // who holds the address decides whether FPM may be started on it.
+    let mut table = procs::scan_fpm(scope);
+    if anything_listens {
+        // Open files are read only where they can make a difference: processes that claim
+        // to be this config's FPM (orphans prove themselves by the sockets they hold) and
+        // their parents (a supervisor holding the sockets). Another config's FPM is left.
+        let read: HashSet<i32> = table
+            .iter()
+            .filter(|p| claims_to_be_ours(p, cfg))
+            .flat_map(|p| [p.pid(), p.ppid])
+            .collect();
+        for p in table.iter_mut().filter(|p| read.contains(&p.pid())) {
+            procs::read_sockets(p);
+        }
+    }
+    let held: HashSet<u64> = table
+        .iter()
+        .flat_map(|p| p.sockets.iter().copied())
+        .collect();
+    let unheld = !unreadable.is_empty()
+        || listeners
+            .iter()
+            .any(|l| l.2.iter().any(|inode| !held.contains(inode)));
+    if anything_listens && unheld {
+        table = procs::scan(true);
+    }
+    // The process a pid file names is judged whatever it runs: a stale pid file says what it
+    // names instead.
+    if let Some(pid) = cfg.global.pid_file.as_deref().and_then(pid_in_file)
+        && !table.iter().any(|p| p.pid() == pid)
+        && let procs::Lookup::Found(p) = procs::lookup(pid)
+    {
+        table.push(p);
+        table.sort_by_key(|p| p.pid());
+    }
     let mut snap = discover_in(cfg, &table, &listeners);
     for i in unreadable {
         if let Some(a) = snap.addresses.get_mut(i) {
@@ -384,6 +465,13 @@ pub fn discover_in(
             Verdict::NotOurs => {}
         }
     }
+    // A worker forked a moment ago bears its master's title until it has set up: a "master"
+    // whose parent is a master of this config is such a fork (a master is started by a
+    // launcher, init or a supervisor, never by another master), counted with the workers.
+    let claimed: HashSet<i32> = masters.iter().map(|m| m.pid()).collect();
+    let (masters, forks): (Vec<&ProcInfo>, Vec<&ProcInfo>) = masters
+        .into_iter()
+        .partition(|m| !claimed.contains(&m.ppid));
     let by_pid = |pid: i32| table.iter().find(|p| p.pid() == pid);
 
     let pid_file = match (&pid_file_path, file_pid) {
@@ -449,7 +537,13 @@ pub fn discover_in(
     let lookalike_master_pids: HashSet<i32> = lookalikes.iter().map(|l| l.proc.pid()).collect();
 
     let all_inodes: HashSet<u64> = listeners.iter().flat_map(|l| l.2.iter().copied()).collect();
-    let mut workers = Vec::new();
+    let mut workers: Vec<Worker> = forks
+        .iter()
+        .map(|p| Worker {
+            proc: (*p).clone(),
+            pool: String::new(),
+        })
+        .collect();
     let mut orphans = Vec::new();
     for p in table {
         let verdict = identity::judge_pool_process(p, cfg);
@@ -526,6 +620,9 @@ pub fn discover_in(
     // A listening socket always has a holder: when none was seen and some processes' open
     // files could not be read, who holds it is unknown (never "free").
     let some_unreadable = table.iter().any(|p| p.restricted && !p.is_gone());
+    for p in table.iter().filter(|p| p.restricted && !p.is_gone()) {
+        tracing::debug!(pid = p.pid(), "open files could not be read");
+    }
     let addresses = listeners
         .iter()
         .map(|(pool, addr, inodes)| {
@@ -562,12 +659,32 @@ pub fn discover_in(
     }
 }
 
+/// True when `p` claims to be this config's master or one of its pool processes (proven or
+/// not: only [`identity`] decides that).
+fn claims_to_be_ours(p: &ProcInfo, cfg: &FpmConfig) -> bool {
+    identity::master_claim(p, &cfg.path) == identity::Claim::Master
+        || identity::pool_of_title(&p.title).is_some_and(|n| cfg.pool_of_process(n).is_some())
+}
+
 /// The process that started this config's master (or inherited its orphans) running
 /// `fpmctl ... supervise`.
 fn is_supervisor_of(p: &ProcInfo, masters: &[&ProcInfo], orphans: &[Worker]) -> bool {
     let parent_of_ours =
         masters.iter().any(|m| m.ppid == p.pid()) || orphans.iter().any(|o| o.proc.ppid == p.pid());
     parent_of_ours && p.title.split(' ').any(|a| a == "supervise")
+}
+
+/// The PID a pid file holds, if it holds one (read as discovery reads it: bounded, never
+/// blocking on a FIFO).
+pub fn pid_in_file(path: &Path) -> Option<i32> {
+    read_pid_file(path).ok()
+}
+
+/// The master `cfg`'s pid file names, when that process is proven to be it: the one-process
+/// look after a start, where the whole table is not needed.
+pub fn master_by_pid_file(cfg: &FpmConfig) -> Option<ProcInfo> {
+    let pid = pid_in_file(cfg.global.pid_file.as_deref()?)?;
+    procs::read(pid).filter(|p| is_master_of(p, cfg))
 }
 
 enum PidFileRead {
@@ -688,6 +805,26 @@ mod tests {
         assert_eq!(snap.other_masters.len(), 1);
         assert_eq!(snap.pool_workers("www").len(), 2);
         assert_eq!(snap.all_processes().len(), 5);
+    }
+
+    /// Seen the moment after a fork, a worker still bears its master's title: it is not a
+    /// second master (which would turn a restart cold), it is one of the master's workers.
+    #[test]
+    fn a_worker_forked_a_moment_ago_is_not_a_second_master() {
+        let (_d, cfg) = config();
+        std::fs::write(cfg.global.pid_file.as_ref().unwrap(), "100\n").unwrap();
+        let master = format!("php-fpm: master process ({})", cfg.path.display());
+        let table = vec![
+            proc(100, 1, 100, &master, FPM, &[7]),
+            proc(101, 100, 100, "php-fpm: pool www", FPM, &[7]),
+            proc(102, 100, 100, &master, FPM, &[7]),
+        ];
+        let addr = ListenAddr::parse("127.0.0.1:9999").unwrap();
+        let snap = discover_in(&cfg, &table, &[("www".into(), addr, vec![7])]);
+        assert_eq!(snap.master.as_ref().map(ProcInfo::pid), Some(100));
+        assert!(snap.other_masters.is_empty(), "{:?}", snap.other_masters);
+        assert!(snap.workers.iter().any(|w| w.proc.pid() == 102));
+        assert_eq!(snap.all_processes().len(), 3);
     }
 
     #[test]

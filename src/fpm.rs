@@ -65,6 +65,41 @@ impl Fpm {
         }
     }
 
+    /// [`Fpm::load_options`] without asking the binary when `path` does not need it: the
+    /// compiled-in directories matter only for a relative path (or a default php-fpm fills
+    /// in, such as `error_log`), and asking costs a run of php-fpm. A config that cannot be
+    /// read at all gets the full options, so its errors read as they always do.
+    pub fn options_for(&self, path: &Path) -> LoadOptions {
+        if self.prefix.is_some() {
+            return self.load_options();
+        }
+        let cheap = LoadOptions::default();
+        match crate::config::load_lenient(path, &cheap) {
+            Ok((cfg, _)) if !cfg.uses_build_dirs => cheap,
+            _ => self.load_options(),
+        }
+    }
+
+    /// Loads `path` leniently (the model from what could be read, and every problem) as this
+    /// binary reads it; the binary is asked for its directories only when a relative path
+    /// needs them.
+    pub fn load_lenient(
+        &self,
+        path: &Path,
+    ) -> std::result::Result<
+        (crate::config::FpmConfig, Vec<crate::config::Problem>),
+        crate::error::ConfigError,
+    > {
+        if self.prefix.is_none() {
+            let cheap = LoadOptions::default();
+            let loaded = crate::config::load_lenient(path, &cheap)?;
+            if !loaded.0.uses_build_dirs {
+                return Ok(loaded);
+            }
+        }
+        crate::config::load_lenient(path, &self.load_options())
+    }
+
     /// Runs `php-fpm -t`; `Err` only when it could not be run at all.
     pub fn test(&self) -> Result<TestResult> {
         let out = self
@@ -115,6 +150,7 @@ impl Fpm {
             .try_clone()
             .map_err(|e| Error::io("creating a temp file", e))?;
         let mut cmd = self.command();
+        keep_only_std_descriptors(&mut cmd);
         prepare(&mut cmd);
         let mut child = cmd
             .arg("-D")
@@ -159,6 +195,28 @@ impl Fpm {
             });
         }
         Err(Error::FpmDied(detail))
+    }
+}
+
+/// Marks every descriptor from 3 up close-on-exec in `cmd`'s child, also those fpmctl
+/// itself inherited from its caller: a daemon that kept a caller's pipe would keep that
+/// caller waiting for EOF as long as FPM runs. Descriptors meant for FPM are made
+/// inheritable again by a later `pre_exec` (`handover::inherit`). Linux 5.11 and later;
+/// on an older kernel inherited descriptors stay as they are.
+pub fn keep_only_std_descriptors(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: close_range(2) between fork and exec is async-signal-safe and only changes
+    // the child's own descriptor flags.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            Ok(())
+        });
     }
 }
 

@@ -262,6 +262,18 @@ pub fn title_from_cmdline(raw: &[u8]) -> String {
     s.trim().to_string()
 }
 
+/// Fills in `p`'s socket inodes (for a process read without them); marks it restricted when
+/// its open files may not be read. A process that is gone keeps none.
+pub fn read_sockets(p: &mut ProcInfo) {
+    let Ok(proc) = procfs::process::Process::new(p.pid()) else {
+        return;
+    };
+    match socket_inodes(&proc) {
+        Ok(s) => p.sockets = s,
+        Err(denied) => p.restricted |= denied,
+    }
+}
+
 /// Socket inodes among a process's open files; `Err(true)` when they could not be read for
 /// lack of permission, `Err(false)` for other failures (the process vanished).
 fn socket_inodes(proc: &procfs::process::Process) -> Result<Vec<u64>, bool> {
@@ -320,6 +332,109 @@ pub fn scan(with_sockets: bool) -> Vec<ProcInfo> {
         .collect();
     out.sort_by_key(|p| p.id.pid);
     out
+}
+
+/// Which processes [`scan_fpm`] reads in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// Those whose executable is `binary` (the config's php-fpm, also deleted or replaced
+    /// since it started), or whose executable's name contains `php-fpm` (another php-fpm
+    /// build). One `readlink` per process; a process whose executable cannot be read
+    /// (another user's) is judged by its command line, as under [`Scope::Titles`]. An
+    /// impostor (another program titled as FPM) is not read: it is never any config's FPM,
+    /// and one that holds a config's socket is found by discovery's pass over open files.
+    Binary(Option<&'a Path>),
+    /// Those whose command line names php-fpm in its first bytes, whatever they run: what
+    /// `status` reports, impostors included. One open and one read per process.
+    Titles,
+}
+
+/// The processes that can be FPM, in one pass over `/proc` that reads as little as it can:
+/// only those `scope` admits are read in full (as [`scan`] reads them, without open files),
+/// and so is the parent of each (a supervisor, or whoever started a master). Identity needs
+/// a process's title and binary ([`crate::identity`]), so everything else on the host costs
+/// one or two system calls, not a read of its status, executable and open files.
+pub fn scan_fpm(scope: Scope<'_>) -> Vec<ProcInfo> {
+    SCANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    // The kernel shows an executable by its resolved path: compare against the binary's.
+    let binary = match scope {
+        Scope::Binary(Some(b)) => {
+            Some(std::fs::canonicalize(b).unwrap_or_else(|_| b.to_path_buf()))
+        }
+        _ => None,
+    };
+    let mut out: Vec<ProcInfo> = Vec::new();
+    let mut seen: HashSet<i32> = HashSet::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let admitted = match scope {
+            Scope::Binary(_) => runs_php_fpm(pid, binary.as_deref()),
+            Scope::Titles => cmdline_names_fpm(pid),
+        };
+        if !admitted {
+            continue;
+        }
+        if let Lookup::Found(info) = read_process(pid, false) {
+            seen.insert(pid);
+            out.push(info);
+        }
+    }
+    let parents: HashSet<i32> = out
+        .iter()
+        .map(|p| p.ppid)
+        .filter(|pp| *pp > 0 && !seen.contains(pp))
+        .collect();
+    for pid in parents {
+        if let Lookup::Found(info) = read_process(pid, false) {
+            out.push(info);
+        }
+    }
+    out.sort_by_key(|p| p.id.pid);
+    out
+}
+
+/// [`Scope::Binary`]'s test of one PID.
+fn runs_php_fpm(pid: i32, binary: Option<&Path>) -> bool {
+    match std::fs::read_link(format!("/proc/{pid}/exe")) {
+        Ok(exe) => {
+            let exe = exe.as_os_str().as_encoded_bytes();
+            let exe = exe.strip_suffix(b" (deleted)").unwrap_or(exe);
+            let name = exe.rsplit(|b| *b == b'/').next().unwrap_or(exe);
+            binary.is_some_and(|b| b.as_os_str().as_encoded_bytes() == exe)
+                || memchr::memmem::find(name, b"php-fpm").is_some()
+        }
+        // A kernel thread, or a process that just exited.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        // Not ours to inspect (another user's): its title decides.
+        Err(_) => cmdline_names_fpm(pid),
+    }
+}
+
+/// True when the first bytes of `/proc/PID/cmdline` name php-fpm (a title FPM set, or an
+/// invocation of a php-fpm binary), or it cannot be read for another reason than the process
+/// being gone (fail closed).
+fn cmdline_names_fpm(pid: i32) -> bool {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(format!("/proc/{pid}/cmdline")) {
+        Ok(f) => f,
+        Err(e) => return e.kind() != std::io::ErrorKind::NotFound,
+    };
+    // One read: titles are short, and an invocation names its binary first.
+    let mut head = [0u8; 4096];
+    match file.read(&mut head) {
+        Ok(n) => memchr::memmem::find(&head[..n], b"php-fpm").is_some(),
+        // ESRCH: it exited between the open and the read.
+        Err(e) => e.raw_os_error() != Some(libc::ESRCH),
+    }
 }
 
 /// Every process (not zombie) holding one of `inodes` open.
@@ -399,6 +514,75 @@ mod tests {
             Some("x.service")
         );
         assert_eq!(unit_from_cgroup("0::/\n"), None);
+    }
+
+    #[test]
+    fn the_scoped_pass_reads_what_names_php_fpm_and_its_parent_only() {
+        use std::os::unix::process::CommandExt;
+        let mut titled = std::process::Command::new("sleep")
+            .arg0("php-fpm: pool scoped-pass-test")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut plain = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        // Until the child has exec'd, its command line is still the test's.
+        let titled_now = || {
+            std::fs::read(format!("/proc/{}/cmdline", titled.id()))
+                .is_ok_and(|c| c.starts_with(b"php-fpm: pool"))
+        };
+        let limit = crate::deadline::Deadline::after(Duration::from_secs(10));
+        while !titled_now() && !limit.expired() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let table = scan_fpm(Scope::Titles);
+        let pids: Vec<i32> = table.iter().map(|p| p.pid()).collect();
+        let _ = titled.kill();
+        let _ = plain.kill();
+        let _ = titled.wait();
+        let _ = plain.wait();
+        assert!(pids.contains(&(titled.id() as i32)), "{pids:?}");
+        assert!(!pids.contains(&(plain.id() as i32)), "{pids:?}");
+        // The parent of a candidate (here the test itself) is read too: a supervisor holding
+        // the sockets is seen beside its FPM.
+        assert!(pids.contains(&(std::process::id() as i32)), "{pids:?}");
+    }
+
+    /// Runs a copy of `sleep` named `name` (retrying while another test's fork briefly
+    /// holds the new file open for writing).
+    fn sleep_copy(dir: &Path, name: &str) -> std::process::Child {
+        let path = dir.join(name);
+        std::fs::copy("/bin/sleep", &path).unwrap();
+        for _ in 0..100 {
+            match std::process::Command::new(&path).arg("30").spawn() {
+                Ok(child) => return child,
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("{} stayed busy", path.display());
+    }
+
+    #[test]
+    fn the_binary_scope_reads_what_runs_php_fpm_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut named = sleep_copy(dir.path(), "php-fpm-scope-test");
+        let mut configured = sleep_copy(dir.path(), "configured-binary");
+        let mut other = sleep_copy(dir.path(), "other-program");
+        let configured_path = dir.path().join("configured-binary");
+        let table = scan_fpm(Scope::Binary(Some(&configured_path)));
+        let pids: Vec<i32> = table.iter().map(|p| p.pid()).collect();
+        for c in [&mut named, &mut configured, &mut other] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert!(pids.contains(&(named.id() as i32)), "{pids:?}");
+        assert!(pids.contains(&(configured.id() as i32)), "{pids:?}");
+        assert!(!pids.contains(&(other.id() as i32)), "{pids:?}");
     }
 
     #[test]

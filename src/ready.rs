@@ -8,6 +8,7 @@ use crate::deadline::Deadline;
 use crate::discovery::{self, PidFile, Snapshot};
 use crate::error::{Error, Result};
 use crate::fastcgi;
+use crate::procs::{self, ProcId, ProcInfo};
 use std::time::{Duration, Instant};
 use tracing::{debug, info};
 
@@ -96,6 +97,78 @@ pub fn wait_ready(cfg: &FpmConfig, deadline: Deadline) -> Result<Vec<PoolReady>>
     }
 }
 
+/// Waits until the known master `master` of `cfg` is ready or `deadline` passes, following
+/// that one process instead of reading the process table: its workers from the kernel's list
+/// of its children, its pid file naming it, and one FastCGI answer per pool (which waits in
+/// the socket's backlog until a worker accepts). Used once FPM said `READY=1` from `master`:
+/// the counts are then complete and the first look normally succeeds; a short pause follows
+/// only a look that found something missing.
+pub fn wait_ready_of(
+    cfg: &FpmConfig,
+    master: ProcId,
+    deadline: Deadline,
+) -> Result<Vec<PoolReady>> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    // A worker forked a moment ago still bears the master's title until it has set up: one
+    // answer from each pool (which waits in the backlog until a worker accepts) first, so
+    // the count that follows finds them titled.
+    for pool in &cfg.pools {
+        let _ = check_pool(pool, deadline.remaining_capped(Duration::from_secs(3)));
+    }
+    loop {
+        let verdict = match procs::children(master.pid) {
+            _ if procs::is_gone(master) => Err(format!("master {} exited", master.pid)),
+            Some(children) => assess_master(cfg, master, &children, deadline),
+            // Without the kernel's list of children, the table is read as for any master.
+            None => assess(cfg, &discovery::discover(cfg), deadline),
+        };
+        match verdict {
+            Ok(pools) => return Ok(pools),
+            Err(why) if deadline.expired() => {
+                return Err(Error::NotReady(format!(
+                    "FPM for {} is not ready after {:.1}s: {why}",
+                    cfg.path.display(),
+                    started.elapsed().as_secs_f64()
+                )));
+            }
+            Err(why) => debug!(pid = master.pid, reason = %why, "not ready yet"),
+        }
+        // The last workers of a pool are still setting up (a few ms): look again soon.
+        std::thread::sleep(deadline.remaining_capped(pause));
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// Judges master `master` from its `children`; `Err` says what is missing.
+fn assess_master(
+    cfg: &FpmConfig,
+    master: ProcId,
+    children: &[ProcInfo],
+    deadline: Deadline,
+) -> std::result::Result<Vec<PoolReady>, String> {
+    if let Some(path) = &cfg.global.pid_file
+        && discovery::pid_in_file(path) != Some(master.pid)
+    {
+        return Err(format!(
+            "master {} runs but the pid file {} does not name it",
+            master.pid,
+            path.display()
+        ));
+    }
+    let count = |pool: &str| {
+        children
+            .iter()
+            .filter(|c| {
+                !c.is_gone()
+                    && c.ppid == master.pid
+                    && discovery::pool_of_title(&c.title) == Some(pool)
+            })
+            .count()
+    };
+    pools_ready(cfg, count, deadline)
+}
+
 /// Judges one snapshot; `Err` says what is missing.
 pub fn assess(
     cfg: &FpmConfig,
@@ -114,9 +187,18 @@ pub fn assess(
             path.display()
         ));
     }
+    pools_ready(cfg, |pool| snap.pool_workers(pool).len(), deadline)
+}
+
+/// Every pool has its expected workers (`count` says how many it has) and answers.
+fn pools_ready(
+    cfg: &FpmConfig,
+    count: impl Fn(&str) -> usize,
+    deadline: Deadline,
+) -> std::result::Result<Vec<PoolReady>, String> {
     let mut pools = Vec::new();
     for pool in &cfg.pools {
-        let workers = snap.pool_workers(&pool.name).len();
+        let workers = count(&pool.name);
         let expected = pool.expected_workers();
         if workers < expected as usize {
             return Err(format!(

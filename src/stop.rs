@@ -157,14 +157,35 @@ pub struct StopReport {
 /// Stops everything of `cfg` with `plan`, within `timeout` (which may cut the plan short;
 /// the error then names the steps that really ran).
 pub fn stop(cfg: &FpmConfig, plan: &SignalPlan, timeout: Duration) -> Result<StopReport> {
+    stop_from(cfg, discovery::discover(cfg), plan, timeout)
+}
+
+/// [`stop`] starting from `snap`, a look the caller has just taken (so the process table is
+/// not read again before the first signal; every signal still re-checks its target).
+pub fn stop_from(
+    cfg: &FpmConfig,
+    snap: Snapshot,
+    plan: &SignalPlan,
+    timeout: Duration,
+) -> Result<StopReport> {
     let started = Instant::now();
     let hard_deadline = Deadline::after_from(started, timeout);
-    let mut snap = discovery::discover(cfg);
+    let mut snap = snap;
+    let mut seen: HashSet<ProcId> = HashSet::new();
+    // A master an interrupted restart left stopped ignores every signal but SIGKILL: its
+    // retirement is finished first (its workers get the first step's grace), and the rest
+    // is stopped as usual.
+    let first_grace = plan.steps.first().map_or(Duration::ZERO, |s| s.grace);
+    let finished =
+        crate::handover::interrupted::finish(cfg, &snap, hard_deadline.slice(first_grace));
+    if !finished.is_empty() {
+        seen.extend(finished.iter().map(|f| f.found.master));
+        snap = discovery::discover(cfg);
+    }
     let mut report = StopReport {
         master: snap.master.as_ref().map(ProcInfo::pid),
         ..StopReport::default()
     };
-    let mut seen: HashSet<ProcId> = HashSet::new();
     if snap.master.is_none() {
         refuse_unverified(cfg, &snap)?;
     }

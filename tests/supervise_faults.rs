@@ -635,3 +635,71 @@ fn case7_connections_are_bounded_and_a_flood_of_silent_clients_blocks_nothing() 
     assert!(alive(sup as i32));
     drop(flood);
 }
+
+/// A supervisor SIGKILLed (OOM) while it retires a master leaves that master stopped
+/// (SIGSTOP) beside the new one: `status` names it, and the next `supervise` finishes its
+/// retirement before it takes over the serving master.
+#[test]
+fn a_supervisor_killed_while_retiring_a_master_leaves_it_stopped_until_the_next_one_finishes_it() {
+    let Some(sb) = Sandbox::new() else { return };
+    let first_sup = sb.supervise(&[], &[]);
+    let old_master = sb.wait_supervised_ready();
+    let inflight = common::slow_request(&sb, 8);
+    common::wait_busy(&sb);
+    let mut restart = sb.fpmctl_spawn(&["restart"]);
+    // The old master is retired once the new one is ready: stopped, its busy worker still
+    // finishing the request. Now the supervisor dies.
+    sb.wait_for(
+        Duration::from_secs(30),
+        "the old master to be stopped",
+        || {
+            fpmctl::procs::read(old_master)
+                .is_some_and(|p| p.state == 'T')
+                .then_some(())
+        },
+    );
+    signal(first_sup as i32, Signal::SIGKILL);
+    assert_eq!(sb.wait_child(first_sup, Duration::from_secs(10)), -1);
+    let _ = common::wait_run(&mut restart, &["restart"], Duration::from_secs(30));
+    for m in sb.masters() {
+        sb.note_master(m.pid());
+    }
+    // The new master the dead supervisor started, which the next one takes over.
+    let taken = sb.pid_from_file().unwrap();
+    assert_ne!(taken, old_master);
+    assert_eq!(
+        fpmctl::procs::read(old_master).map(|p| p.state),
+        Some('T'),
+        "the stopped master did not stay stopped when its supervisor died"
+    );
+    let status = sb.fpmctl(&["status"]);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("master    {old_master} STOPPED")),
+        "{status}"
+    );
+    let sup = sb.supervise(&[], &[]);
+    sb.wait_for(
+        Duration::from_secs(30),
+        "the stopped master to be retired",
+        || (!alive(old_master)).then_some(()),
+    );
+    let body = inflight
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the request in flight failed: {e}\n{}", sb.supervise_log()));
+    assert_eq!(body, "slept 8");
+    let master = supervised_master_other_than(&sb, taken);
+    sb.wait_for(
+        Duration::from_secs(30),
+        "the taken-over master to be retired",
+        || (!alive(taken)).then_some(()),
+    );
+    let log = sb.supervise_log();
+    assert_eq!(masters_of(&sb, sup), vec![master], "{log}");
+    sb.fpmctl(&["ping"]).expect_code(0);
+    signal(sup as i32, Signal::SIGTERM);
+    assert_eq!(sb.wait_child(sup, Duration::from_secs(30)), 0, "{log}");
+    assert!(sb.leftovers().is_empty(), "{}", sb.supervise_log());
+}

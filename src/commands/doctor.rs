@@ -182,7 +182,7 @@ fn load_fpm(
         super::binary_for(&path, global).ok()
     };
     let opts = match &fpm {
-        Some(fpm) => fpm.load_options(),
+        Some(fpm) => fpm.options_for(&path),
         None => fpmconfig::LoadOptions {
             prefix: global.prefix.clone(),
             ..fpmconfig::LoadOptions::default()

@@ -4,13 +4,15 @@
 //! FPM that is not ready is reported (exit 10) and only restarted with `--restart-unready`.
 //! It never waits for another fpmctl: a cron job must not pile up behind a long restart.
 
-use super::start::{self, Launch};
+use super::start;
 use super::{Ctx, Outcome};
 use crate::cli::{EnsureArgs, RestartArgs};
 use crate::deadline::Deadline;
 use crate::discovery::{self, Snapshot};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
+use crate::handover::{self, interrupted::Finished};
+use crate::lifecycle::{self, Launch};
 use crate::ready;
 use serde_json::json;
 use std::time::Duration;
@@ -26,18 +28,37 @@ pub(super) fn run(ctx: &Ctx, args: &EnsureArgs) -> Result<Outcome> {
     // A healthy FPM is judged without the lock: nothing is changed, and a cron job that
     // finds everything fine must stay cheap and silent.
     let snap = discovery::discover(&ctx.cfg);
-    if snap.master.is_some() && quick_ready(ctx, &snap) {
+    let stopped_master = !handover::interrupted::half_retired(&snap).is_empty();
+    if !stopped_master && snap.master.is_some() && quick_ready(ctx, &snap) {
         return Ok(quiet_ok(&snap));
     }
     // Something may need doing: never wait for another fpmctl, whatever --lock-timeout says.
-    let lock = crate::lock::acquire(&ctx.cfg.path, Duration::ZERO, true)?;
+    let lock = match crate::lock::acquire(&ctx.cfg.path, Duration::ZERO, true) {
+        Ok(lock) => lock,
+        // The stopped master is most likely being retired by whoever holds the lock.
+        Err(Error::Locked(_))
+            if stopped_master && snap.master.is_some() && quick_ready(ctx, &snap) =>
+        {
+            return Ok(quiet_ok(&snap));
+        }
+        Err(e) => return Err(e),
+    };
     // Look again: whoever held the lock a moment ago may have repaired it.
-    let snap = discovery::discover(&ctx.cfg);
+    let mut snap = discovery::discover(&ctx.cfg);
+    // A master an interrupted restart left stopped beside the serving one: its retirement
+    // is finished (the serving master is left alone), and said.
+    let plan = crate::stop::SignalPlan::for_config(&ctx.cfg);
+    let finished =
+        handover::interrupted::finish(&ctx.cfg, &snap, Deadline::after(plan.default_timeout()));
+    if !finished.is_empty() {
+        snap = discovery::discover(&ctx.cfg);
+    }
     let Some(master) = snap.master.as_ref().map(|m| m.pid()) else {
         return not_running(ctx, args, &snap);
     };
     let why = match unready(ctx, args, &snap) {
-        None => return Ok(quiet_ok(&snap)),
+        None if finished.is_empty() => return Ok(quiet_ok(&snap)),
+        None => return Ok(repaired(&snap, &finished)),
         Some(Err(e)) => return Err(e),
         Some(Ok(why)) => why,
     };
@@ -76,6 +97,27 @@ fn supervised(ctx: &Ctx) -> Result<Option<Outcome>> {
         reply.text.trim(),
         ctx.cfg.path.display()
     )))
+}
+
+/// A ready FPM beside which ensure finished an interrupted retirement: said, so cron mails it.
+fn repaired(snap: &Snapshot, finished: &[Finished]) -> Outcome {
+    let lines: Vec<String> = finished.iter().map(Finished::line).collect();
+    let code = if finished.iter().all(|f| f.result.is_ok()) {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failure
+    };
+    Outcome {
+        code,
+        text: format!("{}\n", lines.join("\n")),
+        json: json!({
+            "result": "repaired",
+            "master": snap.master.as_ref().map(|m| m.pid()),
+            "retired": finished.iter().map(|f| f.found.master.pid).collect::<Vec<_>>(),
+            "notes": lines,
+        }),
+        error: (code != ExitCode::Ok).then(|| lines.join("; ")),
+    }
 }
 
 /// One look at readiness that logs nothing unless it fails.
@@ -150,10 +192,15 @@ fn restart_unready(ctx: &Ctx, args: &EnsureArgs, master: i32, why: &str) -> Resu
 fn not_running(ctx: &Ctx, args: &EnsureArgs, snap: &Snapshot) -> Result<Outcome> {
     // A broken config never starts FPM (exit 6 when php-fpm -t rejects it too).
     ctx.require_valid_config(true)?;
-    let found = super::restart::describe(snap);
+    let found = snap.describe();
     info!(found = %found, "FPM is not running; starting it");
     let fpm = ctx.fpm()?;
-    let launch: Launch = start::launch(ctx, &fpm, snap, args.timeout, true, true)?;
+    let launch: Launch = lifecycle::launch(
+        &ctx.cfg,
+        &fpm,
+        snap,
+        ctx.launch_options(args.timeout, true, true),
+    )?;
     let mut out = start::outcome(ctx, &launch, "started");
     out.text = format!(
         "FPM {} was not running ({found})\n{}",

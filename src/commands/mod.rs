@@ -16,6 +16,7 @@ mod start;
 mod status;
 mod stop;
 mod supervise;
+mod unit_restart;
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{self as fpmconfig, FpmConfig, Problem};
@@ -50,14 +51,16 @@ impl Ctx {
         // Relative paths resolve as the binary that runs this config resolves them; without
         // a binary, Debian's directories (or --prefix) are all there is to go by.
         let fpm = binary_for(&path, global);
-        let opts = match &fpm {
-            Ok(fpm) => fpm.load_options(),
-            Err(_) => fpmconfig::LoadOptions {
-                prefix: global.prefix.clone(),
-                ..fpmconfig::LoadOptions::default()
-            },
+        let (mut cfg, problems) = match &fpm {
+            Ok(fpm) => fpm.load_lenient(&path)?,
+            Err(_) => {
+                let opts = fpmconfig::LoadOptions {
+                    prefix: global.prefix.clone(),
+                    ..fpmconfig::LoadOptions::default()
+                };
+                fpmconfig::load_lenient(&path, &opts)?
+            }
         };
-        let (mut cfg, problems) = fpmconfig::load_lenient(&path, &opts)?;
         for w in &cfg.warnings {
             tracing::warn!("{w}");
         }
@@ -101,6 +104,22 @@ impl Ctx {
     /// The php-fpm binary for this config.
     pub fn fpm(&self) -> Result<Fpm> {
         binary_for(&self.cfg.path, &self.global)
+    }
+
+    /// How this command launches FPM: `timeout` for readiness, `wait` to prove it, `test_first`
+    /// to run `php-fpm -t` before.
+    pub fn launch_options(
+        &self,
+        timeout: Duration,
+        wait: bool,
+        test_first: bool,
+    ) -> crate::lifecycle::LaunchOptions {
+        crate::lifecycle::LaunchOptions {
+            timeout,
+            wait,
+            test_first,
+            no_systemd: self.global.no_systemd,
+        }
     }
 
     /// Takes this config's lock, as the global options say.

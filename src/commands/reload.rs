@@ -1,5 +1,6 @@
 //! `fpmctl reload`: test the config, send SIGUSR2 to the verified master, and prove the
-//! master re-executed (same process, every old worker gone, new workers up) and is ready.
+//! master re-executed (every old worker gone, the pid file rewritten, new workers up) and is
+//! ready, by events ([`crate::reexec`]), never by polling.
 //! A broken config never reaches FPM. If FPM dies during the reload, say so; `--recover`
 //! starts it again.
 
@@ -9,16 +10,16 @@ use crate::cli::ReloadArgs;
 use crate::deadline::Deadline;
 use crate::discovery;
 use crate::error::{Error, Result};
-use crate::procs::{self, ProcId};
+use crate::procs::ProcId;
 use crate::ready;
+use crate::reexec::{self, Failure};
 use crate::signals::{self, Sent};
 use crate::supervise::control::Request;
 use crate::systemd::{self, Control};
 use nix::sys::signal::Signal;
 use serde_json::json;
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     // The supervisor honours --timeout (the new FPM's readiness); it always recovers.
@@ -36,13 +37,28 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     let started = Instant::now();
     let cfg = &ctx.cfg;
     let fpm = ctx.fpm()?;
-    fpm.require_valid()?;
+    // The config test and the look at the processes are independent and both must come
+    // before SIGUSR2: run side by side, the reload costs the slower of the two, not the sum.
+    // The test's verdict still comes first (a broken config is exit 6 whatever runs).
+    let (valid, snap) = std::thread::scope(|s| {
+        let test = s.spawn(|| fpm.require_valid());
+        let snap = discovery::discover(cfg);
+        let valid = test
+            .join()
+            .unwrap_or_else(|_| Err(Error::Other("php-fpm -t: the test thread panicked".into())));
+        (valid, snap)
+    });
+    valid?;
     info!("php-fpm -t: configuration is valid");
-    let snap = discovery::discover(cfg);
     let Some(master) = snap.master.clone() else {
         if args.recover {
             warn!("FPM is not running; --recover starts it");
-            let l = start::launch(ctx, &fpm, &snap, args.timeout(), true, false)?;
+            let l = crate::lifecycle::launch(
+                &ctx.cfg,
+                &fpm,
+                &snap,
+                ctx.launch_options(args.timeout(), true, false),
+            )?;
             return Ok(start::outcome(ctx, &l, "started (was not running)"));
         }
         return Err(Error::NotRunning(format!(
@@ -63,6 +79,9 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
         );
     }
     let limit = ready::reload_limit(&cfg.global, args.timeout());
+    // Armed before the signal, so no event of the re-exec can be missed.
+    let old: Vec<ProcId> = snap.workers.iter().map(|w| w.proc.id).collect();
+    let watch = reexec::Watch::arm(cfg, &master, &old);
     if let Control::Unit(unit) = systemd::decide(&snap, ctx.global.no_systemd)? {
         // systemd serializes jobs on the unit itself, and the unit's ExecReload may be fpmctl
         // (packaging/systemd's drop-in), which needs this lock: holding it here would make
@@ -92,94 +111,45 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
             }
         }
     }
-    let old: HashSet<ProcId> = snap.workers.iter().map(|w| w.proc.id).collect();
-    match wait_reexec(ctx, master.id, &old, limit) {
-        Ok((new_master, pools)) => {
+    match watch.wait(cfg, Deadline::after(limit)) {
+        Ok(done) => {
             let elapsed = started.elapsed();
-            let new = discovery::discover(cfg);
-            let how = if new_master == master.pid() {
-                format!("master {new_master} re-executed")
+            let how = if done.master == master.pid() {
+                format!("master {} re-executed", done.master)
             } else {
-                format!("master {} re-executed as {new_master}", master.pid())
+                format!("master {} re-executed as {}", master.pid(), done.master)
             };
+            info!(
+                pid = done.master,
+                ready_by = done.ready_by.as_str(),
+                duration_ms = elapsed.as_millis() as u64,
+                "reloaded"
+            );
             let mut text = format!(
                 "reloaded FPM {} ({how}) in {}\n",
                 cfg.path.display(),
                 secs(elapsed)
             );
-            text.push_str(&start::pool_lines(&pools));
+            text.push_str(&start::pool_lines(&done.pools));
             Ok(Outcome::ok(
                 text,
                 json!({
                     "result": "reloaded",
-                    "master": new_master,
+                    "master": done.master,
                     "previous_master": master.pid(),
                     "old_workers": old.iter().map(|i| i.pid).collect::<Vec<_>>(),
-                    "new_workers": new.workers.iter().map(|w| w.proc.pid()).collect::<Vec<_>>(),
+                    "new_workers": done.workers,
+                    "ready_by": done.ready_by.as_str(),
                     "elapsed_ms": elapsed.as_millis() as u64,
                 }),
             ))
         }
-        Err(Error::FpmDied(why)) => died(ctx, args, &fpm, &why),
-        Err(e) => Err(e),
-    }
-}
-
-/// Waits until a master of this config runs (the same process when FPM runs in the
-/// foreground; a new PID when FPM re-daemonizes after its re-exec), none of the old workers is
-/// left, and it is ready. `FpmDied` when no master is seen for a few seconds.
-fn wait_reexec(
-    ctx: &Ctx,
-    old_master: ProcId,
-    old: &HashSet<ProcId>,
-    timeout: Duration,
-) -> Result<(i32, Vec<ready::PoolReady>)> {
-    const NO_MASTER_GRACE: Duration = Duration::from_secs(3);
-    let deadline = Deadline::after(timeout);
-    let mut pause = Duration::from_millis(10);
-    let mut masterless_since: Option<Instant> = None;
-    loop {
-        let snap = discovery::discover(&ctx.cfg);
-        let why = match &snap.master {
-            None => {
-                let since = *masterless_since.get_or_insert_with(Instant::now);
-                if Deadline::after_from(since, NO_MASTER_GRACE).expired()
-                    && procs::is_gone(old_master)
-                {
-                    return Err(Error::FpmDied(format!(
-                        "master {} exited during the reload and no new master appeared",
-                        old_master.pid
-                    )));
-                }
-                "no master yet (re-executing)".to_string()
-            }
-            Some(m) => {
-                masterless_since = None;
-                let old_left = snap
-                    .all_processes()
-                    .iter()
-                    .filter(|p| old.contains(&p.id))
-                    .count();
-                if old_left > 0 {
-                    format!("{old_left} old worker(s) still finishing")
-                } else {
-                    match ready::assess(&ctx.cfg, &snap, deadline) {
-                        Ok(pools) => return Ok((m.pid(), pools)),
-                        Err(why) => why,
-                    }
-                }
-            }
-        };
-        if deadline.expired() {
-            return Err(Error::NotReady(format!(
-                "reload of {} not finished after {} (process_control_timeout + 2s + --timeout): {why}",
-                ctx.cfg.path.display(),
-                secs(timeout)
-            )));
-        }
-        debug!(reason = %why, "reload not confirmed yet");
-        std::thread::sleep(deadline.remaining_capped(pause));
-        pause = (pause * 2).min(Duration::from_millis(200));
+        Err(Failure::Died(why)) => died(ctx, args, &fpm, &why),
+        Err(Failure::NotReady(why)) => Err(Error::NotReady(format!(
+            "reload of {} not finished after {} (process_control_timeout + 2s + --timeout): {why}",
+            cfg.path.display(),
+            secs(limit)
+        ))),
     }
 }
 
@@ -192,7 +162,12 @@ fn died(ctx: &Ctx, args: &ReloadArgs, fpm: &crate::fpm::Fpm, why: &str) -> Resul
     }
     warn!(reason = %why, "FPM died during the reload; --recover starts it again");
     let snap = discovery::discover(&ctx.cfg);
-    let l = start::launch(ctx, fpm, &snap, args.timeout(), true, false)?;
+    let l = crate::lifecycle::launch(
+        &ctx.cfg,
+        fpm,
+        &snap,
+        ctx.launch_options(args.timeout(), true, false),
+    )?;
     let mut out = start::outcome(ctx, &l, "recovered");
     out.text = format!("FPM died during the reload: {why}\n{}", out.text);
     Ok(out)

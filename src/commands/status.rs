@@ -9,6 +9,7 @@ use crate::deadline::Deadline;
 use crate::discovery::{self, Looks, PidFile, Snapshot, State};
 use crate::error::Result;
 use crate::exit::ExitCode;
+use crate::handover::interrupted::half_retired;
 use crate::identity::CANNOT_INSPECT;
 use crate::lossless;
 use crate::procs::{self, ProcInfo};
@@ -20,7 +21,7 @@ use std::fmt::Write;
 const LOAD_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub(super) fn run(ctx: &Ctx) -> Result<Outcome> {
-    let snap = discovery::discover(&ctx.cfg);
+    let snap = discovery::discover_reporting(&ctx.cfg);
     let state = snap.state();
     let code = match state {
         State::Running => ExitCode::Ok,
@@ -154,7 +155,20 @@ fn render(ctx: &Ctx, snap: &Snapshot, loads: &[PoolState]) -> String {
         }
     };
     let _ = writeln!(s, "FPM {}: {summary}", cfg.path.display());
-    if let Some(m) = &snap.master {
+    let half = half_retired(snap);
+    let stopped_line = |m: &ProcInfo| {
+        half.iter().find(|h| h.master == m.id).map(|h| {
+            format!(
+                "  master    {} STOPPED (state T) beside master {}, which serves: being retired, or left half retired by an interrupted fpmctl (`fpmctl -c {conf} restart`, `ensure` or `stop` finishes it)",
+                m.pid(),
+                h.serving.pid,
+                conf = cfg.path.display()
+            )
+        })
+    };
+    if let Some(line) = snap.master.as_ref().and_then(stopped_line) {
+        let _ = writeln!(s, "{line}");
+    } else if let Some(m) = &snap.master {
         let unit = procs::systemd_unit(m.pid())
             .map(|u| format!(", systemd unit {u}"))
             .unwrap_or_default();
@@ -166,11 +180,18 @@ fn render(ctx: &Ctx, snap: &Snapshot, loads: &[PoolState]) -> String {
         let _ = writeln!(s, "  master    {} (up {}, {bin}{unit})", m.pid(), uptime(m));
     }
     for m in &snap.other_masters {
-        let _ = writeln!(
-            s,
-            "  master    {} (another master of the same config!)",
-            m.pid()
-        );
+        match stopped_line(m) {
+            Some(line) => {
+                let _ = writeln!(s, "{line}");
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "  master    {} (another master of the same config!)",
+                    m.pid()
+                );
+            }
+        }
     }
     for l in &snap.lookalikes {
         let what = match &l.looks {
@@ -323,6 +344,10 @@ fn to_json(ctx: &Ctx, snap: &Snapshot, loads: &[PoolState]) -> serde_json::Value
         "config": lossless::json_path(&cfg.path),
         "master": master,
         "other_masters": snap.other_masters.iter().map(|m| m.pid()).collect::<Vec<_>>(),
+        "half_retired": half_retired(snap).iter().map(|h| json!({
+            "pid": h.master.pid,
+            "serving": h.serving.pid,
+        })).collect::<Vec<_>>(),
         "pid_file": {
             "path": lossless::json_opt_path(pid_file_path.as_deref()),
             "pid": pid_file_pid,

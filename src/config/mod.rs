@@ -7,10 +7,12 @@
 mod build;
 mod locate;
 mod parse;
+mod preflight;
 
 pub use build::{BuildDirs, probe_config};
 pub use locate::{find_binary, find_config};
 pub use parse::{LoadOptions, load, load_lenient, load_with};
+pub use preflight::static_checks;
 
 use crate::listen::ListenAddr;
 use std::path::PathBuf;
@@ -66,6 +68,9 @@ pub struct FpmConfig {
     pub prefix: Option<PathBuf>,
     /// The binary's compiled-in directories relative paths were resolved under otherwise.
     pub build: BuildDirs,
+    /// Some path of the config (or a default php-fpm fills in) is relative and was resolved
+    /// under `build`: only then does the binary need to be asked for its directories.
+    pub uses_build_dirs: bool,
     /// The php-fpm binary that runs this config, by identity; `None` until whoever resolved
     /// it (`--fpm-bin` or [`find_binary`]) sets it. Without it no process is proven to be
     /// this config's FPM (see [`crate::identity`]).

@@ -30,7 +30,7 @@ pub fn gather(
     };
     let mut addrs: Vec<ListenAddr> = Vec::new();
     if let Some(cfg) = cfg {
-        let snap = discovery::discover(cfg);
+        let snap = discovery::discover_reporting(cfg);
         live.fpm_running = Some(snap.master.is_some());
         for a in &snap.addresses {
             let holders: Vec<String> = a

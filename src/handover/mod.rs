@@ -4,6 +4,7 @@
 //! cleanup, so in-flight requests finish and neither a socket path nor the new pid file is
 //! unlinked. Used by `restart` and by the supervisor.
 
+pub mod interrupted;
 pub mod sockets;
 
 use crate::config::FpmConfig;
@@ -51,10 +52,13 @@ pub fn choose(cold: bool, master: bool, other_masters: bool, orphans: bool) -> M
     Mode::HandOver
 }
 
-/// Lets `cmd` inherit `fds` (their close-on-exec flag is cleared in the child only) and
-/// starts it with an empty signal mask (a blocked mask is inherited through exec, and FPM
-/// must see SIGQUIT and SIGTERM).
+/// Lets `cmd` inherit `fds` and no other descriptor beyond stdin, stdout and stderr (all
+/// others are marked close-on-exec in the child, also those fpmctl itself inherited from
+/// its caller: a daemon keeping a caller's pipe open keeps that caller waiting for EOF),
+/// and starts it with an empty signal mask (a blocked mask is inherited through exec, and
+/// FPM must see SIGQUIT and SIGTERM).
 pub fn inherit(cmd: &mut Command, fds: Vec<RawFd>) {
+    crate::fpm::keep_only_std_descriptors(cmd);
     // SAFETY: between fork and exec only async-signal-safe calls: sigprocmask(2) and
     // fcntl(2) on descriptors this process owns.
     unsafe {
@@ -76,14 +80,132 @@ pub fn inherit(cmd: &mut Command, fds: Vec<RawFd>) {
 }
 
 /// Starts a daemonized FPM for `cfg` on the held sockets (addresses not held are bound by
-/// FPM itself) and waits for its launcher's verdict.
-pub fn start_on(fpm: &Fpm, cfg: &FpmConfig, held: &HeldSockets, timeout: Duration) -> Result<()> {
+/// FPM itself), with `prepare` applied to the command (a notify socket), and waits for its
+/// launcher's verdict.
+pub fn start_on(
+    fpm: &Fpm,
+    cfg: &FpmConfig,
+    held: &HeldSockets,
+    timeout: Duration,
+    prepare: impl FnOnce(&mut Command),
+) -> Result<()> {
     let env = held.env_value(cfg);
     let fds = held.raw_fds(cfg);
     fpm.start_daemon_with(timeout, |cmd| {
         cmd.env("FPM_SOCKETS", env);
+        prepare(cmd);
         inherit(cmd, fds);
     })
+}
+
+/// The master a hand-over started: the one the pid file names when it is a proven master
+/// other than `old`; without a pid file (`pid` is optional), the youngest proven master of
+/// `cfg` other than `old` (discovery calls the oldest one *the* master).
+pub fn new_master(cfg: &FpmConfig, old: ProcId) -> Option<ProcId> {
+    if let Some(path) = &cfg.global.pid_file {
+        // The new master wrote its pid file before its launcher returned.
+        let named = read_small(path)
+            .and_then(|t| t.trim().parse::<i32>().ok())
+            .and_then(procs::read)
+            .filter(|p| p.id != old && discovery::is_master_of(p, cfg));
+        if let Some(p) = named {
+            return Some(p.id);
+        }
+    }
+    let snap = discovery::discover(cfg);
+    snap.master
+        .into_iter()
+        .chain(snap.other_masters)
+        .filter(|m| m.id != old)
+        .max_by_key(|m| m.id.start_time)
+        .map(|m| m.id)
+}
+
+/// Waits until the new master `new` of a hand-over is ready: [`crate::ready::wait_ready`]
+/// when a pid file names it; without a pid file, the same judgement of `new` itself (and
+/// not of the old master, which discovery would call the master as the older one).
+pub fn wait_ready(
+    cfg: &FpmConfig,
+    new: ProcId,
+    deadline: Deadline,
+) -> Result<Vec<crate::ready::PoolReady>> {
+    if cfg.global.pid_file.is_some() {
+        return crate::ready::wait_ready(cfg, deadline);
+    }
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let mut snap = discovery::discover(cfg);
+        let mut masters: Vec<procs::ProcInfo> = snap
+            .master
+            .take()
+            .into_iter()
+            .chain(std::mem::take(&mut snap.other_masters))
+            .collect();
+        let why = match masters.iter().position(|m| m.id == new) {
+            Some(i) => {
+                snap.master = Some(masters.remove(i));
+                snap.other_masters = masters;
+                match crate::ready::assess(cfg, &snap, deadline) {
+                    Ok(pools) => return Ok(pools),
+                    Err(why) => why,
+                }
+            }
+            None => format!("the new master {} is gone", new.pid),
+        };
+        if deadline.expired() || procs::is_gone(new) {
+            return Err(crate::error::Error::NotReady(format!(
+                "the new master {} of {} is not ready: {why}",
+                new.pid,
+                cfg.path.display()
+            )));
+        }
+        std::thread::sleep(deadline.remaining_capped(pause));
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// The first bytes of a small file (a pid file): opened non-blocking, so a FIFO planted in
+/// its place cannot hang the caller, and read bounded, so a device cannot fill memory.
+pub fn read_small(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(256).read_to_end(&mut bytes).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// Writes `text` to the pid file `path`, created if missing, never through a symlink and
+/// never into anything but a regular file (its directory may be writable by FPM's user).
+/// True when written.
+pub fn write_pid_file(path: &std::path::Path, text: &str) -> bool {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .and_then(|mut f| {
+            if !f.metadata()?.is_file() {
+                return Err(std::io::Error::other("not a regular file"));
+            }
+            f.set_len(0)?;
+            f.write_all(text.as_bytes())
+        });
+    if let Err(e) = &written {
+        warn!(path = %path.display(), error = %e, "could not write the pid file");
+    }
+    written.is_ok()
 }
 
 /// What [`retire`] did.
@@ -104,11 +226,22 @@ pub fn retire(master: ProcId, cfg: &FpmConfig, deadline: Deadline) -> Result<Ret
     // A child of the stopped master titled as a pool process, of any pool: the old config
     // may have had pools the new one dropped. The stopped master cannot reap its children,
     // so none of their PIDs can be reused while it lives.
+    // A worker forked a moment before the SIGSTOP may not have set its title yet (it still
+    // bears the master's): a child running the config's binary is a worker too.
     let is_worker = |p: &procs::ProcInfo| {
-        p.ppid == master.pid && !p.is_gone() && crate::identity::pool_of_title(&p.title).is_some()
+        p.ppid == master.pid
+            && !p.is_gone()
+            && (crate::identity::pool_of_title(&p.title).is_some()
+                || crate::identity::runs_binary(p, cfg.binary.as_ref()).is_ok())
     };
     match signals::send_verified(master, Signal::SIGSTOP, is_master) {
-        Ok(Sent::Delivered) | Ok(Sent::Gone) => {}
+        Ok(Sent::Delivered) => {}
+        // Its PID may belong to another process by now: whatever runs under that PID, and
+        // its children, are nobody's to signal here.
+        Ok(Sent::Gone) => {
+            info!(pid = master.pid, "master to retire is already gone");
+            return Ok(Retired::default());
+        }
         Ok(other) => {
             return Err(crate::error::Error::Other(format!(
                 "master {} could not be proven to be FPM's before SIGSTOP ({other:?}); it was left running",
@@ -122,14 +255,35 @@ pub fn retire(master: ProcId, cfg: &FpmConfig, deadline: Deadline) -> Result<Ret
             ));
         }
     }
+    // SIGSTOP takes effect asynchronously: a master in the middle of forking a worker (a
+    // launch still under way) finishes that fork first. Only once /proc says it is stopped
+    // is its list of children complete.
+    let stop_seen = Deadline::after(Duration::from_secs(1));
+    while !deadline_or_stopped(master, stop_seen) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     // Stopped, the master forks no more workers: this list is complete. Its children are
     // read from the kernel's list; only without that list is the whole table read.
     let workers: Vec<ProcId> = procs::children(master.pid)
-        .unwrap_or_else(|| procs::scan(false))
+        .unwrap_or_else(|| procs::scan_fpm(procs::Scope::Titles))
         .into_iter()
         .filter(|p| is_worker(p))
         .map(|p| p.id)
         .collect();
+    // Still the same master, alive, after the list was read: so its PID was not reused
+    // while the list was read, and the list is its children's (a SIGKILL from elsewhere
+    // could have ended it after the SIGSTOP).
+    let workers = if procs::read_same(master).is_some() {
+        workers
+    } else {
+        if !procs::is_gone(master) {
+            warn!(
+                pid = master.pid,
+                "cannot read the stopped master again; its workers are not signalled"
+            );
+        }
+        Vec::new()
+    };
     for w in &workers {
         let _ = signals::send_verified(*w, Signal::SIGQUIT, is_worker);
     }
@@ -154,6 +308,15 @@ pub fn retire(master: ProcId, cfg: &FpmConfig, deadline: Deadline) -> Result<Ret
         workers: workers.len() - busy.len(),
         killed: busy.iter().map(|w| w.pid).collect(),
     })
+}
+
+/// True once `master` is seen stopped (state `T`), gone, or `limit` passed.
+fn deadline_or_stopped(master: ProcId, limit: Deadline) -> bool {
+    match procs::lookup_same(master) {
+        procs::Lookup::Found(p) => p.state == 'T' || p.state == 't' || limit.expired(),
+        procs::Lookup::Gone => true,
+        procs::Lookup::Unreadable(_) => limit.expired(),
+    }
 }
 
 /// Unix socket paths `pid` listens on (its descriptors' inodes against the kernel's list).

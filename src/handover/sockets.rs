@@ -271,6 +271,66 @@ impl HeldSockets {
     }
 }
 
+/// A unix socket file's permissions as they were: mode, owner, group and POSIX ACL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedPermissions {
+    path: PathBuf,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    acl: Option<Vec<u8>>,
+}
+
+impl HeldSockets {
+    /// The permissions of every held unix socket's file, to put back with
+    /// [`restore_permissions`] when the settings of a config that did not take over are
+    /// undone (the old master keeps serving, and so must its clients).
+    pub fn save_permissions(&self) -> Vec<SavedPermissions> {
+        use std::os::unix::fs::MetadataExt;
+        self.list
+            .iter()
+            .filter_map(|h| h.addr.unix_path())
+            .filter_map(|path| {
+                let m = std::fs::symlink_metadata(path).ok()?;
+                m.file_type().is_socket().then(|| SavedPermissions {
+                    path: path.to_path_buf(),
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    acl: get_acl(path),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Puts back permissions [`HeldSockets::save_permissions`] saved, on the same socket
+/// files only (a path that is no socket now is left alone).
+pub fn restore_permissions(saved: &[SavedPermissions]) {
+    use std::os::unix::fs::PermissionsExt;
+    for s in saved {
+        if !std::fs::symlink_metadata(&s.path).is_ok_and(|m| m.file_type().is_socket()) {
+            continue;
+        }
+        let restored = remove_acl(&s.path)
+            .and_then(|()| {
+                nix::unistd::chown(
+                    &s.path,
+                    Some(nix::unistd::Uid::from_raw(s.uid)),
+                    Some(nix::unistd::Gid::from_raw(s.gid)),
+                )
+                .map_err(std::io::Error::from)
+            })
+            .and_then(|()| {
+                std::fs::set_permissions(&s.path, std::fs::Permissions::from_mode(s.mode))
+            })
+            .and_then(|()| s.acl.as_deref().map_or(Ok(()), |a| set_acl(&s.path, a)));
+        if let Err(e) = restored {
+            warn!(path = %s.path.display(), error = %e, "could not put the socket's permissions back");
+        }
+    }
+}
+
 /// Duplicates descriptor `target` of the process behind `pidfd` into ours.
 fn pidfd_getfd(pidfd: &OwnedFd, target: i32) -> std::result::Result<OwnedFd, nix::errno::Errno> {
     // SAFETY: pidfd_getfd takes a pidfd, a descriptor number and flags (0) and returns a
@@ -580,6 +640,27 @@ fn set_acl(path: &Path, value: &[u8]) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The `system.posix_acl_access` value of `path`, if it has one (at most 64 KiB, the
+/// kernel's limit for an extended attribute).
+fn get_acl(path: &Path) -> Option<Vec<u8>> {
+    let p = c_path(path).ok()?;
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: NUL-terminated path and name, a buffer of `buf.len()` bytes we own.
+    let n = unsafe {
+        libc::lgetxattr(
+            p.as_ptr(),
+            ACL_XATTR.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(buf)
 }
 
 fn remove_acl(path: &Path) -> std::io::Result<()> {

@@ -73,9 +73,8 @@ fn busy_in<'a>(
 }
 
 fn run_check(job: &CheckJob) -> Result<(), String> {
-    // The master's children only (a pass over the whole process table, on a busy host
-    // thousands of entries, only where the kernel does not list children).
-    let table = procs::children(job.pid).unwrap_or_else(|| procs::scan(false));
+    // The master's children from the kernel's list; the process table only without it.
+    let table = procs::children(job.pid).unwrap_or_else(|| procs::scan_fpm(procs::Scope::Titles));
     for pool in &job.pools {
         let n = table
             .iter()

@@ -578,8 +578,21 @@ impl Driver {
             .env("FPM_SOCKETS", self.sockets.env_value(&cfg))
             .env("NOTIFY_SOCKET", self.notify.path())
             .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0);
+            .stderr(Stdio::piped());
+        // A session of its own, as a daemonized FPM has (and so a process group named by
+        // its PID). In our session, its group would be orphaned when the supervisor dies
+        // (SIGKILL, OOM), and the kernel then sends SIGHUP and SIGCONT to a group with a
+        // stopped member: a master stopped for retirement would resume and serve again.
+        // SAFETY: setsid(2) between fork and exec is async-signal-safe; the child is not a
+        // process group leader, so it cannot fail.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         crate::handover::inherit(&mut cmd, fds);
         match cmd.spawn() {
             Ok(mut child) => {
@@ -627,7 +640,8 @@ impl Driver {
             .fpm
             .require_valid()
             .and_then(|()| {
-                config::load_with(&self.cfg_path, &self.fpm.load_options()).map_err(Error::from)
+                config::load_with(&self.cfg_path, &self.fpm.options_for(&self.cfg_path))
+                    .map_err(Error::from)
             })
             .and_then(|mut cfg| {
                 // The running masters are proven ours by the binary they run.
@@ -676,7 +690,8 @@ impl Driver {
             }
             Target::Leftovers => {
                 let me = std::process::id() as i32;
-                for p in procs::scan(false) {
+                // Our children from the kernel's list; the whole table only without it.
+                for p in procs::children(me).unwrap_or_else(|| procs::scan(false)) {
                     if p.ppid != me || p.is_gone() || m.master_gen(p.pid()).is_some() {
                         continue;
                     }
@@ -703,7 +718,8 @@ impl Driver {
             .map(|id| id.pid)
             .or_else(|| self.pids.get(&master).copied());
         let Some(pid) = pid else { return Vec::new() };
-        procs::scan(false)
+        // Pool processes name php-fpm in their titles: the scoped pass finds every one.
+        procs::scan_fpm(procs::Scope::Titles)
             .into_iter()
             .filter(|p| {
                 !p.is_gone()

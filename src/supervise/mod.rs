@@ -27,7 +27,7 @@ mod checks;
 pub mod control;
 pub mod driver;
 pub mod machine;
-pub mod notify;
+pub use crate::notify;
 pub mod observe;
 pub mod policy;
 mod request;
@@ -111,7 +111,18 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         .map(Duration::from_micros);
 
     let lock_dir = crate::lock::secure_dir()?;
-    let snap = discovery::discover(&cfg);
+    let mut snap = discovery::discover(&cfg);
+    // A supervisor killed while retiring a master left it stopped beside the new one: the
+    // retirement is finished before anything else (the serving master is taken over below).
+    if !crate::handover::interrupted::finish(
+        &cfg,
+        &snap,
+        crate::deadline::Deadline::after(opts.drain_timeout),
+    )
+    .is_empty()
+    {
+        snap = discovery::discover(&cfg);
+    }
     // A master started by a supervisor of this config that died (SIGKILL, OOM) is taken over
     // and replaced without dropping a request; any other running FPM is refused.
     let mut adopt = None;

@@ -48,6 +48,9 @@ pub struct LoadReport {
     pub elapsed: Duration,
     /// Why each load thread stopped sending, one entry per thread.
     pub ended_by: Vec<End>,
+    /// How long each request took (connect to the end of the answer, or to its failure), in
+    /// microseconds, in no particular order.
+    pub latencies_us: Vec<u32>,
     /// Failures as they were noted, with the time since the run began (first few per thread).
     noted: Vec<(Duration, String)>,
 }
@@ -61,6 +64,24 @@ impl LoadReport {
     /// Requests that did not get a 2xx answer.
     pub fn failed(&self) -> u64 {
         self.non_2xx + self.errors
+    }
+
+    /// The `q` quantile (0.0 to 1.0, nearest rank) of the request latencies; zero without
+    /// requests.
+    pub fn latency_quantile(&self, q: f64) -> Duration {
+        let mut v = self.latencies_us.clone();
+        v.sort_unstable();
+        if v.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        Duration::from_micros(u64::from(v[rank - 1]))
+    }
+
+    /// Requests that took longer than `limit`.
+    pub fn slower_than(&self, limit: Duration) -> usize {
+        let limit = u32::try_from(limit.as_micros()).unwrap_or(u32::MAX);
+        self.latencies_us.iter().filter(|us| **us > limit).count()
     }
 
     /// Counts one request's outcome.
@@ -97,6 +118,7 @@ impl LoadReport {
         }
         self.noted.extend(other.noted);
         self.ended_by.extend(other.ended_by);
+        self.latencies_us.extend(other.latencies_us);
     }
 }
 
@@ -176,7 +198,11 @@ impl Load {
                                 break End::MaxRequests;
                             }
                             let at = began.elapsed();
-                            rep.count(at, get(addr, &path, REQUEST_TIMEOUT));
+                            let outcome = get(addr, &path, REQUEST_TIMEOUT);
+                            let took = began.elapsed().saturating_sub(at);
+                            rep.latencies_us
+                                .push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+                            rep.count(at, outcome);
                             if !pause.is_zero() {
                                 std::thread::sleep(pause);
                             }

@@ -1,6 +1,6 @@
 //! The notify datagrams FPM sends (`READY=1`, `STATUS=...`, `MAINPID=...`).
 
-use fpmctl::supervise::notify::Message;
+use fpmctl::notify::Message;
 use proptest::prelude::*;
 
 proptest! {

@@ -177,6 +177,9 @@ struct Loader<'a> {
     default_prefix: String,
     /// `PHP_LOCALSTATEDIR`: the base of a relative `pid`/`error_log` without `--prefix`.
     state_dir: String,
+    /// Set when a relative path was resolved under `build` (see
+    /// [`FpmConfig::uses_build_dirs`]).
+    used_build: std::cell::Cell<bool>,
     files: Vec<PathBuf>,
     global: Section,
     pools: Vec<RawPool>,
@@ -193,6 +196,7 @@ impl<'a> Loader<'a> {
             build: opts.build.clone(),
             default_prefix: opts.build.prefix.display().to_string(),
             state_dir: opts.build.localstatedir.display().to_string(),
+            used_build: std::cell::Cell::new(false),
             files: Vec::new(),
             global: Section::default(),
             pools: Vec::new(),
@@ -387,7 +391,15 @@ impl<'a> Loader<'a> {
     /// A relative path made absolute the way php-fpm does: under `--prefix` when given,
     /// otherwise under `default` (php-fpm joins with '/' and does not normalise).
     fn resolve(&self, path: &str, default: &str) -> String {
-        resolve_under(path, self.prefix.as_deref(), default)
+        self.resolve_in(path, self.prefix.as_deref(), default)
+    }
+
+    /// [`resolve_under`], noting when `default` (a compiled-in directory) was used.
+    fn resolve_in(&self, path: &str, base: Option<&Path>, default: &str) -> String {
+        if base.is_none() && !path.starts_with('/') {
+            self.used_build.set(true);
+        }
+        resolve_under(path, base, default)
     }
 }
 
@@ -528,6 +540,35 @@ mod tests {
         let config = load_with(&dir.path().join("main.conf"), &opts).unwrap();
         let expected = dir.path().join("app.sock");
         assert_eq!(config.pools[0].listen_raw, expected.display().to_string());
+    }
+
+    /// The binary is asked for its directories only when a path needs them: an absolute
+    /// config does not, one relative path (or a default such as `error_log`) does.
+    #[test]
+    fn the_compiled_in_directories_are_needed_only_for_relative_paths() {
+        let dir = files(&[
+            (
+                "absolute.conf",
+                "[global]\npid = {dir}/fpm.pid\nerror_log = {dir}/error.log\n[www]\nlisten = {dir}/www.sock\nslowlog = {dir}/slow.log\nuser = nobody\npm = static\npm.max_children = 1\n",
+            ),
+            (
+                "default-log.conf",
+                "[global]\npid = {dir}/fpm.pid\n[www]\nlisten = {dir}/www.sock\nuser = nobody\npm = static\npm.max_children = 1\n",
+            ),
+            (
+                "relative-socket.conf",
+                "[global]\nerror_log = {dir}/error.log\n[www]\nlisten = run/www.sock\nuser = nobody\npm = static\npm.max_children = 1\n",
+            ),
+        ]);
+        let needs = |name: &str| {
+            load_lenient(&dir.path().join(name), &LoadOptions::default())
+                .unwrap()
+                .0
+                .uses_build_dirs
+        };
+        assert!(!needs("absolute.conf"));
+        assert!(needs("default-log.conf"));
+        assert!(needs("relative-socket.conf"));
     }
 
     /// A binary built with another prefix (the Docker images: `/usr/local`) resolves

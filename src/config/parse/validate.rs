@@ -37,6 +37,7 @@ impl Loader<'_> {
             warnings: self.warnings,
             prefix: self.prefix,
             build: self.build,
+            uses_build_dirs: self.used_build.get(),
             binary: None,
         };
         (config, self.problems)
@@ -184,7 +185,7 @@ impl Loader<'_> {
             return None;
         };
         let listen = if is_unix_address(listen) {
-            resolve_under(listen, base, &self.default_prefix)
+            self.resolve_in(listen, base, &self.default_prefix)
         } else {
             listen.to_string()
         };
@@ -352,7 +353,7 @@ impl Loader<'_> {
         let s = &raw.section;
         let default = self.default_prefix.clone();
         let log_path = |key: &str| match s.text(key) {
-            Some(p) if !p.is_empty() => Some(resolve_under(p, base, &default)),
+            Some(p) if !p.is_empty() => Some(self.resolve_in(p, base, &default)),
             other => other.map(str::to_string),
         };
         let (slowlog, access_log) = (log_path("slowlog"), log_path("access.log"));
@@ -402,11 +403,14 @@ impl Loader<'_> {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| default.clone());
         let chroot = s.text("chroot").filter(|c| !c.is_empty()).map(|c| {
+            if base.is_none() && c.starts_with("$prefix") {
+                self.used_build.set(true);
+            }
             match c.strip_prefix("$prefix") {
                 Some("") => base_text.clone(),
                 // php-fpm joins with '/' even though the rest starts with one.
                 Some(rest) => format!("{base_text}/{rest}"),
-                None => resolve_under(c, base, &default),
+                None => self.resolve_in(c, base, &default),
             }
         });
         if let Some(chroot) = &chroot {
@@ -426,7 +430,7 @@ impl Loader<'_> {
             }
         }
         if let Some(chdir) = s.text("chdir").filter(|c| !c.is_empty()) {
-            let chdir = resolve_under(chdir, base, &default);
+            let chdir = self.resolve_in(chdir, base, &default);
             let inside = match &chroot {
                 Some(root) => format!("{root}/{chdir}"),
                 None => chdir.clone(),

@@ -103,6 +103,28 @@ impl Listener {
     }
 }
 
+impl Listener {
+    /// Waits until a message arrives or `deadline` passes, then returns every message waiting
+    /// (none at the deadline).
+    pub fn wait(&self, deadline: crate::deadline::Deadline) -> Vec<Message> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        loop {
+            let now = self.drain();
+            if !now.is_empty() || deadline.expired() {
+                return now;
+            }
+            let ms = deadline
+                .remaining_capped(std::time::Duration::from_secs(1))
+                .as_millis()
+                .max(1);
+            let timeout = PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::POLLIN)];
+            // EINTR or a spurious wake-up: the loop looks again.
+            let _ = poll(&mut fds, timeout);
+        }
+    }
+}
+
 impl AsFd for Listener {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()

@@ -1,0 +1,227 @@
+//! Retirements that never finished. [`super::retire`] SIGSTOPs the old master before it
+//! tells its workers to finish; an fpmctl (or supervisor) killed after that step leaves the
+//! old master stopped (`T` in `/proc/PID/stat`) beside the new one: it holds its sockets,
+//! its exited workers stay unreaped, and a SIGCONT would make it serve again or run its exit
+//! cleanup (unlinking the socket paths and the new master's pid file).
+//!
+//! [`half_retired`] recognises that state from a snapshot (as data); [`finish`] completes
+//! the retirement, but only for a master that is still stopped and still this config's, and
+//! only while another master of the config runs and holds every listening socket itself.
+//! A stopped master that is the only one is never touched here: that is not a retirement.
+
+use super::{Retired, retire};
+use crate::config::FpmConfig;
+use crate::deadline::Deadline;
+use crate::discovery::{self, PidFile, Snapshot};
+use crate::procs::{self, ProcId, ProcInfo};
+use tracing::{info, warn};
+
+/// A master of the config left stopped by an interrupted retirement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HalfRetired {
+    /// The stopped master.
+    pub master: ProcId,
+    /// The running master that holds every listening socket of the config.
+    pub serving: ProcId,
+}
+
+/// Masters of `snap` in state `T` (stopped by a signal; `t`, stopped by a debugger, is not
+/// ours to judge) while another master of the config runs and holds every address.
+pub fn half_retired(snap: &Snapshot) -> Vec<HalfRetired> {
+    let masters: Vec<&ProcInfo> = snap
+        .master
+        .iter()
+        .chain(snap.other_masters.iter())
+        .collect();
+    let Some(serving) = masters
+        .iter()
+        .find(|m| m.state != 'T' && !m.is_gone() && serves_all(snap, m))
+    else {
+        return Vec::new();
+    };
+    masters
+        .iter()
+        .filter(|m| m.state == 'T')
+        .map(|m| HalfRetired {
+            master: m.id,
+            serving: serving.id,
+        })
+        .collect()
+}
+
+/// True when `m` itself holds a listening socket on every address of the config, as seen
+/// completely (an address whose holders are not all known proves nothing).
+fn serves_all(snap: &Snapshot, m: &ProcInfo) -> bool {
+    !snap.addresses.is_empty()
+        && snap.addresses.iter().all(|a| {
+            a.holders_known && !a.inodes.is_empty() && a.holders.iter().any(|h| h.proc.id == m.id)
+        })
+}
+
+/// What [`finish`] did to one stopped master.
+#[derive(Debug)]
+pub struct Finished {
+    /// The stopped master and the one serving.
+    pub found: HalfRetired,
+    /// The retirement's outcome.
+    pub result: crate::error::Result<Retired>,
+}
+
+impl Finished {
+    /// One line for a command's output.
+    pub fn line(&self) -> String {
+        let HalfRetired { master, serving } = self.found;
+        match &self.result {
+            Ok(r) => format!(
+                "finished retiring master {} (left stopped by an interrupted restart; master {} serves): {} worker(s) finished their requests{}",
+                master.pid,
+                serving.pid,
+                r.workers,
+                if r.killed.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} killed at the deadline", r.killed.len())
+                }
+            ),
+            Err(e) => format!(
+                "could not finish retiring master {} (left stopped by an interrupted restart; master {} serves): {e}",
+                master.pid, serving.pid
+            ),
+        }
+    }
+}
+
+/// Finishes every retirement [`half_retired`] finds in `snap`, a look at `cfg`. Each stopped
+/// master is looked at again right before: still stopped, still this config's master, and
+/// the serving master still alive and running; otherwise it is left alone. A pid file that
+/// names a master retired here is pointed at the serving master. Busy workers have until
+/// `deadline` to finish their requests.
+pub fn finish(cfg: &FpmConfig, snap: &Snapshot, deadline: Deadline) -> Vec<Finished> {
+    let found = half_retired(snap);
+    let mut done = Vec::new();
+    for h in found {
+        let still_stopped = procs::read_same(h.master)
+            .is_some_and(|p| p.state == 'T' && discovery::is_master_of(&p, cfg));
+        let still_serving = procs::read_same(h.serving)
+            .is_some_and(|p| p.state != 'T' && discovery::is_master_of(&p, cfg));
+        if !still_stopped || !still_serving {
+            info!(
+                pid = h.master.pid,
+                serving = h.serving.pid,
+                "a stopped master changed since it was seen; left alone"
+            );
+            continue;
+        }
+        warn!(
+            pid = h.master.pid,
+            serving = h.serving.pid,
+            "master left stopped by an interrupted restart: finishing its retirement"
+        );
+        let result = retire(h.master, cfg, deadline);
+        if result.is_ok() {
+            repoint_pid_file(&snap.pid_file, h);
+        }
+        done.push(Finished { found: h, result });
+    }
+    done
+}
+
+/// Writes the serving master's PID into a pid file that named the retired master (the new
+/// master of an interrupted hand-over that failed: the old one serves and its pid file was
+/// about to be restored). Never through a symlink; only a regular file is rewritten.
+fn repoint_pid_file(pid_file: &PidFile, h: HalfRetired) {
+    let (Some(path), Some(pid)) = (pid_file.path(), pid_file.pid()) else {
+        return;
+    };
+    if pid != h.master.pid {
+        return;
+    }
+    if super::write_pid_file(path, &format!("{}\n", h.serving.pid)) {
+        info!(pid = h.serving.pid, path = %path.display(), "pid file names the serving master again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::{Address, Holder, Role};
+    use crate::listen::ListenAddr;
+
+    fn master(pid: i32, state: char) -> ProcInfo {
+        ProcInfo {
+            id: ProcId {
+                pid,
+                start_time: 1000 + pid as u64,
+            },
+            ppid: 1,
+            pgrp: pid,
+            state,
+            title: "php-fpm: master process (/etc/fpm.conf)".into(),
+            ..ProcInfo::default()
+        }
+    }
+
+    fn snap(master: ProcInfo, others: Vec<ProcInfo>, holders: &[&ProcInfo]) -> Snapshot {
+        Snapshot {
+            pid_file: PidFile::NotConfigured,
+            master: Some(master),
+            other_masters: others,
+            workers: Vec::new(),
+            orphans: Vec::new(),
+            addresses: vec![Address {
+                pool: "www".into(),
+                addr: ListenAddr::parse("127.0.0.1:9000").unwrap(),
+                inodes: vec![7],
+                holders: holders
+                    .iter()
+                    .map(|p| Holder {
+                        proc: (*p).clone(),
+                        role: Role::Master,
+                    })
+                    .collect(),
+                holders_known: true,
+            }],
+            lookalikes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_stopped_master_beside_one_that_serves_is_half_retired_whichever_the_pid_file_names() {
+        let (old, new) = (master(10, 'T'), master(20, 'S'));
+        let s = snap(new.clone(), vec![old.clone()], &[&old, &new]);
+        let want = vec![HalfRetired {
+            master: old.id,
+            serving: new.id,
+        }];
+        assert_eq!(half_retired(&s), want);
+        // The pid file may name the stopped one (a failed new master being retired).
+        let s = snap(old.clone(), vec![new.clone()], &[&old, &new]);
+        assert_eq!(half_retired(&s), want);
+    }
+
+    #[test]
+    fn a_stopped_master_alone_or_beside_one_that_does_not_hold_the_sockets_is_left_alone() {
+        let old = master(10, 'T');
+        assert!(half_retired(&snap(old.clone(), vec![], &[&old])).is_empty());
+        // Another master runs but the socket is only the stopped one's.
+        let other = master(20, 'S');
+        assert!(half_retired(&snap(old.clone(), vec![other.clone()], &[&old])).is_empty());
+        // Two stopped masters: nobody serves.
+        let also = master(30, 'T');
+        assert!(half_retired(&snap(old.clone(), vec![also.clone()], &[&old, &also])).is_empty());
+        // Stopped by a debugger ('t'): not a retirement.
+        let traced = master(40, 't');
+        assert!(
+            half_retired(&snap(
+                other.clone(),
+                vec![traced.clone()],
+                &[&other, &traced]
+            ))
+            .is_empty()
+        );
+        // Holders that could not all be seen prove nothing.
+        let mut s = snap(other.clone(), vec![old.clone()], &[&old, &other]);
+        s.addresses[0].holders_known = false;
+        assert!(half_retired(&s).is_empty());
+    }
+}

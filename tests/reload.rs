@@ -1,0 +1,189 @@
+//! `reload` proves FPM's SIGUSR2 re-exec by events against a real php-fpm: it returns only
+//! once the old workers are gone (a request in flight that runs on the wall clock finishes
+//! first), it says how readiness was proven (`ready_by`), it works without a pid file (FPM
+//! daemonized or in the foreground), and a master that dies during its re-exec is reported
+//! with exit 12 and started again by `--recover`.
+
+mod common;
+use common::{Sandbox, alive, slow_request, wait_busy};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn old_workers(sb: &Sandbox, master: i32) -> Vec<i32> {
+    sb.workers_of(master).iter().map(|p| p.pid()).collect()
+}
+
+fn new_workers(run: &common::Run) -> Vec<i64> {
+    run.json()["new_workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
+}
+
+/// The sandbox's config without a `pid` line.
+fn config_without_pid_file(sb: &Sandbox) -> String {
+    let text = sb.config_text();
+    let line = format!("pid = {}\n", sb.pid_file.display());
+    assert!(text.contains(&line), "no pid line in:\n{text}");
+    text.replace(&line, "")
+}
+
+/// The one master of the sandbox's config, once it has all 4 workers.
+fn wait_master(sb: &Sandbox) -> i32 {
+    sb.wait_for(Duration::from_secs(10), "a master with 4 workers", || {
+        let masters = sb.masters();
+        let [m] = masters.as_slice() else { return None };
+        (sb.workers_of(m.pid()).len() >= 4).then_some(m.pid())
+    })
+}
+
+#[test]
+fn reload_returns_only_after_the_old_worker_finished_its_request() {
+    let Some(sb) = Sandbox::new() else { return };
+    let master = sb.start_fpm();
+    let old = old_workers(&sb, master);
+    let sent = Instant::now();
+    // 3 s on the wall clock: a signal does not cut it short (process_control_timeout = 10s).
+    let req = slow_request(&sb, 3);
+    wait_busy(&sb);
+    let run = sb.fpmctl(&["reload", "--json"]);
+    let returned = sent.elapsed();
+    let still_alive: Vec<i32> = old.iter().copied().filter(|&w| alive(w)).collect();
+    run.expect_code(0);
+    sb.note_master(run.json()["master"].as_i64().unwrap() as i32);
+    assert!(
+        still_alive.is_empty(),
+        "old workers {still_alive:?} alive when reload returned:\n{run}"
+    );
+    assert!(
+        returned >= Duration::from_secs(3),
+        "reload returned {returned:?} after the 3 s request started:\n{run}"
+    );
+    assert_eq!(req.join().unwrap().as_deref(), Ok("slept 3"), "{run}");
+    assert_eq!(run.json()["ready_by"], "pidfile+ping", "{run}");
+    let new = new_workers(&run);
+    assert_eq!(new.len(), 4, "{run}");
+    assert!(new.iter().all(|w| !old.contains(&(*w as i32))), "{run}");
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
+#[test]
+fn reload_without_a_pid_file_of_a_daemonized_fpm() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.write_config(&config_without_pid_file(&sb));
+    let out = Command::new(&sb.bin)
+        .arg("-y")
+        .arg(&sb.conf)
+        .arg("-D")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", sb.error_log());
+    let master = wait_master(&sb);
+    sb.note_master(master);
+    let old = old_workers(&sb, master);
+    for round in 0..2 {
+        let run = sb.fpmctl(&["reload", "--json"]);
+        run.expect_code(0);
+        let j = run.json();
+        let now = j["master"].as_i64().unwrap() as i32;
+        sb.note_master(now);
+        assert_eq!(j["ready_by"], "drain+ping", "round {round}:\n{run}");
+        // FPM daemonizes again after its re-exec: the master is the one running now.
+        assert_eq!(sb.masters().len(), 1, "round {round}:\n{run}");
+        assert_eq!(sb.masters()[0].pid(), now, "round {round}:\n{run}");
+        assert_eq!(new_workers(&run).len(), 4, "round {round}:\n{run}");
+    }
+    for w in old {
+        assert!(!alive(w), "old worker {w} still alive");
+    }
+    assert!(!sb.pid_file.exists());
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
+#[test]
+fn reload_without_a_pid_file_of_fpm_in_the_foreground() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.write_config(&config_without_pid_file(&sb));
+    let master = sb.spawn(
+        Command::new(&sb.bin)
+            .arg("-y")
+            .arg(&sb.conf)
+            .arg("-F")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    ) as i32;
+    sb.note_master(master);
+    assert_eq!(wait_master(&sb), master);
+    let old = old_workers(&sb, master);
+    let run = sb.fpmctl(&["reload", "--json"]);
+    run.expect_code(0);
+    let j = run.json();
+    assert_eq!(j["ready_by"], "drain+ping", "{run}");
+    // In the foreground the re-exec keeps the PID.
+    assert_eq!(j["master"], master, "{run}");
+    let new = new_workers(&run);
+    assert_eq!(new.len(), 4, "{run}");
+    for w in old {
+        assert!(!alive(w), "old worker {w} still alive:\n{run}");
+        assert!(!new.contains(&(w as i64)), "{run}");
+    }
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
+/// A master whose re-exec fails: started through a name found on its `PATH`, which is gone
+/// when it re-executes (`execvp` fails and the master exits). `php-fpm -t` runs the real
+/// binary and passes.
+fn start_doomed_master(sb: &Sandbox) -> i32 {
+    let bin_dir = sb.path().join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let link = bin_dir.join("php-fpm-doomed");
+    std::os::unix::fs::symlink(&sb.bin, &link).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("php-fpm-doomed")
+        .env("PATH", path)
+        .arg("-y")
+        .arg(&sb.conf)
+        .arg("-D")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", sb.error_log());
+    let master = wait_master(sb);
+    sb.note_master(master);
+    std::fs::remove_file(&link).unwrap();
+    master
+}
+
+#[test]
+fn a_master_dying_in_its_re_exec_is_reported_and_recover_starts_fpm_again() {
+    let Some(sb) = Sandbox::new() else { return };
+    let master = start_doomed_master(&sb);
+    let run = sb.fpmctl(&["reload"]);
+    run.expect_code(12);
+    assert!(run.stderr.contains("died during the reload"), "{run}");
+    assert!(run.stderr.contains(&master.to_string()), "{run}");
+    assert!(!alive(master), "{run}");
+    assert!(sb.masters().is_empty(), "{run}");
+    assert!(
+        sb.error_log().contains("execvp() failed"),
+        "the master did not die in its re-exec:\n{}",
+        sb.error_log()
+    );
+
+    let master = start_doomed_master(&sb);
+    let run = sb.fpmctl(&["reload", "--recover", "--json"]);
+    run.expect_code(0);
+    assert!(run.stderr.contains("died during the reload"), "{run}");
+    assert!(!alive(master), "{run}");
+    let now = sb.pid_from_file().expect("a pid file after --recover");
+    sb.note_master(now);
+    assert_eq!(sb.masters().len(), 1, "{run}");
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
