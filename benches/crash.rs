@@ -9,7 +9,7 @@
 //!   than the crash window, so each restart is immediate (no backoff).
 //!
 //! The supervised crashes run with the binary's start-up pages released when the supervisor
-//! settles (as shipped) and kept (`FPMCTL_KEEP_PAGES=1`), in alternating rounds.
+//! settles (`FPMCTL_RELEASE_PAGES=1`) and kept (as shipped), in alternating rounds.
 //! It prints one markdown table with the medians and their ratio to the bare start, and writes
 //! them (with every run's time) to `target/bench/crash.json`. Every process is started through
 //! the test harness and killed by PID at the end, also on panic.
@@ -81,8 +81,8 @@ fn main() {
     }
 
     // Supervised: SIGKILL of the master to the supervisor's READY=1 for the next one, with
-    // the binary's start-up pages released when the supervisor settles (as shipped) and kept
-    // (`FPMCTL_KEEP_PAGES=1`), alternating so both see the same machine load.
+    // the binary's start-up pages released when the supervisor settles
+    // (`FPMCTL_RELEASE_PAGES=1`) and kept (as shipped), alternating so both see the same load.
     let mut released = Crashes::default();
     let mut kept = Crashes::default();
     for round in 0..2 {
@@ -126,14 +126,14 @@ fn main() {
             "supervisor_cpu_ms_per_crash": cpu_ms,
             "supervisor_page_faults_per_crash": faults,
         });
-        // As shipped at the top level (as before); the kept pages beside it.
+        // As shipped (pages kept) at the top level, as before; the release beside it.
         match pages {
-            "released" => {
+            "kept" => {
                 if let (Some(all), Some(row)) = (results.as_object_mut(), row.as_object()) {
                     all.extend(row.clone());
                 }
             }
-            _ => results["start_up_pages_kept"] = row,
+            _ => results["start_up_pages_released"] = row,
         }
     }
     support::write_json("crash", meta, results);
@@ -187,8 +187,8 @@ fn supervised_crashes(
     into: &mut Crashes,
 ) {
     let mut env = vec![("NOTIFY_SOCKET", sock_path.to_str().unwrap())];
-    if keep_pages {
-        env.push(("FPMCTL_KEEP_PAGES", "1"));
+    if !keep_pages {
+        env.push(("FPMCTL_RELEASE_PAGES", "1"));
     }
     let sup = sb.supervise(&["--max-restarts", "1000", "--within", "1s"], &env);
     let mut master = sb.wait_supervised_ready();

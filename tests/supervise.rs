@@ -72,7 +72,13 @@ fn releases(log: &str) -> Vec<u64> {
 #[test]
 fn a_settled_supervisor_releases_its_start_up_pages_and_still_recovers_and_restarts() {
     let Some(sb) = Sandbox::new() else { return };
-    sb.supervise(&[], &[("FPMCTL_LOG", "fpmctl=debug")]);
+    sb.supervise(
+        &[],
+        &[
+            ("FPMCTL_LOG", "fpmctl=debug"),
+            ("FPMCTL_RELEASE_PAGES", "1"),
+        ],
+    );
     let first = sb.wait_supervised_ready();
     sb.expect_log("released the pages");
     sb.wait_for(
@@ -105,12 +111,9 @@ fn a_settled_supervisor_releases_its_start_up_pages_and_still_recovers_and_resta
 }
 
 #[test]
-fn fpmctl_keep_pages_keeps_the_binarys_pages() {
+fn by_default_the_supervisor_keeps_its_binarys_pages() {
     let Some(sb) = Sandbox::new() else { return };
-    let sup = sb.supervise(
-        &[],
-        &[("FPMCTL_LOG", "fpmctl=debug"), ("FPMCTL_KEEP_PAGES", "1")],
-    );
+    let sup = sb.supervise(&[], &[("FPMCTL_LOG", "fpmctl=debug")]);
     sb.wait_supervised_ready();
     sb.fpmctl(&["restart"]).expect_code(0);
     sb.wait_supervised_ready();

@@ -142,7 +142,7 @@ impl Driver {
             wake,
             queue: VecDeque::new(),
             counters,
-            release_pages: true,
+            release_pages: false,
         })
     }
 

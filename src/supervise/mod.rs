@@ -66,7 +66,8 @@ pub struct Options {
     /// `--health-listen`; one endpoint when equal).
     pub listen: Vec<std::net::SocketAddr>,
     /// Whether the pages of fpmctl's binary that waiting does not use are released when
-    /// the supervisor settles ([`resident`]); `FPMCTL_KEEP_PAGES=1` turns it off.
+    /// the supervisor settles ([`resident`]; `FPMCTL_RELEASE_PAGES=1`). Off by default: the
+    /// next crash maps them again before FPM is back (benches/crash.rs).
     pub release_pages: bool,
 }
 
@@ -81,7 +82,7 @@ impl Default for Options {
             drain_timeout: Duration::from_secs(60),
             stop_plan: SignalPlan::default(),
             listen: Vec::new(),
-            release_pages: true,
+            release_pages: false,
         }
     }
 }
