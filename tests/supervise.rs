@@ -61,6 +61,69 @@ fn kill_9_of_the_master_brings_fpm_back_ready_with_no_orphan() {
     sb.expect_log("was killed by SIGKILL");
 }
 
+/// The `mappings=N` of each of the supervisor's "released the pages" log lines.
+fn releases(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|l| l.contains("released the pages"))
+        .filter_map(|l| l.split_once("mappings=")?.1.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_settled_supervisor_releases_its_start_up_pages_and_still_recovers_and_restarts() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.supervise(
+        &[],
+        &[
+            ("FPMCTL_LOG", "fpmctl=debug"),
+            ("FPMCTL_RELEASE_PAGES", "1"),
+        ],
+    );
+    let first = sb.wait_supervised_ready();
+    sb.expect_log("released the pages");
+    sb.wait_for(
+        Duration::from_secs(10),
+        "a release of the binary's pages",
+        || {
+            releases(&sb.supervise_log())
+                .iter()
+                .any(|n| *n >= 1)
+                .then_some(())
+        },
+    );
+    let before = releases(&sb.supervise_log()).len();
+    // Crash handling, the control socket and a restart fault their code back in.
+    signal(first as u32, nix::sys::signal::SIGKILL);
+    let second = sb.wait_for(Duration::from_secs(15), "a new master", || {
+        let m = sb.wait_supervised_ready();
+        (m != first).then_some(m)
+    });
+    sb.fpmctl(&["ping"]).expect_code(0);
+    sb.fpmctl(&["restart"]).expect_code(0);
+    let third = sb.wait_supervised_ready();
+    assert_ne!(third, second);
+    sb.fpmctl(&["ping"]).expect_code(0);
+    // Settled again after each: released again.
+    sb.wait_for(Duration::from_secs(10), "another release", || {
+        (releases(&sb.supervise_log()).len() > before).then_some(())
+    });
+    sb.fpmctl(&["stop"]).expect_code(0);
+}
+
+#[test]
+fn by_default_the_supervisor_keeps_its_binarys_pages() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(&[], &[("FPMCTL_LOG", "fpmctl=debug")]);
+    sb.wait_supervised_ready();
+    sb.fpmctl(&["restart"]).expect_code(0);
+    sb.wait_supervised_ready();
+    sb.fpmctl(&["stop"]).expect_code(0);
+    sb.wait_child(sup, Duration::from_secs(30));
+    let log = sb.supervise_log();
+    assert!(log.contains("FPM ready"), "{log}");
+    assert!(releases(&log).is_empty(), "{log}");
+}
+
 #[test]
 fn an_fpm_that_dies_right_after_start_ends_in_backoff_then_the_crash_loop_exit_code() {
     let Some(sb) = Sandbox::new() else { return };

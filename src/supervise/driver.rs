@@ -18,7 +18,7 @@ use super::control::{self, Conn, ReadOutcome};
 use super::machine::{
     self, Action, Answer, Command as Cmd, ConnId, Event, Machine, MasterNo, Purpose, Sig, Target,
 };
-use super::{notify, request, sockets};
+use super::{notify, request, resident, sockets};
 use crate::config::{self, FpmConfig};
 use crate::deadline::Deadline;
 use crate::discovery;
@@ -92,6 +92,8 @@ pub struct Driver {
     wake: UnixStream,
     queue: VecDeque<Event>,
     counters: super::observe::Counters,
+    /// Whether settling releases the binary's pages ([`resident`]).
+    pub(super) release_pages: bool,
 }
 
 impl Driver {
@@ -140,6 +142,7 @@ impl Driver {
             wake,
             queue: VecDeque::new(),
             counters,
+            release_pages: false,
         })
     }
 
@@ -158,6 +161,8 @@ impl Driver {
         if let Some(code) = self.perform(&mut m, first) {
             return code;
         }
+        // Whether anything but the idle loop's own work ran since pages were last released.
+        let mut touched = true;
         loop {
             self.wait(&m);
             self.collect(&m);
@@ -166,6 +171,9 @@ impl Driver {
                 self.queue.push_back(Event::Timer);
             }
             while let Some(ev) = self.queue.pop_front() {
+                // The idle loop's own work (health checks, FPM's heartbeat) keeps its
+                // pages; anything else may have touched code that waiting does not need.
+                touched |= !m.is_idle_work(&ev);
                 m.set_jitter(super::policy::jitter());
                 trace!(event = ?ev, "machine event");
                 let actions = m.on(ev, Instant::now());
@@ -180,6 +188,18 @@ impl Driver {
                 }
             }
             self.prune(&m);
+            if touched && m.settled() && self.conns.is_empty() && self.waiting.is_empty() {
+                touched = false;
+                resident::trim_heap();
+                if self.release_pages {
+                    let released = resident::release();
+                    debug!(
+                        mappings = released.mappings,
+                        kib = released.kib,
+                        "released the pages of fpmctl's binary that waiting does not use"
+                    );
+                }
+            }
         }
     }
 

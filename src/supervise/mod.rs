@@ -31,6 +31,7 @@ pub use crate::notify;
 pub mod observe;
 pub mod policy;
 mod request;
+pub mod resident;
 pub use crate::handover::sockets;
 
 use crate::config::FpmConfig;
@@ -64,6 +65,10 @@ pub struct Options {
     /// Where `/metrics`, `/livez` and `/readyz` are served (`--metrics-listen`,
     /// `--health-listen`; one endpoint when equal).
     pub listen: Vec<std::net::SocketAddr>,
+    /// Whether the pages of fpmctl's binary that waiting does not use are released when
+    /// the supervisor settles ([`resident`]; `FPMCTL_RELEASE_PAGES=1`). Off by default: the
+    /// next crash maps them again before FPM is back (benches/crash.rs).
+    pub release_pages: bool,
 }
 
 impl Default for Options {
@@ -77,6 +82,7 @@ impl Default for Options {
             drain_timeout: Duration::from_secs(60),
             stop_plan: SignalPlan::default(),
             listen: Vec::new(),
+            release_pages: false,
         }
     }
 }
@@ -203,6 +209,7 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
         sigfd,
         counters,
     )?;
+    driver.release_pages = opts.release_pages;
     let (machine, first) = match adopt {
         Some(id) => {
             let (m, first) = machine::Machine::adopt(settings, id, Instant::now());

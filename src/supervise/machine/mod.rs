@@ -258,6 +258,38 @@ impl Machine {
         }
     }
 
+    /// True when nothing is under way: one master serves and no other master, drain, check,
+    /// config load, worker listing or waiting request is pending. (The driver then gives
+    /// back the pages that getting here touched: `supervise::resident`.)
+    pub fn settled(&self) -> bool {
+        self.phase == Phase::Serving
+            && self.masters.len() == 1
+            && self
+                .masters
+                .values()
+                .all(|m| m.role == Role::Serving && !m.check_in_flight)
+            && self.drains.is_empty()
+            && self.waiting.is_empty()
+            && self.deferred_orphans.is_empty()
+            && self.listing.is_empty()
+            && !self.loading
+    }
+
+    /// True when `event` is the idle loop's own periodic work: a timer, a health check's
+    /// result, or a serving master's heartbeat (FPM repeats `READY=1` with its `STATUS=`
+    /// every `systemd_interval`). Anything else may run code that waiting does not need.
+    pub fn is_idle_work(&self, event: &Event) -> bool {
+        match event {
+            Event::Timer => true,
+            Event::Checked { purpose, .. } => *purpose == Purpose::Health,
+            Event::Notify { master, .. } => self
+                .masters
+                .get(master)
+                .is_some_and(|m| m.role == Role::Serving),
+            _ => false,
+        }
+    }
+
     /// When the driver must call [`Machine::on`] with [`Event::Timer`] at the latest;
     /// `None`: only an event can change anything.
     pub fn next_wakeup(&self) -> Option<Deadline> {

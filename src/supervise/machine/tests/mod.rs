@@ -2,6 +2,7 @@
 //! Starting, readiness, crashes and backoff, requested restarts and case 5 here; signals,
 //! stopping, health and the rest in [`signals_stop_health`].
 
+mod settled;
 mod signals_stop_health;
 
 use super::*;
