@@ -1,12 +1,12 @@
-//! What a signal to fpmctl itself does: SIGHUP (the SSH session dropped), SIGINT (Ctrl-C)
-//! and SIGTERM never leave FPM down.
+//! What a signal to fpmctl itself does: SIGHUP (the SSH session dropped), SIGINT (Ctrl-C),
+//! SIGQUIT (Ctrl-\\) and SIGTERM never leave FPM down.
 //!
 //! - SIGHUP never ends fpmctl: the command runs to its end, and what it writes to the dead
 //!   terminal is dropped ([`crate::output`]).
-//! - SIGINT and SIGTERM outside a [`Critical`] section have their default action: fpmctl
-//!   ends, and whatever it was doing (waiting for a lock, for readiness) can be left.
+//! - SIGINT, SIGQUIT and SIGTERM outside a [`Critical`] section have their default action:
+//!   fpmctl ends, and whatever it was doing (waiting for a lock, for readiness) can be left.
 //! - Inside a [`Critical`] section (a restart's stop and the start that must follow it) the
-//!   first SIGINT or SIGTERM is only noted: fpmctl says so, finishes the section, and then
+//!   first SIGINT, SIGQUIT or SIGTERM is only noted: fpmctl says so, finishes the section, and then
 //!   the command ends with [`crate::Error::Interrupted`] (exit 14). A second one aborts at
 //!   once, printing the state FPM was left in and the command that repairs it (exit 14).
 //!
@@ -14,7 +14,7 @@
 //! They are installed with signal-hook, once, by [`install`].
 
 use crate::exit::ExitCode;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -33,13 +33,13 @@ pub enum Phase {
 
 /// Messages for signals inside a critical section, formatted when the handlers are installed.
 struct Messages {
-    /// First SIGINT and first SIGTERM inside a critical section.
-    first: [String; 2],
+    /// The first signal inside a critical section: SIGINT, SIGTERM, SIGQUIT.
+    first: [String; 3],
     /// A second signal, per [`Phase`].
     abort: [String; 3],
 }
 
-/// True while no critical section runs: SIGINT and SIGTERM then have their default action.
+/// True while no critical section runs: SIGINT, SIGQUIT and SIGTERM then have their default action.
 fn abortable() -> &'static Arc<AtomicBool> {
     static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
     FLAG.get_or_init(|| Arc::new(AtomicBool::new(true)))
@@ -50,6 +50,8 @@ static PHASE: AtomicU8 = AtomicU8::new(0);
 static RECEIVED: AtomicUsize = AtomicUsize::new(0);
 static FIRST_SIGNAL: AtomicI32 = AtomicI32::new(0);
 static HUNG_UP: AtomicBool = AtomicBool::new(false);
+/// The signals a [`Critical`] section defers.
+const DEFERRED: [i32; 3] = [SIGINT, SIGTERM, SIGQUIT];
 /// How many [`Critical`] sections are open (they nest: the outermost one decides).
 static DEPTH: AtomicUsize = AtomicUsize::new(0);
 
@@ -74,7 +76,7 @@ pub fn install(config: &Path) -> Result<(), String> {
         )
     };
     let messages = Messages {
-        first: [first("SIGINT"), first("SIGTERM")],
+        first: [first("SIGINT"), first("SIGTERM"), first("SIGQUIT")],
         abort: [
             format!(
                 "fpmctl: aborted by a second signal while stopping FPM {conf} for a restart: FPM may be DOWN or still stopping; {repair}\n"
@@ -91,17 +93,17 @@ pub fn install(config: &Path) -> Result<(), String> {
     unsafe {
         signal_hook::low_level::register(SIGHUP, || HUNG_UP.store(true, Ordering::SeqCst))
             .map_err(|e| format!("SIGHUP handler: {e}"))?;
-        for sig in [SIGINT, SIGTERM] {
+        for sig in DEFERRED {
             signal_hook::low_level::register(sig, move || on_signal(sig))
                 .map_err(|e| format!("signal {sig} handler: {e}"))?;
         }
     }
-    for sig in [SIGINT, SIGTERM] {
+    for sig in DEFERRED {
         signal_hook::flag::register_conditional_default(sig, Arc::clone(abortable()))
             .map_err(|e| format!("signal {sig} handler: {e}"))?;
     }
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| format!("signal thread: {e}"))?;
+    let mut signals =
+        signal_hook::iterator::Signals::new(DEFERRED).map_err(|e| format!("signal thread: {e}"))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -115,7 +117,12 @@ pub fn install(config: &Path) -> Result<(), String> {
                 }
                 if n == 1 && seen != 1 {
                     let sig = FIRST_SIGNAL.load(Ordering::SeqCst);
-                    crate::output::eprint(&messages.first[usize::from(sig == SIGTERM)]);
+                    let which = match sig {
+                        SIGTERM => 1,
+                        SIGQUIT => 2,
+                        _ => 0,
+                    };
+                    crate::output::eprint(&messages.first[which]);
                 }
                 seen = n;
             }
@@ -139,7 +146,7 @@ pub fn hung_up() -> bool {
     HUNG_UP.load(Ordering::SeqCst)
 }
 
-/// A stretch of work that must not be left half done: SIGINT and SIGTERM are deferred
+/// A stretch of work that must not be left half done: SIGINT, SIGQUIT and SIGTERM are deferred
 /// until it ends (a second one aborts). Leaving it (or dropping it) restores their default
 /// action.
 #[derive(Debug)]
@@ -173,6 +180,7 @@ impl Critical {
         match sig {
             SIGINT => Some("SIGINT"),
             SIGTERM => Some("SIGTERM"),
+            SIGQUIT => Some("SIGQUIT"),
             _ => None,
         }
     }

@@ -51,7 +51,7 @@ pub fn launch(cfg: &FpmConfig, fpm: &Fpm, snap: &Snapshot, opts: LaunchOptions) 
 }
 
 /// [`launch`] reporting to `watch`, which the caller may use to prove readiness later (a
-/// cold restart proves it once SIGINT and SIGTERM are no longer held back).
+/// cold restart proves it once SIGINT, SIGQUIT and SIGTERM are no longer held back).
 pub fn launch_watched(
     cfg: &FpmConfig,
     fpm: &Fpm,

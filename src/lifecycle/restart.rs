@@ -170,7 +170,7 @@ pub fn restart(
     cold(cfg, fpm, snap, reason, started, opts)
 }
 
-/// Stop, then start, with SIGINT and SIGTERM held back in between.
+/// Stop, then start, with SIGINT, SIGQUIT and SIGTERM held back in between.
 fn cold(
     cfg: &FpmConfig,
     fpm: &Fpm,
@@ -186,7 +186,7 @@ fn cold(
             cfg.path.display()
         )
     };
-    // From the first stop signal until the new FPM is launched, SIGINT and SIGTERM are
+    // From the first stop signal until the new FPM is launched, SIGINT, SIGQUIT and SIGTERM are
     // deferred: fpmctl must not leave FPM down half way.
     let critical = Critical::enter(Phase::Stopping);
     let stopped = stop::stop_from(cfg, snap, &opts.plan, opts.stop_timeout)?;

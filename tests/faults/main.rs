@@ -9,7 +9,7 @@
 //! | #  | fault | what fpmctl does | tests |
 //! |----|-------|------------------|-------|
 //! | 1  | stdout/stderr closed, dead or full mid-restart | logging never aborts a step; FPM ends up running | `f01_*` |
-//! | 2  | SIGINT/SIGTERM/SIGHUP to fpmctl between stop and start | finishes the start, then exits 14; HUP ignored; a second INT aborts naming the state and the repair | `f02_*` |
+//! | 2  | SIGINT/SIGTERM/SIGQUIT/SIGHUP to fpmctl between stop and start | finishes the start, then exits 14; HUP ignored; a second INT aborts naming the state and the repair | `f02_*` |
 //! | 3  | config broken during an incident | status, ping, stop and the supervisor still work on what runs; only start/restart/reload refuse (6) | `f03_*` |
 //! | 4  | absurd or zero durations; unix path over 107 bytes | usage error (2) / check and start fail before php-fpm is launched | `f04_*` |
 //! | 5  | paths that are not UTF-8 | every command works; JSON says it is lossy | `f05_*` |

@@ -143,6 +143,20 @@ fn f02_sighup_mid_restart_does_not_stop_the_restart() {
     sb.fpmctl(&["ping"]).expect_code(0);
 }
 
+/// Fault: SIGQUIT (Ctrl-\\, and what a container runtime sends a PHP image's PID 1) to fpmctl
+/// between the stop and the start of a restart: its default action (a core dump) ended fpmctl
+/// with FPM stopped.
+#[test]
+fn f02_sigquit_mid_restart_finishes_the_start_then_says_it_was_interrupted() {
+    let Some(sb) = Sandbox::new() else { return };
+    let old = sb.start_fpm();
+    let run = signal_mid_restart(&sb, &[Signal::SIGQUIT]);
+    run.expect_code(14);
+    assert!(run.stderr.contains("interrupted by SIGQUIT"), "{run}");
+    new_master(&sb, old);
+    sb.fpmctl(&["status"]).expect_code(0);
+}
+
 /// Fault: Ctrl-C twice mid-restart (fpmctl aborts, naming FPM's state and the repair).
 #[test]
 fn f02_a_second_sigint_aborts_and_names_the_state_and_the_repair() {
