@@ -175,6 +175,34 @@ fn read_line_bounded(stream: impl Read) -> std::io::Result<String> {
     Ok(line)
 }
 
+/// Reads one line from `stream` within `wait` in all: the socket's read timeout is set to
+/// what is left of one deadline before every read, so a peer that sends a byte at a time
+/// cannot stretch the wait (a per-read timeout restarts with each byte).
+fn read_line_within(stream: &UnixStream, wait: Duration) -> std::io::Result<String> {
+    struct Within<'a> {
+        stream: &'a UnixStream,
+        deadline: crate::deadline::Deadline,
+    }
+    impl Read for Within<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.deadline.expired() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no whole answer in time",
+                ));
+            }
+            let left = self.deadline.remaining().max(Duration::from_millis(1));
+            self.stream.set_read_timeout(Some(left))?;
+            let mut s = self.stream;
+            s.read(buf)
+        }
+    }
+    read_line_bounded(Within {
+        stream,
+        deadline: crate::deadline::Deadline::after(wait),
+    })
+}
+
 /// Parses one reply line from the supervisor.
 pub fn parse_reply(line: &str) -> Result<Reply> {
     serde_json::from_str(line.trim())
@@ -346,10 +374,7 @@ pub fn request(config: &Path, req: &Request, wait: Duration) -> Result<Option<Re
             e,
         )
     })?;
-    stream
-        .set_read_timeout(Some(wait))
-        .map_err(|e| Error::io("control socket", e))?;
-    let line = read_line_bounded(&stream).map_err(|e| {
+    let line = read_line_within(&stream, wait).map_err(|e| {
         Error::io(
             format!("waiting for the supervisor's answer on {}", path.display()),
             e,
@@ -367,6 +392,32 @@ pub fn request(config: &Path, req: &Request, wait: Duration) -> Result<Option<Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A supervisor that answers one byte at a time never stretches the client's wait past
+    /// its deadline (each byte used to restart the read timeout).
+    #[test]
+    fn a_dribbling_answer_is_cut_off_at_the_wait_not_per_byte() {
+        let (client, server) = UnixStream::pair().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut server = server;
+            for b in b"{\"code\":0,\"text\":\"a slow answer that takes long to arrive\"}\n" {
+                if server.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let err = read_line_within(&client, Duration::from_millis(500)).unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ),
+            "{err}"
+        );
+        drop(client);
+        let _ = writer.join();
+    }
 
     fn conn() -> (Conn, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();
