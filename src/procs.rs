@@ -358,9 +358,9 @@ pub fn scan_fpm(scope: Scope<'_>) -> Vec<ProcInfo> {
     scan_fpm_keeping(scope, &|_| true)
 }
 
-/// [`scan_fpm`] that also leaves out a php-fpm process whose title `keep` rejects (read from
-/// the first bytes of its command line): on a host running many FPMs, the processes of
-/// other configs cost one small read instead of a full one. `keep` must say yes to anything
+/// [`scan_fpm`] that, under [`Scope::Binary`], also leaves out a php-fpm process whose title
+/// (the first bytes of its command line) `keep` rejects: on a host running many FPMs, the
+/// processes of other configs cost one small read instead of a full one. `keep` must say yes to anything
 /// that could be the caller's (it only saves work, it decides nothing).
 pub fn scan_fpm_keeping(scope: Scope<'_>, keep: &dyn Fn(&str) -> bool) -> Vec<ProcInfo> {
     SCANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -117,11 +117,29 @@ pub fn wait_ready_of(
         let _ = check_pool(pool, deadline.remaining_capped(Duration::from_secs(3)));
     }
     loop {
+        // A master that exited will not become ready: said at once, not at the deadline.
+        if procs::is_gone(master) {
+            return Err(Error::NotReady(format!(
+                "master {} of {} exited before it was ready",
+                master.pid,
+                cfg.path.display()
+            )));
+        }
         let verdict = match procs::children(master.pid) {
-            _ if procs::is_gone(master) => Err(format!("master {} exited", master.pid)),
             Some(children) => assess_master(cfg, master, &children, deadline),
-            // Without the kernel's list of children, the table is read as for any master.
-            None => assess(cfg, &discovery::discover(cfg), deadline),
+            // Without the kernel's list of children, the table is read, and still only this
+            // master's workers count (discovery's "master" may be another one, such as the
+            // old master of a hand-over).
+            None => {
+                let snap = discovery::discover(cfg);
+                let children: Vec<ProcInfo> = snap
+                    .workers
+                    .into_iter()
+                    .map(|w| w.proc)
+                    .filter(|p| p.ppid == master.pid)
+                    .collect();
+                assess_master(cfg, master, &children, deadline)
+            }
         };
         match verdict {
             Ok(pools) => return Ok(pools),

@@ -102,15 +102,9 @@ pub fn start_on(
 /// other than `old`; without a pid file (`pid` is optional), the youngest proven master of
 /// `cfg` other than `old` (discovery calls the oldest one *the* master).
 pub fn new_master(cfg: &FpmConfig, old: ProcId) -> Option<ProcId> {
-    if let Some(path) = &cfg.global.pid_file {
-        // The new master wrote its pid file before its launcher returned.
-        let named = read_small(path)
-            .and_then(|t| t.trim().parse::<i32>().ok())
-            .and_then(procs::read)
-            .filter(|p| p.id != old && discovery::is_master_of(p, cfg));
-        if let Some(p) = named {
-            return Some(p.id);
-        }
+    // The new master wrote its pid file before its launcher returned.
+    if let Some(p) = discovery::master_by_pid_file(cfg).filter(|p| p.id != old) {
+        return Some(p.id);
     }
     let snap = discovery::discover(cfg);
     snap.master
@@ -119,49 +113,6 @@ pub fn new_master(cfg: &FpmConfig, old: ProcId) -> Option<ProcId> {
         .filter(|m| m.id != old)
         .max_by_key(|m| m.id.start_time)
         .map(|m| m.id)
-}
-
-/// Waits until the new master `new` of a hand-over is ready: [`crate::ready::wait_ready`]
-/// when a pid file names it; without a pid file, the same judgement of `new` itself (and
-/// not of the old master, which discovery would call the master as the older one).
-pub fn wait_ready(
-    cfg: &FpmConfig,
-    new: ProcId,
-    deadline: Deadline,
-) -> Result<Vec<crate::ready::PoolReady>> {
-    if cfg.global.pid_file.is_some() {
-        return crate::ready::wait_ready(cfg, deadline);
-    }
-    let mut pause = Duration::from_millis(10);
-    loop {
-        let mut snap = discovery::discover(cfg);
-        let mut masters: Vec<procs::ProcInfo> = snap
-            .master
-            .take()
-            .into_iter()
-            .chain(std::mem::take(&mut snap.other_masters))
-            .collect();
-        let why = match masters.iter().position(|m| m.id == new) {
-            Some(i) => {
-                snap.master = Some(masters.remove(i));
-                snap.other_masters = masters;
-                match crate::ready::assess(cfg, &snap, deadline) {
-                    Ok(pools) => return Ok(pools),
-                    Err(why) => why,
-                }
-            }
-            None => format!("the new master {} is gone", new.pid),
-        };
-        if deadline.expired() || procs::is_gone(new) {
-            return Err(crate::error::Error::NotReady(format!(
-                "the new master {} of {} is not ready: {why}",
-                new.pid,
-                cfg.path.display()
-            )));
-        }
-        std::thread::sleep(deadline.remaining_capped(pause));
-        pause = (pause * 2).min(Duration::from_millis(200));
-    }
 }
 
 /// The first bytes of a small file (a pid file): opened non-blocking, so a FIFO planted in

@@ -63,7 +63,8 @@ pub fn launch_watched(
     let deadline = Deadline::after_from(started, opts.timeout);
     if let Some(m) = &snap.master {
         info!(pid = m.pid(), "master already running; checking readiness");
-        let pools = ready::wait_ready(cfg, deadline).map_err(|e| match e {
+        // The master is known: only it and its children are looked at again.
+        let pools = ready::wait_ready_of(cfg, m.id, deadline).map_err(|e| match e {
             Error::NotReady(msg) => Error::NotReady(format!(
                 "{msg}; FPM is running but not ready: `fpmctl restart` replaces it"
             )),

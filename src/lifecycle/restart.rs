@@ -339,7 +339,8 @@ fn hand_over(
         None => match handover::new_master(cfg, old) {
             Some(new) => (
                 Some(new),
-                handover::wait_ready(cfg, new, deadline).map(|pools| (pools, ReadyBy::Polling)),
+                crate::ready::wait_ready_of(cfg, new, deadline)
+                    .map(|pools| (pools, ReadyBy::Polling)),
             ),
             None => (None, Err(Error::NotReady("no new master was found".into()))),
         },
