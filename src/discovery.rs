@@ -713,6 +713,11 @@ pub fn master_by_pid_file(cfg: &FpmConfig) -> Option<ProcInfo> {
     procs::read(pid).filter(|p| is_master_of(p, cfg))
 }
 
+/// A PID from a pid file's text, as FPM writes it. Pure.
+pub fn parse_pid(text: &str) -> Option<i32> {
+    text.trim().parse::<i32>().ok().filter(|&pid| pid > 0)
+}
+
 enum PidFileRead {
     Missing,
     Bad(String),
@@ -720,9 +725,9 @@ enum PidFileRead {
 
 fn read_pid_file(path: &Path) -> Result<i32, PidFileRead> {
     match read_head(path) {
-        Ok(text) => match text.trim().parse::<i32>() {
-            Ok(pid) if pid > 0 => Ok(pid),
-            _ => Err(PidFileRead::Bad(format!(
+        Ok(text) => match parse_pid(&text) {
+            Some(pid) => Ok(pid),
+            None => Err(PidFileRead::Bad(format!(
                 "{} does not hold a PID: {:?}",
                 path.display(),
                 text.trim().chars().take(40).collect::<String>()
@@ -751,6 +756,16 @@ fn read_head(path: &Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_pid_files_as_fpm_writes_them() {
+        assert_eq!(parse_pid("1234\n"), Some(1234));
+        assert_eq!(parse_pid(" 1234 "), Some(1234));
+        assert_eq!(parse_pid("0"), None);
+        assert_eq!(parse_pid("-1"), None);
+        assert_eq!(parse_pid("12ab"), None);
+        assert_eq!(parse_pid(""), None);
+    }
 
     #[test]
     fn a_pid_file_that_is_a_fifo_or_a_device_is_bad_not_a_hang() {

@@ -164,11 +164,6 @@ pub fn count_workers(
     Ok(out)
 }
 
-/// A PID from a pid file's text, as FPM writes it. Pure.
-pub fn parse_pid(text: &str) -> Option<i32> {
-    text.trim().parse::<i32>().ok().filter(|&pid| pid > 0)
-}
-
 /// A process pinned before the signal: its pidfd, or none when the kernel would not give one
 /// (then `/proc` is asked, failing closed).
 struct Pinned {
@@ -257,11 +252,27 @@ impl PidFileWatch {
         hit
     }
 
-    /// The verified master the pid file names, if it names one.
-    fn master(&self, cfg: &FpmConfig) -> Option<ProcInfo> {
-        let pid = discovery::pid_in_file(&self.path)?;
-        procs::read(pid).filter(|p| !p.is_gone() && discovery::is_master_of(p, cfg))
+    /// What the pid file names: a verified master, nothing of the kind (yet), or a process
+    /// whose `/proc` entry cannot be read (maybe the master: never taken for "none").
+    fn master(&self, cfg: &FpmConfig) -> Named {
+        let Some(pid) = discovery::pid_in_file(&self.path) else {
+            return Named::Nothing;
+        };
+        match procs::lookup(pid) {
+            Lookup::Found(p) if !p.is_gone() && discovery::is_master_of(&p, cfg) => {
+                Named::Master(p)
+            }
+            Lookup::Unreadable(why) => Named::Unreadable(why),
+            _ => Named::Nothing,
+        }
     }
+}
+
+/// What a rewritten pid file names.
+enum Named {
+    Master(ProcInfo),
+    Nothing,
+    Unreadable(String),
 }
 
 /// Everything a reload waits on, armed before the signal is sent.
@@ -332,8 +343,18 @@ impl Watch {
             };
             let known = match (&self.pid_file, ready_by) {
                 (Some(watch), ReadyBy::PidFile) => match watch.master(cfg) {
-                    Some(m) => Some(m),
-                    None => {
+                    Named::Master(m) => Some(m),
+                    Named::Unreadable(why) => {
+                        // Fail closed: not "no master" (which could end in "FPM died" and a
+                        // second FPM started beside a live one); look again shortly.
+                        if deadline.expired() {
+                            return Err(Failure::NotReady(why));
+                        }
+                        debug!(reason = %why, "pid file names a process that cannot be read");
+                        std::thread::sleep(deadline.remaining_capped(RETRY));
+                        continue;
+                    }
+                    Named::Nothing => {
                         // Written, but not (yet) naming a verified master: wait for the next
                         // write or the master's exit.
                         debug!(path = %watch.path.display(), "pid file names no verified master");
@@ -439,6 +460,15 @@ impl Watch {
                             "master {} exited after its re-exec",
                             m.pid()
                         ));
+                    }
+                    // Without a pid file: once the original PID is gone, a pool that does
+                    // not answer may be a dead FPM. Died only when no master of the config
+                    // is found at all (so `--recover` starts it), else look again.
+                    if known.is_none()
+                        && self.master.as_ref().is_none_or(Pinned::is_gone)
+                        && let Err(Attempt::Died(why)) = self.master_after_drain(cfg)
+                    {
+                        return Attempt::Died(why);
                     }
                     return Attempt::Retry(format!("pool {}: {e}", pool.name));
                 }
@@ -621,16 +651,6 @@ mod tests {
             count_workers(&[("www", 2), ("api", 2)], &titles),
             Err("pool api has 1 of 2 workers".into())
         );
-    }
-
-    #[test]
-    fn parses_pid_files_as_fpm_writes_them() {
-        assert_eq!(parse_pid("1234\n"), Some(1234));
-        assert_eq!(parse_pid(" 1234 "), Some(1234));
-        assert_eq!(parse_pid("0"), None);
-        assert_eq!(parse_pid("-1"), None);
-        assert_eq!(parse_pid("12ab"), None);
-        assert_eq!(parse_pid(""), None);
     }
 
     #[test]

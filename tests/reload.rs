@@ -187,3 +187,30 @@ fn a_master_dying_in_its_re_exec_is_reported_and_recover_starts_fpm_again() {
     assert_eq!(sb.masters().len(), 1, "{run}");
     sb.fpmctl(&["ping"]).expect_code(0);
 }
+
+/// Without a pid file there is no rewrite to wait for: a master that dies in its re-exec
+/// closes the sockets, and the pools that no longer answer must be reported as FPM dead
+/// (exit 12, so `--recover` starts it), not retried until the reload's limit and called
+/// "not ready".
+#[test]
+fn a_master_dying_in_its_re_exec_without_a_pid_file_is_reported_and_recovered() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.write_config(&config_without_pid_file(&sb));
+    let master = start_doomed_master(&sb);
+    let run = sb.fpmctl(&["reload"]);
+    run.expect_code(12);
+    assert!(run.stderr.contains("during the reload"), "{run}");
+    assert!(!alive(master), "{run}");
+    assert!(sb.masters().is_empty(), "{run}");
+
+    let master = start_doomed_master(&sb);
+    let run = sb.fpmctl(&["reload", "--recover"]);
+    run.expect_code(0);
+    assert!(!alive(master), "{run}");
+    let masters = sb.masters();
+    for m in &masters {
+        sb.note_master(m.pid());
+    }
+    assert_eq!(masters.len(), 1, "{run}");
+    sb.fpmctl(&["ping"]).expect_code(0);
+}

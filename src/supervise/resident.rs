@@ -66,8 +66,9 @@ pub fn parse_smaps(text: &str) -> Vec<Mapping> {
         };
         let kib = || value.split_whitespace().next()?.parse::<u64>().ok();
         match key {
-            "Rss" => cur.rss_kib = kib().unwrap_or(u64::MAX),
-            // An unparsable count is taken as "has private pages": never released.
+            // An unparsable count: nothing to release (Rss), or "has private pages", so
+            // never released (Anonymous, Swap).
+            "Rss" => cur.rss_kib = kib().unwrap_or(0),
             "Anonymous" => cur.anonymous_kib = kib().unwrap_or(u64::MAX),
             "Swap" => cur.swap_kib = kib().unwrap_or(u64::MAX),
             _ => {}
@@ -150,7 +151,7 @@ pub fn release() -> Released {
         // into the range is invalidated: its memory stays mapped and readable throughout.
         if unsafe { madvise(addr, m.end - m.start, MmapAdvise::MADV_DONTNEED) }.is_ok() {
             done.mappings += 1;
-            done.kib += m.rss_kib;
+            done.kib = done.kib.saturating_add(m.rss_kib);
         }
     }
     done
