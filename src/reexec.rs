@@ -5,27 +5,30 @@
 //! loads the config, binds what it does not inherit, writes the pid file, and forks its
 //! workers on the inherited listening sockets. A daemonizing master forks once more in the new
 //! image: the new master is the child, and the original PID exits once the child has written
-//! the pid file and reported success through a pipe (or exits after the child reported
-//! failure). So the master's pidfd firing means "it died" only for a master in the
-//! foreground; for a daemonized one it is also the normal end of its re-exec.
+//! the pid file, forked its workers and reported success through a pipe (or exits after the
+//! child reported failure). So the master's pidfd firing means "it died" only for a master in
+//! the foreground; for a daemonized one it is also the normal end of its re-exec.
 //!
 //! [`Watch::arm`] runs before the signal is sent: a pidfd on the master and on each old worker
-//! (an unexpected pidfd error means "maybe alive", watched through `/proc`), and an inotify
-//! watch on the pid file's directory (`IN_CLOSE_WRITE`, `IN_MOVED_TO` for its name).
-//! [`Watch::wait`] then sleeps in one `poll(2)` on all of them and the deadline, and asks
-//! [`decide`] (pure) what the events seen so far prove:
-//! - every old worker gone and the pid file rewritten naming a verified master: the re-exec
-//!   happened (`pidfile+ping`);
-//! - no pid file to watch: every old worker gone is enough (`drain+ping`), as the pings below
-//!   wait until a worker of the new image accepts;
-//! - the master gone while old workers remain, or gone without a rewritten pid file: FPM died.
+//! (an unexpected pidfd error means "maybe alive", watched through `/proc`). [`Watch::wait`]
+//! then sleeps in one `poll(2)` on all of them and the deadline, and asks [`decide`] (pure)
+//! what the events seen so far prove:
+//! - the master gone while old workers remain: FPM died;
+//! - every old worker gone: the old image is drained, and the proof below starts.
 //!
-//! Readiness is then proven with one blocking FastCGI ping per pool (it waits in the
-//! listening socket's backlog until a new worker accepts it: none of the old ones is left)
-//! and the new master's children counted against each pool's expected workers, read from
-//! `/proc/PID/task/*/children` rather than from a pass over the whole process table. Only a
-//! failed proof (a ping refused, a worker still being forked) is tried again, after waiting at
-//! most [`RETRY`] on the master's pidfd and the pid file's watch; the normal path never sleeps.
+//! The proof is one blocking FastCGI ping per pool: it waits in the listening socket's backlog
+//! until a worker accepts it, and none of the old ones is left, so the answer comes from the
+//! new image (which wrote its pid file before it forked that worker). The pid file then names
+//! the new master (`pidfile+ping`); without one, the master is found through the original
+//! PID or its adopters (`drain+ping`). Its children, read from `/proc/PID/task/*/children`
+//! rather than from a pass over the whole process table, are counted against each pool's
+//! expected workers. Only a failed proof (a ping refused, a worker still being forked) is
+//! tried again, after waiting at most [`RETRY`] on the master's pidfd (a daemonized original
+//! exits once its new master has forked every worker); the normal path never sleeps.
+//!
+//! The pid file is read, not watched with inotify: closing an inotify instance waits for an
+//! SRCU grace period in the kernel (13-18 ms measured here), more than half of a whole raw
+//! reload, and the pings above are the better event anyway.
 
 use crate::config::FpmConfig;
 use crate::deadline::Deadline;
@@ -35,24 +38,27 @@ use crate::ready::{self, PoolReady};
 use crate::signals;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use tracing::debug;
 
-/// The longest wait before a failed readiness proof is tried again (the master's exit and a
-/// pid file write end it sooner).
+/// The longest wait before a refused ping is tried again (the master's exit ends it sooner).
 pub const RETRY: Duration = Duration::from_millis(5);
+
+/// The longest wait before the new master's workers are counted again when every pool
+/// answered but a worker was still being forked (a daemonized original PID exiting, once its
+/// new master has forked them all, ends it sooner). A look at one master's children is cheap.
+pub const COUNT_RETRY: Duration = Duration::from_millis(1);
 
 /// How the re-exec and the readiness of the new image were proven (`ready_by` in `--json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadyBy {
-    /// The pid file rewritten by the new image, then one ping per pool and the worker count.
+    /// Every old worker gone, one ping per pool (answered only by a worker of the new
+    /// image), then the master the rewritten pid file names and its workers counted.
     PidFile,
-    /// No pid file to watch: every old worker gone, then one ping per pool (answered only by
-    /// a worker of the new image) and the worker count.
+    /// The same without a pid file naming a verified master: the master is found through the
+    /// original PID or its adopters.
     Drain,
 }
 
@@ -96,10 +102,6 @@ pub struct Seen {
     pub old_left: usize,
     /// The master's pidfd fired (or `/proc` proves it gone).
     pub master_exited: bool,
-    /// The pid file's directory is watched.
-    pub pid_file_watched: bool,
-    /// The pid file was written (closed after writing, or renamed into place) since the watch.
-    pub pid_file_written: bool,
 }
 
 /// What to do next.
@@ -109,39 +111,25 @@ pub enum Next {
     Wait(String),
     /// FPM died during the reload.
     Died(String),
-    /// Read the rewritten pid file and prove its master ready.
-    ProveByPidFile,
-    /// Prove readiness through the pools (no pid file to watch).
-    ProveByDrain,
+    /// The old image is drained: prove the new one ready.
+    Prove,
 }
 
 /// Decides from the events seen what they prove. Pure.
 pub fn decide(master: i32, s: Seen) -> Next {
-    let died = || {
-        Next::Died(format!(
-            "master {master} exited during the reload and no new master appeared"
-        ))
-    };
     // The master waits for all of its old workers before it re-executes: gone before them,
     // it was killed.
     if s.master_exited && s.old_left > 0 {
-        return died();
+        return Next::Died(format!(
+            "master {master} exited during the reload and no new master appeared"
+        ));
     }
     if s.old_left > 0 {
         return Next::Wait(format!("{} old worker(s) still finishing", s.old_left));
     }
-    if !s.pid_file_watched {
-        return Next::ProveByDrain;
-    }
-    if s.pid_file_written {
-        Next::ProveByPidFile
-    } else if s.master_exited {
-        // A daemonized master's original PID exits only after the new master wrote the pid
-        // file (seen first: the watch is read after the exit), or after it failed.
-        died()
-    } else {
-        Next::Wait("no new master yet (re-executing)".into())
-    }
+    // Whether the original PID is gone or not, the pings and one look decide: a daemonized
+    // original exits as the normal end of its re-exec.
+    Next::Prove
 }
 
 /// Counts each pool's workers among `titles` (the titles of the master's pool processes);
@@ -205,66 +193,16 @@ fn readable(fd: BorrowedFd<'_>) -> bool {
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
-/// The inotify watch on the pid file's directory.
-struct PidFileWatch {
-    inotify: Inotify,
-    path: PathBuf,
-    name: OsString,
-}
-
-impl PidFileWatch {
-    fn open(path: &Path) -> Option<PidFileWatch> {
-        let name = path.file_name()?.to_os_string();
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let arm = || -> nix::Result<Inotify> {
-            let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-            inotify.add_watch(
-                dir,
-                AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO,
-            )?;
-            Ok(inotify)
-        };
-        match arm() {
-            Ok(inotify) => Some(PidFileWatch {
-                inotify,
-                path: path.to_path_buf(),
-                name,
-            }),
-            Err(e) => {
-                debug!(path = %path.display(), error = %e, "cannot watch the pid file: readiness by drain");
-                None
-            }
-        }
-    }
-
-    /// Reads the queued events; true when one was for the pid file.
-    fn drain(&self) -> bool {
-        let mut hit = false;
-        while let Ok(events) = self.inotify.read_events() {
-            if events.is_empty() {
-                break;
-            }
-            hit |= events.iter().any(|e| e.name.as_ref() == Some(&self.name));
-        }
-        hit
-    }
-
-    /// What the pid file names: a verified master, nothing of the kind (yet), or a process
-    /// whose `/proc` entry cannot be read (maybe the master: never taken for "none").
-    fn master(&self, cfg: &FpmConfig) -> Named {
-        let Some(pid) = discovery::pid_in_file(&self.path) else {
-            return Named::Nothing;
-        };
-        match procs::lookup(pid) {
-            Lookup::Found(p) if !p.is_gone() && discovery::is_master_of(&p, cfg) => {
-                Named::Master(p)
-            }
-            Lookup::Unreadable(why) => Named::Unreadable(why),
-            _ => Named::Nothing,
-        }
+/// What `path` names now: a verified master of `cfg`, nothing of the kind, or a process
+/// whose `/proc` entry cannot be read (maybe the master: never taken for "none").
+fn named_in(path: &std::path::Path, cfg: &FpmConfig) -> Named {
+    let Some(pid) = discovery::pid_in_file(path) else {
+        return Named::Nothing;
+    };
+    match procs::lookup(pid) {
+        Lookup::Found(p) if !p.is_gone() && discovery::is_master_of(&p, cfg) => Named::Master(p),
+        Lookup::Unreadable(why) => Named::Unreadable(why),
+        _ => Named::Nothing,
     }
 }
 
@@ -283,31 +221,29 @@ pub struct Watch {
     master_ppid: i32,
     old: Vec<Pinned>,
     old_ids: Vec<ProcId>,
-    pid_file: Option<PidFileWatch>,
+    /// The pid file the new image writes.
+    pid_file: Option<PathBuf>,
     seen: Seen,
 }
 
 enum Attempt {
     Ready(Reloaded),
-    Retry(String),
+    /// Why not yet, and how long to wait at most before the next attempt.
+    Retry(String, Duration),
     Died(String),
 }
 
 impl Watch {
-    /// Pins the master and its old workers and watches `cfg`'s pid file (the one the new
-    /// image will write). Call it before sending SIGUSR2.
+    /// Pins the master and its old workers. Call it before sending SIGUSR2.
     pub fn arm(cfg: &FpmConfig, master: &ProcInfo, old_workers: &[ProcId]) -> Watch {
         let pinned_master = Pinned::open(master.id);
         let old: Vec<Pinned> = old_workers
             .iter()
             .filter_map(|&w| Pinned::open(w))
             .collect();
-        let pid_file = cfg.global.pid_file.as_deref().and_then(PidFileWatch::open);
         let seen = Seen {
             old_left: old.len(),
             master_exited: pinned_master.is_none(),
-            pid_file_watched: pid_file.is_some(),
-            pid_file_written: false,
         };
         Watch {
             master: pinned_master,
@@ -315,7 +251,7 @@ impl Watch {
             master_ppid: master.ppid,
             old,
             old_ids: old_workers.to_vec(),
-            pid_file,
+            pid_file: cfg.global.pid_file.clone(),
             seen,
         }
     }
@@ -328,43 +264,17 @@ impl Watch {
     ) -> std::result::Result<Reloaded, Failure> {
         loop {
             self.refresh();
-            let ready_by = match decide(self.master_pid, self.seen) {
+            match decide(self.master_pid, self.seen) {
                 Next::Wait(why) => {
                     if deadline.expired() {
                         return Err(Failure::NotReady(why));
                     }
                     debug!(reason = %why, "reload not confirmed yet");
                     self.sleep_until(deadline);
-                    continue;
                 }
                 Next::Died(why) => return Err(Failure::Died(why)),
-                Next::ProveByPidFile => ReadyBy::PidFile,
-                Next::ProveByDrain => ReadyBy::Drain,
-            };
-            let known = match (&self.pid_file, ready_by) {
-                (Some(watch), ReadyBy::PidFile) => match watch.master(cfg) {
-                    Named::Master(m) => Some(m),
-                    Named::Unreadable(why) => {
-                        // Fail closed: not "no master" (which could end in "FPM died" and a
-                        // second FPM started beside a live one); look again shortly.
-                        if deadline.expired() {
-                            return Err(Failure::NotReady(why));
-                        }
-                        debug!(reason = %why, "pid file names a process that cannot be read");
-                        std::thread::sleep(deadline.remaining_capped(RETRY));
-                        continue;
-                    }
-                    Named::Nothing => {
-                        // Written, but not (yet) naming a verified master: wait for the next
-                        // write or the master's exit.
-                        debug!(path = %watch.path.display(), "pid file names no verified master");
-                        self.seen.pid_file_written = false;
-                        continue;
-                    }
-                },
-                _ => None,
-            };
-            return self.prove(cfg, deadline, known, ready_by);
+                Next::Prove => return self.prove(cfg, deadline),
+            }
         }
     }
 
@@ -372,18 +282,13 @@ impl Watch {
     fn refresh(&mut self) {
         self.old.retain(|p| !p.is_gone());
         self.seen.old_left = self.old.len();
-        // The master first, the pid file after: a daemonized master's original PID exits only
-        // after the new master wrote the pid file, so that write is never missed.
         if !self.seen.master_exited {
             self.seen.master_exited = self.master.as_ref().is_none_or(Pinned::is_gone);
         }
-        if let Some(watch) = &self.pid_file {
-            self.seen.pid_file_written |= watch.drain();
-        }
     }
 
-    /// One `poll(2)` on everything still to happen, until `deadline` (at most [`RETRY`] when
-    /// a process has no pidfd and only `/proc` can tell).
+    /// One `poll(2)` on every pinned process still to exit, until `deadline` (at most
+    /// [`RETRY`] when a process has no pidfd and only `/proc` can tell).
     fn sleep_until(&self, deadline: Deadline) {
         let mut fds: Vec<PollFd> = Vec::new();
         let mut blind = false;
@@ -397,9 +302,6 @@ impl Watch {
                 Some(fd) => fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
                 None => blind = true,
             }
-        }
-        if let Some(watch) = &self.pid_file {
-            fds.push(PollFd::new(watch.inotify.as_fd(), PollFlags::POLLIN));
         }
         let until = if blind {
             deadline.slice(RETRY)
@@ -416,46 +318,66 @@ impl Watch {
         let _ = poll(&mut fds, timeout);
     }
 
-    /// Proves the new image ready: one ping per pool, then its workers counted. A failed
-    /// proof is tried again after an event or [`RETRY`], until `deadline`.
+    /// Proves the new image ready: one ping per pool, then its master and its workers. A
+    /// failed proof is tried again after the master's exit or [`RETRY`], until `deadline`.
     fn prove(
         mut self,
         cfg: &FpmConfig,
         deadline: Deadline,
-        mut known: Option<ProcInfo>,
-        ready_by: ReadyBy,
     ) -> std::result::Result<Reloaded, Failure> {
+        let mut known = None;
+        // A pool's answer stands once given (a worker of the new image gave it): a retry
+        // pings only the pools that have not answered yet.
+        let mut answers = vec![None; cfg.pools.len()];
         loop {
-            match self.attempt(cfg, deadline, &mut known, ready_by) {
+            match self.attempt(cfg, deadline, &mut known, &mut answers) {
                 Attempt::Ready(r) => return Ok(r),
                 Attempt::Died(why) => return Err(Failure::Died(why)),
-                Attempt::Retry(why) => {
+                Attempt::Retry(why, wait) => {
                     if deadline.expired() {
                         return Err(Failure::NotReady(why));
                     }
                     debug!(reason = %why, "readiness not proven yet");
                     self.refresh();
-                    self.sleep_until(deadline.slice(RETRY));
+                    self.sleep_until(deadline.slice(wait));
                 }
             }
         }
+    }
+
+    /// The new master, once found: named by the pid file, else through the original PID.
+    fn find_master(&self, cfg: &FpmConfig) -> std::result::Result<(ProcInfo, ReadyBy), Attempt> {
+        if let Some(path) = &self.pid_file {
+            match named_in(path, cfg) {
+                Named::Master(m) => return Ok((m, ReadyBy::PidFile)),
+                // Fail closed: not "no master" (which could end in "FPM died" and a second
+                // FPM started beside a live one); look again shortly.
+                Named::Unreadable(why) => return Err(Attempt::Retry(why, RETRY)),
+                Named::Nothing => {
+                    debug!(path = %path.display(), "pid file names no verified master")
+                }
+            }
+        }
+        self.master_after_drain(cfg).map(|m| (m, ReadyBy::Drain))
     }
 
     fn attempt(
         &self,
         cfg: &FpmConfig,
         deadline: Deadline,
-        known: &mut Option<ProcInfo>,
-        ready_by: ReadyBy,
+        known: &mut Option<(ProcInfo, ReadyBy)>,
+        answers: &mut [Option<String>],
     ) -> Attempt {
-        let mut answers = Vec::new();
-        for pool in &cfg.pools {
+        for (pool, answer) in cfg.pools.iter().zip(answers.iter_mut()) {
+            if answer.is_some() {
+                continue;
+            }
             // Blocks in the backlog until a worker of the new image accepts.
             let timeout = deadline.remaining().max(Duration::from_millis(100));
             match ready::check_pool(pool, timeout) {
-                Ok(a) => answers.push(a),
+                Ok(a) => *answer = Some(a),
                 Err(e) => {
-                    if let Some(m) = known.as_ref().filter(|m| procs::is_gone(m.id)) {
+                    if let Some((m, _)) = known.as_ref().filter(|(m, _)| procs::is_gone(m.id)) {
                         return Attempt::Died(format!(
                             "master {} exited after its re-exec",
                             m.pid()
@@ -470,15 +392,15 @@ impl Watch {
                     {
                         return Attempt::Died(why);
                     }
-                    return Attempt::Retry(format!("pool {}: {e}", pool.name));
+                    return Attempt::Retry(format!("pool {}: {e}", pool.name), RETRY);
                 }
             }
         }
         // Once found, the new master is kept: a retry only waits for its workers.
-        let master = match known {
-            Some(m) => m.clone(),
-            None => match self.master_after_drain(cfg) {
-                Ok(m) => known.insert(m).clone(),
+        let (master, ready_by) = match known {
+            Some(k) => k.clone(),
+            None => match self.find_master(cfg) {
+                Ok(k) => known.insert(k).clone(),
                 Err(a) => return a,
             },
         };
@@ -486,10 +408,10 @@ impl Watch {
             if procs::is_gone(master.id) {
                 return Attempt::Died(format!("master {} exited after its re-exec", master.pid()));
             }
-            return Attempt::Retry(format!(
-                "cannot read the children of master {}",
-                master.pid()
-            ));
+            return Attempt::Retry(
+                format!("cannot read the children of master {}", master.pid()),
+                RETRY,
+            );
         };
         let workers: Vec<&ProcInfo> = children
             .iter()
@@ -503,18 +425,18 @@ impl Watch {
             .collect();
         let counts = match count_workers(&expected, &titles) {
             Ok(c) => c,
-            Err(why) => return Attempt::Retry(why),
+            Err(why) => return Attempt::Retry(why, COUNT_RETRY),
         };
         let pools = cfg
             .pools
             .iter()
             .zip(counts)
-            .zip(answers)
+            .zip(answers.iter())
             .map(|((pool, workers), answer)| PoolReady {
                 pool: pool.name.clone(),
                 expected_workers: pool.expected_workers(),
                 workers,
-                answer: Ok(answer),
+                answer: Ok(answer.clone().unwrap_or_default()),
             })
             .collect();
         Attempt::Ready(Reloaded {
@@ -533,7 +455,7 @@ impl Watch {
         let old = self.master.as_ref().map(|p| p.id);
         let alive = match old.map(procs::lookup_same) {
             Some(Lookup::Found(p)) => Some(p),
-            Some(Lookup::Unreadable(why)) => return Err(Attempt::Retry(why)),
+            Some(Lookup::Unreadable(why)) => return Err(Attempt::Retry(why, RETRY)),
             Some(Lookup::Gone) | None => None,
         };
         if let Some(p) = alive {
@@ -550,10 +472,10 @@ impl Watch {
             {
                 return Ok(c);
             }
-            return Err(Attempt::Retry(format!(
-                "no new workers of master {} yet",
-                p.pid()
-            )));
+            return Err(Attempt::Retry(
+                format!("no new workers of master {} yet", p.pid()),
+                COUNT_RETRY,
+            ));
         }
         // The new master was the original PID's child: on its exit it went to the nearest
         // subreaper, most often the original's parent or PID 1. Asked there first; the whole
@@ -581,58 +503,36 @@ impl Watch {
 mod tests {
     use super::*;
 
-    fn seen(old_left: usize, exited: bool, watched: bool, written: bool) -> Seen {
+    fn seen(old_left: usize, exited: bool) -> Seen {
         Seen {
             old_left,
             master_exited: exited,
-            pid_file_watched: watched,
-            pid_file_written: written,
         }
     }
 
     #[test]
     fn waits_for_every_old_worker_first() {
-        for watched in [true, false] {
-            for written in [true, false] {
-                assert_eq!(
-                    decide(7, seen(2, false, watched, written)),
-                    Next::Wait("2 old worker(s) still finishing".into())
-                );
-            }
-        }
+        assert_eq!(
+            decide(7, seen(2, false)),
+            Next::Wait("2 old worker(s) still finishing".into())
+        );
     }
 
     #[test]
     fn a_master_gone_before_its_old_workers_died() {
-        for watched in [true, false] {
-            assert!(matches!(
-                decide(7, seen(1, true, watched, false)),
-                Next::Died(why) if why.contains("master 7 exited")
-            ));
-        }
-    }
-
-    #[test]
-    fn with_a_pid_file_the_rewrite_proves_the_re_exec() {
-        assert_eq!(
-            decide(7, seen(0, false, true, false)),
-            Next::Wait("no new master yet (re-executing)".into())
-        );
-        assert_eq!(decide(7, seen(0, false, true, true)), Next::ProveByPidFile);
-        // A daemonized master's original PID exits once the new master wrote the pid file.
-        assert_eq!(decide(7, seen(0, true, true, true)), Next::ProveByPidFile);
-        // Exited with no new pid file: the new image failed.
         assert!(matches!(
-            decide(7, seen(0, true, true, false)),
-            Next::Died(_)
+            decide(7, seen(1, true)),
+            Next::Died(why) if why.contains("master 7 exited")
         ));
     }
 
     #[test]
-    fn without_a_pid_file_the_drain_leads_to_the_pings() {
-        assert_eq!(decide(7, seen(0, false, false, false)), Next::ProveByDrain);
-        // The daemonized original PID may exit: the pings and one look decide.
-        assert_eq!(decide(7, seen(0, true, false, false)), Next::ProveByDrain);
+    fn the_drain_leads_to_the_pings() {
+        // A master in the foreground keeps its PID.
+        assert_eq!(decide(7, seen(0, false)), Next::Prove);
+        // A daemonized original PID exits as the normal end of its re-exec: the pings and
+        // one look decide whether a new master serves.
+        assert_eq!(decide(7, seen(0, true)), Next::Prove);
     }
 
     #[test]

@@ -133,6 +133,42 @@ fn reload_without_a_pid_file_of_fpm_in_the_foreground() {
     sb.fpmctl(&["ping"]).expect_code(0);
 }
 
+/// In the foreground the re-exec keeps its PID and rewrites the same pid file: the master
+/// is the one the file names once a worker of the new image answered, and every worker is new.
+#[test]
+fn reload_of_fpm_in_the_foreground_with_a_pid_file() {
+    let Some(sb) = Sandbox::new() else { return };
+    let master = sb.spawn(
+        Command::new(&sb.bin)
+            .arg("-y")
+            .arg(&sb.conf)
+            .arg("-F")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    ) as i32;
+    sb.note_master(master);
+    assert_eq!(wait_master(&sb), master);
+    for round in 0..3 {
+        let old = old_workers(&sb, master);
+        let run = sb.fpmctl(&["reload", "--json"]);
+        run.expect_code(0);
+        let j = run.json();
+        assert_eq!(j["ready_by"], "pidfile+ping", "round {round}:\n{run}");
+        assert_eq!(j["master"], master, "round {round}:\n{run}");
+        assert_eq!(sb.pid_from_file(), Some(master), "round {round}:\n{run}");
+        let new = new_workers(&run);
+        assert_eq!(new.len(), 4, "round {round}:\n{run}");
+        for w in old {
+            assert!(
+                !alive(w),
+                "round {round}: old worker {w} still alive:\n{run}"
+            );
+            assert!(!new.contains(&(w as i64)), "round {round}:\n{run}");
+        }
+    }
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
 /// A master whose re-exec fails: started through a name found on its `PATH`, which is gone
 /// when it re-executes (`execvp` fails and the master exits). `php-fpm -t` runs the real
 /// binary and passes.
