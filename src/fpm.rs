@@ -27,6 +27,56 @@ pub struct Fpm {
     pub prefix: Option<PathBuf>,
 }
 
+/// A `php-fpm -t` started by [`Fpm::spawn_test`]; its verdict is read by
+/// [`PendingTest::result`] or [`PendingTest::require_valid`]. Dropped unread (an error came
+/// first), the test is killed and reaped: it is fpmctl's own child, and it changes nothing.
+#[derive(Debug)]
+pub struct PendingTest {
+    child: Option<std::process::Child>,
+    bin: PathBuf,
+    config: PathBuf,
+}
+
+impl Drop for PendingTest {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl PendingTest {
+    /// Waits for the verdict; `Err` only when the test could not be run to its end.
+    pub fn result(mut self) -> Result<TestResult> {
+        let child = self.child.take().expect("a pending test has its child");
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::io(format!("running {} -t", self.bin.display()), e))?;
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        Ok(TestResult {
+            ok: out.status.success(),
+            messages: fpm_messages(&text),
+        })
+    }
+
+    /// Waits for the verdict and turns a rejection into [`Error::ConfigInvalid`].
+    pub fn require_valid(self) -> Result<()> {
+        let config = self.config.clone();
+        let t = self.result()?;
+        if t.ok {
+            return Ok(());
+        }
+        let detail = if t.messages.is_empty() {
+            "php-fpm -t failed without a message".to_string()
+        } else {
+            t.messages.join("; ")
+        };
+        Err(Error::ConfigInvalid { config, detail })
+    }
+}
+
 /// How `php-fpm -t` judged the config.
 #[derive(Debug, Clone)]
 pub struct TestResult {
@@ -102,33 +152,28 @@ impl Fpm {
 
     /// Runs `php-fpm -t`; `Err` only when it could not be run at all.
     pub fn test(&self) -> Result<TestResult> {
-        let out = self
-            .command()
-            .arg("-t")
-            .output()
-            .map_err(|e| Error::io(format!("running {} -t", self.bin.display()), e))?;
-        let text = String::from_utf8_lossy(&out.stderr).into_owned()
-            + &String::from_utf8_lossy(&out.stdout);
-        Ok(TestResult {
-            ok: out.status.success(),
-            messages: fpm_messages(&text),
-        })
+        self.spawn_test()?.result()
     }
 
     /// Runs `php-fpm -t` and turns a rejection into [`Error::ConfigInvalid`].
     pub fn require_valid(&self) -> Result<()> {
-        let t = self.test()?;
-        if t.ok {
-            return Ok(());
-        }
-        let detail = if t.messages.is_empty() {
-            "php-fpm -t failed without a message".to_string()
-        } else {
-            t.messages.join("; ")
-        };
-        Err(Error::ConfigInvalid {
+        self.spawn_test()?.require_valid()
+    }
+
+    /// Starts `php-fpm -t` and returns at once, so the caller can do what does not depend on
+    /// the verdict (a look at the processes) while it runs.
+    pub fn spawn_test(&self) -> Result<PendingTest> {
+        let child = self
+            .command()
+            .arg("-t")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io(format!("running {} -t", self.bin.display()), e))?;
+        Ok(PendingTest {
+            child: Some(child),
+            bin: self.bin.clone(),
             config: self.config.clone(),
-            detail,
         })
     }
 

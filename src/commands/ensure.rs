@@ -174,6 +174,7 @@ fn restart_unready(ctx: &Ctx, args: &EnsureArgs, master: i32, why: &str) -> Resu
         problems: ctx.problems.clone(),
         global,
         found_fpm: ctx.found_fpm.clone(),
+        early_test: Default::default(),
     };
     let mut out = super::restart::run(&inner, &restart)?;
     out.text = format!(

@@ -41,6 +41,9 @@ pub struct Ctx {
     pub global: GlobalArgs,
     /// The php-fpm binary found for the config when it was loaded (found once per run).
     pub(crate) found_fpm: Option<Fpm>,
+    /// A `php-fpm -t` started as soon as the binary was known, for a command whose critical
+    /// path it is (`reload`); taken by [`Ctx::config_test`].
+    pub(crate) early_test: std::sync::Mutex<Option<crate::fpm::PendingTest>>,
 }
 
 impl Ctx {
@@ -49,10 +52,21 @@ impl Ctx {
     /// `ping` or `stop` from working on the FPM that runs. Fails only when the main file
     /// cannot be found or read.
     pub fn load(global: &GlobalArgs) -> Result<Ctx> {
+        Ctx::load_testing(global, false)
+    }
+
+    /// [`Ctx::load`]; with `test_early`, `php-fpm -t` starts as soon as the binary is found
+    /// and runs while the config is read and the command goes on ([`Ctx::config_test`]).
+    pub fn load_testing(global: &GlobalArgs, test_early: bool) -> Result<Ctx> {
         let path = fpmconfig::find_config(global.config.as_deref(), global.php_version.as_deref())?;
         // Relative paths resolve as the binary that runs this config resolves them; without
         // a binary, Debian's directories (or --prefix) are all there is to go by.
         let fpm = binary_for(&path, global);
+        // A test that cannot be started here is started (and its error reported) later.
+        let early_test = match &fpm {
+            Ok(fpm) if test_early => fpm.spawn_test().ok(),
+            _ => None,
+        };
         let (mut cfg, problems) = match &fpm {
             Ok(fpm) => fpm.load_lenient(&path)?,
             Err(_) => {
@@ -76,7 +90,21 @@ impl Ctx {
             problems,
             global: global.clone(),
             found_fpm,
+            early_test: std::sync::Mutex::new(early_test),
         })
+    }
+
+    /// `php-fpm -t` on this config, running: the one started early, or a new one.
+    pub fn config_test(&self) -> Result<crate::fpm::PendingTest> {
+        let early = self
+            .early_test
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match early {
+            Some(test) => Ok(test),
+            None => self.fpm()?.spawn_test(),
+        }
     }
 
     /// Refuses a config with problems. When `ask_fpm` is set, php-fpm's own verdict decides:
@@ -212,7 +240,9 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
     if let Command::Probe(a) = &cli.command {
         return probe::run(&cli.global, a);
     }
-    let ctx = match Ctx::load(&cli.global) {
+    // `reload`'s critical path is `php-fpm -t`: it starts before the config is even read.
+    let test_early = matches!(cli.command, Command::Reload(_));
+    let ctx = match Ctx::load_testing(&cli.global, test_early) {
         Ok(ctx) => ctx,
         // `check` reports a config it cannot load in its own form, with every problem.
         Err(e @ Error::Config(_)) if matches!(cli.command, Command::Check(_)) => {

@@ -37,20 +37,21 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     let started = Instant::now();
     let cfg = &ctx.cfg;
     let fpm = ctx.fpm()?;
-    // The config test and the look at the processes are independent and both must come
-    // before SIGUSR2: run side by side, the reload costs the slower of the two, not the sum.
-    // The test's verdict still comes first (a broken config is exit 6 whatever runs).
-    let (valid, snap) = std::thread::scope(|s| {
-        let test = s.spawn(|| fpm.require_valid());
-        let snap = discovery::discover(cfg);
-        let valid = test
-            .join()
-            .unwrap_or_else(|_| Err(Error::Other("php-fpm -t: the test thread panicked".into())));
-        (valid, snap)
-    });
-    valid?;
+    // The config test, the look at the processes and the watch on them are independent and
+    // all must come before SIGUSR2: php-fpm -t runs while fpmctl looks and arms, so the reload
+    // costs the slower of the two, not the sum. The test's verdict still comes first (a
+    // broken config is exit 6 whatever was found).
+    let test = ctx.config_test()?;
+    let snap = discovery::discover(cfg);
+    let old: Vec<ProcId> = snap.workers.iter().map(|w| w.proc.id).collect();
+    // Armed before the signal, so no event of the re-exec can be missed.
+    let watch = snap
+        .master
+        .as_ref()
+        .map(|master| reexec::Watch::arm(cfg, master, &old));
+    test.require_valid()?;
     info!("php-fpm -t: configuration is valid");
-    let Some(master) = snap.master.clone() else {
+    let (Some(master), Some(watch)) = (snap.master.clone(), watch) else {
         if args.recover {
             warn!("FPM is not running; --recover starts it");
             let l = crate::lifecycle::launch(
@@ -79,9 +80,6 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
         );
     }
     let limit = ready::reload_limit(&cfg.global, args.timeout());
-    // Armed before the signal, so no event of the re-exec can be missed.
-    let old: Vec<ProcId> = snap.workers.iter().map(|w| w.proc.id).collect();
-    let watch = reexec::Watch::arm(cfg, &master, &old);
     if let Control::Unit(unit) = systemd::decide(&snap, ctx.global.no_systemd)? {
         // systemd serializes jobs on the unit itself, and the unit's ExecReload may be fpmctl
         // (packaging/systemd's drop-in), which needs this lock: holding it here would make

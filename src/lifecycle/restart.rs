@@ -107,6 +107,14 @@ pub fn restart(
             detail: format!("{}; the running FPM was left alone", problems.join("; ")),
         });
     }
+    // `--cold` tests the config before it stops FPM whatever the look finds: the test runs
+    // while fpmctl looks. (A hand-over needs no test: its new master's start is the test, so
+    // none is run beside it to compete for the CPU.)
+    let mut early_test = if opts.cold {
+        Some(fpm.spawn_test()?)
+    } else {
+        None
+    };
     let mut snap = discovery::discover(cfg);
     // A master an interrupted restart left stopped is retired first (never the one serving).
     if !handover::interrupted::finish(cfg, &snap, Deadline::after(opts.stop_timeout)).is_empty() {
@@ -121,7 +129,10 @@ pub fn restart(
     let unit = systemd::decide(&snap, opts.no_systemd)?;
     if mode != Mode::HandOver || matches!(unit, Control::Unit(_)) {
         // A config that fails here would leave FPM down after the stop: test it first.
-        fpm.require_valid()?;
+        match early_test.take() {
+            Some(test) => test.require_valid()?,
+            None => fpm.require_valid()?,
+        }
         info!("php-fpm -t: configuration is valid");
     }
     discovery::refuse_foreign_holders(&snap)?;
