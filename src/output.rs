@@ -9,9 +9,8 @@
 //! own, so a full pipe drops log lines instead of blocking the step that logs them.
 
 use std::io::Write;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Log lines that may wait for a slow stderr before new ones are dropped.
@@ -21,12 +20,32 @@ const LOG_QUEUE: usize = 512;
 struct LogQueue {
     tx: Option<SyncSender<Vec<u8>>>,
     /// Lines queued and not yet written.
-    pending: &'static AtomicUsize,
+    pending: &'static Pending,
+}
+
+/// How many lines wait for the log thread; [`flush_log`] sleeps on the condition variable
+/// until the thread has written the last one (woken by it, not by polling).
+struct Pending {
+    count: Mutex<usize>,
+    drained: Condvar,
+}
+
+impl Pending {
+    fn add(&self, n: isize) {
+        let mut c = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        *c = c.saturating_add_signed(n);
+        if *c == 0 {
+            self.drained.notify_all();
+        }
+    }
 }
 
 fn log_queue() -> &'static LogQueue {
     static QUEUE: OnceLock<LogQueue> = OnceLock::new();
-    static PENDING: AtomicUsize = AtomicUsize::new(0);
+    static PENDING: Pending = Pending {
+        count: Mutex::new(0),
+        drained: Condvar::new(),
+    };
     QUEUE.get_or_init(|| {
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(LOG_QUEUE);
         let spawned = std::thread::Builder::new()
@@ -38,7 +57,7 @@ fn log_queue() -> &'static LogQueue {
                 let _ = nix::sys::signal::SigSet::all().thread_block();
                 for line in rx {
                     let _ = std::io::stderr().lock().write_all(&line);
-                    PENDING.fetch_sub(1, Ordering::SeqCst);
+                    PENDING.add(-1);
                 }
             });
         LogQueue {
@@ -53,9 +72,13 @@ fn log_queue() -> &'static LogQueue {
 /// must not keep fpmctl from exiting).
 pub fn flush_log(limit: Duration) {
     let deadline = crate::deadline::Deadline::after(limit);
-    let q = log_queue();
-    while q.pending.load(Ordering::SeqCst) > 0 && !deadline.expired() {
-        std::thread::sleep(deadline.remaining_capped(Duration::from_millis(2)));
+    let p = log_queue().pending;
+    let mut count = p.count.lock().unwrap_or_else(|e| e.into_inner());
+    while *count > 0 && !deadline.expired() {
+        count = match p.drained.wait_timeout(count, deadline.remaining()) {
+            Ok((c, _)) => c,
+            Err(e) => e.into_inner().0,
+        };
     }
 }
 
@@ -85,11 +108,11 @@ impl Write for LossyStderr {
         let q = log_queue();
         match &q.tx {
             Some(tx) => {
-                q.pending.fetch_add(1, Ordering::SeqCst);
+                q.pending.add(1);
                 if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
                     tx.try_send(buf.to_vec())
                 {
-                    q.pending.fetch_sub(1, Ordering::SeqCst);
+                    q.pending.add(-1);
                 }
             }
             None => {
