@@ -213,22 +213,31 @@ fn first_in(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
     dirs.iter().map(|d| d.join(name)).find(|p| is_executable(p))
 }
 
-/// Every executable `php-fpmX.Y` in `dirs`; a name found twice counts once (the first).
+/// Every executable `php-fpmX.Y` in `dirs`; a name found twice counts once (the first). A
+/// directory reached twice (`/sbin` is `/usr/sbin` on a merged-/usr system) is read once.
 fn versioned_binaries(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
     let mut found: Vec<PathBuf> = Vec::new();
+    let mut listed: Vec<(u64, u64)> = Vec::new();
     for dir in dirs {
+        if let Ok(m) = std::fs::metadata(dir) {
+            if listed.contains(&(m.dev(), m.ino())) {
+                continue;
+            }
+            listed.push((m.dev(), m.ino()));
+        }
         let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };
         let mut here: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
                     .and_then(|n| n.strip_prefix("php-fpm"))
                     .is_some_and(is_version)
             })
+            .map(|e| e.path())
             .filter(|p| is_executable(p))
             .collect();
         here.sort();
@@ -385,6 +394,18 @@ mod tests {
         let single = tree(&["usr/local/sbin/php-fpm8.3"]);
         let found = find_binary_in(single.path(), None, &config, None, None).unwrap();
         assert_eq!(found, single.path().join("usr/local/sbin/php-fpm8.3"));
+    }
+
+    #[test]
+    fn a_directory_reached_twice_is_read_once() {
+        // A merged-/usr system: `sbin` is a link to `usr/sbin`, and `$PATH` names both.
+        let root = tree(&["usr/sbin/php-fpm8.2"]);
+        std::os::unix::fs::symlink("usr/sbin", root.path().join("sbin")).unwrap();
+        let config = root.path().join("srv/fpm.conf");
+        let path_var =
+            std::env::join_paths([root.path().join("sbin"), root.path().join("usr/sbin")]).unwrap();
+        let found = find_binary_in(root.path(), Some(&path_var), &config, None, None).unwrap();
+        assert_eq!(found, root.path().join("sbin/php-fpm8.2"));
     }
 
     #[test]
