@@ -26,9 +26,15 @@
 //! tried again, after waiting at most [`RETRY`] on the master's pidfd (a daemonized original
 //! exits once its new master has forked every worker); the normal path never sleeps.
 //!
-//! The pid file is read, not watched with inotify: closing an inotify instance waits for an
-//! SRCU grace period in the kernel (13-18 ms measured here), more than half of a whole raw
-//! reload, and the pings above are the better event anyway.
+//! With no old worker to wait for (`pm = ondemand` with none running), the drain proves
+//! nothing: a ping sent at once could reach the old image before it acted on the signal, and
+//! an ondemand master still spawns a worker for it then. Only then is the pid file watched
+//! with inotify (`IN_CLOSE_WRITE`, `IN_MOVED_TO` for its name), and its rewrite by the new
+//! image is what starts the proof. The watch is not used otherwise: closing an inotify
+//! instance waits for an SRCU grace period in the kernel (13-18 ms measured here), more than
+//! half of a whole raw reload. Without workers and without a pid file, nothing tells a
+//! master in the foreground that has re-executed from one that has not yet: the pings go
+//! ahead (a daemonized one is found through its original PID as usual).
 
 use crate::config::FpmConfig;
 use crate::deadline::Deadline;
@@ -38,6 +44,8 @@ use crate::ready::{self, PoolReady};
 use crate::signals;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -102,6 +110,9 @@ pub struct Seen {
     pub old_left: usize,
     /// The master's pidfd fired (or `/proc` proves it gone).
     pub master_exited: bool,
+    /// With no old worker to prove the re-exec: the pid file is watched and its rewrite by
+    /// the new image not seen yet.
+    pub rewrite_pending: bool,
 }
 
 /// What to do next.
@@ -126,6 +137,16 @@ pub fn decide(master: i32, s: Seen) -> Next {
     }
     if s.old_left > 0 {
         return Next::Wait(format!("{} old worker(s) still finishing", s.old_left));
+    }
+    if s.rewrite_pending {
+        // A daemonized original PID exits only after its new master wrote the pid file
+        // (seen first: the watch is read after the exit); gone without it, FPM died.
+        if s.master_exited {
+            return Next::Died(format!(
+                "master {master} exited during the reload and no new master wrote the pid file"
+            ));
+        }
+        return Next::Wait("no new master yet (re-executing)".into());
     }
     // Whether the original PID is gone or not, the pings and one look decide: a daemonized
     // original exits as the normal end of its re-exec.
@@ -193,6 +214,50 @@ fn readable(fd: BorrowedFd<'_>) -> bool {
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
+/// An inotify watch on the pid file's directory, for its rewrite by the new image.
+struct PidFileWatch {
+    inotify: Inotify,
+    name: OsString,
+}
+
+impl PidFileWatch {
+    /// `None` when it cannot be watched (then the pings go ahead, as without a pid file).
+    fn open(path: &std::path::Path) -> Option<PidFileWatch> {
+        let name = path.file_name()?.to_os_string();
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        let arm = || -> nix::Result<Inotify> {
+            let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+            inotify.add_watch(
+                dir,
+                AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO,
+            )?;
+            Ok(inotify)
+        };
+        match arm() {
+            Ok(inotify) => Some(PidFileWatch { inotify, name }),
+            Err(e) => {
+                debug!(path = %path.display(), error = %e, "cannot watch the pid file");
+                None
+            }
+        }
+    }
+
+    /// Reads the queued events; true when one was for the pid file.
+    fn written(&self) -> bool {
+        let mut hit = false;
+        while let Ok(events) = self.inotify.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            hit |= events.iter().any(|e| e.name.as_ref() == Some(&self.name));
+        }
+        hit
+    }
+}
+
 /// What `path` names now: a verified master of `cfg`, nothing of the kind, or a process
 /// whose `/proc` entry cannot be read (maybe the master: never taken for "none").
 fn named_in(path: &std::path::Path, cfg: &FpmConfig) -> Named {
@@ -223,6 +288,8 @@ pub struct Watch {
     old_ids: Vec<ProcId>,
     /// The pid file the new image writes.
     pid_file: Option<PathBuf>,
+    /// Its watch, only when no old worker can prove the re-exec.
+    rewrite: Option<PidFileWatch>,
     seen: Seen,
 }
 
@@ -241,9 +308,14 @@ impl Watch {
             .iter()
             .filter_map(|&w| Pinned::open(w))
             .collect();
+        let rewrite = match (&cfg.global.pid_file, old.is_empty()) {
+            (Some(path), true) => PidFileWatch::open(path),
+            _ => None,
+        };
         let seen = Seen {
             old_left: old.len(),
             master_exited: pinned_master.is_none(),
+            rewrite_pending: rewrite.is_some(),
         };
         Watch {
             master: pinned_master,
@@ -252,6 +324,7 @@ impl Watch {
             old,
             old_ids: old_workers.to_vec(),
             pid_file: cfg.global.pid_file.clone(),
+            rewrite,
             seen,
         }
     }
@@ -282,8 +355,15 @@ impl Watch {
     fn refresh(&mut self) {
         self.old.retain(|p| !p.is_gone());
         self.seen.old_left = self.old.len();
+        // The master first, the pid file after: a daemonized master's original PID exits only
+        // after the new master wrote the pid file, so that write is never missed.
         if !self.seen.master_exited {
             self.seen.master_exited = self.master.as_ref().is_none_or(Pinned::is_gone);
+        }
+        if let Some(watch) = &self.rewrite
+            && watch.written()
+        {
+            self.seen.rewrite_pending = false;
         }
     }
 
@@ -302,6 +382,9 @@ impl Watch {
                 Some(fd) => fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
                 None => blind = true,
             }
+        }
+        if let Some(watch) = self.rewrite.as_ref().filter(|_| self.seen.rewrite_pending) {
+            fds.push(PollFd::new(watch.inotify.as_fd(), PollFlags::POLLIN));
         }
         let until = if blind {
             deadline.slice(RETRY)
@@ -507,7 +590,32 @@ mod tests {
         Seen {
             old_left,
             master_exited: exited,
+            rewrite_pending: false,
         }
+    }
+
+    fn without_workers(exited: bool, rewrite_pending: bool) -> Seen {
+        Seen {
+            old_left: 0,
+            master_exited: exited,
+            rewrite_pending,
+        }
+    }
+
+    #[test]
+    fn without_old_workers_the_pid_file_rewrite_proves_the_re_exec() {
+        assert_eq!(
+            decide(7, without_workers(false, true)),
+            Next::Wait("no new master yet (re-executing)".into())
+        );
+        assert_eq!(decide(7, without_workers(false, false)), Next::Prove);
+        // A daemonized original exits once its new master wrote the pid file.
+        assert_eq!(decide(7, without_workers(true, false)), Next::Prove);
+        // Gone without a rewrite: the new image failed.
+        assert!(matches!(
+            decide(7, without_workers(true, true)),
+            Next::Died(why) if why.contains("master 7 exited")
+        ));
     }
 
     #[test]

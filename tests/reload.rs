@@ -169,6 +169,54 @@ fn reload_of_fpm_in_the_foreground_with_a_pid_file() {
     sb.fpmctl(&["ping"]).expect_code(0);
 }
 
+/// With `pm = ondemand` and no worker running, no old worker's exit can prove the re-exec:
+/// `reload` waits for the new image to rewrite the pid file. A daemonized FPM forks again
+/// after its re-exec, so the master it reports must be a new PID and the old one gone;
+/// answering on the old image's word (a ping the old master spawns a worker for before it
+/// acts on the signal) would report the old master.
+#[test]
+fn reload_of_an_ondemand_pool_without_workers_waits_for_the_new_image() {
+    let Some(sb) = Sandbox::new() else { return };
+    let text = sb
+        .config_text_with(common::Opts {
+            sock_pool: false,
+            ..Default::default()
+        })
+        .replace(
+            "pm = static\npm.max_children = 2\n",
+            "pm = ondemand\npm.max_children = 2\npm.process_idle_timeout = 1s\n",
+        );
+    assert!(text.contains("pm = ondemand"), "{text}");
+    sb.write_config(&text);
+    sb.fpmctl(&["start", "--wait"]).expect_code(0);
+    let mut master = sb.pid_from_file().expect("a pid file after the start");
+    sb.note_master(master);
+    for round in 0..3 {
+        // The readiness pings' worker leaves after its idle timeout (1s).
+        sb.wait_for(
+            Duration::from_secs(10),
+            "the ondemand pool without workers",
+            || old_workers(&sb, master).is_empty().then_some(()),
+        );
+        let run = sb.fpmctl(&["reload", "--json"]);
+        run.expect_code(0);
+        let j = run.json();
+        let now = j["master"].as_i64().unwrap() as i32;
+        sb.note_master(now);
+        assert_eq!(j["ready_by"], "pidfile+ping", "round {round}:\n{run}");
+        assert_ne!(
+            now, master,
+            "round {round}: the old master was reported:\n{run}"
+        );
+        assert!(
+            !alive(master),
+            "round {round}: master {master} still runs:\n{run}"
+        );
+        assert_eq!(sb.pid_from_file(), Some(now), "round {round}:\n{run}");
+        master = now;
+    }
+}
+
 /// A master whose re-exec fails: started through a name found on its `PATH`, which is gone
 /// when it re-executes (`execvp` fails and the master exits). `php-fpm -t` runs the real
 /// binary and passes.
