@@ -5,7 +5,7 @@
 # table to target/bench/NAME.md; compare two runs with scripts/bench-compare.sh A.json B.json.
 #
 # Usage: scripts/bench.sh [BENCH...]
-#   default: restart speed scale crash idle doctor (about 6 minutes on 2 cores)
+#   default: restart speed scale crash idle doctor (3-4 minutes on 2 cores after the build)
 # More iterations: FPMCTL_BENCH_RESTARTS (restart, 10), FPMCTL_BENCH_ITERATIONS (speed, 15),
 # FPMCTL_BENCH_SCALE_BLOCKS (scale, 6), FPMCTL_BENCH_CROWD (scale, 5000),
 # FPMCTL_BENCH_CRASHES (crash, 10), FPMCTL_BENCH_DOCTOR_MB (doctor, 256 here).
