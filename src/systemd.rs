@@ -467,9 +467,31 @@ pub fn restart_unit(
             let deadline = Deadline::after(ready::reload_limit(&cfg.global, ready_timeout));
             systemctl("reload", unit)?;
             if wait {
-                let (pid, pools) = wait_reexecuted(cfg, unit, &before, deadline)?;
-                done.master = Some(pid);
-                done.pools = pools;
+                match wait_reexecuted(cfg, unit, &before, deadline) {
+                    Ok((pid, pools)) => {
+                        done.master = Some(pid);
+                        done.pools = pools;
+                    }
+                    // The master died in its re-exec (a binary gone or broken since it
+                    // started, an address it cannot bind): the config passed php-fpm -t, so
+                    // starting the unit again is what brings the site back.
+                    Err(Error::FpmDied(why)) => {
+                        warn!(unit, reason = %why, "FPM died in its reload; restarting the unit");
+                        systemctl("restart", unit).map_err(|e| {
+                            Error::FpmDied(format!(
+                                "{why}; then `systemctl restart {unit}` failed too: {e}"
+                            ))
+                        })?;
+                        done.plan = UnitRestart::Restart(format!("the reload failed: {why}"));
+                        done.pools = ready::wait_ready(cfg, Deadline::after(ready_timeout))
+                            .map_err(|e| {
+                                Error::NotReady(format!(
+                                    "{why}; {unit} was restarted, but FPM is not ready: {e}"
+                                ))
+                            })?;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         _ => {

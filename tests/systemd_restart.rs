@@ -1,7 +1,7 @@
 //! `fpmctl restart` of an FPM that runs in a systemd unit, under a real systemd
 //! (`common::systemd`): a unit whose ExecReload is FPM's USR2 re-exec is reloaded, not
 //! restarted, and drops no request; `--cold`, or a unit that cannot reload, goes through
-//! `systemctl restart` and says why.
+//! `systemctl restart` and says why; a master that dies in the reload is started again.
 //!
 //! Under `CI=true` a missing systemd, unshare or nsenter fails the test.
 
@@ -302,6 +302,84 @@ fn restart_of_a_forking_unit_reloads_it_and_follows_the_new_master() {
     );
     assert_eq!(b.prop(unit, "ActiveState"), "active");
     expect_ok(&b.fpmctl(&format!("-c {conf} ping")), "ping", &b, unit);
+    expect_ok(
+        &b.systemctl(&format!("stop {unit}")),
+        "systemctl stop",
+        &b,
+        unit,
+    );
+    b.wait_for(
+        Duration::from_secs(10),
+        "every php-fpm process to exit",
+        || b.fpm_processes().is_empty().then_some(()),
+    );
+}
+
+/// A unit whose master dies in its USR2 re-exec (its `argv[0]`, which FPM re-executes, names
+/// no file; systemd's `@` prefix starts it from the real binary): `fpmctl restart` reloads the
+/// unit, sees FPM die, and starts the unit again rather than leave the site down. It says so,
+/// and FPM answers afterwards.
+#[test]
+fn restart_of_a_unit_whose_master_dies_in_its_reload_starts_the_unit_again() {
+    if !tools_present() {
+        return;
+    }
+    let fpm = common::fpm_bin().unwrap();
+    let b = Booted::boot(false, |dir| {
+        let sb = dir.join("sb");
+        std::fs::create_dir_all(&sb).unwrap();
+        let d = sb.display();
+        std::fs::write(
+            sb.join("php-fpm.conf"),
+            format!(
+                "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\nprocess_control_timeout = 10s\n\n\
+                 [sock]\nuser = nobody\ngroup = nogroup\nlisten = {d}/fpm.sock\nlisten.mode = 0666\n\
+                 pm = static\npm.max_children = 2\nping.path = /ping\n"
+            ),
+        )
+        .unwrap();
+        vec![(
+            "fpmctl-test-fpm.service".to_string(),
+            format!(
+                "[Service]\nType=notify\n\
+                 ExecStart=@{} {d}/gone/php-fpm --nodaemonize --fpm-config {d}/php-fpm.conf\n\
+                 ExecReload=/bin/kill -USR2 $MAINPID\n",
+                fpm.display()
+            ),
+        )]
+    });
+    let unit = "fpmctl-test-fpm.service";
+    let conf = b.path().join("sb/php-fpm.conf");
+    let conf = conf.display();
+    expect_ok(
+        &b.systemctl(&format!("start {unit}")),
+        "systemctl start",
+        &b,
+        unit,
+    );
+    let master = b.prop(unit, "MainPID");
+    assert_ne!(master, "0");
+
+    let out = b.fpmctl(&format!("-c {conf} restart"));
+    expect_ok(&out, "fpmctl restart", &b, unit);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "restarted through systemd: systemctl restart {unit} (stop, then start: the reload failed: master {master} exited during the reload of {unit}"
+        )),
+        "{}",
+        text(&out)
+    );
+    let new_master = b.prop(unit, "MainPID");
+    assert_ne!(new_master, master);
+    assert_ne!(new_master, "0");
+    assert_eq!(b.prop(unit, "ActiveState"), "active");
+    expect_ok(
+        &b.fpmctl(&format!("-c {conf} ping")),
+        "ping after the restart",
+        &b,
+        unit,
+    );
     expect_ok(
         &b.systemctl(&format!("stop {unit}")),
         "systemctl stop",
