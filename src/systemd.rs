@@ -18,12 +18,12 @@ use crate::error::{Error, Result};
 use crate::lock::ConfigLock;
 use crate::procs::{self, ProcId};
 use crate::ready::{self, PoolReady};
+use crate::reexec;
 use clap::Parser;
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
-use tracing::{debug, info, warn};
+use std::time::Duration;
+use tracing::{info, warn};
 
 /// How to act on the running FPM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,129 +290,6 @@ fn reload_step(argv: &[String]) -> Option<Step> {
     }
 }
 
-/// What a re-exec must have replaced: the master's workers, and its pid file (FPM writes it
-/// again when the re-executed master starts, the one outside sign of the exec itself).
-#[derive(Debug, Clone)]
-pub struct BeforeReexec {
-    /// The master signalled.
-    pub master: ProcId,
-    /// Its workers: all gone once it re-executed.
-    pub workers: HashSet<ProcId>,
-    /// The pid file and its modification time, when it could be read.
-    pub pid_file: Option<(PathBuf, SystemTime)>,
-}
-
-impl BeforeReexec {
-    /// Taken from `snap` before the reload; `None` when no master runs.
-    pub fn of(snap: &Snapshot) -> Option<BeforeReexec> {
-        let master = snap.master.as_ref()?;
-        Some(BeforeReexec {
-            master: master.id,
-            workers: snap.workers.iter().map(|w| w.proc.id).collect(),
-            pid_file: snap
-                .pid_file
-                .path()
-                .and_then(|p| Some((p.to_path_buf(), modified(p)?))),
-        })
-    }
-
-    /// Why the re-exec is not proven yet from `snap`, or `None` when it is.
-    fn pending(&self, snap: &Snapshot) -> Option<String> {
-        let left = snap
-            .all_processes()
-            .iter()
-            .filter(|p| self.workers.contains(&p.id))
-            .count();
-        if left > 0 {
-            return Some(format!("{left} old worker(s) still finishing"));
-        }
-        match &self.pid_file {
-            Some((path, before)) if modified(path).as_ref() == Some(before) => Some(format!(
-                "the pid file {} was not written again yet (re-exec pending)",
-                path.display()
-            )),
-            _ => None,
-        }
-    }
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// After `systemctl reload` re-executed `cfg`'s FPM: waits until none of the old workers is
-/// left, the pid file was written again, and a master of `cfg` (the same process when FPM
-/// runs in the foreground, a new PID when it daemonizes) is ready; returns its PID and the
-/// pools. `FpmDied` when `unit` failed or no master has been seen for a few seconds;
-/// `NotReady` at the deadline.
-pub fn wait_reexecuted(
-    cfg: &FpmConfig,
-    unit: &str,
-    before: &BeforeReexec,
-    deadline: Deadline,
-) -> Result<(i32, Vec<PoolReady>)> {
-    const NO_MASTER_GRACE: Duration = Duration::from_secs(3);
-    let old_master = before.master;
-    let started = Instant::now();
-    let mut pause = Duration::from_millis(10);
-    let mut masterless_since: Option<Instant> = None;
-    loop {
-        let snap = discovery::discover(cfg);
-        let why = match &snap.master {
-            None => {
-                let since = *masterless_since.get_or_insert_with(Instant::now);
-                let state = UnitProps::of(unit)
-                    .map(|p| p.active_state)
-                    .unwrap_or_default();
-                if matches!(state.as_str(), "failed" | "inactive")
-                    || (Deadline::after_from(since, NO_MASTER_GRACE).expired()
-                        && procs::is_gone(old_master))
-                {
-                    return Err(Error::FpmDied(format!(
-                        "master {} exited during the reload of {unit} and no new master appeared (unit {}; `journalctl -u {unit}` says why)",
-                        old_master.pid,
-                        if state.is_empty() {
-                            "state unknown"
-                        } else {
-                            state.as_str()
-                        }
-                    )));
-                }
-                "no master yet (re-executing)".to_string()
-            }
-            Some(m) => {
-                masterless_since = None;
-                if let Some(why) = before.pending(&snap) {
-                    why
-                } else {
-                    match ready::assess(cfg, &snap, deadline) {
-                        Ok(pools) => {
-                            info!(
-                                pid = m.pid(),
-                                unit,
-                                duration_ms = started.elapsed().as_millis() as u64,
-                                "re-executed master ready"
-                            );
-                            return Ok((m.pid(), pools));
-                        }
-                        Err(why) => why,
-                    }
-                }
-            }
-        };
-        if deadline.expired() {
-            return Err(Error::NotReady(format!(
-                "{unit} was reloaded, but FPM {} is not ready after {:.1}s: {why}",
-                cfg.path.display(),
-                started.elapsed().as_secs_f64()
-            )));
-        }
-        debug!(reason = %why, "re-exec not confirmed yet");
-        std::thread::sleep(deadline.remaining_capped(pause));
-        pause = (pause * 2).min(Duration::from_millis(200));
-    }
-}
-
 /// What [`restart_unit`] did.
 #[derive(Debug, Clone)]
 pub struct UnitRestarted {
@@ -455,27 +332,32 @@ pub fn restart_unit(
         master: None,
         pools: Vec::new(),
     };
-    match (&plan, BeforeReexec::of(snap)) {
-        (UnitRestart::Reload(_), Some(before)) => {
+    match (&plan, &snap.master) {
+        (UnitRestart::Reload(_), Some(master)) => {
             if cfg.global.process_control_timeout.is_zero() {
                 warn!(
                     config = %cfg.path.display(),
                     "process_control_timeout = 0: this reload kills the requests in flight; set it in [global] (e.g. 10s) for a reload that drops none"
                 );
             }
+            // Armed before the reload, as `fpmctl reload` arms it: the same events prove
+            // the re-exec whoever sends the signal.
+            let old: Vec<ProcId> = snap.workers.iter().map(|w| w.proc.id).collect();
+            let watch = reexec::Watch::arm(cfg, master, &old);
             drop(lock);
             let deadline = Deadline::after(ready::reload_limit(&cfg.global, ready_timeout));
             systemctl("reload", unit)?;
             if wait {
-                match wait_reexecuted(cfg, unit, &before, deadline) {
-                    Ok((pid, pools)) => {
-                        done.master = Some(pid);
-                        done.pools = pools;
+                match watch.wait(cfg, deadline) {
+                    Ok(reloaded) => {
+                        done.master = Some(reloaded.master);
+                        done.pools = reloaded.pools;
                     }
                     // The master died in its re-exec (a binary gone or broken since it
                     // started, an address it cannot bind): the config passed php-fpm -t, so
                     // starting the unit again is what brings the site back.
-                    Err(Error::FpmDied(why)) => {
+                    Err(reexec::Failure::Died(why)) => {
+                        let why = format!("{why} ({unit}; `journalctl -u {unit}` says why)");
                         warn!(unit, reason = %why, "FPM died in its reload; restarting the unit");
                         systemctl("restart", unit).map_err(|e| {
                             Error::FpmDied(format!(
@@ -490,7 +372,12 @@ pub fn restart_unit(
                                 ))
                             })?;
                     }
-                    Err(e) => return Err(e),
+                    Err(reexec::Failure::NotReady(why)) => {
+                        return Err(Error::NotReady(format!(
+                            "{unit} was reloaded, but FPM {} is not ready: {why}",
+                            cfg.path.display()
+                        )));
+                    }
                 }
             }
         }
@@ -524,74 +411,6 @@ mod tests {
     }
 
     const UNIT: &str = "php8.2-fpm.service";
-
-    /// A snapshot of this config's FPM as discovery gives it: `master` (this test process
-    /// stands in for it) with `workers`, and the pid file at `pid_file`.
-    fn snapshot(pid_file: &Path, workers: Vec<crate::procs::ProcInfo>) -> Snapshot {
-        let me = crate::procs::read(std::process::id() as i32).unwrap();
-        Snapshot {
-            pid_file: discovery::PidFile::Live(pid_file.to_path_buf(), me.pid()),
-            master: Some(me),
-            other_masters: Vec::new(),
-            workers: workers
-                .into_iter()
-                .map(|proc| discovery::Worker {
-                    proc,
-                    pool: "www".into(),
-                })
-                .collect(),
-            orphans: Vec::new(),
-            addresses: Vec::new(),
-            lookalikes: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn a_reexec_is_proven_once_the_old_workers_are_gone_and_the_pid_file_was_written_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let pid_file = dir.path().join("fpm.pid");
-        std::fs::write(&pid_file, "1\n").unwrap();
-        let old = std::fs::File::options()
-            .write(true)
-            .open(&pid_file)
-            .unwrap();
-        old.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000))
-            .unwrap();
-        // Any live process other than the "master" stands in for an old worker: our parent.
-        let worker = crate::procs::read(std::os::unix::process::parent_id() as i32).unwrap();
-        let before = BeforeReexec::of(&snapshot(&pid_file, vec![worker.clone()])).unwrap();
-        assert_eq!(before.workers.len(), 1);
-        let with_worker = snapshot(&pid_file, vec![worker]);
-        assert_eq!(
-            before.pending(&with_worker).as_deref(),
-            Some("1 old worker(s) still finishing")
-        );
-        // The workers are gone but the master has not re-executed yet (pm = ondemand has no
-        // worker to wait for in the first place).
-        let gone = snapshot(&pid_file, Vec::new());
-        assert!(
-            before
-                .pending(&gone)
-                .is_some_and(|why| why.contains("re-exec pending")),
-            "{before:?}"
-        );
-        // The re-executed master writes its pid file again.
-        std::fs::write(&pid_file, "2\n").unwrap();
-        assert_eq!(before.pending(&gone), None);
-        // Without a pid file, the old workers are all there is to go by.
-        let no_pid_file = BeforeReexec {
-            pid_file: None,
-            ..before.clone()
-        };
-        assert_eq!(no_pid_file.pending(&gone), None);
-        assert!(
-            BeforeReexec::of(&Snapshot {
-                master: None,
-                ..gone
-            })
-            .is_none()
-        );
-    }
 
     #[test]
     fn systemctl_show_output_is_parsed() {

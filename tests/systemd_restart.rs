@@ -365,7 +365,7 @@ fn restart_of_a_unit_whose_master_dies_in_its_reload_starts_the_unit_again() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(&format!(
-            "restarted through systemd: systemctl restart {unit} (stop, then start: the reload failed: master {master} exited during the reload of {unit}"
+            "restarted through systemd: systemctl restart {unit} (stop, then start: the reload failed: master {master} exited during the reload"
         )),
         "{}",
         text(&out)
