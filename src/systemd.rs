@@ -334,12 +334,7 @@ pub fn restart_unit(
     };
     match (&plan, &snap.master) {
         (UnitRestart::Reload(_), Some(master)) => {
-            if cfg.global.process_control_timeout.is_zero() {
-                warn!(
-                    config = %cfg.path.display(),
-                    "process_control_timeout = 0: this reload kills the requests in flight; set it in [global] (e.g. 10s) for a reload that drops none"
-                );
-            }
+            reexec::warn_if_requests_die(cfg);
             // Armed before the reload, as `fpmctl reload` arms it: the same events prove
             // the re-exec whoever sends the signal.
             let old: Vec<ProcId> = snap.workers.iter().map(|w| w.proc.id).collect();

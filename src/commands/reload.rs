@@ -70,15 +70,7 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     // A new address held by a foreign process would make the re-executed master die
     // binding it: refused exactly as `restart` refuses it, with FPM untouched.
     discovery::refuse_foreign_holders(&snap)?;
-    // FPM's default grace period is none: SIGUSR2 then kills the requests in flight at once
-    // (measured under load with Debian's config: a few of every few hundred failed; with
-    // `10s`, none). The reload goes ahead, as the distribution's own ExecReload would.
-    if cfg.global.process_control_timeout.is_zero() {
-        warn!(
-            config = %cfg.path.display(),
-            "process_control_timeout = 0: this reload kills the requests in flight; set it in [global] (e.g. 10s) for a reload that drops none"
-        );
-    }
+    reexec::warn_if_requests_die(cfg);
     let limit = ready::reload_limit(&cfg.global, args.timeout());
     if let Control::Unit(unit) = systemd::decide(&snap, ctx.global.no_systemd)? {
         // systemd serializes jobs on the unit itself, and the unit's ExecReload may be fpmctl
