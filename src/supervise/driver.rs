@@ -149,11 +149,24 @@ impl Driver {
     /// Registers the master `id` the machine took over as `master`: started with `cfg` by a
     /// supervisor that died, so it is not our child and its exit is watched by pidfd.
     pub(super) fn adopt_master(&mut self, master: MasterNo, cfg: FpmConfig, id: ProcId) {
-        if let Ok(Some(fd)) = signals::pidfd_open(id.pid) {
-            self.adopted.insert(master, fd);
-        }
         self.cfgs.insert(master, cfg);
         self.pids.insert(master, id.pid);
+        // The pidfd first, the look after: see `adopted`.
+        let opened = signals::pidfd_open(id.pid);
+        match super::adopted::watch(opened, procs::lookup_same(id)) {
+            super::adopted::Watch::Pidfd(fd) => {
+                self.adopted.insert(master, fd);
+            }
+            super::adopted::Watch::Exited => self.queue.push_back(Event::MasterExited {
+                master,
+                how: "exited before it was watched (a master taken over, not our child)".into(),
+            }),
+            super::adopted::Watch::Blind(why) => warn!(
+                pid = id.pid,
+                reason = %why,
+                "the master taken over cannot be watched: its exit will not be noticed"
+            ),
+        }
     }
 
     /// Runs the machine until it exits; returns its code.
@@ -208,6 +221,11 @@ impl Driver {
         let mut deadline = m.next_wakeup().unwrap_or(Deadline::NEVER);
         for (_, d) in self.conns.values() {
             deadline = deadline.min(*d);
+        }
+        // Events already queued (a master taken over that was gone before it was watched)
+        // are handled at once: only look whether anything else is ready.
+        if !self.queue.is_empty() {
+            deadline = Deadline::after(Duration::ZERO);
         }
         let accept = self.conns.len() + self.waiting.len() < control::MAX_CONNECTIONS;
         let conn_ids: Vec<ConnId> = self.conns.keys().copied().collect();

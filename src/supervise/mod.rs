@@ -23,6 +23,7 @@
 //! same signal plan as FPM's own processes, as systemd's `KillMode=control-group` would. The
 //! exit code says how FPM itself stopped; a leftover that survives the plan is logged.
 
+pub mod adopted;
 mod checks;
 pub mod control;
 pub mod driver;
