@@ -526,3 +526,49 @@ fn a_failed_hand_over_leaves_the_socket_permissions_as_the_old_master_had_them()
         "the old master's socket lost its permissions: {run}"
     );
 }
+
+/// fpmctl SIGKILLed while it proves the new master ready leaves two running masters on the
+/// same sockets. The next restart keeps the old one (it served before; the new one was never
+/// proven ready), retires the other as it would a stopped one, and hands over as usual: no
+/// cold restart, one master left, answering.
+#[test]
+fn fpmctl_killed_while_proving_the_new_master_ready_leaves_a_state_the_next_restart_repairs() {
+    let Some(sb) = Sandbox::new() else { return };
+    let first = sb.start_fpm();
+    // Many workers: the new master takes a while to fork them all, and fpmctl waits for
+    // every one of them before it retires the old master.
+    let text = sb.config_text();
+    let many = text.replacen("pm.max_children = 2\n", "pm.max_children = 250\n", 1);
+    assert_ne!(text, many);
+    sb.write_config(&many);
+    let mut run = sb.fpmctl_spawn(&["restart"]);
+    let second = sb.wait_for(Duration::from_secs(10), "a second master", || {
+        sb.masters().iter().map(|m| m.pid()).find(|p| *p != first)
+    });
+    run.kill().unwrap();
+    run.wait().unwrap();
+    sb.note_master(second);
+    assert!(
+        alive(first) && alive(second) && state_of(first) != Some('T'),
+        "the restart was not interrupted while it proved the new master ready"
+    );
+    let run = sb.fpmctl(&["restart"]);
+    run.expect_code(0);
+    assert!(
+        run.stderr
+            .contains("left running beside the serving one by an interrupted restart"),
+        "the second master was not retired first: {run}"
+    );
+    assert!(run.stdout.contains("sockets handed over"), "{run}");
+    assert!(!run.stdout.contains("cold restart"), "{run}");
+    let pid = sb.pid_from_file().unwrap();
+    sb.note_master(pid);
+    assert!(!alive(first), "{run}");
+    assert!(!alive(second), "{run}");
+    assert_eq!(
+        sb.masters().iter().map(|m| m.pid()).collect::<Vec<_>>(),
+        [pid],
+        "{run}"
+    );
+    sb.fpmctl(&["ping"]).expect_code(0);
+}

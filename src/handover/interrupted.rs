@@ -8,6 +8,13 @@
 //! the retirement, but only for a master that is still stopped and still this config's, and
 //! only while another master of the config runs and holds every listening socket itself.
 //! A stopped master that is the only one is never touched here: that is not a retirement.
+//!
+//! An fpmctl killed earlier, while it proved the new master ready, leaves two running
+//! masters on the same listening sockets (the new one inherited them). [`doubled`] finds
+//! them: the oldest master that holds every address keeps serving (it served before the
+//! interrupted restart; the new one was never proven ready), and every other running master
+//! whose listening sockets are all the serving one's is retired as a stopped one would be.
+//! Without this, the next restart found two masters and fell back to a cold restart.
 
 use super::{Retired, retire};
 use crate::config::FpmConfig;
@@ -58,11 +65,53 @@ fn serves_all(snap: &Snapshot, m: &ProcInfo) -> bool {
         })
 }
 
-/// What [`finish`] did to one stopped master.
+/// Running masters of `snap` beside the serving one, on its sockets: the second master of a
+/// hand-over that was interrupted before it retired the first (`master` is the extra one).
+/// The serving one is the oldest running master that holds every address; an extra one holds
+/// at least one of the config's listening sockets and none the serving one does not.
+pub fn doubled(snap: &Snapshot) -> Vec<HalfRetired> {
+    let mut running: Vec<&ProcInfo> = snap
+        .master
+        .iter()
+        .chain(snap.other_masters.iter())
+        .filter(|m| m.state != 'T' && m.state != 't' && !m.is_gone())
+        .collect();
+    running.sort_by_key(|m| m.id.start_time);
+    let Some(serving) = running.iter().find(|m| serves_all(snap, m)) else {
+        return Vec::new();
+    };
+    let listening: Vec<u64> = snap
+        .addresses
+        .iter()
+        .flat_map(|a| a.inodes.iter().copied())
+        .collect();
+    running
+        .iter()
+        .filter(|m| m.id != serving.id)
+        .filter(|m| {
+            let held: Vec<u64> = m
+                .sockets
+                .iter()
+                .copied()
+                .filter(|i| listening.contains(i))
+                .collect();
+            !held.is_empty() && held.iter().all(|i| serving.sockets.contains(i))
+        })
+        .map(|m| HalfRetired {
+            master: m.id,
+            serving: serving.id,
+        })
+        .collect()
+}
+
+/// What [`finish`] did to one stopped (or doubled) master.
 #[derive(Debug)]
 pub struct Finished {
-    /// The stopped master and the one serving.
+    /// The master retired and the one serving.
     pub found: HalfRetired,
+    /// True for a running master beside the serving one ([`doubled`]), false for a stopped
+    /// one ([`half_retired`]).
+    pub doubled: bool,
     /// The retirement's outcome.
     pub result: crate::error::Result<Retired>,
 }
@@ -71,9 +120,14 @@ impl Finished {
     /// One line for a command's output.
     pub fn line(&self) -> String {
         let HalfRetired { master, serving } = self.found;
+        let left = if self.doubled {
+            "left running beside it on its sockets by an interrupted restart"
+        } else {
+            "left stopped by an interrupted restart"
+        };
         match &self.result {
             Ok(r) => format!(
-                "finished retiring master {} (left stopped by an interrupted restart; master {} serves): {} worker(s) finished their requests{}",
+                "finished retiring master {} ({left}; master {} serves): {} worker(s) finished their requests{}",
                 master.pid,
                 serving.pid,
                 r.workers,
@@ -84,44 +138,61 @@ impl Finished {
                 }
             ),
             Err(e) => format!(
-                "could not finish retiring master {} (left stopped by an interrupted restart; master {} serves): {e}",
+                "could not finish retiring master {} ({left}; master {} serves): {e}",
                 master.pid, serving.pid
             ),
         }
     }
 }
 
-/// Finishes every retirement [`half_retired`] finds in `snap`, a look at `cfg`. Each stopped
-/// master is looked at again right before: still stopped, still this config's master, and
-/// the serving master still alive and running; otherwise it is left alone. A pid file that
-/// names a master retired here is pointed at the serving master. Busy workers have until
-/// `deadline` to finish their requests.
+/// Finishes every retirement [`half_retired`] and [`doubled`] find in `snap`, a look at
+/// `cfg`. Each master to retire is looked at again right before: still stopped (or still
+/// running, for a doubled one), still this config's master, and the serving master still
+/// alive and running; otherwise it is left alone. A pid file that names a master retired
+/// here is pointed at the serving master. Busy workers have until `deadline` to finish their
+/// requests.
 pub fn finish(cfg: &FpmConfig, snap: &Snapshot, deadline: Deadline) -> Vec<Finished> {
-    let found = half_retired(snap);
+    let found = half_retired(snap)
+        .into_iter()
+        .map(|h| (h, false))
+        .chain(doubled(snap).into_iter().map(|h| (h, true)));
     let mut done = Vec::new();
-    for h in found {
-        let still_stopped = procs::read_same(h.master)
-            .is_some_and(|p| p.state == 'T' && discovery::is_master_of(&p, cfg));
+    for (h, is_doubled) in found {
+        let still_there = procs::read_same(h.master).is_some_and(|p| {
+            (p.state == 'T') != is_doubled && p.state != 't' && discovery::is_master_of(&p, cfg)
+        });
         let still_serving = procs::read_same(h.serving)
             .is_some_and(|p| p.state != 'T' && discovery::is_master_of(&p, cfg));
-        if !still_stopped || !still_serving {
+        if !still_there || !still_serving {
             info!(
                 pid = h.master.pid,
                 serving = h.serving.pid,
-                "a stopped master changed since it was seen; left alone"
+                "a master to retire changed since it was seen; left alone"
             );
             continue;
         }
-        warn!(
-            pid = h.master.pid,
-            serving = h.serving.pid,
-            "master left stopped by an interrupted restart: finishing its retirement"
-        );
+        if is_doubled {
+            warn!(
+                pid = h.master.pid,
+                serving = h.serving.pid,
+                "master left running beside the serving one by an interrupted restart: retiring it"
+            );
+        } else {
+            warn!(
+                pid = h.master.pid,
+                serving = h.serving.pid,
+                "master left stopped by an interrupted restart: finishing its retirement"
+            );
+        }
         let result = retire(h.master, cfg, deadline);
         if result.is_ok() {
             repoint_pid_file(&snap.pid_file, h);
         }
-        done.push(Finished { found: h, result });
+        done.push(Finished {
+            found: h,
+            doubled: is_doubled,
+            result,
+        });
     }
     done
 }
@@ -197,6 +268,60 @@ mod tests {
         // The pid file may name the stopped one (a failed new master being retired).
         let s = snap(old.clone(), vec![new.clone()], &[&old, &new]);
         assert_eq!(half_retired(&s), want);
+    }
+
+    fn holding(mut p: ProcInfo, sockets: &[u64]) -> ProcInfo {
+        p.sockets = sockets.to_vec();
+        p
+    }
+
+    #[test]
+    fn a_second_running_master_on_the_first_ones_sockets_is_doubled_and_the_oldest_serves() {
+        // The new master (20) inherited socket 7 from the old one (10); it also holds a
+        // socket that is no listening address (FPM's own pipes and sockets).
+        let old = holding(master(10, 'S'), &[7]);
+        let new = holding(master(20, 'S'), &[7, 99]);
+        let want = vec![HalfRetired {
+            master: new.id,
+            serving: old.id,
+        }];
+        // Whichever the pid file names (the new master wrote it at its start).
+        let s = snap(new.clone(), vec![old.clone()], &[&old, &new]);
+        assert_eq!(doubled(&s), want);
+        let s = snap(old.clone(), vec![new.clone()], &[&old, &new]);
+        assert_eq!(doubled(&s), want);
+        // Nothing stopped here: not a half-retired master.
+        assert!(half_retired(&s).is_empty());
+    }
+
+    #[test]
+    fn masters_that_do_not_share_the_serving_ones_sockets_are_not_doubled() {
+        let old = holding(master(10, 'S'), &[7]);
+        // Holds a listening socket the serving master does not: it is not a copy of it.
+        let mut s = snap(
+            old.clone(),
+            vec![holding(master(20, 'S'), &[7, 8])],
+            &[&old],
+        );
+        s.addresses[0].inodes = vec![7, 8];
+        assert!(doubled(&s).is_empty());
+        // Holds no listening socket of the config at all.
+        let s = snap(old.clone(), vec![holding(master(20, 'S'), &[99])], &[&old]);
+        assert!(doubled(&s).is_empty());
+        // Alone.
+        assert!(doubled(&snap(old.clone(), vec![], &[&old])).is_empty());
+        // Holders that could not all be seen prove nothing.
+        let new = holding(master(20, 'S'), &[7]);
+        let mut s = snap(new.clone(), vec![old.clone()], &[&old, &new]);
+        s.addresses[0].holders_known = false;
+        assert!(doubled(&s).is_empty());
+        // A stopped one is half-retired, not doubled; one stopped by a debugger is neither.
+        let stopped = holding(master(20, 'T'), &[7]);
+        let s = snap(old.clone(), vec![stopped.clone()], &[&old, &stopped]);
+        assert!(doubled(&s).is_empty());
+        let traced = holding(master(20, 't'), &[7]);
+        let s = snap(old.clone(), vec![traced.clone()], &[&old, &traced]);
+        assert!(doubled(&s).is_empty());
     }
 
     #[test]
