@@ -552,6 +552,9 @@ fn fpmctl_killed_while_proving_the_new_master_ready_leaves_a_state_the_next_rest
         alive(first) && alive(second) && state_of(first) != Some('T'),
         "the restart was not interrupted while it proved the new master ready"
     );
+    let json = sb.fpmctl(&["status", "--json"]).json();
+    assert_eq!(json["doubled"][0]["pid"], second, "{json}");
+    assert_eq!(json["doubled"][0]["serving"], first, "{json}");
     let run = sb.fpmctl(&["restart"]);
     run.expect_code(0);
     assert!(

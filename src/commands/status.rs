@@ -9,7 +9,7 @@ use crate::deadline::Deadline;
 use crate::discovery::{self, Looks, PidFile, Snapshot, State};
 use crate::error::Result;
 use crate::exit::ExitCode;
-use crate::handover::interrupted::half_retired;
+use crate::handover::interrupted::{doubled, half_retired};
 use crate::identity::CANNOT_INSPECT;
 use crate::lossless;
 use crate::procs::{self, ProcInfo};
@@ -193,6 +193,16 @@ fn render(ctx: &Ctx, snap: &Snapshot, loads: &[PoolState]) -> String {
             }
         }
     }
+    for d in doubled(snap) {
+        let _ = writeln!(
+            s,
+            "  master    {} runs beside master {} on its sockets: left by a restart interrupted before it retired one of them (`fpmctl -c {conf} restart` retires {})",
+            d.master.pid,
+            d.serving.pid,
+            d.master.pid,
+            conf = cfg.path.display()
+        );
+    }
     for l in &snap.lookalikes {
         let what = match &l.looks {
             Looks::Master => "this config's master".to_string(),
@@ -345,6 +355,10 @@ fn to_json(ctx: &Ctx, snap: &Snapshot, loads: &[PoolState]) -> serde_json::Value
         "master": master,
         "other_masters": snap.other_masters.iter().map(|m| m.pid()).collect::<Vec<_>>(),
         "half_retired": half_retired(snap).iter().map(|h| json!({
+            "pid": h.master.pid,
+            "serving": h.serving.pid,
+        })).collect::<Vec<_>>(),
+        "doubled": doubled(snap).iter().map(|h| json!({
             "pid": h.master.pid,
             "serving": h.serving.pid,
         })).collect::<Vec<_>>(),
