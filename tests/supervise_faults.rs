@@ -462,6 +462,43 @@ fn case8_a_restart_applies_changed_socket_permissions_and_addresses() {
     assert_eq!(sb.wait_child(sup, Duration::from_secs(30)), 0);
 }
 
+/// A restart whose new master never comes up (its pid file cannot be created: php-fpm -t
+/// passes, the start fails) keeps the serving master, and with it the socket permissions its
+/// clients had: the new config's `listen.mode` and owner are undone, nginx's access stays.
+/// The next restart, with the config fixed, applies its permissions as usual.
+#[test]
+fn a_restart_that_fails_puts_the_serving_masters_socket_permissions_back() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(&[], &[]);
+    let first = sb.wait_supervised_ready();
+    let before = mode_uid_gid(&sb.sock);
+    assert_eq!(before.0, 0o666);
+    let stricter = |text: String| {
+        text.replace(
+            "listen.mode = 0666\n",
+            "listen.mode = 0600\nlisten.owner = nobody\nlisten.group = nogroup\n",
+        )
+    };
+    sb.write_config(&stricter(sb.config_text_dying_at_start()));
+    let run = sb.fpmctl(&["restart"]);
+    run.expect_code(12);
+    assert_eq!(mode_uid_gid(&sb.sock), before, "{}", sb.supervise_log());
+    assert_eq!(acl_of(&sb.sock), None);
+    assert!(alive(first));
+    sb.fpmctl(&["ping"]).expect_code(0);
+    // Fixed, the same permissions take over with the new master.
+    sb.write_config(&stricter(sb.config_text()));
+    sb.fpmctl(&["restart"]).expect_code(0);
+    assert_eq!(mode_uid_gid(&sb.sock).0, 0o600, "{}", sb.supervise_log());
+    sb.wait_for(
+        Duration::from_secs(30),
+        "the first master to be retired",
+        || (!alive(first)).then_some(()),
+    );
+    signal(sup as i32, Signal::SIGTERM);
+    assert_eq!(sb.wait_child(sup, Duration::from_secs(30)), 0);
+}
+
 /// Waits (bounded) until the supervisor reports a ready master other than `old`; the log
 /// is shown when it does not.
 fn supervised_master_other_than(sb: &Sandbox, old: i32) -> i32 {

@@ -13,13 +13,15 @@
 //! The poll timeout is the machine's [`Machine::next_wakeup`] (and the earliest control
 //! connection deadline): an idle supervisor wakes only for its health checks.
 
+mod reconfig;
+
 use super::checks::{CheckJob, check_thread};
 use super::control::{self, Conn, ReadOutcome};
 use super::machine::{
     self, Action, Answer, Command as Cmd, ConnId, Event, Machine, MasterNo, Purpose, Sig, Target,
 };
 use super::{notify, request, resident, sockets};
-use crate::config::{self, FpmConfig};
+use crate::config::FpmConfig;
 use crate::deadline::Deadline;
 use crate::discovery;
 use crate::error::Error;
@@ -94,6 +96,8 @@ pub struct Driver {
     counters: super::observe::Counters,
     /// Whether settling releases the binary's pages ([`resident`]).
     pub(super) release_pages: bool,
+    /// What the config of a restart under way replaced ([`reconfig`]).
+    previous: Option<reconfig::Previous>,
 }
 
 impl Driver {
@@ -143,6 +147,7 @@ impl Driver {
             queue: VecDeque::new(),
             counters,
             release_pages: false,
+            previous: None,
         })
     }
 
@@ -533,7 +538,9 @@ impl Driver {
                             alive
                         }
                         Ok(None) => true,
-                        Err(_) => false,
+                        Err(Errno::ESRCH) => false,
+                        // Fail closed: maybe alive, so kept (and signalled) without a pidfd.
+                        Err(_) => true,
                     });
                     if m.masters().get(&master).is_none() {
                         self.lower_priority(&workers);
@@ -546,7 +553,11 @@ impl Driver {
                         info!(path = %path.display(), "socket path restored");
                     }
                 }
-                Action::DropUnusedSockets => self.sockets.drop_unused(&self.cfg),
+                Action::DropUnusedSockets => {
+                    self.config_taken_over();
+                    self.sockets.drop_unused(&self.cfg);
+                }
+                Action::RevertConfig => self.revert_config(),
                 Action::Reply { conn, answer } => {
                     if let Some(stream) = self.waiting.remove(&conn) {
                         let reply = match answer {
@@ -647,36 +658,6 @@ impl Driver {
                 master,
                 error: format!("{}: {e}", self.fpm.bin.display()),
             },
-        }
-    }
-
-    /// Reloads and tests the config for a restart, refused exactly as `restart` refuses it
-    /// without a supervisor: php-fpm's verdict first (exit 6), then fpmctl's parse, then a
-    /// foreign holder of a new address (exit 7); the held sockets follow the new config.
-    fn load_config(&mut self) -> Result<(), (ExitCode, String)> {
-        let cfg = self
-            .fpm
-            .require_valid()
-            .and_then(|()| {
-                config::load_with(&self.cfg_path, &self.fpm.options_for(&self.cfg_path))
-                    .map_err(Error::from)
-            })
-            .and_then(|mut cfg| {
-                // The running masters are proven ours by the binary they run.
-                cfg.binary = self.cfg.binary.clone();
-                discovery::refuse_foreign_holders(&discovery::discover(&cfg))?;
-                self.sockets.reconcile(&cfg)?;
-                Ok(cfg)
-            });
-        match cfg {
-            Ok(cfg) => {
-                if let Ok(mut shown) = self.counters.config.write() {
-                    *shown = Some(cfg.clone());
-                }
-                self.cfg = cfg;
-                Ok(())
-            }
-            Err(e) => Err((e.exit_code(), e.to_string())),
         }
     }
 

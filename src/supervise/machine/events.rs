@@ -322,6 +322,10 @@ pub enum Action {
     RestoreSocketPaths,
     /// Close held sockets no pool of the serving config uses any more.
     DropUnusedSockets,
+    /// A replacement did not take over: go back to the config the serving master runs, with
+    /// its socket permissions (mode, owner, ACLs) and without the sockets only the new config
+    /// wanted. Nothing to do when the replacement loaded no config (a health restart).
+    RevertConfig,
     /// Answer a control connection (and close it).
     Reply {
         /// The connection.

@@ -457,6 +457,7 @@ impl Machine {
         match m.role {
             Role::Replacement => {
                 self.phase = Phase::Serving;
+                out.push(Action::RevertConfig);
                 self.answer_waiting(
                     ExitCode::FpmDied,
                     &format!("FPM could not be started: {error}; the running FPM was kept"),
@@ -538,6 +539,7 @@ impl Machine {
             Role::Replacement => {
                 warn!(pid, how, "the new FPM master exited before it was ready");
                 self.phase = Phase::Serving;
+                out.push(Action::RevertConfig);
                 self.answer_waiting(
                     ExitCode::FpmDied,
                     &format!(

@@ -105,6 +105,7 @@ impl Machine {
         }
         if replacement {
             self.phase = Phase::Serving;
+            out.push(Action::RevertConfig);
             self.answer_waiting(
                 ExitCode::NotReady,
                 &format!(

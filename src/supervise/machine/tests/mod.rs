@@ -536,8 +536,32 @@ fn a_replacement_that_dies_before_ready_keeps_the_old_master() {
     let out = r.at(1200, exited(2));
     assert_eq!(replies(&out), vec![(4, ExitCode::FpmDied)]);
     assert!(!out.contains(&Action::RestoreSocketPaths));
+    // The serving master keeps its config and its sockets' permissions.
+    assert!(out.contains(&Action::RevertConfig));
     assert_eq!(r.m.phase(), Phase::Serving);
     assert_eq!(r.m.status().master, Some(100));
+}
+
+#[test]
+fn a_replacement_that_cannot_be_spawned_reverts_the_config_and_one_that_serves_does_not() {
+    let mut r = up();
+    r.at(1000, ctl(4, Command::Restart { ready_limit: None }));
+    let out = r.at(1010, Event::ConfigLoaded(Ok(())));
+    assert_eq!(spawn_of(&out), vec![2]);
+    let out = r.at(
+        1010,
+        Event::SpawnFailed {
+            master: 2,
+            error: "exec failed".into(),
+        },
+    );
+    assert_eq!(replies(&out), vec![(4, ExitCode::FpmDied)]);
+    assert!(out.contains(&Action::RevertConfig));
+    // A replacement that takes over keeps its config.
+    let mut r = replacing(5);
+    let out = r.at(1100, ready(2));
+    assert!(out.contains(&Action::DropUnusedSockets));
+    assert!(!out.contains(&Action::RevertConfig));
 }
 
 #[test]
@@ -546,6 +570,7 @@ fn a_replacement_not_ready_in_time_is_killed_and_the_old_kept() {
     let out = r.at(1010 + 30 * S, Event::Timer);
     assert!(out.contains(&sig(2, 200, SIGKILL)));
     assert_eq!(replies(&out), vec![(4, ExitCode::NotReady)]);
+    assert!(out.contains(&Action::RevertConfig));
     assert_eq!(unreaped(&r), BTreeSet::from([1, 2]), "kept until reaped");
     r.at(1020 + 30 * S, exited(2));
     assert_eq!(unreaped(&r), BTreeSet::from([1]));
