@@ -117,17 +117,13 @@ pub fn meminfo_total(text: &str) -> Option<u64> {
 }
 
 /// Connects to `addr`: a unix socket as `user` (in a child that drops to it), TCP and an
-/// unknown user as we are.
+/// unknown user as we are. A unix socket is connected to without blocking, as nginx does: a
+/// full accept queue (the saturated pool behind a 502) answers `EAGAIN` at once, where a
+/// blocking connect would wait for a worker to accept, for ever if none does.
 pub fn probe(addr: &ListenAddr, user: Option<&str>) -> Probe {
     let (result, socket_perms) = match (addr, user) {
         (ListenAddr::Unix(path), Some(user)) => (connect_unix_as(path, user), socket_perms(path)),
-        (ListenAddr::Unix(path), None) => (
-            match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => ProbeResult::Connected,
-                Err(e) => failed(&e),
-            },
-            socket_perms(path),
-        ),
+        (ListenAddr::Unix(path), None) => (connect_unix(path), socket_perms(path)),
         (ListenAddr::Tcp { .. }, _) => (connect_tcp(addr), None),
     };
     let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
@@ -164,6 +160,28 @@ fn connect_tcp(addr: &ListenAddr) -> ProbeResult {
     last.map_or(ProbeResult::NotTried("no address".into()), |e| failed(&e))
 }
 
+/// A non-blocking connect to a unix socket, as we are.
+fn connect_unix(path: &Path) -> ProbeResult {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    let addr = match UnixAddr::new(path) {
+        Ok(a) => a,
+        Err(e) => return ProbeResult::NotTried(format!("{}: {e}", path.display())),
+    };
+    let fd = match socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    ) {
+        Ok(fd) => fd,
+        Err(e) => return failed(&std::io::Error::from(e)),
+    };
+    match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+        Ok(()) => ProbeResult::Connected,
+        Err(e) => failed(&std::io::Error::from(e)),
+    }
+}
+
 /// `owner:group mode` of a socket file.
 fn socket_perms(path: &Path) -> Option<String> {
     let m = std::fs::metadata(path).ok()?;
@@ -187,10 +205,7 @@ fn connect_unix_as(path: &Path, user: &str) -> ProbeResult {
     };
     let me = nix::unistd::geteuid();
     if me == u.uid {
-        return match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => ProbeResult::Connected,
-            Err(e) => failed(&e),
-        };
+        return connect_unix(path);
     }
     if !me.is_root() {
         return ProbeResult::NotTried(format!("connecting as {user} needs root"));
@@ -223,7 +238,11 @@ fn connect_unix_as(path: &Path, user: &str) -> ProbeResult {
             {
                 libc::_exit(DROP_FAILED);
             }
-            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            let fd = libc::socket(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            );
             if fd < 0 {
                 libc::_exit(*libc::__errno_location() & 0x7f);
             }
@@ -273,6 +292,65 @@ mod tests {
         );
         assert_eq!(meminfo_total("MemFree: 1 kB\n"), None);
         assert!(rss_kib(std::process::id() as i32).is_some_and(|k| k > 0));
+    }
+
+    /// A listener whose accept queue is full (nothing accepts): the probe answers EAGAIN,
+    /// as nginx's non-blocking connect gets it, instead of waiting for ever.
+    #[test]
+    fn a_full_accept_queue_answers_eagain_instead_of_hanging() {
+        use nix::sys::socket::{
+            AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect, listen, socket,
+        };
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("full.sock");
+        let addr = UnixAddr::new(&path).unwrap();
+        let unix = || {
+            socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .unwrap()
+        };
+        let listener = unix();
+        bind(listener.as_raw_fd(), &addr).unwrap();
+        listen(&listener, Backlog::new(1).unwrap()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        // Fill the queue: connects succeed until it is full.
+        let mut queued = Vec::new();
+        loop {
+            let c = unix();
+            match connect(c.as_raw_fd(), &addr) {
+                Ok(()) => queued.push(c),
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => panic!("filling the queue: {e}"),
+            }
+            assert!(queued.len() < 100, "the queue never filled");
+        }
+        let mut users = vec![None];
+        if nix::unistd::geteuid().is_root() {
+            users.push(Some("nobody"));
+        }
+        for user in users {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let target = ListenAddr::Unix(path.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(probe(&target, user));
+            });
+            // A hang detector, not a speed limit: a blocking connect never returns here.
+            let p = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("the probe as {user:?} hangs on a full accept queue"));
+            assert!(
+                matches!(p.result, ProbeResult::Failed(11, _)),
+                "as {user:?}: {:?}",
+                p.result
+            );
+        }
+        drop(queued);
     }
 
     #[test]
