@@ -430,6 +430,10 @@ fn read_with_rotated(
 /// truncated.
 fn read_more(f: &mut LogFile, obs: &mut Observations) -> std::io::Result<()> {
     let meta = std::fs::metadata(&f.path)?;
+    // A pipe or a device is never read (see `scan::open`).
+    if !meta.is_file() {
+        return Ok(());
+    }
     if meta.ino() != f.inode || meta.len() < f.pos.offset {
         f.inode = meta.ino();
         f.pos = Position::default();

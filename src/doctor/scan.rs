@@ -230,9 +230,21 @@ pub fn count_newlines(b: &[u8]) -> u64 {
     total
 }
 
-/// Opens a log file, decompressing `.gz`.
+/// Opens a log file, decompressing `.gz`. Only a regular file is read: a log that is a pipe,
+/// a terminal or a device (nginx's image links its logs to `/dev/stdout` and `/dev/stderr`,
+/// which for fpmctl are its own) would block the read, or never end. It is opened without
+/// blocking, so a FIFO without a writer cannot hang the open either.
 pub fn open(path: &Path) -> io::Result<Box<dyn Read>> {
-    let f = std::fs::File::open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::other(
+            "not a regular file (a pipe, a terminal or a device, such as a log sent to /dev/stderr)",
+        ));
+    }
     if path.extension().is_some_and(|e| e == "gz") {
         Ok(Box::new(flate2::read::MultiGzDecoder::new(
             io::BufReader::new(f),
@@ -291,6 +303,25 @@ pub fn with_rotated(path: &Path, since_unix: Option<i64>) -> Vec<PathBuf> {
 mod tests {
     use super::*;
     use crate::doctor::nginx_log::ErrorKind;
+
+    #[test]
+    fn a_log_that_is_a_pipe_or_a_device_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("error.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // No writer: a blocking open would wait for one for ever.
+        let err = open(&fifo).err().expect("a FIFO is refused");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let err = open(Path::new("/dev/null"))
+            .err()
+            .expect("a device is refused");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let file = dir.path().join("access.log");
+        std::fs::write(&file, "x\n").unwrap();
+        let mut text = String::new();
+        open(&file).unwrap().read_to_string(&mut text).unwrap();
+        assert_eq!(text, "x\n");
+    }
 
     const FATAL: &str = "2026/11/30 05:46:44 [error] 17177#17177: *15 FastCGI sent in stderr: \"PHP message: PHP Fatal error:  Uncaught Error: Call to undefined function undefined_function_x() in /tmp/dr/www/fatal.php:1\nStack trace:\n#0 {main}\n  thrown in /tmp/dr/www/fatal.php on line 1\" while reading response header from upstream, client: 127.0.0.1, server: , request: \"GET /fatal.php HTTP/1.1\", upstream: \"fastcgi://127.0.0.1:19311\", host: \"127.0.0.1:19380\"\n";
     const REFUSED: &str = "2026/11/30 05:46:43 [error] 17177#17177: *5 connect() failed (111: Connection refused) while connecting to upstream, client: 127.0.0.1, server: , request: \"GET /refused/x HTTP/1.1\", upstream: \"fastcgi://127.0.0.1:19312\", host: \"127.0.0.1:19380\"\n";
