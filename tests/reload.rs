@@ -39,6 +39,22 @@ fn wait_master(sb: &Sandbox) -> i32 {
     })
 }
 
+/// php-fpm started with `-F` (as a container or a supervisor runs it), once it has all 4
+/// workers; its PID.
+fn start_in_the_foreground(sb: &Sandbox) -> i32 {
+    let master = sb.spawn(
+        Command::new(&sb.bin)
+            .arg("-y")
+            .arg(&sb.conf)
+            .arg("-F")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    ) as i32;
+    sb.note_master(master);
+    assert_eq!(wait_master(sb), master);
+    master
+}
+
 #[test]
 fn reload_returns_only_after_the_old_worker_finished_its_request() {
     let Some(sb) = Sandbox::new() else { return };
@@ -107,16 +123,7 @@ fn reload_without_a_pid_file_of_a_daemonized_fpm() {
 fn reload_without_a_pid_file_of_fpm_in_the_foreground() {
     let Some(sb) = Sandbox::new() else { return };
     sb.write_config(&config_without_pid_file(&sb));
-    let master = sb.spawn(
-        Command::new(&sb.bin)
-            .arg("-y")
-            .arg(&sb.conf)
-            .arg("-F")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    ) as i32;
-    sb.note_master(master);
-    assert_eq!(wait_master(&sb), master);
+    let master = start_in_the_foreground(&sb);
     let old = old_workers(&sb, master);
     let run = sb.fpmctl(&["reload", "--json"]);
     run.expect_code(0);
@@ -138,16 +145,7 @@ fn reload_without_a_pid_file_of_fpm_in_the_foreground() {
 #[test]
 fn reload_of_fpm_in_the_foreground_with_a_pid_file() {
     let Some(sb) = Sandbox::new() else { return };
-    let master = sb.spawn(
-        Command::new(&sb.bin)
-            .arg("-y")
-            .arg(&sb.conf)
-            .arg("-F")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    ) as i32;
-    sb.note_master(master);
-    assert_eq!(wait_master(&sb), master);
+    let master = start_in_the_foreground(&sb);
     for round in 0..3 {
         let old = old_workers(&sb, master);
         let run = sb.fpmctl(&["reload", "--json"]);

@@ -453,17 +453,7 @@ fn the_supervise_unit_recovers_a_killed_master_feeds_the_watchdog_and_reloads() 
     assert_eq!(b.prop(unit, "MainPID"), supervisor);
     assert_eq!(b.prop(unit, "NRestarts"), "1");
 
-    expect_ok(
-        &b.systemctl(&format!("stop {unit}")),
-        "systemctl stop",
-        &b,
-        unit,
-    );
-    b.wait_for(
-        Duration::from_secs(10),
-        "every php-fpm process to exit",
-        || b.fpm_processes().is_empty().then_some(()),
-    );
+    stop_unit(&b, unit);
     assert!(!b.path().join("sb/fpm.sock").exists(), "socket path left");
     // The supervisor stopped FPM itself and exited 0: systemd had nothing left to kill.
     assert_eq!(b.prop(unit, "Result"), "success", "{}", b.journal(unit));

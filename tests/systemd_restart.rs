@@ -12,6 +12,37 @@ use fpmctl::fastcgi;
 use fpmctl::listen::ListenAddr;
 use std::time::Duration;
 
+/// The unit the tests below write.
+const UNIT: &str = "fpmctl-test-fpm.service";
+
+/// Boots systemd with [`UNIT`] (its text from `unit`, given the php-fpm binary and the
+/// sandbox directory) running FPM on a config with one unix-socket pool, and starts it.
+fn boot_sock_unit(unit: impl FnOnce(&str, &str) -> String) -> Booted {
+    let fpm = common::fpm_bin().unwrap();
+    let b = Booted::boot(false, |dir| {
+        let sb = dir.join("sb");
+        std::fs::create_dir_all(&sb).unwrap();
+        let d = sb.display().to_string();
+        std::fs::write(
+            sb.join("php-fpm.conf"),
+            format!(
+                "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\nprocess_control_timeout = 10s\n\n\
+                 [sock]\nuser = nobody\ngroup = nogroup\nlisten = {d}/fpm.sock\nlisten.mode = 0666\n\
+                 pm = static\npm.max_children = 2\nping.path = /ping\n"
+            ),
+        )
+        .unwrap();
+        vec![(UNIT.to_string(), unit(&fpm.display().to_string(), &d))]
+    });
+    expect_ok(
+        &b.systemctl(&format!("start {UNIT}")),
+        "systemctl start",
+        &b,
+        UNIT,
+    );
+    b
+}
+
 /// `fpmctl restart` on Debian's own php8.2-fpm.service (ExecReload `kill -USR2 $MAINPID`):
 /// the unit is reloaded, not restarted. Under a concurrent load no request fails, a request
 /// that runs 10 s completes with its full body, and the master stays the unit's MainPID.
@@ -151,37 +182,14 @@ fn restart_of_a_unit_that_cannot_reload_falls_back_to_systemctl_restart_and_says
     if !tools_present() {
         return;
     }
-    let fpm = common::fpm_bin().unwrap();
-    let b = Booted::boot(false, |dir| {
-        let sb = dir.join("sb");
-        std::fs::create_dir_all(&sb).unwrap();
-        let d = sb.display();
-        std::fs::write(
-            sb.join("php-fpm.conf"),
-            format!(
-                "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\nprocess_control_timeout = 10s\n\n\
-                 [sock]\nuser = nobody\ngroup = nogroup\nlisten = {d}/fpm.sock\nlisten.mode = 0666\n\
-                 pm = static\npm.max_children = 2\nping.path = /ping\n"
-            ),
+    let b = boot_sock_unit(|fpm, d| {
+        format!(
+            "[Service]\nType=notify\nExecStart={fpm} --nodaemonize --fpm-config {d}/php-fpm.conf\n"
         )
-        .unwrap();
-        vec![(
-            "fpmctl-test-fpm.service".to_string(),
-            format!(
-                "[Service]\nType=notify\nExecStart={} --nodaemonize --fpm-config {d}/php-fpm.conf\n",
-                fpm.display()
-            ),
-        )]
     });
-    let unit = "fpmctl-test-fpm.service";
+    let unit = UNIT;
     let conf = b.path().join("sb/php-fpm.conf");
     let conf = conf.display();
-    expect_ok(
-        &b.systemctl(&format!("start {unit}")),
-        "systemctl start",
-        &b,
-        unit,
-    );
     assert_eq!(b.prop(unit, "CanReload"), "no");
     let master = b.prop(unit, "MainPID");
     assert_ne!(master, "0");
@@ -218,17 +226,7 @@ fn restart_of_a_unit_that_cannot_reload_falls_back_to_systemctl_restart_and_says
         &b,
         unit,
     );
-    expect_ok(
-        &b.systemctl(&format!("stop {unit}")),
-        "systemctl stop",
-        &b,
-        unit,
-    );
-    b.wait_for(
-        Duration::from_secs(10),
-        "every php-fpm process to exit",
-        || b.fpm_processes().is_empty().then_some(()),
-    );
+    stop_unit(&b, unit);
 }
 
 /// A `Type=forking` unit (FPM daemonizes, `PIDFile=`) whose ExecReload is the USR2 re-exec:
@@ -239,39 +237,16 @@ fn restart_of_a_forking_unit_reloads_it_and_follows_the_new_master() {
     if !tools_present() {
         return;
     }
-    let fpm = common::fpm_bin().unwrap();
-    let b = Booted::boot(false, |dir| {
-        let sb = dir.join("sb");
-        std::fs::create_dir_all(&sb).unwrap();
-        let d = sb.display();
-        std::fs::write(
-            sb.join("php-fpm.conf"),
-            format!(
-                "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\nprocess_control_timeout = 10s\n\n\
-                 [sock]\nuser = nobody\ngroup = nogroup\nlisten = {d}/fpm.sock\nlisten.mode = 0666\n\
-                 pm = static\npm.max_children = 2\nping.path = /ping\n"
-            ),
+    let b = boot_sock_unit(|fpm, d| {
+        format!(
+            "[Service]\nType=forking\nPIDFile={d}/fpm.pid\n\
+             ExecStart={fpm} --daemonize --fpm-config {d}/php-fpm.conf\n\
+             ExecReload=/bin/kill -USR2 $MAINPID\n"
         )
-        .unwrap();
-        vec![(
-            "fpmctl-test-forking.service".to_string(),
-            format!(
-                "[Service]\nType=forking\nPIDFile={d}/fpm.pid\n\
-                 ExecStart={} --daemonize --fpm-config {d}/php-fpm.conf\n\
-                 ExecReload=/bin/kill -USR2 $MAINPID\n",
-                fpm.display()
-            ),
-        )]
     });
-    let unit = "fpmctl-test-forking.service";
+    let unit = UNIT;
     let conf = b.path().join("sb/php-fpm.conf");
     let conf = conf.display();
-    expect_ok(
-        &b.systemctl(&format!("start {unit}")),
-        "systemctl start",
-        &b,
-        unit,
-    );
     let master = b.prop(unit, "MainPID");
     assert_ne!(master, "0");
     let script = load_script(b.path());
@@ -302,17 +277,7 @@ fn restart_of_a_forking_unit_reloads_it_and_follows_the_new_master() {
     );
     assert_eq!(b.prop(unit, "ActiveState"), "active");
     expect_ok(&b.fpmctl(&format!("-c {conf} ping")), "ping", &b, unit);
-    expect_ok(
-        &b.systemctl(&format!("stop {unit}")),
-        "systemctl stop",
-        &b,
-        unit,
-    );
-    b.wait_for(
-        Duration::from_secs(10),
-        "every php-fpm process to exit",
-        || b.fpm_processes().is_empty().then_some(()),
-    );
+    stop_unit(&b, unit);
 }
 
 /// A unit whose master dies in its USR2 re-exec (its `argv[0]`, which FPM re-executes, names
@@ -324,39 +289,16 @@ fn restart_of_a_unit_whose_master_dies_in_its_reload_starts_the_unit_again() {
     if !tools_present() {
         return;
     }
-    let fpm = common::fpm_bin().unwrap();
-    let b = Booted::boot(false, |dir| {
-        let sb = dir.join("sb");
-        std::fs::create_dir_all(&sb).unwrap();
-        let d = sb.display();
-        std::fs::write(
-            sb.join("php-fpm.conf"),
-            format!(
-                "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\nprocess_control_timeout = 10s\n\n\
-                 [sock]\nuser = nobody\ngroup = nogroup\nlisten = {d}/fpm.sock\nlisten.mode = 0666\n\
-                 pm = static\npm.max_children = 2\nping.path = /ping\n"
-            ),
+    let b = boot_sock_unit(|fpm, d| {
+        format!(
+            "[Service]\nType=notify\n\
+             ExecStart=@{fpm} {d}/gone/php-fpm --nodaemonize --fpm-config {d}/php-fpm.conf\n\
+             ExecReload=/bin/kill -USR2 $MAINPID\n"
         )
-        .unwrap();
-        vec![(
-            "fpmctl-test-fpm.service".to_string(),
-            format!(
-                "[Service]\nType=notify\n\
-                 ExecStart=@{} {d}/gone/php-fpm --nodaemonize --fpm-config {d}/php-fpm.conf\n\
-                 ExecReload=/bin/kill -USR2 $MAINPID\n",
-                fpm.display()
-            ),
-        )]
     });
-    let unit = "fpmctl-test-fpm.service";
+    let unit = UNIT;
     let conf = b.path().join("sb/php-fpm.conf");
     let conf = conf.display();
-    expect_ok(
-        &b.systemctl(&format!("start {unit}")),
-        "systemctl start",
-        &b,
-        unit,
-    );
     let master = b.prop(unit, "MainPID");
     assert_ne!(master, "0");
 
@@ -380,15 +322,5 @@ fn restart_of_a_unit_whose_master_dies_in_its_reload_starts_the_unit_again() {
         &b,
         unit,
     );
-    expect_ok(
-        &b.systemctl(&format!("stop {unit}")),
-        "systemctl stop",
-        &b,
-        unit,
-    );
-    b.wait_for(
-        Duration::from_secs(10),
-        "every php-fpm process to exit",
-        || b.fpm_processes().is_empty().then_some(()),
-    );
+    stop_unit(&b, unit);
 }

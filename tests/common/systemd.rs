@@ -460,6 +460,21 @@ pub fn expect_no_failed_request(load: Load, min: usize, what: &str, b: &Booted, 
     assert!(ok >= min, "only {ok} requests answered {what}");
 }
 
+/// `systemctl stop UNIT` succeeds and every php-fpm process exits.
+pub fn stop_unit(b: &Booted, unit: &str) {
+    expect_ok(
+        &b.systemctl(&format!("stop {unit}")),
+        "systemctl stop",
+        b,
+        unit,
+    );
+    b.wait_for(
+        Duration::from_secs(10),
+        "every php-fpm process to exit",
+        || b.fpm_processes().is_empty().then_some(()),
+    );
+}
+
 pub fn expect_ok(out: &Output, what: &str, b: &Booted, unit: &str) {
     assert!(
         out.status.success(),
