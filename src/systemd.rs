@@ -338,9 +338,10 @@ pub fn restart_unit(
             // Armed before the reload, as `fpmctl reload` arms it: the same events prove
             // the re-exec whoever sends the signal.
             let old: Vec<ProcId> = snap.workers.iter().map(|w| w.proc.id).collect();
-            let watch = reexec::Watch::arm(cfg, master, &old);
+            let mut watch = reexec::Watch::arm(cfg, master, &old);
             drop(lock);
             let deadline = Deadline::after(ready::reload_limit(&cfg.global, ready_timeout));
+            watch.pin_late_workers(cfg);
             systemctl("reload", unit)?;
             if wait {
                 match watch.wait(cfg, deadline) {

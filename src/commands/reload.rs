@@ -51,7 +51,7 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
         .map(|master| reexec::Watch::arm(cfg, master, &old));
     test.require_valid()?;
     info!("php-fpm -t: configuration is valid");
-    let (Some(master), Some(watch)) = (snap.master.clone(), watch) else {
+    let (Some(master), Some(mut watch)) = (snap.master.clone(), watch) else {
         if args.recover {
             warn!("FPM is not running; --recover starts it");
             let l = crate::lifecycle::launch(
@@ -77,8 +77,11 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
         // (packaging/systemd's drop-in), which needs this lock: holding it here would make
         // both wait until the lock timeout.
         drop(lock.take());
+        watch.pin_late_workers(cfg);
         systemd::systemctl("reload", &unit)?;
     } else {
+        // Workers replaced while php-fpm -t ran are old workers too.
+        watch.pin_late_workers(cfg);
         match signals::send_verified(master.id, Signal::SIGUSR2, |p| {
             discovery::is_master_of(p, cfg)
         }) {
