@@ -374,6 +374,14 @@ impl Watch {
         }
     }
 
+    /// Whether the master pinned at [`Watch::arm`] has exited (its pidfd fired, or `/proc`
+    /// proves it gone). For a master in the foreground that is FPM dying; a daemonized one
+    /// also exits at the end of a good re-exec, so [`Watch::wait`] has the last word.
+    pub fn master_exited(&mut self) -> bool {
+        self.refresh();
+        self.seen.master_exited
+    }
+
     /// Waits for the re-exec and proves the new image ready, or says why not by `deadline`.
     pub fn wait(
         mut self,

@@ -342,7 +342,15 @@ pub fn restart_unit(
             drop(lock);
             let deadline = Deadline::after(ready::reload_limit(&cfg.global, ready_timeout));
             watch.pin_late_workers(cfg);
-            systemctl("reload", unit)?;
+            if let Err(e) = systemctl("reload", unit) {
+                // An ExecReload that is fpmctl's own reload fails when FPM dies in it: FPM is
+                // down all the same, and the watch below says so (and the unit is started
+                // again). With the master still there, the reload changed nothing.
+                if !(wait && watch.master_exited()) {
+                    return Err(e);
+                }
+                warn!(unit, error = %e, "systemctl reload failed and the master is gone");
+            }
             if wait {
                 match watch.wait(cfg, deadline) {
                     Ok(reloaded) => {
