@@ -78,7 +78,15 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
         // both wait until the lock timeout.
         drop(lock.take());
         watch.pin_late_workers(cfg);
-        systemd::systemctl("reload", &unit)?;
+        if let Err(e) = systemd::systemctl("reload", &unit) {
+            // An ExecReload that is fpmctl's own reload fails when FPM dies in it: that is
+            // FPM dying in the reload (exit 12, or --recover), which the watch proves. With
+            // the master still there, the reload changed nothing.
+            if !watch.master_exited() {
+                return Err(e);
+            }
+            warn!(unit, error = %e, "systemctl reload failed and the master is gone");
+        }
     } else {
         // Workers replaced while php-fpm -t ran are old workers too.
         watch.pin_late_workers(cfg);
