@@ -10,7 +10,9 @@
 //! the foreground; for a daemonized one it is also the normal end of its re-exec.
 //!
 //! [`Watch::arm`] runs before the signal is sent: a pidfd on the master and on each old worker
-//! (an unexpected pidfd error means "maybe alive", watched through `/proc`). [`Watch::wait`]
+//! (an unexpected pidfd error means "maybe alive", watched through `/proc`), and
+//! [`Watch::pin_late_workers`] pins, right before the signal, the workers forked since (the
+//! old image's replacements of workers that exited on their own). [`Watch::wait`]
 //! then sleeps in one `poll(2)` on all of them and the deadline, and asks [`decide`] (pure)
 //! what the events seen so far prove:
 //! - the master gone while old workers remain: FPM died;
@@ -340,6 +342,44 @@ impl Watch {
             rewrite,
             seen,
         }
+    }
+
+    /// Pins the workers the master forked since [`Watch::arm`]. Call it right before the
+    /// signal: a worker that exited on its own in between (`pm.max_requests`, a crash, an idle
+    /// ondemand worker retired) was replaced by the old image, and an unpinned replacement
+    /// could answer the ping and be counted as the new image's. Its children listed before
+    /// the signal are all the old image's. With no old worker left to prove the re-exec, the
+    /// pid file's rewrite is watched, as when none was found at [`Watch::arm`].
+    pub fn pin_late_workers(&mut self, cfg: &FpmConfig) {
+        if self.seen.master_exited {
+            return;
+        }
+        for child in procs::children(self.master_pid).unwrap_or_default() {
+            if discovery::is_pool_process_of(&child, cfg)
+                && !self.old_ids.contains(&child.id)
+                && let Some(p) = Pinned::open(child.id)
+            {
+                self.old_ids.push(child.id);
+                self.old.push(p);
+            }
+        }
+        self.old.retain(|p| !p.is_gone());
+        self.seen.old_left = self.old.len();
+        if self.old.is_empty()
+            && self.rewrite.is_none()
+            && let Some(path) = &self.pid_file
+        {
+            self.rewrite = PidFileWatch::open(path);
+            self.seen.rewrite_pending = self.rewrite.is_some();
+        }
+    }
+
+    /// Whether the master pinned at [`Watch::arm`] has exited (its pidfd fired, or `/proc`
+    /// proves it gone). For a master in the foreground that is FPM dying; a daemonized one
+    /// also exits at the end of a good re-exec, so [`Watch::wait`] has the last word.
+    pub fn master_exited(&mut self) -> bool {
+        self.refresh();
+        self.seen.master_exited
     }
 
     /// Waits for the re-exec and proves the new image ready, or says why not by `deadline`.

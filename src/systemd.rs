@@ -338,10 +338,19 @@ pub fn restart_unit(
             // Armed before the reload, as `fpmctl reload` arms it: the same events prove
             // the re-exec whoever sends the signal.
             let old: Vec<ProcId> = snap.workers.iter().map(|w| w.proc.id).collect();
-            let watch = reexec::Watch::arm(cfg, master, &old);
+            let mut watch = reexec::Watch::arm(cfg, master, &old);
             drop(lock);
             let deadline = Deadline::after(ready::reload_limit(&cfg.global, ready_timeout));
-            systemctl("reload", unit)?;
+            watch.pin_late_workers(cfg);
+            if let Err(e) = systemctl("reload", unit) {
+                // An ExecReload that is fpmctl's own reload fails when FPM dies in it: FPM is
+                // down all the same, and the watch below says so (and the unit is started
+                // again). With the master still there, the reload changed nothing.
+                if !(wait && watch.master_exited()) {
+                    return Err(e);
+                }
+                warn!(unit, error = %e, "systemctl reload failed and the master is gone");
+            }
             if wait {
                 match watch.wait(cfg, deadline) {
                     Ok(reloaded) => {

@@ -296,3 +296,127 @@ fn a_master_dying_in_its_re_exec_without_a_pid_file_is_reported_and_recovered() 
     assert_eq!(masters.len(), 1, "{run}");
     sb.fpmctl(&["ping"]).expect_code(0);
 }
+
+/// The children of `pid` (every thread's).
+fn children_of(pid: u32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// How many pidfds `pid` holds.
+fn pidfds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy() == "anon_inode:[pidfd]")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+}
+
+/// Workers that exit on their own (pm.max_requests, a crash) while `php-fpm -t` runs, after
+/// the old workers were pinned, are replaced by the old image before SIGUSR2 is sent. Their
+/// replacements are old workers too: a ping they answer, and a count of them, prove nothing.
+/// The master is held stopped after the signal (as a busy machine may leave it before it acts
+/// on SIGUSR2) so that the replacements stay up to answer.
+#[test]
+fn workers_replaced_while_the_config_test_runs_are_old_workers_too() {
+    use nix::sys::signal::Signal;
+    let Some(sb) = Sandbox::new() else { return };
+    let mut master = sb.start_fpm();
+    // `php-fpm -t` runs for some ms only: a busy machine may keep this thread from seeing it.
+    // A reload it missed is a plain reload; the next one is watched again.
+    let mut attempts = 0;
+    let (pinned, mut child, fpmctl, test) = loop {
+        attempts += 1;
+        assert!(attempts <= 20, "php-fpm -t never seen as fpmctl's child");
+        let pinned = old_workers(&sb, master);
+        assert_eq!(pinned.len(), 4);
+        let mut child = sb.fpmctl_spawn(&["reload", "--json"]);
+        let fpmctl = child.id();
+        // Held (fpmctl's only child before the signal) while the workers change; looked for
+        // without a pause, and stopped only once it runs php-fpm (fpmctl's spawn waits for
+        // the exec).
+        let exec_done = |t: &i32| {
+            std::fs::read(format!("/proc/{t}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"-t"))
+        };
+        let test = loop {
+            if let Some(&t) = children_of(fpmctl).iter().find(|t| exec_done(t)) {
+                break Some(t);
+            }
+            if child.try_wait().unwrap().is_some() {
+                break None;
+            }
+        };
+        if let Some(test) = test {
+            break (pinned, child, fpmctl, test);
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        master = json["master"].as_i64().unwrap() as i32;
+        sb.note_master(master);
+        sb.wait_for(Duration::from_secs(10), "4 workers", || {
+            (old_workers(&sb, master).len() == 4).then_some(())
+        });
+    };
+    signal(test, Signal::SIGSTOP);
+    // The master and its 4 workers pinned.
+    sb.wait_for(Duration::from_secs(10), "fpmctl's pidfds", || {
+        (pidfds_of(fpmctl) >= 5).then_some(())
+    });
+    for &w in &pinned {
+        signal(w, Signal::SIGKILL);
+    }
+    let replacements = sb.wait_for(Duration::from_secs(10), "replacement workers", || {
+        let now = old_workers(&sb, master);
+        (now.len() == 4 && now.iter().all(|w| !pinned.contains(w))).then_some(now)
+    });
+    signal(master, Signal::SIGSTOP);
+    signal(test, Signal::SIGCONT);
+    // Without the replacements pinned, fpmctl reports "reloaded" now, with the master stopped.
+    let waited = Instant::now();
+    while waited.elapsed() < Duration::from_secs(2) && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(master, Signal::SIGCONT);
+    let out = child.wait_with_output().unwrap();
+    let run = common::Run {
+        args: vec!["reload".into(), "--json".into()],
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: waited.elapsed(),
+    };
+    run.expect_code(0);
+    sb.note_master(run.json()["master"].as_i64().unwrap() as i32);
+    let new = new_workers(&run);
+    assert!(
+        new.iter()
+            .all(|w| !replacements.contains(&(*w as i32)) && !pinned.contains(&(*w as i32))),
+        "old workers {replacements:?} reported as the new image's:\n{run}"
+    );
+    sb.fpmctl(&["ping"]).expect_code(0);
+}

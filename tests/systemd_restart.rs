@@ -324,3 +324,153 @@ fn restart_of_a_unit_whose_master_dies_in_its_reload_starts_the_unit_again() {
     );
     stop_unit(&b, unit);
 }
+
+/// The same with the unit's ExecReload fpmctl's own reload (as packaging/systemd's drop-in
+/// sets it): that reload sees FPM die and fails, so `systemctl reload` fails too; FPM is gone
+/// all the same, and `fpmctl restart` starts the unit again rather than leave the site down.
+#[test]
+fn restart_of_a_unit_reloaded_by_fpmctl_whose_master_dies_starts_the_unit_again() {
+    if !tools_present() {
+        return;
+    }
+    let fpm = common::fpm_bin().unwrap();
+    let b = Booted::boot(false, |dir| {
+        let sb = dir.join("sb");
+        std::fs::create_dir_all(&sb).unwrap();
+        let d = sb.display();
+        std::fs::write(
+            sb.join("php-fpm.conf"),
+            format!(
+                "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\nprocess_control_timeout = 10s\n\n\
+                 [sock]\nuser = nobody\ngroup = nogroup\nlisten = {d}/fpm.sock\nlisten.mode = 0666\n\
+                 pm = static\npm.max_children = 2\nping.path = /ping\n"
+            ),
+        )
+        .unwrap();
+        vec![(
+            "fpmctl-test-fpm.service".to_string(),
+            format!(
+                "[Service]\nType=notify\n\
+                 ExecStart=@{} {d}/gone/php-fpm --nodaemonize --fpm-config {d}/php-fpm.conf\n\
+                 ExecReload={FPMCTL} --no-systemd -c {d}/php-fpm.conf reload\n",
+                fpm.display()
+            ),
+        )]
+    });
+    let unit = "fpmctl-test-fpm.service";
+    let conf = b.path().join("sb/php-fpm.conf");
+    let conf = conf.display();
+    expect_ok(
+        &b.systemctl(&format!("start {unit}")),
+        "systemctl start",
+        &b,
+        unit,
+    );
+    let master = b.prop(unit, "MainPID");
+    assert_ne!(master, "0");
+
+    let out = b.fpmctl(&format!("-c {conf} restart"));
+    expect_ok(&out, "fpmctl restart", &b, unit);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "restarted through systemd: systemctl restart {unit} (stop, then start: the reload failed: master {master} exited during the reload"
+        )),
+        "{}",
+        text(&out)
+    );
+    let new_master = b.prop(unit, "MainPID");
+    assert_ne!(new_master, master);
+    assert_ne!(new_master, "0");
+    assert_eq!(b.prop(unit, "ActiveState"), "active");
+    expect_ok(
+        &b.fpmctl(&format!("-c {conf} ping")),
+        "ping after the restart",
+        &b,
+        unit,
+    );
+    expect_ok(
+        &b.systemctl(&format!("stop {unit}")),
+        "systemctl stop",
+        &b,
+        unit,
+    );
+    b.wait_for(
+        Duration::from_secs(10),
+        "every php-fpm process to exit",
+        || b.fpm_processes().is_empty().then_some(()),
+    );
+}
+
+/// `fpmctl reload --recover` of the same unit: `systemctl reload` fails because the unit's own
+/// fpmctl reload saw FPM die; that is FPM dying in the reload, which `--recover` repairs.
+#[test]
+fn reload_recover_of_a_unit_reloaded_by_fpmctl_whose_master_dies_starts_fpm_again() {
+    if !tools_present() {
+        return;
+    }
+    let fpm = common::fpm_bin().unwrap();
+    let b = Booted::boot(false, |dir| {
+        let sb = dir.join("sb");
+        std::fs::create_dir_all(&sb).unwrap();
+        let d = sb.display();
+        std::fs::write(
+            sb.join("php-fpm.conf"),
+            format!(
+                "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\nprocess_control_timeout = 10s\n\n\
+                 [sock]\nuser = nobody\ngroup = nogroup\nlisten = {d}/fpm.sock\nlisten.mode = 0666\n\
+                 pm = static\npm.max_children = 2\nping.path = /ping\n"
+            ),
+        )
+        .unwrap();
+        vec![(
+            "fpmctl-test-fpm.service".to_string(),
+            format!(
+                "[Service]\nType=notify\n\
+                 ExecStart=@{} {d}/gone/php-fpm --nodaemonize --fpm-config {d}/php-fpm.conf\n\
+                 ExecReload={FPMCTL} --no-systemd -c {d}/php-fpm.conf reload\n",
+                fpm.display()
+            ),
+        )]
+    });
+    let unit = "fpmctl-test-fpm.service";
+    let conf = b.path().join("sb/php-fpm.conf");
+    let conf = conf.display();
+    expect_ok(
+        &b.systemctl(&format!("start {unit}")),
+        "systemctl start",
+        &b,
+        unit,
+    );
+    let master = b.prop(unit, "MainPID");
+    assert_ne!(master, "0");
+
+    let out = b.fpmctl(&format!("-c {conf} reload --recover"));
+    expect_ok(&out, "fpmctl reload --recover", &b, unit);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "FPM died during the reload: master {master} exited during the reload"
+        )),
+        "{}",
+        text(&out)
+    );
+    // FPM answers again (started by fpmctl: the unit failed with its master).
+    expect_ok(
+        &b.fpmctl(&format!("-c {conf} ping")),
+        "ping after the recovery",
+        &b,
+        unit,
+    );
+    expect_ok(
+        &b.fpmctl(&format!("-c {conf} stop")),
+        "fpmctl stop",
+        &b,
+        unit,
+    );
+    b.wait_for(
+        Duration::from_secs(10),
+        "every php-fpm process to exit",
+        || b.fpm_processes().is_empty().then_some(()),
+    );
+}

@@ -51,7 +51,7 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
         .map(|master| reexec::Watch::arm(cfg, master, &old));
     test.require_valid()?;
     info!("php-fpm -t: configuration is valid");
-    let (Some(master), Some(watch)) = (snap.master.clone(), watch) else {
+    let (Some(master), Some(mut watch)) = (snap.master.clone(), watch) else {
         if args.recover {
             warn!("FPM is not running; --recover starts it");
             let l = crate::lifecycle::launch(
@@ -77,8 +77,19 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
         // (packaging/systemd's drop-in), which needs this lock: holding it here would make
         // both wait until the lock timeout.
         drop(lock.take());
-        systemd::systemctl("reload", &unit)?;
+        watch.pin_late_workers(cfg);
+        if let Err(e) = systemd::systemctl("reload", &unit) {
+            // An ExecReload that is fpmctl's own reload fails when FPM dies in it: that is
+            // FPM dying in the reload (exit 12, or --recover), which the watch proves. With
+            // the master still there, the reload changed nothing.
+            if !watch.master_exited() {
+                return Err(e);
+            }
+            warn!(unit, error = %e, "systemctl reload failed and the master is gone");
+        }
     } else {
+        // Workers replaced while php-fpm -t ran are old workers too.
+        watch.pin_late_workers(cfg);
         match signals::send_verified(master.id, Signal::SIGUSR2, |p| {
             discovery::is_master_of(p, cfg)
         }) {
