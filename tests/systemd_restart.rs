@@ -280,30 +280,36 @@ fn restart_of_a_forking_unit_reloads_it_and_follows_the_new_master() {
     stop_unit(&b, unit);
 }
 
-/// A unit whose master dies in its USR2 re-exec (its `argv[0]`, which FPM re-executes, names
-/// no file; systemd's `@` prefix starts it from the real binary): `fpmctl restart` reloads the
-/// unit, sees FPM die, and starts the unit again rather than leave the site down. It says so,
-/// and FPM answers afterwards.
-#[test]
-fn restart_of_a_unit_whose_master_dies_in_its_reload_starts_the_unit_again() {
-    if !tools_present() {
-        return;
-    }
-    let b = boot_sock_unit(|fpm, d| {
-        format!(
-            "[Service]\nType=notify\n\
-             ExecStart=@{fpm} {d}/gone/php-fpm --nodaemonize --fpm-config {d}/php-fpm.conf\n\
-             ExecReload=/bin/kill -USR2 $MAINPID\n"
-        )
-    });
+/// A `Type=notify` unit whose master dies in its re-exec (its `argv[0]`, which FPM
+/// re-executes, names no file; systemd's `@` prefix starts it from the real binary), with
+/// `exec_reload` as its ExecReload.
+fn doomed_unit(fpm: &str, d: &str, exec_reload: &str) -> String {
+    format!(
+        "[Service]\nType=notify\n\
+         ExecStart=@{fpm} {d}/gone/php-fpm --nodaemonize --fpm-config {d}/php-fpm.conf\n\
+         ExecReload={exec_reload}\n"
+    )
+}
+
+/// fpmctl's own reload as ExecReload, as packaging/systemd's drop-in sets it.
+fn doomed_unit_reloaded_by_fpmctl(fpm: &str, d: &str) -> String {
+    doomed_unit(
+        fpm,
+        d,
+        &format!("{FPMCTL} --no-systemd -c {d}/php-fpm.conf reload"),
+    )
+}
+
+/// `fpmctl restart` of a [`doomed_unit`]: the reload kills FPM, and `restart` starts the unit
+/// again rather than leave the site down, says so, and FPM answers afterwards.
+fn a_restart_whose_reload_kills_fpm_starts_the_unit_again(b: &Booted) {
     let unit = UNIT;
     let conf = b.path().join("sb/php-fpm.conf");
     let conf = conf.display();
     let master = b.prop(unit, "MainPID");
     assert_ne!(master, "0");
-
     let out = b.fpmctl(&format!("-c {conf} restart"));
-    expect_ok(&out, "fpmctl restart", &b, unit);
+    expect_ok(&out, "fpmctl restart", b, unit);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(&format!(
@@ -319,87 +325,31 @@ fn restart_of_a_unit_whose_master_dies_in_its_reload_starts_the_unit_again() {
     expect_ok(
         &b.fpmctl(&format!("-c {conf} ping")),
         "ping after the restart",
-        &b,
+        b,
         unit,
     );
-    stop_unit(&b, unit);
+    stop_unit(b, unit);
 }
 
-/// The same with the unit's ExecReload fpmctl's own reload (as packaging/systemd's drop-in
-/// sets it): that reload sees FPM die and fails, so `systemctl reload` fails too; FPM is gone
-/// all the same, and `fpmctl restart` starts the unit again rather than leave the site down.
+/// ExecReload `kill -USR2 $MAINPID` (Debian's): `systemctl reload` succeeds, FPM dies after.
+#[test]
+fn restart_of_a_unit_whose_master_dies_in_its_reload_starts_the_unit_again() {
+    if !tools_present() {
+        return;
+    }
+    let b = boot_sock_unit(|fpm, d| doomed_unit(fpm, d, "/bin/kill -USR2 $MAINPID"));
+    a_restart_whose_reload_kills_fpm_starts_the_unit_again(&b);
+}
+
+/// ExecReload fpmctl's own reload: that reload sees FPM die and fails, so `systemctl reload`
+/// fails too; FPM is gone all the same, and the unit is started again.
 #[test]
 fn restart_of_a_unit_reloaded_by_fpmctl_whose_master_dies_starts_the_unit_again() {
     if !tools_present() {
         return;
     }
-    let fpm = common::fpm_bin().unwrap();
-    let b = Booted::boot(false, |dir| {
-        let sb = dir.join("sb");
-        std::fs::create_dir_all(&sb).unwrap();
-        let d = sb.display();
-        std::fs::write(
-            sb.join("php-fpm.conf"),
-            format!(
-                "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\nprocess_control_timeout = 10s\n\n\
-                 [sock]\nuser = nobody\ngroup = nogroup\nlisten = {d}/fpm.sock\nlisten.mode = 0666\n\
-                 pm = static\npm.max_children = 2\nping.path = /ping\n"
-            ),
-        )
-        .unwrap();
-        vec![(
-            "fpmctl-test-fpm.service".to_string(),
-            format!(
-                "[Service]\nType=notify\n\
-                 ExecStart=@{} {d}/gone/php-fpm --nodaemonize --fpm-config {d}/php-fpm.conf\n\
-                 ExecReload={FPMCTL} --no-systemd -c {d}/php-fpm.conf reload\n",
-                fpm.display()
-            ),
-        )]
-    });
-    let unit = "fpmctl-test-fpm.service";
-    let conf = b.path().join("sb/php-fpm.conf");
-    let conf = conf.display();
-    expect_ok(
-        &b.systemctl(&format!("start {unit}")),
-        "systemctl start",
-        &b,
-        unit,
-    );
-    let master = b.prop(unit, "MainPID");
-    assert_ne!(master, "0");
-
-    let out = b.fpmctl(&format!("-c {conf} restart"));
-    expect_ok(&out, "fpmctl restart", &b, unit);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains(&format!(
-            "restarted through systemd: systemctl restart {unit} (stop, then start: the reload failed: master {master} exited during the reload"
-        )),
-        "{}",
-        text(&out)
-    );
-    let new_master = b.prop(unit, "MainPID");
-    assert_ne!(new_master, master);
-    assert_ne!(new_master, "0");
-    assert_eq!(b.prop(unit, "ActiveState"), "active");
-    expect_ok(
-        &b.fpmctl(&format!("-c {conf} ping")),
-        "ping after the restart",
-        &b,
-        unit,
-    );
-    expect_ok(
-        &b.systemctl(&format!("stop {unit}")),
-        "systemctl stop",
-        &b,
-        unit,
-    );
-    b.wait_for(
-        Duration::from_secs(10),
-        "every php-fpm process to exit",
-        || b.fpm_processes().is_empty().then_some(()),
-    );
+    let b = boot_sock_unit(doomed_unit_reloaded_by_fpmctl);
+    a_restart_whose_reload_kills_fpm_starts_the_unit_again(&b);
 }
 
 /// `fpmctl reload --recover` of the same unit: `systemctl reload` fails because the unit's own
@@ -409,39 +359,10 @@ fn reload_recover_of_a_unit_reloaded_by_fpmctl_whose_master_dies_starts_fpm_agai
     if !tools_present() {
         return;
     }
-    let fpm = common::fpm_bin().unwrap();
-    let b = Booted::boot(false, |dir| {
-        let sb = dir.join("sb");
-        std::fs::create_dir_all(&sb).unwrap();
-        let d = sb.display();
-        std::fs::write(
-            sb.join("php-fpm.conf"),
-            format!(
-                "[global]\npid = {d}/fpm.pid\nerror_log = {d}/fpm.log\nprocess_control_timeout = 10s\n\n\
-                 [sock]\nuser = nobody\ngroup = nogroup\nlisten = {d}/fpm.sock\nlisten.mode = 0666\n\
-                 pm = static\npm.max_children = 2\nping.path = /ping\n"
-            ),
-        )
-        .unwrap();
-        vec![(
-            "fpmctl-test-fpm.service".to_string(),
-            format!(
-                "[Service]\nType=notify\n\
-                 ExecStart=@{} {d}/gone/php-fpm --nodaemonize --fpm-config {d}/php-fpm.conf\n\
-                 ExecReload={FPMCTL} --no-systemd -c {d}/php-fpm.conf reload\n",
-                fpm.display()
-            ),
-        )]
-    });
-    let unit = "fpmctl-test-fpm.service";
+    let b = boot_sock_unit(doomed_unit_reloaded_by_fpmctl);
+    let unit = UNIT;
     let conf = b.path().join("sb/php-fpm.conf");
     let conf = conf.display();
-    expect_ok(
-        &b.systemctl(&format!("start {unit}")),
-        "systemctl start",
-        &b,
-        unit,
-    );
     let master = b.prop(unit, "MainPID");
     assert_ne!(master, "0");
 
