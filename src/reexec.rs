@@ -141,6 +141,17 @@ pub fn warn_if_requests_die(cfg: &FpmConfig) {
     }
 }
 
+/// The workers of `master` in `snap`: what its re-exec replaces. Workers of other masters of
+/// the config (one an interrupted hand-over left beside it) outlive a good re-exec, and would
+/// read as FPM dying if they counted.
+pub fn old_workers(snap: &crate::discovery::Snapshot, master: &ProcInfo) -> Vec<ProcId> {
+    snap.workers
+        .iter()
+        .filter(|w| w.proc.ppid == master.pid())
+        .map(|w| w.proc.id)
+        .collect()
+}
+
 /// Decides from the events seen what they prove. Pure.
 pub fn decide(master: i32, s: Seen) -> Next {
     // The master waits for all of its old workers before it re-executes: gone before them,
@@ -406,13 +417,17 @@ impl Watch {
 
     /// Takes in what happened since the last look.
     fn refresh(&mut self) {
-        self.old.retain(|p| !p.is_gone());
-        self.seen.old_left = self.old.len();
-        // The master first, the pid file after: a daemonized master's original PID exits only
-        // after the new master wrote the pid file, so that write is never missed.
+        // The master before its workers: a master seen gone had no old worker left at the end
+        // of a good re-exec, so a worker seen alive after it means FPM died. The other order
+        // could see a worker alive, then (fpmctl held up in between) a daemonized master at the
+        // normal end of its re-exec, and take a good reload for a dead FPM.
         if !self.seen.master_exited {
             self.seen.master_exited = self.master.as_ref().is_none_or(Pinned::is_gone);
         }
+        self.old.retain(|p| !p.is_gone());
+        self.seen.old_left = self.old.len();
+        // The pid file after the master: a daemonized master's original PID exits only after
+        // the new master wrote the pid file, so that write is never missed.
         if let Some(watch) = &self.rewrite
             && watch.written()
         {
@@ -694,6 +709,33 @@ mod tests {
         // A daemonized original PID exits as the normal end of its re-exec: the pings and
         // one look decide whether a new master serves.
         assert_eq!(decide(7, seen(0, true)), Next::Prove);
+    }
+
+    #[test]
+    fn only_the_masters_own_workers_are_old_workers() {
+        use crate::discovery::{PidFile, Snapshot, Worker};
+        let proc = |pid: i32, ppid: i32| ProcInfo {
+            id: ProcId { pid, start_time: 1 },
+            ppid,
+            ..ProcInfo::default()
+        };
+        let worker = |pid, ppid| Worker {
+            proc: proc(pid, ppid),
+            pool: "www".into(),
+        };
+        let master = proc(10, 1);
+        let snap = Snapshot {
+            pid_file: PidFile::NotConfigured,
+            master: Some(master.clone()),
+            other_masters: vec![proc(20, 1)],
+            // 21 is the other master's: it outlives this master's re-exec.
+            workers: vec![worker(11, 10), worker(21, 20), worker(12, 10)],
+            orphans: Vec::new(),
+            addresses: Vec::new(),
+            lookalikes: Vec::new(),
+        };
+        let pids: Vec<i32> = old_workers(&snap, &master).iter().map(|w| w.pid).collect();
+        assert_eq!(pids, vec![11, 12]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::deadline::Deadline;
 use crate::discovery::{self, Snapshot};
 use crate::error::{Error, Result};
 use crate::lock::ConfigLock;
-use crate::procs::{self, ProcId};
+use crate::procs;
 use crate::ready::{self, PoolReady};
 use crate::reexec;
 use clap::Parser;
@@ -337,7 +337,7 @@ pub fn restart_unit(
             reexec::warn_if_requests_die(cfg);
             // Armed before the reload, as `fpmctl reload` arms it: the same events prove
             // the re-exec whoever sends the signal.
-            let old: Vec<ProcId> = snap.workers.iter().map(|w| w.proc.id).collect();
+            let old = reexec::old_workers(snap, master);
             let mut watch = reexec::Watch::arm(cfg, master, &old);
             drop(lock);
             let deadline = Deadline::after(ready::reload_limit(&cfg.global, ready_timeout));

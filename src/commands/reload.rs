@@ -43,7 +43,10 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     // broken config is exit 6 whatever was found).
     let test = ctx.config_test()?;
     let snap = discovery::discover(cfg);
-    let old: Vec<ProcId> = snap.workers.iter().map(|w| w.proc.id).collect();
+    let old: Vec<ProcId> = snap
+        .master
+        .as_ref()
+        .map_or_else(Vec::new, |m| reexec::old_workers(&snap, m));
     // Armed before the signal, so no event of the re-exec can be missed.
     let watch = snap
         .master
