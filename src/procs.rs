@@ -316,6 +316,19 @@ pub fn children(pid: i32) -> Option<Vec<ProcInfo>> {
     Some(out)
 }
 
+/// The children of `pid` from the kernel's list ([`children`]); on a kernel without that list
+/// (built without `CONFIG_PROC_CHILDREN`), the FPM processes among them, from one pass over
+/// the process table ([`scan_fpm`] by title). Callers look for FPM's own processes either way.
+pub fn children_or_scan(pid: i32) -> Vec<ProcInfo> {
+    match children(pid) {
+        Some(c) => c,
+        None => scan_fpm(Scope::Titles)
+            .into_iter()
+            .filter(|p| p.ppid == pid)
+            .collect(),
+    }
+}
+
 /// Reads every process, with its socket inodes when `with_sockets` is set. A process whose
 /// `/proc` entry cannot be read at all is left out.
 pub fn scan(with_sockets: bool) -> Vec<ProcInfo> {

@@ -125,22 +125,9 @@ pub fn wait_ready_of(
                 cfg.path.display()
             )));
         }
-        let verdict = match procs::children(master.pid) {
-            Some(children) => assess_master(cfg, master, &children, deadline),
-            // Without the kernel's list of children, the table is read, and still only this
-            // master's workers count (discovery's "master" may be another one, such as the
-            // old master of a hand-over).
-            None => {
-                let snap = discovery::discover(cfg);
-                let children: Vec<ProcInfo> = snap
-                    .workers
-                    .into_iter()
-                    .map(|w| w.proc)
-                    .filter(|p| p.ppid == master.pid)
-                    .collect();
-                assess_master(cfg, master, &children, deadline)
-            }
-        };
+        // Only this master's workers count (discovery's "master" may be another one, such as
+        // the old master of a hand-over).
+        let verdict = assess_master(cfg, master, &procs::children_or_scan(master.pid), deadline);
         match verdict {
             Ok(pools) => return Ok(pools),
             Err(why) if deadline.expired() => {

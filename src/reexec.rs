@@ -365,7 +365,7 @@ impl Watch {
         if self.seen.master_exited {
             return;
         }
-        for child in procs::children(self.master_pid).unwrap_or_default() {
+        for child in procs::children_or_scan(self.master_pid) {
             if discovery::is_pool_process_of(&child, cfg)
                 && !self.old_ids.contains(&child.id)
                 && let Some(p) = Pinned::open(child.id)
@@ -555,15 +555,7 @@ impl Watch {
                 Err(a) => return a,
             },
         };
-        let Some(children) = procs::children(master.pid()) else {
-            if procs::is_gone(master.id) {
-                return Attempt::Died(format!("master {} exited after its re-exec", master.pid()));
-            }
-            return Attempt::Retry(
-                format!("cannot read the children of master {}", master.pid()),
-                RETRY,
-            );
-        };
+        let children = procs::children_or_scan(master.pid());
         let workers: Vec<&ProcInfo> = children
             .iter()
             .filter(|p| discovery::is_pool_process_of(p, cfg))
@@ -576,6 +568,9 @@ impl Watch {
             .collect();
         let counts = match count_workers(&expected, &titles) {
             Ok(c) => c,
+            Err(_) if procs::is_gone(master.id) => {
+                return Attempt::Died(format!("master {} exited after its re-exec", master.pid()));
+            }
             Err(why) => return Attempt::Retry(why, COUNT_RETRY),
         };
         let pools = cfg
@@ -610,7 +605,7 @@ impl Watch {
             Some(Lookup::Gone) | None => None,
         };
         if let Some(p) = alive {
-            let children = procs::children(p.pid()).unwrap_or_default();
+            let children = procs::children_or_scan(p.pid());
             if children
                 .iter()
                 .any(|c| discovery::is_pool_process_of(c, cfg) && !self.old_ids.contains(&c.id))
@@ -633,8 +628,7 @@ impl Watch {
         // process table only when neither has it.
         let adopters = [self.master_ppid, 1];
         for parent in adopters.into_iter().filter(|&p| p > 0) {
-            if let Some(m) = procs::children(parent)
-                .unwrap_or_default()
+            if let Some(m) = procs::children_or_scan(parent)
                 .into_iter()
                 .find(|c| discovery::is_master_of(c, cfg))
             {

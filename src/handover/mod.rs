@@ -215,8 +215,7 @@ pub fn retire(master: ProcId, cfg: &FpmConfig, deadline: Deadline) -> Result<Ret
     }
     // Stopped, the master forks no more workers: this list is complete. Its children are
     // read from the kernel's list; only without that list is the whole table read.
-    let workers: Vec<ProcId> = procs::children(master.pid)
-        .unwrap_or_else(|| procs::scan_fpm(procs::Scope::Titles))
+    let workers: Vec<ProcId> = procs::children_or_scan(master.pid)
         .into_iter()
         .filter(|p| is_worker(p))
         .map(|p| p.id)
