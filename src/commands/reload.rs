@@ -99,13 +99,24 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
             Ok(Sent::Delivered) => {
                 info!(pid = master.pid(), signal = "SIGUSR2", "reloading master")
             }
-            Ok(_) => {
+            Ok(Sent::Gone) => {
                 return died(
                     ctx,
                     args,
                     &fpm,
                     "the master exited before SIGUSR2 reached it",
                 );
+            }
+            // Alive, maybe, but no longer provably this config's master (its /proc entry
+            // unreadable, its title changed): not signalled, and not "died" either, which
+            // would let --recover start a second FPM beside it.
+            Ok(Sent::Refused) => {
+                return Err(Error::Other(format!(
+                    "master {} could no longer be proven to be FPM {}'s; not signalled, nothing was changed (`fpmctl -c {} status` says what runs)",
+                    master.pid(),
+                    cfg.path.display(),
+                    cfg.path.display()
+                )));
             }
             Err(e) => {
                 return Err(Error::Other(format!(
