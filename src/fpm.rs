@@ -46,10 +46,35 @@ impl Drop for PendingTest {
     }
 }
 
+/// How long `php-fpm -t` may run where no command deadline applies. A test takes tens of
+/// milliseconds; one that runs for a minute is stuck (a config on a hung network mount).
+pub const TEST_LIMIT: Duration = Duration::from_secs(60);
+
 impl PendingTest {
-    /// Waits for the verdict; `Err` only when the test could not be run to its end.
-    pub fn result(mut self) -> Result<TestResult> {
-        let child = self.child.take().expect("a pending test has its child");
+    /// Waits for the verdict, at most [`TEST_LIMIT`]; `Err` when the test could not be run
+    /// to its end.
+    pub fn result(self) -> Result<TestResult> {
+        self.result_within(TEST_LIMIT)
+    }
+
+    /// Waits for the verdict, at most `limit`: a test still running then is killed (it is
+    /// fpmctl's own child, and it changed nothing) and the answer is [`Error::Timeout`].
+    pub fn result_within(mut self, limit: Duration) -> Result<TestResult> {
+        let mut child = self.child.take().expect("a pending test has its child");
+        // Its exit is waited for on a pidfd; the pipes are read after (the few lines php-fpm
+        // -t writes fit in them).
+        if let Some(me) = crate::procs::read(child.id() as i32)
+            && !crate::signals::wait_gone(&[me.id], Deadline::after(limit)).is_empty()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Timeout(format!(
+                "{} -t on {} did not finish within {:.1}s (a config or php.ini on a hung filesystem?); it was stopped, nothing was changed",
+                self.bin.display(),
+                self.config.display(),
+                limit.as_secs_f64()
+            )));
+        }
         let out = child
             .wait_with_output()
             .map_err(|e| Error::io(format!("running {} -t", self.bin.display()), e))?;
@@ -63,8 +88,13 @@ impl PendingTest {
 
     /// Waits for the verdict and turns a rejection into [`Error::ConfigInvalid`].
     pub fn require_valid(self) -> Result<()> {
+        self.require_valid_within(TEST_LIMIT)
+    }
+
+    /// [`PendingTest::require_valid`], waiting at most `limit` ([`PendingTest::result_within`]).
+    pub fn require_valid_within(self, limit: Duration) -> Result<()> {
         let config = self.config.clone();
-        let t = self.result()?;
+        let t = self.result_within(limit)?;
         if t.ok {
             return Ok(());
         }

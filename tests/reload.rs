@@ -331,6 +331,68 @@ fn signal(pid: i32, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
 }
 
+/// The `php-fpm -t` that the fpmctl `child` runs, once it runs php-fpm (fpmctl's spawn waits
+/// for the exec); looked for without a pause. `None` when fpmctl finished first.
+fn config_test_of(child: &mut std::process::Child) -> Option<i32> {
+    let exec_done = |t: &i32| {
+        std::fs::read(format!("/proc/{t}/cmdline"))
+            .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"-t"))
+    };
+    loop {
+        if let Some(&t) = children_of(child.id()).iter().find(|t| exec_done(t)) {
+            return Some(t);
+        }
+        if child.try_wait().unwrap().is_some() {
+            return None;
+        }
+    }
+}
+
+/// A `php-fpm -t` that does not finish (a config on a hung network mount; here, held with
+/// SIGSTOP) does not hang `reload`: at `--timeout` it is killed, the answer is exit 8, and
+/// FPM was never signalled.
+#[test]
+fn a_config_test_that_hangs_ends_the_reload_at_its_timeout_with_fpm_untouched() {
+    use nix::sys::signal::Signal;
+    let Some(sb) = Sandbox::new() else { return };
+    let master = sb.start_fpm();
+    let workers = old_workers(&sb, master);
+    let mut attempts = 0;
+    let (child, test) = loop {
+        attempts += 1;
+        assert!(attempts <= 20, "php-fpm -t never seen as fpmctl's child");
+        let mut child = sb.fpmctl_spawn(&["reload", "--timeout", "2s"]);
+        if let Some(test) = config_test_of(&mut child) {
+            signal(test, Signal::SIGSTOP);
+            break (child, test);
+        }
+        // Missed: that reload went through; the next one starts from its master.
+        child.wait_with_output().unwrap();
+        sb.wait_for(Duration::from_secs(10), "a master with 4 workers", || {
+            let m = sb.pid_from_file()?;
+            (alive(m) && old_workers(&sb, m).len() == 4).then_some(())
+        });
+    };
+    let master = sb.pid_from_file().unwrap();
+    sb.note_master(master);
+    let workers = if attempts == 1 {
+        workers
+    } else {
+        old_workers(&sb, master)
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(8), "{stderr}");
+    assert!(
+        stderr.contains("-t on") && stderr.contains("did not finish within 2.0s"),
+        "{stderr}"
+    );
+    assert!(!alive(test), "the stuck php-fpm -t {test} was left running");
+    assert!(alive(master));
+    assert_eq!(old_workers(&sb, master), workers, "FPM was signalled");
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
 /// Workers that exit on their own (pm.max_requests, a crash) while `php-fpm -t` runs, after
 /// the old workers were pinned, are replaced by the old image before SIGUSR2 is sent. Their
 /// replacements are old workers too: a ping they answer, and a count of them, prove nothing.
@@ -351,22 +413,8 @@ fn workers_replaced_while_the_config_test_runs_are_old_workers_too() {
         assert_eq!(pinned.len(), 4);
         let mut child = sb.fpmctl_spawn(&["reload", "--json"]);
         let fpmctl = child.id();
-        // Held (fpmctl's only child before the signal) while the workers change; looked for
-        // without a pause, and stopped only once it runs php-fpm (fpmctl's spawn waits for
-        // the exec).
-        let exec_done = |t: &i32| {
-            std::fs::read(format!("/proc/{t}/cmdline"))
-                .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"-t"))
-        };
-        let test = loop {
-            if let Some(&t) = children_of(fpmctl).iter().find(|t| exec_done(t)) {
-                break Some(t);
-            }
-            if child.try_wait().unwrap().is_some() {
-                break None;
-            }
-        };
-        if let Some(test) = test {
+        // Held (fpmctl's only child before the signal) while the workers change.
+        if let Some(test) = config_test_of(&mut child) {
             break (pinned, child, fpmctl, test);
         }
         let out = child.wait_with_output().unwrap();
