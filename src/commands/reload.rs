@@ -76,7 +76,12 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     discovery::refuse_foreign_holders(&snap)?;
     reexec::warn_if_requests_die(cfg);
     let limit = ready::reload_limit(&cfg.global, args.timeout());
-    if let Control::Unit(unit) = systemd::decide(&snap, ctx.global.no_systemd)? {
+    let control = systemd::decide(&snap, ctx.global.no_systemd)?;
+    let unit = match &control {
+        Control::Unit(u) => Some(u.clone()),
+        _ => None,
+    };
+    if let Control::Unit(unit) = control {
         // systemd serializes jobs on the unit itself, and the unit's ExecReload may be fpmctl
         // (packaging/systemd's drop-in), which needs this lock: holding it here would make
         // both wait until the lock timeout.
@@ -105,6 +110,7 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
                     ctx,
                     args,
                     &fpm,
+                    None,
                     "the master exited before SIGUSR2 reached it",
                 );
             }
@@ -160,7 +166,7 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
                 }),
             ))
         }
-        Err(Failure::Died(why)) => died(ctx, args, &fpm, &why),
+        Err(Failure::Died(why)) => died(ctx, args, &fpm, unit.as_deref(), &why),
         Err(Failure::NotReady(why)) => Err(Error::NotReady(format!(
             "reload of {} not finished after {} (process_control_timeout + 2s + --timeout): {why}",
             cfg.path.display(),
@@ -169,7 +175,16 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     }
 }
 
-fn died(ctx: &Ctx, args: &ReloadArgs, fpm: &crate::fpm::Fpm, why: &str) -> Result<Outcome> {
+/// FPM died during the reload: said (exit 12), or with `--recover` started again: by its
+/// systemd unit when it ran in one (started beside the failed unit, it would be outside
+/// systemd's watch, and a later `systemctl start` would start a second one).
+fn died(
+    ctx: &Ctx,
+    args: &ReloadArgs,
+    fpm: &crate::fpm::Fpm,
+    unit: Option<&str>,
+    why: &str,
+) -> Result<Outcome> {
     if !args.recover {
         return Err(Error::FpmDied(format!(
             "FPM {} died during the reload: {why}; run `fpmctl start` (or reload --recover)",
@@ -177,13 +192,29 @@ fn died(ctx: &Ctx, args: &ReloadArgs, fpm: &crate::fpm::Fpm, why: &str) -> Resul
         )));
     }
     warn!(reason = %why, "FPM died during the reload; --recover starts it again");
-    let snap = discovery::discover(&ctx.cfg);
-    let l = crate::lifecycle::launch(
-        &ctx.cfg,
-        fpm,
-        &snap,
-        ctx.launch_options(args.timeout(), true, false),
-    )?;
+    let l = match unit {
+        Some(unit) => {
+            let started = Instant::now();
+            systemd::systemctl("restart", unit)?;
+            let pools = ready::wait_ready(&ctx.cfg, Deadline::after(args.timeout()))?;
+            crate::lifecycle::Launch {
+                already_running: false,
+                master: discovery::discover(&ctx.cfg).master.map(|m| m.pid()),
+                pools,
+                elapsed: started.elapsed(),
+                ready_by: None,
+            }
+        }
+        None => {
+            let snap = discovery::discover(&ctx.cfg);
+            crate::lifecycle::launch(
+                &ctx.cfg,
+                fpm,
+                &snap,
+                ctx.launch_options(args.timeout(), true, false),
+            )?
+        }
+    };
     let mut out = start::outcome(ctx, &l, "recovered");
     out.text = format!("FPM died during the reload: {why}\n{}", out.text);
     Ok(out)
