@@ -27,6 +27,9 @@ pub struct ConfigLock {
     _lock: Flock<File>,
     /// The lock file.
     pub path: PathBuf,
+    /// Another fpmctl held the lock when this one asked: what was looked at before may
+    /// have changed meanwhile.
+    pub waited: bool,
 }
 
 /// The directory for lock files: `$FPMCTL_LOCK_DIR` when set and not empty, else
@@ -157,6 +160,7 @@ pub fn acquire(config: &Path, timeout: Duration, no_wait: bool) -> Result<Config
     let path = lock_path(config);
     let deadline = Deadline::after(timeout);
     let mut announced = false;
+    let mut waited = false;
     let mut pause = Duration::from_millis(10);
     loop {
         let file = open_no_follow(&path)?;
@@ -165,9 +169,14 @@ pub fn acquire(config: &Path, timeout: Duration, no_wait: bool) -> Result<Config
                 let _ = lock.set_len(0);
                 let _ = lock.seek(SeekFrom::Start(0));
                 let _ = writeln!(lock, "{}", std::process::id());
-                return Ok(ConfigLock { _lock: lock, path });
+                return Ok(ConfigLock {
+                    _lock: lock,
+                    path,
+                    waited,
+                });
             }
             Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                waited = true;
                 let holder = read_holder(&mut file);
                 let who = holder
                     .map(|p| format!("fpmctl PID {p}"))

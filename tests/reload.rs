@@ -393,6 +393,46 @@ fn a_config_test_that_hangs_ends_the_reload_at_its_timeout_with_fpm_untouched() 
     sb.fpmctl(&["ping"]).expect_code(0);
 }
 
+/// `reload` tests the config while it waits for the lock: a test that passed before a wait
+/// proves nothing about a config another fpmctl's turn may have seen changed. Here a
+/// restart holds the lock (its old worker finishes a 4 s request) while the config is broken;
+/// the reload that waited for it tests again and refuses (exit 6), FPM untouched. Sent on
+/// the first test's word, the SIGUSR2 would have re-executed FPM into the broken config.
+#[test]
+fn a_reload_that_waited_for_the_lock_tests_the_config_again() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.start_fpm();
+    let good = sb.config_text();
+    let _req = common::slow_request(&sb, 4);
+    common::wait_busy(&sb);
+    let mut restart = sb.fpmctl_spawn_until(&["restart"], "old master stopped");
+    let mut reload = sb.fpmctl_spawn_until(&["reload"], "waiting for");
+    // Its first test has read the config (and exited) before the config changes.
+    sb.wait_for(
+        Duration::from_secs(10),
+        "the first php-fpm -t to finish",
+        || {
+            children_of(reload.id())
+                .iter()
+                .all(|&c| !alive(c))
+                .then_some(())
+        },
+    );
+    sb.write_config(&good.replace("pm = static", "pm = bogus"));
+    assert!(restart.wait().unwrap().success());
+    let serving = sb.pid_from_file().expect("the restarted master's pid file");
+    sb.note_master(serving);
+    assert_eq!(
+        reload.wait().unwrap().code(),
+        Some(6),
+        "the stale test was trusted"
+    );
+    assert!(alive(serving), "FPM was re-executed into the broken config");
+    assert_eq!(sb.pid_from_file(), Some(serving));
+    sb.write_config(&good);
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
 /// Workers that exit on their own (pm.max_requests, a crash) while `php-fpm -t` runs, after
 /// the old workers were pinned, are replaced by the old image before SIGUSR2 is sent. Their
 /// replacements are old workers too: a ping they answer, and a count of them, prove nothing.

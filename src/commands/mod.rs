@@ -94,16 +94,18 @@ impl Ctx {
         })
     }
 
-    /// `php-fpm -t` on this config, running: the one started early, or a new one.
-    pub fn config_test(&self) -> Result<crate::fpm::PendingTest> {
+    /// `php-fpm -t` on this config, running: the one started early, or a new one. With
+    /// `stale` (fpmctl waited for another one's lock since, which may have changed the
+    /// config), the early one is dropped (killed) and a new one started.
+    pub fn config_test(&self, stale: bool) -> Result<crate::fpm::PendingTest> {
         let early = self
             .early_test
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
         match early {
-            Some(test) => Ok(test),
-            None => self.fpm()?.spawn_test(),
+            Some(test) if !stale => Ok(test),
+            _ => self.fpm()?.spawn_test(),
         }
     }
 

@@ -41,7 +41,8 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     // all must come before SIGUSR2: php-fpm -t runs while fpmctl looks and arms, so the reload
     // costs the slower of the two, not the sum. The test's verdict still comes first (a
     // broken config is exit 6 whatever was found).
-    let test = ctx.config_test()?;
+    // Started before the lock: stale when another fpmctl held it meanwhile.
+    let test = ctx.config_test(lock.as_ref().is_some_and(|l| l.waited))?;
     let snap = discovery::discover(cfg);
     let old: Vec<ProcId> = snap
         .master
