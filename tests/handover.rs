@@ -665,3 +665,24 @@ fn a_program_of_another_user_holding_the_socket_never_gets_the_serving_master_re
     );
     assert!(alive(master) && state_of(master) != Some('T'));
 }
+
+/// A unix socket's path lies in a directory its pool's user may be able to write (a run
+/// directory owned by it): swapped for a symlink, it must never lead the permissions a
+/// restart applies (`listen.mode = 0666` here, as root) onto the file it points to.
+#[test]
+fn a_socket_path_swapped_for_a_symlink_never_leads_a_restart_chmod_onto_its_target() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(sb) = Sandbox::new() else { return };
+    sb.start_fpm();
+    let target = sb.path().join("root-only");
+    std::fs::write(&target, "secret\n").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(&sb.sock).unwrap();
+    std::os::unix::fs::symlink(&target, &sb.sock).unwrap();
+    let run = sb.fpmctl(&["restart"]);
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(
+        mode, 0o600,
+        "the restart changed the symlink's target: {run}"
+    );
+}
