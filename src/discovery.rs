@@ -458,6 +458,14 @@ fn discover_scoped(cfg: &FpmConfig, scope: procs::Scope<'_>) -> Snapshot {
         table.push(p);
         table.sort_by_key(|p| p.pid());
     }
+    // Who runs a would-be master: a master is only ever retired in favour of one of the
+    // same user (handover::interrupted), never of a program another user started.
+    for p in table
+        .iter_mut()
+        .filter(|p| identity::master_claim(p, &cfg.path) == identity::Claim::Master)
+    {
+        procs::read_uid(p);
+    }
     let mut snap = discover_in(cfg, &table, &listeners);
     for i in unreadable {
         if let Some(a) = snap.addresses.get_mut(i) {

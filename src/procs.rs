@@ -74,6 +74,9 @@ pub struct ProcInfo {
     pub restricted: bool,
     /// Socket inodes among its open files (filled only by [`scan`] with sockets).
     pub sockets: Vec<u64>,
+    /// Its real user ID from `/proc/PID/status` (filled only by [`read_uid`]; the owner of
+    /// `/proc/PID` is no proof: a process that is not dumpable shows root there).
+    pub uid: Option<u32>,
 }
 
 impl ProcInfo {
@@ -248,6 +251,7 @@ fn read_process(pid: i32, with_sockets: bool) -> Lookup {
         exe_deleted,
         restricted,
         sockets,
+        uid: None,
     })
 }
 
@@ -272,6 +276,20 @@ pub fn read_sockets(p: &mut ProcInfo) {
         Ok(s) => p.sockets = s,
         Err(denied) => p.restricted |= denied,
     }
+}
+
+/// Fills in `p`'s real user ID from `/proc/PID/status`; left `None` when unreadable.
+pub fn read_uid(p: &mut ProcInfo) {
+    p.uid = std::fs::read_to_string(format!("/proc/{}/status", p.pid()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        });
 }
 
 /// Socket inodes among a process's open files; `Err(true)` when they could not be read for

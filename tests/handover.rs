@@ -575,3 +575,114 @@ fn fpmctl_killed_while_proving_the_new_master_ready_leaves_a_state_the_next_rest
     );
     sb.fpmctl(&["ping"]).expect_code(0);
 }
+
+/// Gives a command the listening socket `fd` as its descriptor 3 (without close-on-exec).
+fn with_socket_as_fd3(cmd: &mut std::process::Command, fd: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only dup2 and fcntl run, both async-signal-safe, on
+    // descriptors of the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let ok = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) >= 0
+            } else {
+                libc::dup2(fd, 3) >= 0
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+/// An unprivileged user who can run PHP code can start php-fpm's own binary with a command
+/// line naming the config (`php-fpm -i -y CONF`, blocked on its output) holding the listening
+/// socket, which programs started from a worker inherit. Older than the master (which got the
+/// socket after it, as a hand-over's new master does), it holds every address: it must never
+/// count as the serving master of a doubled pair, so the real master is not retired in its
+/// favour by root.
+#[test]
+fn a_program_of_another_user_holding_the_socket_never_gets_the_serving_master_retired() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let Some(sb) = Sandbox::with(common::Opts {
+        sock_pool: false,
+        ..common::Opts::default()
+    }) else {
+        return;
+    };
+    let listener = std::net::TcpListener::bind(("127.0.0.1", sb.port)).unwrap();
+    let (_full, w) = common::full_pipe();
+    let mut planted = Command::new(&sb.bin);
+    planted
+        .arg("-i")
+        .arg("-y")
+        .arg(&sb.conf)
+        .stdout(Stdio::from(w))
+        .stderr(Stdio::null())
+        .uid(65534)
+        .gid(65534);
+    with_socket_as_fd3(&mut planted, listener.as_raw_fd());
+    let planted = sb.spawn(&mut planted) as i32;
+    let title = format!("{} -i -y {}", sb.bin.display(), sb.conf.display());
+    sb.wait_for(
+        Duration::from_secs(10),
+        "the planted program to run",
+        || fpmctl::procs::read(planted).filter(|p| p.title == title && p.state == 'S'),
+    );
+    // The master, started after it on the same socket.
+    let mut fpm = Command::new(&sb.bin);
+    fpm.arg("-y")
+        .arg(&sb.conf)
+        .arg("-D")
+        .env("FPM_SOCKETS", format!("127.0.0.1:{}=3", sb.port))
+        .stdin(Stdio::null());
+    with_socket_as_fd3(&mut fpm, listener.as_raw_fd());
+    let out = fpm.output().unwrap();
+    assert!(out.status.success(), "{}", sb.error_log());
+    let master = sb.wait_for(Duration::from_secs(10), "a pid file", || sb.pid_from_file());
+    sb.note_master(master);
+    drop(listener);
+    sb.wait_for(Duration::from_secs(10), "workers", || {
+        (!sb.workers_of(master).is_empty()).then_some(())
+    });
+
+    let json = sb.fpmctl(&["status", "--json"]).json();
+    assert_eq!(json["doubled"], serde_json::json!([]), "{json}");
+    let cfg = sb.fpm_config().unwrap();
+    let done = fpmctl::handover::interrupted::finish(
+        &cfg,
+        &fpmctl::discovery::discover(&cfg),
+        fpmctl::deadline::Deadline::after(Duration::from_secs(5)),
+    );
+    assert!(
+        done.is_empty(),
+        "{:?}",
+        done.iter().map(|f| f.line()).collect::<Vec<_>>()
+    );
+    assert!(alive(master) && state_of(master) != Some('T'));
+}
+
+/// A unix socket's path lies in a directory its pool's user may be able to write (a run
+/// directory owned by it): swapped for a symlink, it must never lead the permissions a
+/// restart applies (`listen.mode = 0666` here, as root) onto the file it points to.
+#[test]
+fn a_socket_path_swapped_for_a_symlink_never_leads_a_restart_chmod_onto_its_target() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(sb) = Sandbox::new() else { return };
+    sb.start_fpm();
+    let target = sb.path().join("root-only");
+    std::fs::write(&target, "secret\n").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(&sb.sock).unwrap();
+    std::os::unix::fs::symlink(&target, &sb.sock).unwrap();
+    let run = sb.fpmctl(&["restart"]);
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(
+        mode, 0o600,
+        "the restart changed the symlink's target: {run}"
+    );
+}

@@ -233,18 +233,30 @@ pub fn count_newlines(b: &[u8]) -> u64 {
 /// Opens a log file, decompressing `.gz`. Only a regular file is read: a log that is a pipe,
 /// a terminal or a device (nginx's image links its logs to `/dev/stdout` and `/dev/stderr`,
 /// which for fpmctl are its own) would block the read, or never end. It is opened without
-/// blocking, so a FIFO without a writer cannot hang the open either.
+/// blocking, so a FIFO without a writer cannot hang the open either. What the path names is
+/// looked at before it is opened for reading (through an `O_PATH` descriptor, which opens
+/// nothing): opening is itself an action on a device or a FIFO (a watchdog device arms, a
+/// terminal can become fpmctl's controlling terminal), and a log path can be a symlink a
+/// site's user planted.
 pub fn open(path: &Path) -> io::Result<Box<dyn Read>> {
     use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
+    let at = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(libc::O_PATH)
         .open(path)?;
-    if !f.metadata()?.is_file() {
+    if !at.metadata()?.is_file() {
         return Err(io::Error::other(
             "not a regular file (a pipe, a terminal or a device, such as a log sent to /dev/stderr)",
         ));
     }
+    // The very file looked at, whatever the path names by now.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&at)
+        ))?;
     if path.extension().is_some_and(|e| e == "gz") {
         Ok(Box::new(flate2::read::MultiGzDecoder::new(
             io::BufReader::new(f),
@@ -303,6 +315,52 @@ pub fn with_rotated(path: &Path, since_unix: Option<i64>) -> Vec<PathBuf> {
 mod tests {
     use super::*;
     use crate::doctor::nginx_log::ErrorKind;
+
+    /// Opening is itself an action on a device or a FIFO (a watchdog device arms, a terminal
+    /// can become the controlling terminal of a session without one, a FIFO lets a writer
+    /// waiting for a reader through): one a log path names (a symlink planted in a log
+    /// directory a site's user can write) is refused without being opened.
+    #[test]
+    fn a_pipe_a_log_path_points_to_is_refused_without_being_opened() {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let link = dir.path().join("access.log");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        // A writer that waits in open() until a reader opens the FIFO.
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let w = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tid_tx.send(nix::unistd::gettid().as_raw());
+            let _ = tx.send(std::fs::OpenOptions::new().write(true).open(&w).is_ok());
+        });
+        let tid = tid_rx.recv().unwrap();
+        // Until it waits there (first field of its syscall file: the call it blocks in).
+        let openat = libc::SYS_openat.to_string();
+        while std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+            .ok()
+            .and_then(|t| t.split(' ').next().map(|n| n != openat))
+            .unwrap_or(true)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let err = open(&link).err().expect("a FIFO is refused");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        // Opened by a reader, the writer's open would have returned.
+        assert!(
+            rx.recv_timeout(Duration::from_secs(2)).is_err(),
+            "the FIFO was opened"
+        );
+        let _reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        assert!(rx.recv_timeout(Duration::from_secs(60)).unwrap());
+    }
 
     #[test]
     fn a_log_that_is_a_pipe_or_a_device_is_refused_without_blocking() {

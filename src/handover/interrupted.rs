@@ -15,6 +15,9 @@
 //! interrupted restart; the new one was never proven ready), and every other running master
 //! whose listening sockets are all the serving one's is retired as a stopped one would be.
 //! Without this, the next restart found two masters and fell back to a cold restart.
+//! Only masters of the same user are paired: a program another user started from a worker
+//! can run php-fpm's binary with a command line naming the config and hold its inherited
+//! listening sockets, and root must never retire the real master in its favour.
 
 use super::{Retired, retire};
 use crate::config::FpmConfig;
@@ -48,12 +51,20 @@ pub fn half_retired(snap: &Snapshot) -> Vec<HalfRetired> {
     };
     masters
         .iter()
-        .filter(|m| m.state == 'T')
+        .filter(|m| m.state == 'T' && same_user(m, serving))
         .map(|m| HalfRetired {
             master: m.id,
             serving: serving.id,
         })
         .collect()
+}
+
+/// True when both processes are known to run as the same user. A program another user
+/// started may run php-fpm's binary with a command line naming the config and hold its
+/// listening sockets (programs started from a worker inherit them): it must never be the
+/// master in whose favour a master is retired.
+fn same_user(a: &ProcInfo, b: &ProcInfo) -> bool {
+    a.uid.is_some() && a.uid == b.uid
 }
 
 /// True when `m` itself holds a listening socket on every address of the config, as seen
@@ -87,7 +98,7 @@ pub fn doubled(snap: &Snapshot) -> Vec<HalfRetired> {
         .collect();
     running
         .iter()
-        .filter(|m| m.id != serving.id)
+        .filter(|m| m.id != serving.id && same_user(m, serving))
         .filter(|m| {
             let held: Vec<u64> = m
                 .sockets
@@ -228,6 +239,7 @@ mod tests {
             pgrp: pid,
             state,
             title: "php-fpm: master process (/etc/fpm.conf)".into(),
+            uid: Some(0),
             ..ProcInfo::default()
         }
     }
@@ -322,6 +334,32 @@ mod tests {
         let traced = holding(master(20, 't'), &[7]);
         let s = snap(old.clone(), vec![traced.clone()], &[&old, &traced]);
         assert!(doubled(&s).is_empty());
+    }
+
+    #[test]
+    fn a_master_is_never_retired_in_favour_of_a_process_of_another_user_or_of_none_known() {
+        // An older process of another user on the sockets, running the binary: the master
+        // is neither doubled beside it nor, stopped, half-retired.
+        let mut planted = holding(master(5, 'S'), &[7]);
+        planted.uid = Some(33);
+        let real = holding(master(20, 'S'), &[7]);
+        let s = snap(real.clone(), vec![planted.clone()], &[&planted, &real]);
+        assert!(doubled(&s).is_empty());
+        let stopped = holding(master(20, 'T'), &[7]);
+        let s = snap(
+            stopped.clone(),
+            vec![planted.clone()],
+            &[&planted, &stopped],
+        );
+        assert!(half_retired(&s).is_empty());
+        // Users not known: nothing is proven.
+        let (mut old, mut new) = (
+            holding(master(10, 'S'), &[7]),
+            holding(master(20, 'S'), &[7]),
+        );
+        old.uid = None;
+        new.uid = None;
+        assert!(doubled(&snap(new.clone(), vec![old.clone()], &[&old, &new])).is_empty());
     }
 
     #[test]

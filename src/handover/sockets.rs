@@ -309,25 +309,58 @@ impl HeldSockets {
 pub fn restore_permissions(saved: &[SavedPermissions]) {
     use std::os::unix::fs::PermissionsExt;
     for s in saved {
-        if !std::fs::symlink_metadata(&s.path).is_ok_and(|m| m.file_type().is_socket()) {
+        // By descriptor: a path swapped for a symlink between a check and a chown by name
+        // would lead root's chown onto any file.
+        let Ok(file) = SocketFile::open(&s.path) else {
             continue;
-        }
-        let restored = remove_acl(&s.path)
+        };
+        let at = file.path();
+        let restored = remove_acl(&at)
             .and_then(|()| {
                 nix::unistd::chown(
-                    &s.path,
+                    &at,
                     Some(nix::unistd::Uid::from_raw(s.uid)),
                     Some(nix::unistd::Gid::from_raw(s.gid)),
                 )
                 .map_err(std::io::Error::from)
             })
-            .and_then(|()| {
-                std::fs::set_permissions(&s.path, std::fs::Permissions::from_mode(s.mode))
-            })
-            .and_then(|()| s.acl.as_deref().map_or(Ok(()), |a| set_acl(&s.path, a)));
+            .and_then(|()| std::fs::set_permissions(&at, std::fs::Permissions::from_mode(s.mode)))
+            .and_then(|()| s.acl.as_deref().map_or(Ok(()), |a| set_acl(&at, a)));
         if let Err(e) = restored {
             warn!(path = %s.path.display(), error = %e, "could not put the socket's permissions back");
         }
+    }
+}
+
+/// A unix socket's file, opened by its path without following a symlink there (`O_PATH |
+/// O_NOFOLLOW`) and proven a socket. Its permissions are changed through
+/// `/proc/self/fd/N`, which names the opened file itself: socket paths often lie in a
+/// directory the pool's user may write, where the path can be swapped for a symlink to any
+/// file between a check and a chmod or chown by name.
+struct SocketFile {
+    fd: OwnedFd,
+}
+
+impl SocketFile {
+    fn open(path: &Path) -> std::io::Result<SocketFile> {
+        use nix::fcntl::OFlag;
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        let st = nix::sys::stat::fstat(&fd)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            return Err(std::io::Error::other(
+                "not a socket (a symlink or another file is there now)",
+            ));
+        }
+        Ok(SocketFile { fd })
+    }
+
+    /// The path that names the opened file itself, whatever its name points to now.
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
     }
 }
 
@@ -509,6 +542,10 @@ fn open_unix(pool: &Pool, path: &Path, backlog: i32) -> Result<OwnedFd> {
 /// every restart, so a changed setting takes effect without closing the socket.
 fn apply_unix_permissions(pool: &Pool, path: &Path) -> Result<()> {
     let what = path.display().to_string();
+    let file = SocketFile::open(path)
+        .map_err(|e| Error::io(format!("{what}: its permissions were left alone"), e))?;
+    let path = file.path();
+    let path = path.as_path();
     let mode = pool
         .listen_mode
         .as_deref()
@@ -624,11 +661,12 @@ fn c_path(path: &Path) -> std::io::Result<std::ffi::CString> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
 }
 
+/// Sets the ACL of the file `path` names: a [`SocketFile::path`], followed to the file.
 fn set_acl(path: &Path, value: &[u8]) -> std::io::Result<()> {
     let p = c_path(path)?;
     // SAFETY: NUL-terminated path and name, a buffer of `value.len()` bytes we own.
     let ret = unsafe {
-        libc::lsetxattr(
+        libc::setxattr(
             p.as_ptr(),
             ACL_XATTR.as_ptr(),
             value.as_ptr().cast(),
@@ -663,10 +701,11 @@ fn get_acl(path: &Path) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// Removes the ACL of the file `path` names: a [`SocketFile::path`], followed to the file.
 fn remove_acl(path: &Path) -> std::io::Result<()> {
     let p = c_path(path)?;
     // SAFETY: NUL-terminated path and attribute name.
-    let ret = unsafe { libc::lremovexattr(p.as_ptr(), ACL_XATTR.as_ptr()) };
+    let ret = unsafe { libc::removexattr(p.as_ptr(), ACL_XATTR.as_ptr()) };
     if ret < 0 {
         let e = std::io::Error::last_os_error();
         // No ACL there, or a file system without ACLs: nothing to remove.
