@@ -527,16 +527,12 @@ fn a_failed_hand_over_leaves_the_socket_permissions_as_the_old_master_had_them()
     );
 }
 
-/// fpmctl SIGKILLed while it proves the new master ready leaves two running masters on the
-/// same sockets. The next restart keeps the old one (it served before; the new one was never
-/// proven ready), retires the other as it would a stopped one, and hands over as usual: no
-/// cold restart, one master left, answering.
-#[test]
-fn fpmctl_killed_while_proving_the_new_master_ready_leaves_a_state_the_next_restart_repairs() {
-    let Some(sb) = Sandbox::new() else { return };
+/// Starts FPM, then a restart to a config with 250 workers (the new master takes a while to
+/// fork them all, and fpmctl waits for every one before it retires the old master), and
+/// SIGKILLs fpmctl once the new master runs: the old master and the new one, both running on
+/// the same sockets.
+fn kill_a_restart_while_it_proves_the_new_master_ready(sb: &Sandbox) -> (i32, i32) {
     let first = sb.start_fpm();
-    // Many workers: the new master takes a while to fork them all, and fpmctl waits for
-    // every one of them before it retires the old master.
     let text = sb.config_text();
     let many = text.replacen("pm.max_children = 2\n", "pm.max_children = 250\n", 1);
     assert_ne!(text, many);
@@ -552,6 +548,48 @@ fn fpmctl_killed_while_proving_the_new_master_ready_leaves_a_state_the_next_rest
         alive(first) && alive(second) && state_of(first) != Some('T'),
         "the restart was not interrupted while it proved the new master ready"
     );
+    (first, second)
+}
+
+/// The cron job finds the same state with FPM answering: it retires the second master under
+/// the lock (its workers finish their requests) and says so, so that the next restart hands
+/// over instead of stopping both.
+#[test]
+fn ensure_retires_a_master_an_interrupted_restart_left_running_beside_the_serving_one() {
+    let Some(sb) = Sandbox::new() else { return };
+    let (first, second) = kill_a_restart_while_it_proves_the_new_master_ready(&sb);
+    // The config the serving master runs (ensure judges readiness by the file).
+    sb.write_config(&sb.config_text());
+    let run = sb.fpmctl(&["ensure"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains(&format!("finished retiring master {second}")),
+        "{run}"
+    );
+    assert!(!alive(second), "{run}");
+    assert!(alive(first), "{run}");
+    assert_eq!(sb.pid_from_file(), Some(first), "{run}");
+    assert_eq!(
+        sb.masters().iter().map(|m| m.pid()).collect::<Vec<_>>(),
+        [first],
+        "{run}"
+    );
+    // Nothing left to repair: silent again.
+    let again = sb.fpmctl(&["ensure"]);
+    again.expect_code(0);
+    assert!(again.stdout.is_empty(), "{again}");
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
+/// fpmctl SIGKILLed while it proves the new master ready leaves two running masters on the
+/// same sockets. The next restart keeps the old one (it served before; the new one was never
+/// proven ready), retires the other as it would a stopped one, and hands over as usual: no
+/// cold restart, one master left, answering.
+#[test]
+fn fpmctl_killed_while_proving_the_new_master_ready_leaves_a_state_the_next_restart_repairs() {
+    let Some(sb) = Sandbox::new() else { return };
+    let (first, second) = kill_a_restart_while_it_proves_the_new_master_ready(&sb);
     let json = sb.fpmctl(&["status", "--json"]).json();
     assert_eq!(json["doubled"][0]["pid"], second, "{json}");
     assert_eq!(json["doubled"][0]["serving"], first, "{json}");

@@ -28,8 +28,12 @@ pub(super) fn run(ctx: &Ctx, args: &EnsureArgs) -> Result<Outcome> {
     // A healthy FPM is judged without the lock: nothing is changed, and a cron job that
     // finds everything fine must stay cheap and silent.
     let snap = discovery::discover(&ctx.cfg);
-    let stopped_master = !handover::interrupted::half_retired(&snap).is_empty();
-    if !stopped_master && snap.master.is_some() && quick_ready(ctx, &snap) {
+    // A master left stopped, or left running beside the serving one on its sockets, by an
+    // interrupted restart: repaired under the lock even when FPM answers (the next restart
+    // would otherwise find two masters).
+    let left_behind = !handover::interrupted::half_retired(&snap).is_empty()
+        || !handover::interrupted::doubled(&snap).is_empty();
+    if !left_behind && snap.master.is_some() && quick_ready(ctx, &snap) {
         return Ok(quiet_ok(&snap));
     }
     // Something may need doing: never wait for another fpmctl, whatever --lock-timeout says.
@@ -37,7 +41,7 @@ pub(super) fn run(ctx: &Ctx, args: &EnsureArgs) -> Result<Outcome> {
         Ok(lock) => lock,
         // The stopped master is most likely being retired by whoever holds the lock.
         Err(Error::Locked(_))
-            if stopped_master && snap.master.is_some() && quick_ready(ctx, &snap) =>
+            if left_behind && snap.master.is_some() && quick_ready(ctx, &snap) =>
         {
             return Ok(quiet_ok(&snap));
         }
