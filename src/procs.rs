@@ -326,7 +326,9 @@ pub fn children(pid: i32) -> Option<Vec<ProcInfo>> {
     for task in tasks.flatten() {
         let text = std::fs::read_to_string(task.path().join("children")).ok()?;
         for child in text.split_whitespace().filter_map(|c| c.parse().ok()) {
-            if let Some(info) = read(child) {
+            // Read after the list: a child that exited and whose PID was taken meanwhile is
+            // not `pid`'s any more, and is left out.
+            if let Some(info) = read(child).filter(|p| p.ppid == pid) {
                 out.push(info);
             }
         }
@@ -523,6 +525,22 @@ pub fn unit_from_cgroup(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_are_the_processes_whose_parent_is_the_pid() {
+        let me = std::process::id() as i32;
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let found = children(me).expect("this kernel lists children");
+        assert!(found.iter().any(|p| p.pid() == pid), "{found:?}");
+        assert!(found.iter().all(|p| p.ppid == me), "{found:?}");
+        assert!(children_or_scan(me).iter().all(|p| p.ppid == me));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 
     #[test]
     fn a_garbled_uptime_is_no_age_not_a_panic() {
