@@ -62,10 +62,23 @@ impl PendingTest {
     pub fn result_within(mut self, limit: Duration) -> Result<TestResult> {
         let mut child = self.child.take().expect("a pending test has its child");
         // Its exit is waited for on a pidfd; the pipes are read after (the few lines php-fpm
-        // -t writes fit in them).
-        if let Some(me) = crate::procs::read(child.id() as i32)
-            && !crate::signals::wait_gone(&[me.id], Deadline::after(limit)).is_empty()
-        {
+        // -t writes fit in them). Should its /proc entry not be readable, our own unreaped
+        // child is asked directly: the limit holds either way.
+        let deadline = Deadline::after(limit);
+        let finished = match crate::procs::read(child.id() as i32) {
+            Some(me) => crate::signals::wait_gone(&[me.id], deadline).is_empty(),
+            None => loop {
+                match child.try_wait() {
+                    Ok(None) if !deadline.expired() => {
+                        std::thread::sleep(deadline.remaining_capped(Duration::from_millis(5)))
+                    }
+                    Ok(None) => break false,
+                    // Exited, or an error wait_with_output reports below.
+                    Ok(Some(_)) | Err(_) => break true,
+                }
+            },
+        };
+        if !finished {
             let _ = child.kill();
             let _ = child.wait();
             return Err(Error::Timeout(format!(
