@@ -56,20 +56,7 @@ fn restart_of_the_distribution_unit_reloads_it_and_drops_no_request() {
     let unit = "php8.2-fpm.service";
     let conf = "/etc/php/8.2/fpm/php-fpm.conf";
     // A grace period longer than the slow request: the reload lets it finish.
-    let conf_copy = b.path().join("etc-php-fpm/php-fpm.conf");
-    let debian = std::fs::read_to_string(&conf_copy).unwrap();
-    assert!(
-        debian.contains("\n;process_control_timeout = 0\n"),
-        "{debian}"
-    );
-    std::fs::write(
-        &conf_copy,
-        debian.replace(
-            "\n;process_control_timeout = 0\n",
-            "\nprocess_control_timeout = 30s\n",
-        ),
-    )
-    .unwrap();
+    set_process_control_timeout(&b, "30s");
     let script = load_script(b.path());
     let slow = slow_script(b.path(), "slow", 10);
     let socket = format!("/proc/{}/root/run/php/php8.2-fpm.sock", b.systemd);

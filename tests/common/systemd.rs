@@ -460,6 +460,25 @@ pub fn expect_no_failed_request(load: Load, min: usize, what: &str, b: &Booted, 
     assert!(ok >= min, "only {ok} requests answered {what}");
 }
 
+/// Sets `process_control_timeout` in the booted copy of Debian's php-fpm.conf, which leaves
+/// it commented out at 0.
+pub fn set_process_control_timeout(b: &Booted, value: &str) {
+    let conf_copy = b.path().join("etc-php-fpm/php-fpm.conf");
+    let debian = std::fs::read_to_string(&conf_copy).unwrap();
+    assert!(
+        debian.contains("\n;process_control_timeout = 0\n"),
+        "{debian}"
+    );
+    std::fs::write(
+        &conf_copy,
+        debian.replace(
+            "\n;process_control_timeout = 0\n",
+            &format!("\nprocess_control_timeout = {value}\n"),
+        ),
+    )
+    .unwrap();
+}
+
 /// `systemctl stop UNIT` succeeds and every php-fpm process exits.
 pub fn stop_unit(b: &Booted, unit: &str) {
     expect_ok(
