@@ -77,18 +77,17 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     discovery::refuse_foreign_holders(&snap)?;
     reexec::warn_if_requests_die(cfg);
     let limit = ready::reload_limit(&cfg.global, args.timeout());
-    let control = systemd::decide(&snap, ctx.global.no_systemd)?;
-    let unit = match &control {
-        Control::Unit(u) => Some(u.clone()),
+    let unit = match systemd::decide(&snap, ctx.global.no_systemd)? {
+        Control::Unit(u) => Some(u),
         _ => None,
     };
-    if let Control::Unit(unit) = control {
+    if let Some(unit) = &unit {
         // systemd serializes jobs on the unit itself, and the unit's ExecReload may be fpmctl
         // (packaging/systemd's drop-in), which needs this lock: holding it here would make
         // both wait until the lock timeout.
         drop(lock.take());
         watch.pin_late_workers(cfg);
-        if let Err(e) = systemd::systemctl("reload", &unit) {
+        if let Err(e) = systemd::systemctl("reload", unit) {
             // An ExecReload that is fpmctl's own reload fails when FPM dies in it: that is
             // FPM dying in the reload (exit 12, or --recover), which the watch proves. With
             // the master still there, the reload changed nothing.
