@@ -57,8 +57,8 @@ use tracing::debug;
 pub const RETRY: Duration = Duration::from_millis(5);
 
 /// The longest wait before the new master's workers are counted again when every pool
-/// answered but a worker was still being forked (a daemonized original PID exiting, once its
-/// new master has forked them all, ends it sooner). A look at one master's children is cheap.
+/// answered but a worker was still being forked (a daemonized original PID exiting ends it
+/// sooner). A look at one master's children is cheap.
 pub const COUNT_RETRY: Duration = Duration::from_millis(1);
 
 /// How the re-exec and the readiness of the new image were proven (`ready_by` in `--json`).

@@ -476,13 +476,28 @@ fn no_descriptor_of_the_caller_reaches_fpm(args: &[&str]) {
 #[test]
 fn a_launcher_cut_off_at_the_timeout_leaves_no_second_master() {
     let Some(sb) = Sandbox::new() else { return };
-    // Many workers: FPM's launcher returns only once its daemon forked them all, so a
-    // timeout can cut it off after the new master exists.
+    // Many workers: FPM's launcher returns once its daemon is set up, before the daemon
+    // forks its workers, so the shortest timeouts cut off the launcher and the longer ones
+    // the new master's readiness while it still forks: either way after it may exist.
     let big = sb
         .config_text()
         .replace("pm.max_children = 2\n", "pm.max_children = 60\n");
     sb.write_config(&big);
     let first = sb.start_fpm();
+    // The old master too has all its workers first: one it is still forking bears its
+    // title, and the count below is of masters.
+    sb.wait_for(
+        Duration::from_secs(30),
+        "the old master's 60 tcp workers",
+        || {
+            let tcp = sb
+                .workers_of(first)
+                .iter()
+                .filter(|w| w.title == "php-fpm: pool tcp")
+                .count();
+            (tcp >= 60).then_some(())
+        },
+    );
     for ms in (20..=400).step_by(20) {
         let limit = format!("{ms}ms");
         let run = sb.fpmctl(&["restart", "--timeout", &limit]);

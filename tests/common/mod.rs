@@ -343,9 +343,16 @@ impl Sandbox {
         use std::os::unix::ffi::OsStrExt;
         let conf = fpmctl::lossless::decode(self.conf.as_os_str().as_bytes());
         let title = format!("php-fpm: master process ({conf})");
-        procs::scan(false)
+        let titled: Vec<ProcInfo> = procs::scan(false)
             .into_iter()
             .filter(|p| p.title == title && !p.is_gone())
+            .collect();
+        // A worker bears its master's title from its fork until it sets its own: a child of
+        // a master is that master's worker, not a second master.
+        let pids: Vec<i32> = titled.iter().map(|p| p.pid()).collect();
+        titled
+            .into_iter()
+            .filter(|p| !pids.contains(&p.ppid))
             .collect()
     }
 
