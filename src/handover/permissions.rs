@@ -9,7 +9,6 @@ use super::sockets::{HeldSockets, sys};
 use crate::config::Pool;
 use crate::error::{Error, Result};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use tracing::warn;
 
@@ -17,6 +16,9 @@ use tracing::warn;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SavedPermissions {
     path: PathBuf,
+    /// The held socket's own inode: the file is changed back only while its path leads to
+    /// the file that socket is bound to.
+    sock_ino: u64,
     mode: u32,
     uid: u32,
     gid: u32,
@@ -28,18 +30,25 @@ impl HeldSockets {
     /// [`restore_permissions`] when the settings of a config that did not take over are
     /// undone (the old master keeps serving, and so must its clients).
     pub fn save_permissions(&self) -> Vec<SavedPermissions> {
-        use std::os::unix::fs::MetadataExt;
         self.list
             .iter()
-            .filter_map(|h| h.addr.unix_path())
-            .filter_map(|path| {
-                let m = std::fs::symlink_metadata(path).ok()?;
-                m.file_type().is_socket().then(|| SavedPermissions {
+            .filter_map(|h| {
+                let path = h.addr.unix_path()?;
+                let sock_ino = nix::sys::stat::fstat(&h.fd).ok()?.st_ino;
+                // Only the file the held socket is bound to: what another file's path leads
+                // to is nobody's to put back.
+                let file = SocketFile::open(path).ok()?;
+                if file.leads_to(sock_ino) == Some(false) {
+                    return None;
+                }
+                let st = nix::sys::stat::fstat(&file.fd).ok()?;
+                Some(SavedPermissions {
                     path: path.to_path_buf(),
-                    mode: m.mode() & 0o7777,
-                    uid: m.uid(),
-                    gid: m.gid(),
-                    acl: get_acl(path),
+                    sock_ino,
+                    mode: st.st_mode & 0o7777,
+                    uid: st.st_uid,
+                    gid: st.st_gid,
+                    acl: get_acl(&file.path()),
                 })
             })
             .collect()
@@ -56,6 +65,13 @@ pub fn restore_permissions(saved: &[SavedPermissions]) {
         let Ok(file) = SocketFile::open(&s.path) else {
             continue;
         };
+        if file.leads_to(s.sock_ino) == Some(false) {
+            warn!(
+                path = %s.path.display(),
+                "the socket path leads to another file now; its permissions were not put back"
+            );
+            continue;
+        }
         let at = file.path();
         let restored = remove_acl(&at)
             .and_then(|()| {
@@ -100,6 +116,20 @@ impl SocketFile {
         Ok(SocketFile { fd })
     }
 
+    /// Whether this is the file the unix socket with own inode `sock_ino` is bound to, as
+    /// the kernel says (`UNIX_DIAG_VFS`). `None` when the kernel cannot say (no
+    /// `UNIX_DIAG` support): then only the last component of the path is known not to be a
+    /// symlink. A socket bound to no file (or unknown to the kernel) has no file here.
+    fn leads_to(&self, sock_ino: u64) -> Option<bool> {
+        let st = nix::sys::stat::fstat(&self.fd).ok()?;
+        match crate::listen::unix_bound_file(sock_ino) {
+            Ok(Some(bound)) => Some(bound.is(&st)),
+            Ok(None) => Some(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
+            Err(_) => None,
+        }
+    }
+
     /// The path that names the opened file itself, whatever its name points to now.
     fn path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
@@ -110,10 +140,22 @@ impl SocketFile {
 /// `listen.owner`/`listen.group` as the file's owner, as php-fpm applies them to a socket it
 /// creates (with an ACL, php-fpm ignores owner and group). Applied at creation and again on
 /// every restart, so a changed setting takes effect without closing the socket.
-pub(super) fn apply_unix_permissions(pool: &Pool, path: &Path) -> Result<()> {
+pub(super) fn apply_unix_permissions(pool: &Pool, path: &Path, sock: &OwnedFd) -> Result<()> {
     let what = path.display().to_string();
     let file = SocketFile::open(path)
         .map_err(|e| Error::io(format!("{what}: its permissions were left alone"), e))?;
+    // Root changes these in a directory the pool's user may write: a directory on the path
+    // replaced by a symlink since the bind would lead the change onto another socket (a
+    // container runtime's, made world-writable).
+    let sock_ino = nix::sys::stat::fstat(sock)
+        .map_err(|e| Error::io(format!("fstat of the socket for {what}"), e.into()))?
+        .st_ino;
+    if file.leads_to(sock_ino) == Some(false) {
+        return Err(Error::Other(format!(
+            "pool {}: {what} is not the socket file fpmctl holds (the path, or a directory on it, was replaced since the socket was bound); its permissions were left alone",
+            pool.name
+        )));
+    }
     let path = file.path();
     let path = path.as_path();
     let mode = pool

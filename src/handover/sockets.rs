@@ -82,7 +82,7 @@ impl HeldSockets {
                     continue;
                 };
                 if let Some(path) = addr.unix_path() {
-                    apply_unix_permissions(pool, path)?;
+                    apply_unix_permissions(pool, path, &h.fd)?;
                 }
                 listen_fd(&h.fd, pool.listen_backlog, &addr.to_string())?;
             }
@@ -440,7 +440,7 @@ fn open_unix(pool: &Pool, path: &Path, backlog: i32) -> Result<OwnedFd> {
     .map_err(sys(format!("socket for {what}")))?;
     let sa = UnixAddr::new(path).map_err(sys(format!("socket path {what}")))?;
     bind(fd.as_raw_fd(), &sa).map_err(sys(format!("bind {what}")))?;
-    apply_unix_permissions(pool, path)?;
+    apply_unix_permissions(pool, path, &fd)?;
     listen_fd(&fd, backlog, &what)?;
     Ok(fd)
 }
