@@ -2,7 +2,7 @@
 //! `listen.group` and the POSIX ACL of `listen.acl_users`/`listen.acl_groups`, applied as
 //! php-fpm applies them, saved before a restart and put back when its config does not take
 //! over. Root changes them in directories the pool's user may write, so every change goes
-//! through a descriptor of the file itself ([`SocketFile`]), and only once the kernel says
+//! through a descriptor of the file itself (`SocketFile`), and only once the kernel says
 //! it is the file the held socket is bound to.
 
 use super::sockets::{HeldSockets, sys};
