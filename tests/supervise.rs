@@ -426,6 +426,43 @@ fn systemd_notify_ready_reloading_and_stopping() {
     assert_eq!(sb.wait_child(sup, Duration::from_secs(10)), 0);
 }
 
+/// An fpmctl started with another lock directory finds no supervisor to ask: it must not act
+/// on the supervised master behind the supervisor's back (which would take a stop for a crash,
+/// or see its replacement retired as a second master). Refused with exit 9, naming the
+/// supervisor; nothing is touched.
+#[test]
+fn commands_with_another_lock_dir_refuse_to_act_behind_the_supervisors_back() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(&[], &[]);
+    let master = sb.wait_supervised_ready();
+    let other = sb.root.join("other-locks");
+    let other = other.to_str().unwrap();
+    let commands: [&[&str]; 5] = [
+        &["restart"],
+        &["reload"],
+        &["stop"],
+        &["ensure"],
+        &["supervise"],
+    ];
+    for args in commands {
+        let run = sb.fpmctl_env(args, &[("FPMCTL_LOCK_DIR", other)]);
+        if args == ["ensure"] {
+            // A healthy FPM is only looked at: nothing to refuse.
+            run.expect_code(0);
+            continue;
+        }
+        run.expect_code(9);
+        assert!(
+            run.stderr
+                .contains(&format!("runs under fpmctl supervisor {sup}")),
+            "{run}"
+        );
+        assert!(alive(master), "{run}");
+    }
+    assert_eq!(sb.wait_supervised_ready(), master);
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
 #[test]
 fn supervise_refuses_when_fpm_already_runs_outside_it() {
     let Some(sb) = Sandbox::with(Opts::default()) else {
