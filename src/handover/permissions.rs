@@ -8,7 +8,7 @@
 use super::sockets::{HeldSockets, sys};
 use crate::config::Pool;
 use crate::error::{Error, Result};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use tracing::warn;
 
@@ -121,9 +121,8 @@ impl SocketFile {
     /// `UNIX_DIAG` support): then only the last component of the path is known not to be a
     /// symlink. A socket bound to no file (or unknown to the kernel) has no file here.
     fn leads_to(&self, sock_ino: u64) -> Option<bool> {
-        let st = nix::sys::stat::fstat(&self.fd).ok()?;
         match crate::listen::unix_bound_file(sock_ino) {
-            Ok(Some(bound)) => Some(bound.is(&st)),
+            Ok(Some(bound)) => bound.is_open_file(self.fd.as_fd()).ok(),
             Ok(None) => Some(false),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
             Err(_) => None,

@@ -6,6 +6,7 @@
 
 use super::netlink::query;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 const UNIX_DIAG_MSG_LEN: usize = 16;
 const UDIAG_SHOW_VFS: u32 = 0x02;
@@ -22,10 +23,45 @@ pub struct BoundFile {
 }
 
 impl BoundFile {
-    /// Whether `st` (an `fstat` of a file) is this file.
-    pub fn is(&self, st: &libc::stat) -> bool {
-        (libc::major(st.st_dev), libc::minor(st.st_dev)) == self.dev && st.st_ino as u32 == self.ino
+    /// Whether the open file `fd` (any descriptor, `O_PATH` too) is this file. The kernel
+    /// reports the device of the file system's superblock, which is what the mount `fd` was
+    /// opened through names (`mnt_id` in `/proc/self/fdinfo`, its line in
+    /// `/proc/self/mountinfo`); `st_dev` can be another number for the very same file (a
+    /// btrfs subvolume's own device, an overlay's per-layer device), so it is used only when
+    /// the mount cannot be read.
+    pub fn is_open_file(&self, fd: BorrowedFd<'_>) -> io::Result<bool> {
+        let st = nix::sys::stat::fstat(fd)?;
+        if st.st_ino as u32 != self.ino {
+            return Ok(false);
+        }
+        let dev = mount_dev(fd).unwrap_or((libc::major(st.st_dev), libc::minor(st.st_dev)));
+        Ok(dev == self.dev)
     }
+}
+
+/// The device (major, minor) of the superblock of the mount `fd` was opened through, as
+/// `/proc/self/mountinfo` gives it; `None` when either file cannot be read or parsed.
+fn mount_dev(fd: BorrowedFd<'_>) -> Option<(u32, u32)> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    let mnt_id = info
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))?
+        .trim()
+        .to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mount_dev_in(&mounts, &mnt_id)
+}
+
+/// The `major:minor` field of the line of `mountinfo` whose mount ID is `mnt_id`.
+fn mount_dev_in(mountinfo: &str, mnt_id: &str) -> Option<(u32, u32)> {
+    mountinfo.lines().find_map(|l| {
+        let mut f = l.split(' ');
+        if f.next()? != mnt_id {
+            return None;
+        }
+        let (major, minor) = f.nth(1)?.split_once(':')?;
+        Some((major.parse().ok()?, minor.parse().ok()?))
+    })
 }
 
 /// The file the unix socket whose own inode is `sock_ino` (`fstat` of the socket's
@@ -81,7 +117,7 @@ fn parse_vfs(m: &[u8]) -> Option<BoundFile> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd};
 
     fn fstat(fd: i32) -> libc::stat {
         // SAFETY: a zeroed stat is a valid out-parameter; fd is open for the call.
@@ -100,16 +136,114 @@ mod tests {
         let _other = std::os::unix::net::UnixListener::bind(&other_path).unwrap();
         let sock = fstat(listener.as_raw_fd());
         let bound = unix_bound_file(sock.st_ino).unwrap().expect("a bound file");
-        let st = |p: &std::path::Path| {
-            let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: as above; c is a valid NUL-terminated path.
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: lstat writes into st.
-            assert_eq!(unsafe { libc::lstat(c.as_ptr(), &mut st) }, 0);
-            st
+        assert!(bound.is_open_file(open_path(&path).as_fd()).unwrap());
+        assert!(!bound.is_open_file(open_path(&other_path).as_fd()).unwrap());
+    }
+
+    fn open_path(p: &std::path::Path) -> std::os::fd::OwnedFd {
+        use nix::fcntl::OFlag;
+        nix::fcntl::open(
+            p,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap()
+    }
+
+    /// An overlay whose upper layer lies on another file system than its lower one, mounted
+    /// for the test and lazily unmounted on drop.
+    struct Overlay {
+        _lower: tempfile::TempDir,
+        _dirs: tempfile::TempDir,
+        merged: std::path::PathBuf,
+    }
+
+    impl Overlay {
+        fn mount() -> Option<Overlay> {
+            let ci = std::env::var_os("CI").is_some_and(|v| v == "true");
+            // The lower layer on tmpfs, the upper one on the temp dir's file system.
+            let lower = tempfile::tempdir_in("/dev/shm").unwrap();
+            let dirs = tempfile::tempdir().unwrap();
+            let (upper, work, merged) = (
+                dirs.path().join("upper"),
+                dirs.path().join("work"),
+                dirs.path().join("merged"),
+            );
+            for d in [&upper, &work, &merged] {
+                std::fs::create_dir(d).unwrap();
+            }
+            let opts = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.path().display(),
+                upper.display(),
+                work.display()
+            );
+            let c = |p: &std::path::Path| {
+                std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
+            };
+            let (src, target, fs, data) = (
+                c("overlay".as_ref()),
+                c(&merged),
+                c("overlay".as_ref()),
+                c(opts.as_ref()),
+            );
+            // SAFETY: all four are valid NUL-terminated strings that live for the call.
+            let rc = unsafe {
+                libc::mount(
+                    src.as_ptr(),
+                    target.as_ptr(),
+                    fs.as_ptr(),
+                    0,
+                    data.as_ptr().cast(),
+                )
+            };
+            if rc != 0 {
+                let e = std::io::Error::last_os_error();
+                assert!(!ci, "cannot mount an overlay for the test: {e}");
+                eprintln!("skipped: cannot mount an overlay ({e})");
+                return None;
+            }
+            Some(Overlay {
+                _lower: lower,
+                _dirs: dirs,
+                merged,
+            })
+        }
+    }
+
+    impl Drop for Overlay {
+        fn drop(&mut self) {
+            if let Ok(c) = std::ffi::CString::new(self.merged.as_os_str().as_encoded_bytes()) {
+                // SAFETY: c is a valid NUL-terminated path that lives for the call.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+
+    #[test]
+    fn a_socket_on_an_overlay_over_two_file_systems_is_its_own_file() {
+        // Such an overlay reports a per-layer st_dev for its files, not its own device.
+        let Some(ov) = Overlay::mount() else {
+            return;
         };
-        assert!(bound.is(&st(&path)));
-        assert!(!bound.is(&st(&other_path)));
+        let path = ov.merged.join("fpm.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let sock = fstat(listener.as_raw_fd());
+        let bound = unix_bound_file(sock.st_ino).unwrap().expect("a bound file");
+        assert!(bound.is_open_file(open_path(&path).as_fd()).unwrap());
+        let other = ov.merged.join("other.sock");
+        let _other = std::os::unix::net::UnixListener::bind(&other).unwrap();
+        assert!(!bound.is_open_file(open_path(&other).as_fd()).unwrap());
+    }
+
+    #[test]
+    fn a_mounts_device_is_read_from_its_mountinfo_line() {
+        let info = "22 27 0:21 / /proc rw,relatime - proc proc rw\n\
+                    27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+                    46 27 0:41 / /m rw,relatime - overlay overlay rw\n";
+        assert_eq!(mount_dev_in(info, "27"), Some((254, 0)));
+        assert_eq!(mount_dev_in(info, "46"), Some((0, 41)));
+        assert_eq!(mount_dev_in(info, "2"), None);
     }
 
     #[test]
