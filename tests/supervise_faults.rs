@@ -740,3 +740,38 @@ fn a_supervisor_killed_while_retiring_a_master_leaves_it_stopped_until_the_next_
     assert_eq!(sb.wait_child(sup, Duration::from_secs(30)), 0, "{log}");
     assert!(sb.leftovers().is_empty(), "{}", sb.supervise_log());
 }
+
+/// A master a supervisor took over from one that died is not its child (its parent is
+/// init): a command run with another FPMCTL_LOCK_DIR still finds that supervisor, by the
+/// listening sockets it holds with the master, and refuses to act behind its back (a stop
+/// would be taken for a crash). Here the take-over's replacement cannot start, so the
+/// supervisor keeps serving with the master it took over.
+#[test]
+fn a_command_with_another_lock_dir_refuses_a_master_its_supervisor_took_over() {
+    let Some(sb) = Sandbox::new() else { return };
+    let first_sup = sb.supervise(&[], &[]);
+    let master = sb.wait_supervised_ready();
+    signal(first_sup as i32, Signal::SIGKILL);
+    assert_eq!(sb.wait_child(first_sup, Duration::from_secs(10)), -1);
+    assert!(alive(master), "FPM outlives its supervisor");
+    // php-fpm -t accepts it; a master started on it exits at start.
+    sb.write_config(&sb.config_text_dying_at_start());
+    let sup = sb.supervise(&["--max-restarts", "1000", "--within", "60s"], &[]);
+    sb.expect_log("exited before it was ready");
+    assert!(alive(master), "{}", sb.supervise_log());
+    let other = sb.root.join("other-locks");
+    let other = other.to_str().unwrap();
+    for args in [&["stop"][..], &["restart"], &["supervise"]] {
+        let run = sb.fpmctl_env(args, &[("FPMCTL_LOCK_DIR", other)]);
+        run.expect_code(9);
+        assert!(
+            run.stderr
+                .contains(&format!("runs under fpmctl supervisor {sup}")),
+            "{run}\n{}",
+            sb.supervise_log()
+        );
+        assert!(alive(master), "{run}");
+    }
+    signal(sup as i32, Signal::SIGTERM);
+    sb.wait_child(sup, Duration::from_secs(30));
+}
