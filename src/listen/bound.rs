@@ -66,11 +66,46 @@ fn mount_dev_in(mountinfo: &str, mnt_id: &str) -> Option<(u32, u32)> {
 
 /// The file the unix socket whose own inode is `sock_ino` (`fstat` of the socket's
 /// descriptor) is bound to. `Ok(None)` when that socket is bound to no file (unbound, or
-/// an abstract name) or the kernel does not report it; `Err` when the kernel cannot be asked
-/// (no `UNIX_DIAG` support) or knows no such socket.
+/// an abstract name) or the kernel does not report it; `Err` of kind `NotFound` when the
+/// kernel knows no such socket, of another kind when it cannot be asked (no `UNIX_DIAG`
+/// support: `Unsupported`).
 pub fn unix_bound_file(sock_ino: u64) -> io::Result<Option<BoundFile>> {
     let ino = u32::try_from(sock_ino)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "socket inode above 32 bits"))?;
+    telling_unsupported(ask(ino), probe)
+}
+
+/// The kernel answers ENOENT both for a socket it does not know and for a family it has no
+/// diag handler for (a kernel built without `UNIX_DIAG`): asking about a socket just created
+/// here, which it must know, tells which. Without the handler the answer is `Unsupported`, so
+/// that a socket fpmctl holds is never taken for one the kernel does not know.
+fn telling_unsupported(
+    asked: io::Result<Option<BoundFile>>,
+    probe: impl FnOnce() -> io::Result<Option<BoundFile>>,
+) -> io::Result<Option<BoundFile>> {
+    match asked {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match probe() {
+            Err(p) if p.kind() == io::ErrorKind::NotFound => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the kernel answers no UNIX_DIAG query",
+            )),
+            _ => Err(e),
+        },
+        other => other,
+    }
+}
+
+/// [`ask`] about an unbound socket of a pair created for the question.
+fn probe() -> io::Result<Option<BoundFile>> {
+    let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    let st = nix::sys::stat::fstat(&a)?;
+    let ino = u32::try_from(st.st_ino)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "socket inode above 32 bits"))?;
+    ask(ino)
+}
+
+/// One exact `UNIX_DIAG` query for the socket with inode `ino`.
+fn ask(ino: u32) -> io::Result<Option<BoundFile>> {
     // struct unix_diag_req: family, protocol, pad, states, inode, show, cookie (none).
     let mut req = Vec::with_capacity(24);
     req.extend_from_slice(&[libc::AF_UNIX as u8, 0, 0, 0]);
@@ -234,6 +269,27 @@ mod tests {
         let other = ov.merged.join("other.sock");
         let _other = std::os::unix::net::UnixListener::bind(&other).unwrap();
         assert!(!bound.is_open_file(open_path(&other).as_fd()).unwrap());
+    }
+
+    #[test]
+    fn a_socket_the_kernel_does_not_know_is_not_found() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let gone = fstat(a.as_raw_fd()).st_ino;
+        drop(a);
+        let e = unix_bound_file(gone).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+    }
+
+    #[test]
+    fn without_unix_diag_the_kernel_cannot_say_rather_than_not_know_the_socket() {
+        // A kernel without the handler answers ENOENT to every query, the probe's too.
+        let enoent = || Err(io::Error::from_raw_os_error(libc::ENOENT));
+        let e = telling_unsupported(enoent(), enoent).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{e}");
+        // One that answers the probe does not know the socket asked about.
+        let e = telling_unsupported(enoent(), || Ok(None)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        assert_eq!(telling_unsupported(Ok(None), enoent).unwrap(), None);
     }
 
     #[test]
