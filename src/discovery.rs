@@ -426,6 +426,12 @@ fn discover_scoped(cfg: &FpmConfig, scope: procs::Scope<'_>) -> Snapshot {
             .iter()
             .filter(|p| claims_to_be_ours(p, cfg))
             .flat_map(|p| [p.pid(), p.ppid])
+            .chain(
+                table
+                    .iter()
+                    .filter(|p| runs_fpmctl_supervise(p))
+                    .map(|p| p.pid()),
+            )
             .collect();
         for p in table.iter_mut().filter(|p| read.contains(&p.pid())) {
             procs::read_sockets(p);
@@ -700,12 +706,22 @@ fn claims_to_be_ours(p: &ProcInfo, cfg: &FpmConfig) -> bool {
         || identity::pool_of_title(&p.title).is_some_and(|n| cfg.pool_of_process(n).is_some())
 }
 
-/// The process that started this config's master (or inherited its orphans) running
-/// `fpmctl ... supervise`.
+/// A holder of this config's sockets running `fpmctl ... supervise`: the process that started
+/// its master (or inherited its orphans), or a program named `fpmctl` (a supervisor that took
+/// the master over from one that died is not its parent, and holds its sockets all the same).
 fn is_supervisor_of(p: &ProcInfo, masters: &[&ProcInfo], orphans: &[Worker]) -> bool {
     let parent_of_ours =
         masters.iter().any(|m| m.ppid == p.pid()) || orphans.iter().any(|o| o.proc.ppid == p.pid());
-    parent_of_ours && p.title.split(' ').any(|a| a == "supervise")
+    (parent_of_ours || runs_fpmctl_supervise(p)) && p.title.split(' ').any(|a| a == "supervise")
+}
+
+/// A program named `fpmctl` with `supervise` among its arguments.
+fn runs_fpmctl_supervise(p: &ProcInfo) -> bool {
+    p.exe
+        .as_deref()
+        .and_then(Path::file_name)
+        .is_some_and(|n| n == "fpmctl")
+        && p.title.split(' ').any(|a| a == "supervise")
 }
 
 /// The PID a pid file holds, if it holds one (read as discovery reads it: bounded, never

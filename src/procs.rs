@@ -403,7 +403,8 @@ pub enum Scope<'a> {
     /// Those whose executable is `binary` (the config's php-fpm, also deleted or replaced
     /// since it started), or whose executable's name contains `php-fpm` (another php-fpm
     /// build). One `readlink` per process; a process whose executable cannot be read
-    /// (another user's) is judged by its command line, as under [`Scope::Titles`]. An
+    /// (another user's) is judged by its command line, as under [`Scope::Titles`]. Programs
+    /// named `fpmctl` are read too: a supervisor holds a config's sockets. An
     /// impostor (another program titled as FPM) is not read: it is never any config's FPM,
     /// and one that holds a config's socket is found by discovery's pass over open files.
     Binary(Option<&'a Path>),
@@ -484,6 +485,7 @@ fn runs_php_fpm(pid: i32, binary: Option<&Path>) -> bool {
             let name = exe.rsplit(|b| *b == b'/').next().unwrap_or(exe);
             binary.is_some_and(|b| b.as_os_str().as_encoded_bytes() == exe)
                 || memchr::memmem::find(name, b"php-fpm").is_some()
+                || name == b"fpmctl"
         }
         // A kernel thread, or a process that just exited.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,

@@ -7,15 +7,15 @@
 //! a config whose masters run under an fpmctl supervisor that did not answer them (exit 9, as
 //! when another fpmctl holds the config's lock), and say how to reach it.
 //!
-//! A supervisor is found two ways: as the parent of any of the config's masters (the one
-//! serving, or a replacement being proven ready beside it), and as an fpmctl supervisor that
-//! holds one of a master's listening sockets (a master it took over from a supervisor that
-//! died is not its child: its parent is init, but its sockets are the supervisor's too).
+//! A supervisor is found as the parent of any of the config's masters (the one serving, or a
+//! replacement being proven ready beside it), or among the holders of the config's
+//! listening sockets (discovery reads the processes named `fpmctl` in the same pass it makes
+//! anyway): a master it took over from a supervisor that died is not its child, its parent
+//! is init, but its sockets are the supervisor's too.
 
-use crate::discovery::Snapshot;
+use crate::discovery::{Role, Snapshot};
 use crate::error::{Error, Result};
 use crate::procs::{self, FileId, ProcInfo};
-use std::collections::HashSet;
 
 /// Whether `p` runs fpmctl (a program named `fpmctl`, or the binary `ours`) with
 /// `supervise` among its arguments.
@@ -44,52 +44,39 @@ pub fn supervisor_of(master: &ProcInfo) -> Option<ProcInfo> {
     is_supervisor(&parent, our_exe()).then_some(parent)
 }
 
-/// An fpmctl supervisor other than this process that holds one of `master`'s sockets (a
-/// master it took over, which is not its child). Only processes whose command line has a
-/// `supervise` argument are read in full.
-fn supervisor_holding_sockets_of(master: &ProcInfo) -> Option<ProcInfo> {
-    let mut m = master.clone();
-    procs::read_sockets(&mut m);
-    let inodes: HashSet<u64> = m.sockets.iter().copied().collect();
-    if inodes.is_empty() {
-        return None;
-    }
-    let me = std::process::id() as i32;
-    let ours = our_exe();
-    let all = procfs::process::all_processes().ok()?;
-    all.flatten()
-        .filter(|p| p.pid() != me && p.pid() != master.pid())
-        .filter(|p| {
-            p.cmdline()
-                .is_ok_and(|args| args.iter().any(|a| a == "supervise"))
-        })
-        .filter_map(|p| procs::read(p.pid()))
-        .filter(|p| !p.is_gone() && is_supervisor(p, ours))
-        .find_map(|mut p| {
-            procs::read_sockets(&mut p);
-            p.sockets.iter().any(|i| inodes.contains(i)).then_some(p)
-        })
-}
-
-/// `Err` (exit 9) when one of `snap`'s masters runs under an fpmctl supervisor; call it once
+/// `Err` (exit 9) when one of `snap`'s masters runs under an fpmctl supervisor, or one holds
+/// the config's sockets (also while no master runs: one in its crash backoff); call it once
 /// the supervisor's control socket gave no answer.
 pub fn refuse_unreached_supervisor(snap: &Snapshot) -> Result<()> {
     let masters: Vec<&ProcInfo> = snap.master.iter().chain(&snap.other_masters).collect();
+    let me = std::process::id() as i32;
     let found = masters
         .iter()
-        .find_map(|m| supervisor_of(m).map(|s| (*m, s)))
+        .find_map(|m| supervisor_of(m).map(|s| (Some(*m), s)))
         .or_else(|| {
-            masters
+            let holder = snap
+                .addresses
                 .iter()
-                .find_map(|m| supervisor_holding_sockets_of(m).map(|s| (*m, s)))
+                .flat_map(|a| &a.holders)
+                .find(|h| h.role == Role::Supervisor && h.proc.pid() != me)?;
+            Some((masters.first().copied(), holder.proc.clone()))
         });
     let Some((master, sup)) = found else {
         return Ok(());
     };
+    let what = match master {
+        Some(m) => format!(
+            "master {} runs under fpmctl supervisor {}",
+            m.pid(),
+            sup.pid()
+        ),
+        None => format!(
+            "fpmctl supervisor {} holds this config's sockets",
+            sup.pid()
+        ),
+    };
     Err(Error::Locked(format!(
-        "master {} runs under fpmctl supervisor {}, which did not answer here (it may run with another FPMCTL_LOCK_DIR); acting on its master directly would race it: run this with the supervisor's FPMCTL_LOCK_DIR, or signal supervisor {} (SIGHUP restarts, SIGUSR2 reloads, SIGTERM stops)",
-        master.pid(),
-        sup.pid(),
+        "{what}, which did not answer here (it may run with another FPMCTL_LOCK_DIR); acting on its FPM directly would race it: run this with the supervisor's FPMCTL_LOCK_DIR, or signal supervisor {} (SIGHUP restarts, SIGUSR2 reloads, SIGTERM stops)",
         sup.pid()
     )))
 }

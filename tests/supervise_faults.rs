@@ -775,3 +775,28 @@ fn a_command_with_another_lock_dir_refuses_a_master_its_supervisor_took_over() {
     signal(sup as i32, Signal::SIGTERM);
     sb.wait_child(sup, Duration::from_secs(30));
 }
+
+/// A supervisor in its crash backoff holds the config's sockets while no master runs: `start`
+/// and `ensure` from another lock directory must not start an FPM beside it (it would fail
+/// on the held addresses at best).
+#[test]
+fn a_start_with_another_lock_dir_refuses_a_supervisor_in_its_backoff() {
+    let Some(sb) = Sandbox::new() else { return };
+    // php-fpm -t accepts it; a master started on it exits at start.
+    sb.write_config(&sb.config_text_dying_at_start());
+    let sup = sb.supervise(&["--max-restarts", "1000", "--within", "60s"], &[]);
+    sb.expect_log("restarting FPM in");
+    let other = sb.root.join("other-locks");
+    let other = other.to_str().unwrap();
+    for args in [&["start"][..], &["ensure"]] {
+        let run = sb.fpmctl_env(args, &[("FPMCTL_LOCK_DIR", other)]);
+        run.expect_code(9);
+        assert!(
+            run.stderr.contains(&format!("fpmctl supervisor {sup}")),
+            "{run}\n{}",
+            sb.supervise_log()
+        );
+    }
+    signal(sup as i32, Signal::SIGTERM);
+    sb.wait_child(sup, Duration::from_secs(30));
+}

@@ -86,6 +86,9 @@ pub fn launch_watched(
             l.doubt
         )));
     }
+    // A supervisor in its crash backoff holds the sockets with no master running: starting
+    // FPM beside it is its job.
+    crate::supervised::refuse_unreached_supervisor(snap)?;
     if opts.test_first {
         fpm.require_valid()?;
         info!("php-fpm -t: configuration is valid");
