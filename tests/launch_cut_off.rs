@@ -135,3 +135,33 @@ fn restart_hand_over_cut_off_stops_the_new_master_and_the_old_one_keeps_serving(
     log.drain();
     sb.fpmctl(&["stop"]).expect_code(0);
 }
+
+#[test]
+fn reload_recover_and_ensure_name_the_master_a_cut_off_launcher_left_and_ensure_then_reports_it() {
+    let Some((sb, log)) = stalled(false) else {
+        return;
+    };
+    // `reload --recover` of a stopped FPM starts it as `start` does.
+    let run = sb.fpmctl(&["reload", "--recover", "--timeout", "1s"]);
+    run.expect_code(8);
+    let master = sb
+        .pid_from_file()
+        .expect("the half-started master's pid file");
+    sb.note_master(master);
+    assert!(
+        run.stderr.contains(&format!("master PID {master}")),
+        "{run}"
+    );
+    assert!(run.stderr.contains("left running"), "{run}");
+    // The cron job sees it running but not ready, and starts nothing beside it.
+    let ensure = sb.fpmctl(&["ensure", "--timeout", "1s"]);
+    ensure.expect_code(10);
+    assert_eq!(sb.masters().len(), 1, "{ensure}");
+    log.drain();
+    sb.wait_for(Duration::from_secs(30), "the master's workers", || {
+        (sb.workers_of(master).len() >= 2).then_some(())
+    });
+    let ensure = sb.fpmctl(&["ensure", "--timeout", "20s"]);
+    ensure.expect_code(0);
+    sb.fpmctl(&["stop"]).expect_code(0);
+}
