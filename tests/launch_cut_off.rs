@@ -8,6 +8,10 @@ use common::stuck_log::StuckLog;
 use common::{Opts, Sandbox, alive};
 use std::time::Duration;
 
+/// fpmctl's limit for the launcher. The daemon blocks for good, so the launcher is always cut
+/// off at it; it is generous only so that a loaded machine still forks the daemon before.
+const LIMIT: &str = "8s";
+
 /// A sandbox whose error log is a stalled FIFO (and, with `debug`, at log level debug).
 fn stalled(debug: bool) -> Option<(Sandbox, StuckLog)> {
     let sb = Sandbox::with(Opts {
@@ -33,12 +37,12 @@ fn start_cut_off_names_the_master_it_left_running_which_then_comes_up() {
     let Some((sb, log)) = stalled(false) else {
         return;
     };
-    let run = sb.fpmctl(&["start", "--timeout", "1s"]);
+    let run = sb.fpmctl(&["start", "--timeout", LIMIT]);
     run.expect_code(8);
     // The daemon wrote its pid file (after binding its sockets), then blocked on its log.
     let master = sb
         .pid_from_file()
-        .expect("the half-started master's pid file");
+        .unwrap_or_else(|| panic!("no pid file of the half-started master:\n{run}"));
     sb.note_master(master);
     assert!(alive(master), "{run}");
     assert!(sb.workers_of(master).is_empty(), "{run}");
@@ -73,7 +77,7 @@ fn start_cut_off_before_the_master_bound_its_sockets_names_it_and_stop_ends_it()
     let Some((sb, _log)) = stalled(true) else {
         return;
     };
-    let run = sb.fpmctl(&["start", "--timeout", "1s"]);
+    let run = sb.fpmctl(&["start", "--timeout", LIMIT]);
     run.expect_code(8);
     let master: i32 = run
         .stderr
@@ -109,7 +113,7 @@ fn restart_hand_over_cut_off_stops_the_new_master_and_the_old_one_keeps_serving(
         .replace("fpm-log.fifo", "fpm-log2.fifo");
     sb.write_config(&text);
     let log = StuckLog::new(&sb.root.join("fpm-log2.fifo"), &sb.conf, &sb.bin);
-    let run = sb.fpmctl(&["restart", "--timeout", "2s"]);
+    let run = sb.fpmctl(&["restart", "--timeout", LIMIT]);
     run.expect_code(12);
     let new: i32 = run
         .stderr
@@ -142,11 +146,11 @@ fn reload_recover_and_ensure_name_the_master_a_cut_off_launcher_left_and_ensure_
         return;
     };
     // `reload --recover` of a stopped FPM starts it as `start` does.
-    let run = sb.fpmctl(&["reload", "--recover", "--timeout", "1s"]);
+    let run = sb.fpmctl(&["reload", "--recover", "--timeout", LIMIT]);
     run.expect_code(8);
     let master = sb
         .pid_from_file()
-        .expect("the half-started master's pid file");
+        .unwrap_or_else(|| panic!("no pid file of the half-started master:\n{run}"));
     sb.note_master(master);
     assert!(
         run.stderr.contains(&format!("master PID {master}")),

@@ -107,8 +107,20 @@ fn keeper(fd: OwnedFd, conf: &Path, mode: &AtomicU8, test_writes: usize) {
                     // wrote, in either order.
                     let _ = nix::unistd::read(&fd, &mut buf[..PAGE]);
                     let _ = nix::unistd::write(&fd, &filler[..PAGE - test_writes - SLACK]);
-                    while writing_to_pipe(pid) && mode.load(Ordering::SeqCst) == GATE {
+                    let waited = std::time::Instant::now();
+                    while writing_to_pipe(pid) && waited.elapsed() < Duration::from_millis(500) {
                         std::thread::sleep(Duration::from_millis(2));
+                    }
+                    if writing_to_pipe(pid) && mode.load(Ordering::SeqCst) == GATE {
+                        // It writes more than measured: room until it is done, then full again
+                        // (before a launcher, which runs only once the test has exited, writes).
+                        eprintln!("stuck log: config test {pid} writes more than measured");
+                        while writing_to_pipe(pid) && mode.load(Ordering::SeqCst) == GATE {
+                            while matches!(nix::unistd::read(&fd, &mut buf), Ok(n) if n > 0) {}
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        while nix::unistd::write(&fd, &filler[..256]).is_ok() {}
+                        while nix::unistd::write(&fd, &filler[..1]).is_ok() {}
                     }
                 }
             }
