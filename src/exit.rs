@@ -27,7 +27,8 @@ pub enum ExitCode {
     AddressInUse,
     /// Processes were still alive after the signal plan, or FPM was not ready within the timeout.
     Timeout,
-    /// Another fpmctl holds the lock for this configuration (`--no-wait`, or `--lock-timeout` expired).
+    /// Another fpmctl holds the lock for this configuration (`--no-wait`, or `--lock-timeout`
+    /// expired), or supervises its FPM without answering this one (another lock directory).
     Locked,
     /// FPM runs but FPM is not ready: a pool is short of workers or did not answer over FastCGI (or the worker count is short).
     NotReady,
@@ -106,7 +107,9 @@ impl ExitCode {
             ExitCode::Timeout => {
                 "processes still alive after the signal plan, or a step did not finish in time"
             }
-            ExitCode::Locked => "another fpmctl holds the lock for this config",
+            ExitCode::Locked => {
+                "another fpmctl holds the lock for this config, or supervises it out of reach"
+            }
             ExitCode::NotReady => {
                 "FPM is not ready: a pool is short of workers or did not answer over FastCGI"
             }

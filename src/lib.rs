@@ -34,6 +34,7 @@ pub mod saturation;
 pub mod signals;
 pub mod stop;
 pub mod supervise;
+pub mod supervised;
 pub mod systemd;
 
 pub use error::{Error, Result};

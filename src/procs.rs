@@ -318,6 +318,36 @@ pub fn scans() -> usize {
     SCANS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// What changes with every `execve(2)` of `pid`, and only then: the 16 random bytes the
+/// kernel gives each new image (`AT_RANDOM` in its auxiliary vector, read through
+/// `/proc/PID/mem`). A process keeps its PID, start time and binary across a re-exec; these
+/// bytes are fresh (with or without address randomization). `None` when they cannot be read:
+/// gone, in the middle of an exec (the old image is gone already, the new one's vector not
+/// written yet), another user's, or a kernel without the entries.
+pub fn exec_marker(pid: i32) -> Option<[u8; 16]> {
+    use std::os::unix::fs::FileExt;
+    const AT_NULL: usize = 0;
+    const AT_RANDOM: usize = 25;
+    let auxv = std::fs::read(format!("/proc/{pid}/auxv")).ok()?;
+    let word = std::mem::size_of::<usize>();
+    let at_random = auxv
+        .chunks_exact(2 * word)
+        .map(|pair| {
+            let (k, v) = pair.split_at(word);
+            (
+                usize::from_ne_bytes(k.try_into().unwrap_or_default()),
+                usize::from_ne_bytes(v.try_into().unwrap_or_default()),
+            )
+        })
+        .take_while(|&(k, _)| k != AT_NULL)
+        .find(|&(k, _)| k == AT_RANDOM)?
+        .1;
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut bytes = [0u8; 16];
+    mem.read_exact_at(&mut bytes, at_random as u64).ok()?;
+    Some(bytes)
+}
+
 /// The children of `pid` from `/proc/PID/task/*/children`, read without a pass over the whole
 /// process table; `None` when the kernel does not offer the file (or it cannot be read).
 pub fn children(pid: i32) -> Option<Vec<ProcInfo>> {
@@ -525,6 +555,30 @@ pub fn unit_from_cgroup(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exec_marker_is_stable_within_an_image_and_differs_between_images() {
+        let me = std::process::id() as i32;
+        let mine = exec_marker(me).expect("our own exec marker");
+        assert_eq!(exec_marker(me), Some(mine));
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        // spawn returns once the child's exec closed its descriptors, which is before the
+        // kernel wrote the new image's auxiliary vector: looked at until it is there.
+        let limit = crate::deadline::Deadline::after(std::time::Duration::from_secs(10));
+        let theirs = loop {
+            match exec_marker(child.id() as i32) {
+                None if !limit.expired() => std::thread::sleep(std::time::Duration::from_millis(5)),
+                m => break m,
+            }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(theirs.is_some_and(|t| t != mine), "{theirs:?} {mine:?}");
+        assert_eq!(exec_marker(i32::MAX), None);
+    }
 
     #[test]
     fn children_are_the_processes_whose_parent_is_the_pid() {

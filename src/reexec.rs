@@ -30,13 +30,16 @@
 //!
 //! With no old worker to wait for (`pm = ondemand` with none running), the drain proves
 //! nothing: a ping sent at once could reach the old image before it acted on the signal, and
-//! an ondemand master still spawns a worker for it then. Only then is the pid file watched
-//! with inotify (`IN_CLOSE_WRITE`, `IN_MOVED_TO` for its name), and its rewrite by the new
-//! image is what starts the proof. The watch is not used otherwise: closing an inotify
+//! an ondemand master still spawns a worker for it then. Only then is the re-exec itself
+//! watched: the master's PID, start time and binary stay the same, but every new image gets
+//! 16 fresh random bytes from the kernel ([`procs::exec_marker`]), read before the signal and
+//! looked at again every [`RETRY`] until they change. This holds with or without a pid file,
+//! in the foreground or daemonized. Where they cannot be read (fpmctl not allowed to read
+//! the master's memory), the pid file is watched with inotify instead (`IN_CLOSE_WRITE`,
+//! `IN_MOVED_TO` for its name) and its rewrite by the new image starts the proof; without
+//! either, the pings go ahead. Neither is used when old workers exist: closing an inotify
 //! instance waits for an SRCU grace period in the kernel (13-18 ms measured here), more than
-//! half of a whole raw reload. Without workers and without a pid file, nothing tells a
-//! master in the foreground that has re-executed from one that has not yet: the pings go
-//! ahead (a daemonized one is found through its original PID as usual).
+//! half of a whole raw reload.
 
 use crate::config::FpmConfig;
 use crate::deadline::Deadline;
@@ -115,6 +118,9 @@ pub struct Seen {
     /// With no old worker to prove the re-exec: the pid file is watched and its rewrite by
     /// the new image not seen yet.
     pub rewrite_pending: bool,
+    /// With no old worker to prove the re-exec: the master's exec marker is watched and has
+    /// not changed yet.
+    pub exec_pending: bool,
 }
 
 /// What to do next.
@@ -173,6 +179,11 @@ pub fn decide(master: i32, s: Seen) -> Next {
             ));
         }
         return Next::Wait("no new master yet (re-executing)".into());
+    }
+    // Gone with its marker unchanged, the original PID tells nothing more: a daemonized one
+    // may have re-executed and exited between two looks. The pings and one look decide.
+    if s.exec_pending && !s.master_exited {
+        return Next::Wait("no new image yet (re-executing)".into());
     }
     // Whether the original PID is gone or not, the pings and one look decide: a daemonized
     // original exits as the normal end of its re-exec.
@@ -314,8 +325,12 @@ pub struct Watch {
     old_ids: Vec<ProcId>,
     /// The pid file the new image writes.
     pid_file: Option<PathBuf>,
-    /// Its watch, only when no old worker can prove the re-exec.
+    /// Its watch, only when no old worker can prove the re-exec and the exec marker cannot
+    /// be read.
     rewrite: Option<PidFileWatch>,
+    /// The master's exec marker before the signal, only when no old worker can prove the
+    /// re-exec.
+    exec_before: Option<[u8; 16]>,
     seen: Seen,
 }
 
@@ -334,25 +349,39 @@ impl Watch {
             .iter()
             .filter_map(|&w| Pinned::open(w))
             .collect();
-        let rewrite = match (&cfg.global.pid_file, old.is_empty()) {
-            (Some(path), true) => PidFileWatch::open(path),
-            _ => None,
-        };
-        let seen = Seen {
-            old_left: old.len(),
-            master_exited: pinned_master.is_none(),
-            rewrite_pending: rewrite.is_some(),
-        };
-        Watch {
+        let mut watch = Watch {
+            seen: Seen {
+                old_left: old.len(),
+                master_exited: pinned_master.is_none(),
+                ..Seen::default()
+            },
             master: pinned_master,
             master_pid: master.pid(),
             master_ppid: master.ppid,
             old,
             old_ids: old_workers.to_vec(),
             pid_file: cfg.global.pid_file.clone(),
-            rewrite,
-            seen,
+            rewrite: None,
+            exec_before: None,
+        };
+        watch.watch_the_re_exec();
+        watch
+    }
+
+    /// With no old worker left to prove the re-exec: its marker, or else the pid file's
+    /// rewrite, is what the proof waits for. Armed once, before the signal.
+    fn watch_the_re_exec(&mut self) {
+        if !self.old.is_empty() || self.exec_before.is_some() || self.rewrite.is_some() {
+            return;
         }
+        self.exec_before = procs::exec_marker(self.master_pid);
+        if self.exec_before.is_none()
+            && let Some(path) = &self.pid_file
+        {
+            self.rewrite = PidFileWatch::open(path);
+        }
+        self.seen.exec_pending = self.exec_before.is_some();
+        self.seen.rewrite_pending = self.rewrite.is_some();
     }
 
     /// Pins the workers the master forked since [`Watch::arm`]. Call it right before the
@@ -360,7 +389,7 @@ impl Watch {
     /// ondemand worker retired) was replaced by the old image, and an unpinned replacement
     /// could answer the ping and be counted as the new image's. Its children listed before
     /// the signal are all the old image's. With no old worker left to prove the re-exec, the
-    /// pid file's rewrite is watched, as when none was found at [`Watch::arm`].
+    /// re-exec is watched, as when none was found at [`Watch::arm`].
     pub fn pin_late_workers(&mut self, cfg: &FpmConfig) {
         if self.seen.master_exited {
             return;
@@ -376,13 +405,7 @@ impl Watch {
         }
         self.old.retain(|p| !p.is_gone());
         self.seen.old_left = self.old.len();
-        if self.old.is_empty()
-            && self.rewrite.is_none()
-            && let Some(path) = &self.pid_file
-        {
-            self.rewrite = PidFileWatch::open(path);
-            self.seen.rewrite_pending = self.rewrite.is_some();
-        }
+        self.watch_the_re_exec();
     }
 
     /// Whether the master pinned at [`Watch::arm`] has exited (its pidfd fired, or `/proc`
@@ -433,6 +456,12 @@ impl Watch {
         {
             self.seen.rewrite_pending = false;
         }
+        // Changed: a new image runs. Unreadable: the master is in the middle of its exec (its
+        // old image is gone already), gone (decided above), or cannot be read any more; the
+        // pings go ahead.
+        if self.seen.exec_pending && procs::exec_marker(self.master_pid) != self.exec_before {
+            self.seen.exec_pending = false;
+        }
     }
 
     /// One `poll(2)` on every pinned process still to exit, until `deadline` (at most
@@ -454,7 +483,8 @@ impl Watch {
         if let Some(watch) = self.rewrite.as_ref().filter(|_| self.seen.rewrite_pending) {
             fds.push(PollFd::new(watch.inotify.as_fd(), PollFlags::POLLIN));
         }
-        let until = if blind {
+        // The marker has no descriptor to wait on: looked at again every RETRY.
+        let until = if blind || self.seen.exec_pending {
             deadline.slice(RETRY)
         } else {
             deadline
@@ -585,6 +615,17 @@ impl Watch {
                 answer: Ok(answer.clone().unwrap_or_default()),
             })
             .collect();
+        // A daemonized original PID exits once its new master reported its start, before that
+        // master forked the workers that answered: it is about to. The reload ends when the
+        // master it names is the only one left.
+        if master.pid() != self.master_pid
+            && let Some(original) = self.master.as_ref().filter(|p| !p.is_gone())
+        {
+            return Attempt::Retry(
+                format!("the original master {} is still exiting", original.id.pid),
+                RETRY,
+            );
+        }
         Attempt::Ready(Reloaded {
             master: master.pid(),
             pools,
@@ -652,7 +693,7 @@ mod tests {
         Seen {
             old_left,
             master_exited: exited,
-            rewrite_pending: false,
+            ..Seen::default()
         }
     }
 
@@ -661,7 +702,28 @@ mod tests {
             old_left: 0,
             master_exited: exited,
             rewrite_pending,
+            exec_pending: false,
         }
+    }
+
+    #[test]
+    fn without_old_workers_a_changed_exec_marker_proves_the_re_exec() {
+        let pending = Seen {
+            exec_pending: true,
+            ..Seen::default()
+        };
+        assert_eq!(
+            decide(7, pending),
+            Next::Wait("no new image yet (re-executing)".into())
+        );
+        assert_eq!(decide(7, Seen::default()), Next::Prove);
+        // Gone before its marker was seen to change: a daemonized original may have
+        // re-executed and exited between two looks; the pings and one look decide.
+        let gone = Seen {
+            master_exited: true,
+            ..pending
+        };
+        assert_eq!(decide(7, gone), Next::Prove);
     }
 
     #[test]

@@ -516,6 +516,65 @@ fn a_launcher_cut_off_at_the_timeout_leaves_no_second_master() {
     sb.fpmctl(&["ping"]).expect_code(0);
 }
 
+/// A socket path under a directory the pool's user may write: that directory replaced by a
+/// symlink after the bind must not lead root's chmod onto the socket it now points to (a
+/// container runtime's, made world-writable). The restart is refused, the old master keeps
+/// serving, the other socket keeps its mode.
+#[test]
+fn a_restart_never_changes_a_socket_that_a_replaced_directory_leads_to() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(sb) = Sandbox::new() else { return };
+    let dir = sb.root.join("run");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("fpm.sock");
+    let text = sb.config_text().replace(
+        &format!("listen = {}\n", sb.sock.display()),
+        &format!("listen = {}\n", path.display()),
+    );
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    sb.write_config(&text);
+    let first = sb.start_fpm();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o666
+    );
+    // Another socket, private to its owner.
+    let elsewhere = sb.root.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let other = elsewhere.join("fpm.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&other).unwrap();
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The pool's user replaces the directory with a symlink to the other socket's.
+    std::fs::rename(&dir, sb.root.join("run.moved")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+    // Watched while the restart runs: a failed restart puts back what it saved, so only
+    // the mode in between shows the change.
+    let args = ["restart"];
+    let mut cmd = sb.fpmctl_command(&args);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut modes = std::collections::BTreeSet::new();
+    while child.try_wait().unwrap().is_none() {
+        modes.insert(std::fs::metadata(&other).unwrap().permissions().mode() & 0o777);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let run = common::wait_run(&mut child, &args, Duration::from_secs(60));
+    modes.insert(std::fs::metadata(&other).unwrap().permissions().mode() & 0o777);
+    assert_eq!(
+        modes.into_iter().collect::<Vec<_>>(),
+        [0o600],
+        "root changed the mode of a socket it does not hold: {run}"
+    );
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("is not the socket file fpmctl holds"),
+        "{run}"
+    );
+    assert!(alive(first), "{run}");
+    assert_eq!(sb.masters().len(), 1, "{run}");
+}
+
 #[test]
 fn a_failed_hand_over_leaves_the_socket_permissions_as_the_old_master_had_them() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};

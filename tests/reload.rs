@@ -215,6 +215,60 @@ fn reload_of_an_ondemand_pool_without_workers_waits_for_the_new_image() {
     }
 }
 
+/// A master in the foreground (as a container runs it) with neither a pid file nor a worker
+/// (an idle ondemand pool): only the re-exec itself tells the new image from the old one
+/// (same PID, start time and binary), and reload returns only once it happened.
+#[test]
+fn reload_of_a_foreground_ondemand_master_without_pid_file_or_workers_waits_for_the_re_exec() {
+    let Some(sb) = Sandbox::new() else { return };
+    let line = format!("pid = {}\n", sb.pid_file.display());
+    let text = sb
+        .config_text_with(common::Opts {
+            sock_pool: false,
+            ..Default::default()
+        })
+        .replace(&line, "")
+        .replace(
+            "pm = static\npm.max_children = 2\n",
+            "pm = ondemand\npm.max_children = 2\npm.process_idle_timeout = 1s\n",
+        );
+    assert!(
+        text.contains("pm = ondemand") && !text.contains(&line),
+        "{text}"
+    );
+    sb.write_config(&text);
+    let master = sb.spawn(
+        Command::new(&sb.bin)
+            .arg("-y")
+            .arg(&sb.conf)
+            .arg("-F")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    ) as i32;
+    sb.note_master(master);
+    sb.wait_for(Duration::from_secs(10), "the master", || {
+        sb.masters().iter().any(|m| m.pid() == master).then_some(())
+    });
+    for round in 0..3 {
+        // A ping's worker leaves after its idle timeout (1s).
+        sb.wait_for(
+            Duration::from_secs(10),
+            "the ondemand pool without workers",
+            || old_workers(&sb, master).is_empty().then_some(()),
+        );
+        let before = fpmctl::procs::exec_marker(master).expect("the master's exec marker");
+        let run = sb.fpmctl(&["reload", "--json"]);
+        run.expect_code(0);
+        assert_eq!(run.json()["master"], master, "round {round}:\n{run}");
+        let after = fpmctl::procs::exec_marker(master).expect("the master's exec marker");
+        assert_ne!(
+            before, after,
+            "round {round}: reload returned before the master re-executed:\n{run}"
+        );
+    }
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
 /// A master whose re-exec fails: started through a name found on its `PATH`, which is gone
 /// when it re-executes (`execvp` fails and the master exits). `php-fpm -t` runs the real
 /// binary and passes.

@@ -280,6 +280,89 @@ fn a_restart_into_new_pm_settings_applies_them() {
     assert_eq!(tcp["workers"].as_array().unwrap().len(), 3, "{run}");
 }
 
+/// An edit not yet applied by a restart: FPM reads the file itself, so the master a crash
+/// restart starts runs it, and the supervisor follows: the new pool's socket is held like the
+/// others (it survives the next restart), not bound by FPM alone.
+#[test]
+fn a_crash_restart_runs_the_edited_config_and_the_supervisor_holds_its_new_socket() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.supervise(&[], &[]);
+    let first = sb.wait_supervised_ready();
+    let extra = sb.root.join("extra.sock");
+    sb.write_config(&format!(
+        "{}\n[extra]\nuser = nobody\ngroup = nogroup\nlisten = {}\nlisten.mode = 0666\npm = static\npm.max_children = 1\n",
+        sb.config_text(),
+        extra.display()
+    ));
+    signal(first as u32, nix::sys::signal::SIGKILL);
+    sb.wait_for(Duration::from_secs(15), "a new master", || {
+        let m = sb.wait_supervised_ready();
+        (m != first).then_some(m)
+    });
+    sb.expect_log("the config on disk changed since FPM last started");
+    let run = sb.fpmctl(&["status", "--json"]);
+    run.expect_code(0);
+    let j = run.json();
+    let entry = j["listen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["address"] == extra.display().to_string())
+        .unwrap_or_else(|| panic!("no listen entry for {}: {run}", extra.display()));
+    let roles: Vec<&str> = entry["holder_details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["role"].as_str().unwrap())
+        .collect();
+    assert!(roles.contains(&"supervisor"), "{run}");
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
+/// A pool removed from the file before a crash: its socket is not held on for a master that
+/// does not serve it (clients would wait on a backlog nobody accepts from).
+#[test]
+fn a_crash_restart_into_a_config_without_a_pool_closes_and_removes_its_socket() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.supervise(&[], &[]);
+    let first = sb.wait_supervised_ready();
+    let without_sock = sb.config_text_with(Opts {
+        sock_pool: false,
+        ..Opts::default()
+    });
+    sb.write_config(&without_sock);
+    signal(first as u32, nix::sys::signal::SIGKILL);
+    sb.wait_for(Duration::from_secs(15), "a new master", || {
+        let m = sb.wait_supervised_ready();
+        (m != first).then_some(m)
+    });
+    sb.wait_for(
+        Duration::from_secs(10),
+        "the unused socket to close",
+        || (!sb.sock.exists()).then_some(()),
+    );
+    sb.expect_log("no pool uses it any more");
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
+/// A config on disk that php-fpm refuses: the crash restart is tried on it anyway (nothing
+/// else could run), the supervisor says why, and once the file is fixed FPM comes back.
+#[test]
+fn a_crash_restart_on_a_broken_config_names_it_and_recovers_once_it_is_fixed() {
+    let Some(sb) = Sandbox::new() else { return };
+    sb.supervise(&[], &[]);
+    let first = sb.wait_supervised_ready();
+    sb.write_config(&sb.config_text().replace("pm = static", "pm = statik"));
+    signal(first as u32, nix::sys::signal::SIGKILL);
+    sb.expect_log("FPM is started on it anyway");
+    sb.write_config(&sb.config_text());
+    sb.wait_for(Duration::from_secs(60), "a new master", || {
+        let m = sb.wait_supervised_ready();
+        (m != first).then_some(m)
+    });
+    sb.fpmctl(&["ping"]).expect_code(0);
+}
+
 #[test]
 fn a_broken_config_on_restart_keeps_the_supervised_fpm_serving() {
     let Some(sb) = Sandbox::new() else { return };
@@ -341,6 +424,43 @@ fn systemd_notify_ready_reloading_and_stopping() {
     }
     assert!(stopping);
     assert_eq!(sb.wait_child(sup, Duration::from_secs(10)), 0);
+}
+
+/// An fpmctl started with another lock directory finds no supervisor to ask: it must not act
+/// on the supervised master behind the supervisor's back (which would take a stop for a crash,
+/// or see its replacement retired as a second master). Refused with exit 9, naming the
+/// supervisor; nothing is touched.
+#[test]
+fn commands_with_another_lock_dir_refuse_to_act_behind_the_supervisors_back() {
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(&[], &[]);
+    let master = sb.wait_supervised_ready();
+    let other = sb.root.join("other-locks");
+    let other = other.to_str().unwrap();
+    let commands: [&[&str]; 5] = [
+        &["restart"],
+        &["reload"],
+        &["stop"],
+        &["ensure"],
+        &["supervise"],
+    ];
+    for args in commands {
+        let run = sb.fpmctl_env(args, &[("FPMCTL_LOCK_DIR", other)]);
+        if args == ["ensure"] {
+            // A healthy FPM is only looked at: nothing to refuse.
+            run.expect_code(0);
+            continue;
+        }
+        run.expect_code(9);
+        assert!(
+            run.stderr
+                .contains(&format!("runs under fpmctl supervisor {sup}")),
+            "{run}"
+        );
+        assert!(alive(master), "{run}");
+    }
+    assert_eq!(sb.wait_supervised_ready(), master);
+    sb.fpmctl(&["ping"]).expect_code(0);
 }
 
 #[test]

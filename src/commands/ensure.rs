@@ -49,6 +49,9 @@ pub(super) fn run(ctx: &Ctx, args: &EnsureArgs) -> Result<Outcome> {
     };
     // Look again: whoever held the lock a moment ago may have repaired it.
     let mut snap = discovery::discover(&ctx.cfg);
+    // A supervisor's replacement still being proven ready looks like a master left beside
+    // the serving one: only its supervisor may decide about it.
+    crate::supervised::refuse_unreached_supervisor(&snap)?;
     // A master an interrupted restart left stopped beside the serving one: its retirement
     // is finished (the serving master is left alone), and said.
     let plan = crate::stop::SignalPlan::for_config(&ctx.cfg);

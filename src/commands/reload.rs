@@ -75,6 +75,7 @@ pub(super) fn run(ctx: &Ctx, args: &ReloadArgs) -> Result<Outcome> {
     // A new address held by a foreign process would make the re-executed master die
     // binding it: refused exactly as `restart` refuses it, with FPM untouched.
     discovery::refuse_foreign_holders(&snap)?;
+    crate::supervised::refuse_unreached_supervisor(&snap)?;
     reexec::warn_if_requests_die(cfg);
     let limit = ready::reload_limit(&cfg.global, args.timeout());
     let unit = match systemd::decide(&snap, ctx.global.no_systemd)? {

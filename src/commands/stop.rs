@@ -29,6 +29,7 @@ pub(super) fn run(ctx: &Ctx, args: &StopArgs) -> Result<Outcome> {
     ctx.warn_problems("stopping");
     let _lock = ctx.lock()?;
     let snap = discovery::discover(&ctx.cfg);
+    crate::supervised::refuse_unreached_supervisor(&snap)?;
     if let Control::Unit(unit) = systemd::decide(&snap, ctx.global.no_systemd)? {
         systemd::systemctl("stop", &unit)?;
     }

@@ -5,6 +5,7 @@
 //! unlinked. Used by `restart` and by the supervisor.
 
 pub mod interrupted;
+pub mod permissions;
 pub mod sockets;
 
 use crate::config::FpmConfig;

@@ -116,6 +116,9 @@ pub fn restart(
         None
     };
     let mut snap = discovery::discover(cfg);
+    // Before anything is retired: a supervisor's replacement still being proven ready is a
+    // second master too.
+    crate::supervised::refuse_unreached_supervisor(&snap)?;
     // A master an interrupted restart left stopped is retired first (never the one serving).
     if !handover::interrupted::finish(cfg, &snap, Deadline::after(opts.stop_timeout)).is_empty() {
         snap = discovery::discover(cfg);

@@ -4,9 +4,11 @@
 //! Matching sockets to processes is [`crate::procs`]' job; this module only answers
 //! "which listening socket inodes stand on this address".
 
+mod bound;
 mod netlink;
 mod queues;
 
+pub use bound::{BoundFile, unix_bound_file};
 pub use queues::{AcceptQueue, QueueAddr, accept_queues};
 
 /// The sock_diag reply decoder, for the fuzz tests; not part of the API.

@@ -41,7 +41,13 @@ pub(super) fn inet_listen_request(family: u8) -> Vec<u8> {
 
 /// Sends one `SOCK_DIAG_BY_FAMILY` dump request (`request` is the family's request struct,
 /// without the netlink header) and hands each reply message's payload to `each`.
-pub(super) fn dump(request: &[u8], mut each: impl FnMut(&[u8])) -> io::Result<()> {
+pub(super) fn dump(request: &[u8], each: impl FnMut(&[u8])) -> io::Result<()> {
+    query(request, true, each)
+}
+
+/// [`dump`], or with `dump` false a request for one socket (named in `request`), answered
+/// by one datagram: its message, or an error.
+pub(super) fn query(request: &[u8], dump: bool, mut each: impl FnMut(&[u8])) -> io::Result<()> {
     // SAFETY: socket(2) with constant arguments; the result is checked.
     let raw = unsafe {
         libc::socket(
@@ -59,7 +65,12 @@ pub(super) fn dump(request: &[u8], mut each: impl FnMut(&[u8])) -> io::Result<()
     let mut msg = Vec::with_capacity(NLMSG_HDRLEN + request.len());
     msg.extend_from_slice(&((NLMSG_HDRLEN + request.len()) as u32).to_ne_bytes());
     msg.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    msg.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    let flags = if dump {
+        libc::NLM_F_REQUEST | libc::NLM_F_DUMP
+    } else {
+        libc::NLM_F_REQUEST
+    };
+    msg.extend_from_slice(&(flags as u16).to_ne_bytes());
     msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
     msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
     msg.extend_from_slice(request);
@@ -93,7 +104,7 @@ pub(super) fn dump(request: &[u8], mut each: impl FnMut(&[u8])) -> io::Result<()
             }
             return Err(e);
         }
-        if n == 0 || parse_datagram(&buf[..n as usize], &mut each)? {
+        if n == 0 || parse_datagram(&buf[..n as usize], &mut each)? || !dump {
             return Ok(());
         }
     }

@@ -594,6 +594,9 @@ impl Driver {
 
     /// Starts a new FPM on the held sockets.
     fn spawn(&mut self, master: MasterNo, why: machine::Why) -> Event {
+        if why == machine::Why::Crash {
+            self.follow_config_on_disk();
+        }
         let mut cfg = self.cfg.clone();
         // What this master will run, identified now: an upgrade of the file later does not
         // make it unprovable to us (its executable keeps this device and inode).

@@ -114,6 +114,9 @@ pub fn run(cfg: FpmConfig, fpm: Fpm, opts: Options) -> Result<ExitCode> {
 
     let lock_dir = crate::lock::secure_dir()?;
     let mut snap = discovery::discover(&cfg);
+    // A live supervisor of this config with another lock directory: two would fight over
+    // the master (and retire each other's replacements).
+    crate::supervised::refuse_unreached_supervisor(&snap)?;
     // A supervisor killed while retiring a master left it stopped beside the new one: the
     // retirement is finished before anything else (the serving master is taken over below).
     if !crate::handover::interrupted::finish(

@@ -4,11 +4,16 @@
 //! replacement does not take over. The supervisor's view (health checks, `status`) then
 //! describes the config the serving master runs again, only its sockets stay held, and its
 //! clients keep the access they had: a wrong `listen.owner` in a config whose master never
-//! came up must not turn into 502s. (FPM itself reads the file: a later crash restart runs
-//! what is on disk.)
+//! came up must not turn into 502s.
+//!
+//! FPM reads its config file itself, so a crash restart runs what is on disk, which may be an
+//! edit not yet applied by a restart: before a crash restart the view and the held sockets
+//! follow the file when it changed ([`Driver::follow_config_on_disk`]), or health checks
+//! would ping pools the new master does not run and sockets of removed pools would stay held,
+//! accepting connections nobody serves.
 
 use super::Driver;
-use crate::config::{self, FpmConfig};
+use crate::config::{self, FpmConfig, LoadOptions};
 use crate::discovery;
 use crate::error::Error;
 use crate::exit::ExitCode;
@@ -59,6 +64,50 @@ impl Driver {
                 self.sockets.drop_unused(&self.cfg);
                 Err((e.exit_code(), e.to_string()))
             }
+        }
+    }
+
+    /// Before a crash restart: when the config on disk is no longer the one the view holds,
+    /// it is loaded and tested as for a requested restart, and the view and the held sockets
+    /// follow it (no master serves whose config could be gone back to). A config on disk that
+    /// does not load or is refused is logged; FPM is started on it anyway (it reads the file
+    /// itself, so nothing else could run), says why it cannot run, and the crash backoff goes
+    /// on until the file is fixed. An unchanged file costs one parse: the binary's directories
+    /// are those the view was loaded with, php-fpm is not asked again.
+    pub(super) fn follow_config_on_disk(&mut self) {
+        let options = LoadOptions {
+            prefix: self.fpm.prefix.clone(),
+            build: self.cfg.build.clone(),
+            env: None,
+        };
+        match config::load_with(&self.cfg_path, &options) {
+            Ok(mut on_disk) => {
+                on_disk.binary = self.cfg.binary.clone();
+                if on_disk == self.cfg {
+                    return;
+                }
+            }
+            Err(e) => {
+                warn!(
+                    config = %self.cfg_path.display(),
+                    error = %e,
+                    "the config on disk does not load; FPM is started on it anyway"
+                );
+                return;
+            }
+        }
+        info!(
+            config = %self.cfg_path.display(),
+            "the config on disk changed since FPM last started; the crash restart runs it"
+        );
+        match self.load_config() {
+            Ok(()) => self.config_taken_over(),
+            Err((code, error)) => warn!(
+                config = %self.cfg_path.display(),
+                exit_code = code.code(),
+                error,
+                "the changed config on disk is refused; FPM is started on it anyway"
+            ),
         }
     }
 
