@@ -11,7 +11,7 @@
 //! daemon that discovery does not prove to be this config's master is still named (and left
 //! alone: fpmctl signals only what it proves).
 //!
-//! A titled master found there is **left running** by a start: it was started with nothing else
+//! A master found there (proven by discovery) is **left running** by a start: it was started with nothing else
 //! serving, so stopping it could only keep the site down, while left alone it may still come
 //! up on its own (it does not need its launcher). It does not block what comes next: fpmctl
 //! recognises it as this config's master, so `ping` checks it, `restart` replaces it, `stop`
@@ -35,8 +35,9 @@ pub enum Found {
         pid: i32,
         /// How many workers it had.
         workers: usize,
-        /// Whether the pid file names it (FPM writes it once its sockets are bound).
-        in_pid_file: bool,
+        /// Whether the pid file names it (FPM writes it once its sockets are bound); `None`
+        /// when the config has no pid file.
+        in_pid_file: Option<bool>,
     },
     /// The daemon the launcher forked still runs, but is not proven to be this config's
     /// master.
@@ -66,7 +67,8 @@ pub fn found_in(snap: &Snapshot, daemon: Option<i32>) -> Found {
                 .iter()
                 .filter(|w| w.proc.ppid == m.pid())
                 .count(),
-            in_pid_file: snap.pid_file.pid() == Some(m.pid()),
+            in_pid_file: (snap.pid_file != discovery::PidFile::NotConfigured)
+                .then(|| snap.pid_file.pid() == Some(m.pid())),
         };
     }
     if let Some(l) = snap.unverified_masters().next() {
@@ -115,8 +117,11 @@ pub fn start_message(what: &str, config: &Path, found: &Found) -> String {
             in_pid_file,
         } => {
             let state = match (workers, in_pid_file) {
-                (0, false) => "it has not yet bound its sockets and written its pid file".into(),
-                (0, true) => "it holds its sockets but has no worker yet".into(),
+                (0, Some(false)) => {
+                    "it has not yet bound its sockets and written its pid file".into()
+                }
+                (0, Some(true)) => "it holds its sockets but has no worker yet".into(),
+                (0, None) => "it has no worker yet".into(),
                 (n, _) => format!("it has {n} worker(s) now"),
             };
             format!(
@@ -166,7 +171,7 @@ mod tests {
             &Found::Master {
                 pid: 42,
                 workers: 0,
-                in_pid_file: true,
+                in_pid_file: Some(true),
             },
         );
         assert!(m.starts_with(WHAT), "{m}");
@@ -185,7 +190,7 @@ mod tests {
             &Found::Master {
                 pid: 7,
                 workers: 0,
-                in_pid_file: false,
+                in_pid_file: Some(false),
             },
         );
         assert!(m.contains("not yet bound its sockets"), "{m}");
