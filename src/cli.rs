@@ -372,6 +372,11 @@ pub struct DoctorArgs {
     /// line with --json).
     #[arg(long)]
     pub follow: bool,
+    /// Overall limit for the live checks (connecting to every pool's address as nginx's
+    /// user): an address not reached by then is reported as not checked, and with no cause
+    /// found the exit code is 8.
+    #[arg(long, value_parser = parse_positive_duration, default_value = "10s", value_name = "DURATION")]
+    pub timeout: Duration,
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,

@@ -73,6 +73,15 @@ pub enum Error {
     /// Something did not happen in time.
     #[error("{0}")]
     Timeout(String),
+    /// `php-fpm -D`'s launcher did not return in time and was killed; `daemon` is the process
+    /// it had forked (the future master), identified while it was still the launcher's child.
+    #[error("{detail}")]
+    LauncherCutOff {
+        /// What did not happen in time.
+        detail: String,
+        /// The launcher's child when it had one.
+        daemon: Option<crate::procs::ProcId>,
+    },
     /// The per-config lock is held.
     #[error("{0}")]
     Locked(String),
@@ -124,7 +133,7 @@ impl Error {
             Error::BinaryNotFound(_) => ExitCode::BinaryNotFound,
             Error::ConfigInvalid { .. } => ExitCode::ConfigInvalid,
             Error::AddressInUse { .. } => ExitCode::AddressInUse,
-            Error::Timeout(_) => ExitCode::Timeout,
+            Error::Timeout(_) | Error::LauncherCutOff { .. } => ExitCode::Timeout,
             Error::Locked(_) => ExitCode::Locked,
             Error::NotReady(_) => ExitCode::NotReady,
             Error::NotRunning(_) => ExitCode::NotRunning,

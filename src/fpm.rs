@@ -227,7 +227,9 @@ impl Fpm {
     }
 
     /// [`Fpm::start_daemon`] with `prepare` applied to the command first (an environment,
-    /// descriptors to inherit).
+    /// descriptors to inherit). A launcher still running at `timeout` is killed and the
+    /// answer is [`Error::LauncherCutOff`], naming the daemon it had forked, if any: that
+    /// daemon is left alone here (it does not need its launcher), for the caller to judge.
     pub fn start_daemon_with(
         &self,
         timeout: Duration,
@@ -252,13 +254,23 @@ impl Fpm {
         let status = match child.try_wait() {
             Ok(Some(status)) => status,
             Ok(None) => {
+                // Its child, the daemon, is identified while the launcher still lives: once
+                // it is reparented, nothing but its title would tell it apart, and it takes
+                // that title only some way into its init.
+                let daemon = crate::procs::children_or_scan(child.id() as i32)
+                    .into_iter()
+                    .find(|p| !p.is_gone())
+                    .map(|p| p.id);
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(Error::Timeout(format!(
-                    "{} -D did not return within {:.1}s",
-                    self.bin.display(),
-                    timeout.as_secs_f64()
-                )));
+                return Err(Error::LauncherCutOff {
+                    detail: format!(
+                        "{} -D did not return within {:.1}s",
+                        self.bin.display(),
+                        timeout.as_secs_f64()
+                    ),
+                    daemon,
+                });
             }
             Err(e) => return Err(Error::io("waiting for php-fpm", e)),
         };

@@ -74,6 +74,13 @@ mod tests {
                 7,
             ),
             (Error::Timeout("x".into()), 8),
+            (
+                Error::LauncherCutOff {
+                    detail: "x".into(),
+                    daemon: None,
+                },
+                8,
+            ),
             (Error::Locked("x".into()), 9),
             (Error::Systemd("x".into()), 11),
             (Error::Interrupted("x".into()), 14),

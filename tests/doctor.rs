@@ -109,7 +109,11 @@ fn check_shape(run: &Run, root: &Path) -> Vec<Value> {
         .unwrap_or_else(|| panic!("not an object:\n{run}"));
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["findings", "notes"], "top-level keys:\n{run}");
+    assert_eq!(
+        keys,
+        ["findings", "not_checked", "notes"],
+        "top-level keys:\n{run}"
+    );
     for note in j["notes"]
         .as_array()
         .unwrap_or_else(|| panic!("notes is not an array:\n{run}"))

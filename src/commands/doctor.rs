@@ -72,7 +72,14 @@ pub(super) fn run(global: &GlobalArgs, a: &DoctorArgs) -> Result<Outcome> {
         LiveFacts::default()
     } else {
         let user = nginx.as_ref().map(|n| n.worker_user());
-        live::gather(cfg.as_ref(), &fastcgi_targets(nginx.as_ref()), user)
+        // One limit for every live check, taken from here: reading the configs and logs is
+        // not a network wait.
+        live::gather(
+            cfg.as_ref(),
+            &fastcgi_targets(nginx.as_ref()),
+            user,
+            crate::deadline::Deadline::after(a.timeout),
+        )
     };
     if let (Some(running), Some(c)) = (live.fpm_running, &cfg) {
         notes.push(format!(
@@ -113,17 +120,25 @@ pub(super) fn run(global: &GlobalArgs, a: &DoctorArgs) -> Result<Outcome> {
     if a.follow {
         return follow(a, &world, files, obs, diag, now, offset);
     }
-    let code = if diag.has_cause() {
-        ExitCode::Failure
-    } else {
-        ExitCode::Ok
-    };
+    let code = exit_code(&diag);
     Ok(Outcome {
         code,
         text: report::to_text(&diag, &sources, now, offset),
         json: report::to_json(&diag, now, offset),
         error: None,
     })
+}
+
+/// Doctor's exit code: a cause is the answer (1) even when some addresses were not reached;
+/// without one, an incomplete look is not "healthy" (8, the addresses named); else 0.
+fn exit_code(d: &Diagnosis) -> ExitCode {
+    if d.has_cause() {
+        ExitCode::Failure
+    } else if !d.not_checked.is_empty() {
+        ExitCode::Timeout
+    } else {
+        ExitCode::Ok
+    }
 }
 
 fn diagnose(world: &World, obs: &Observations, now: time::Civil) -> Diagnosis {
@@ -493,6 +508,10 @@ fn follow(
         true
     };
     let mut open = emit(&first, now);
+    // The live checks run once, before following: what they did not reach is said once.
+    if let Some(line) = report::not_checked_text(&first) {
+        crate::output::eprint(&format!("note: {line}"));
+    }
     let mut notes_seen: HashSet<String> = first.notes.iter().cloned().collect();
     if !a.json {
         for n in &first.notes {
@@ -533,6 +552,38 @@ fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_incomplete_look_is_8_unless_a_cause_was_found() {
+        use crate::doctor::facts::{Finding, NotChecked};
+        let unchecked = NotChecked {
+            address: "127.0.0.1:9000".into(),
+            pool: Some("www".into()),
+        };
+        let cause = Finding {
+            cause: "backlog-full",
+            severity: Severity::Error,
+            count: 1,
+            failed: 0,
+            first: None,
+            last: None,
+            summary: String::new(),
+            evidence: Vec::new(),
+            fix: String::new(),
+            subject: String::new(),
+        };
+        let mut d = Diagnosis::default();
+        assert_eq!(exit_code(&d), ExitCode::Ok);
+        d.not_checked.push(unchecked);
+        assert_eq!(exit_code(&d), ExitCode::Timeout);
+        d.findings.push(Finding {
+            severity: Severity::Warning,
+            ..cause.clone()
+        });
+        assert_eq!(exit_code(&d), ExitCode::Timeout, "a warning is no answer");
+        d.findings.push(cause);
+        assert_eq!(exit_code(&d), ExitCode::Failure);
+    }
 
     /// Real lines nginx wrote when the socket-permission incident was provoked.
     fn corpus_log() -> String {

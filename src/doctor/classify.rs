@@ -6,7 +6,9 @@
 //! told apart by FPM's log at the same time in the pool on that address, and by the
 //! configurations; a reset nothing explains is a note, not a guess.
 
-use super::facts::{Diagnosis, Finding, FpmFacts, LiveFacts, PoolFacts, Severity};
+use super::facts::{
+    Diagnosis, Finding, FpmFacts, LiveFacts, NotChecked, PoolFacts, ProbeResult, Severity,
+};
 use super::fixes::{
     backlog_fix, fatal_fix, header_fix, permission_fix, permission_summary, timeout_fix,
 };
@@ -417,7 +419,21 @@ pub fn classify(input: &Input<'_>) -> Diagnosis {
             }
         }
     }
-    Diagnosis { findings, notes }
+    let not_checked = input
+        .live
+        .probes
+        .iter()
+        .filter(|p| p.result == ProbeResult::NotChecked)
+        .map(|p| NotChecked {
+            address: nginx_addr(&p.addr),
+            pool: pool_for(&p.addr).map(|f| f.name.clone()),
+        })
+        .collect();
+    Diagnosis {
+        findings,
+        notes,
+        not_checked,
+    }
 }
 
 /// What the access log counted, and whether the findings account for it.

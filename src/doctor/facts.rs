@@ -118,6 +118,9 @@ pub enum ProbeResult {
     Failed(i32, String),
     /// The probe could not be made (not root, unknown user, ...).
     NotTried(String),
+    /// Not checked: doctor's overall limit for the live checks ran out before (or while) it
+    /// was tried. Neither healthy nor down.
+    NotChecked,
 }
 
 /// One live connection attempt.
@@ -218,6 +221,17 @@ pub struct Diagnosis {
     pub findings: Vec<Finding>,
     /// Notes: what could not be read or checked, events that explain nothing on their own.
     pub notes: Vec<String>,
+    /// Addresses the live checks did not reach before their overall limit ran out.
+    pub not_checked: Vec<NotChecked>,
+}
+
+/// An address the live checks did not reach in time.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NotChecked {
+    /// The address, as nginx spells it.
+    pub address: String,
+    /// The FPM pool that listens there, when known.
+    pub pool: Option<String>,
 }
 
 impl Diagnosis {

@@ -2,22 +2,35 @@
 //! (a forked child that drops to that user), the accept queue of each pool's socket (sock_diag
 //! through [`crate::listen`]), who holds each address ([`crate::discovery`]), whether FPM's
 //! master runs, and `net.core.somaxconn`. Never used with `--offline`.
+//!
+//! One [`Deadline`] bounds the connections: each takes the smaller of its own limit and what
+//! is left, and an address not reached in time is [`ProbeResult::NotChecked`] (neither healthy
+//! nor down), so doctor answers promptly however many pools do not.
 
 use super::facts::{HolderFacts, LiveFacts, Probe, ProbeResult, Queue};
 use crate::config::FpmConfig;
+use crate::deadline::Deadline;
 use crate::discovery::{self, Role};
 use crate::listen::{self, ListenAddr, QueueAddr};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::Duration;
+
+/// A TCP connection's own limit.
+const TCP_CONNECT_LIMIT: Duration = Duration::from_secs(2);
+/// A probe child's own limit (a non-blocking connect as another user: a fork and a few
+/// system calls).
+const CHILD_LIMIT: Duration = Duration::from_secs(2);
 
 /// Gathers live facts for the pools of `cfg` (when known) and the FastCGI addresses nginx
 /// passes to, probing as `nginx_user` (as ourselves when it is unknown: that still shows
-/// whether anything listens).
+/// whether anything listens), the probes within `deadline`.
 pub fn gather(
     cfg: Option<&FpmConfig>,
     nginx_targets: &[ListenAddr],
     nginx_user: Option<&str>,
+    deadline: Deadline,
 ) -> LiveFacts {
     let mut live = LiveFacts {
         somaxconn: std::fs::read_to_string("/proc/sys/net/core/somaxconn")
@@ -77,7 +90,7 @@ pub fn gather(
         }
     }
     for a in &addrs {
-        live.probes.push(probe(a, nginx_user));
+        live.probes.push(probe_within(a, nginx_user, deadline));
     }
     if let Ok(queues) = listen::accept_queues() {
         for a in &addrs {
@@ -121,10 +134,24 @@ pub fn meminfo_total(text: &str) -> Option<u64> {
 /// full accept queue (the saturated pool behind a 502) answers `EAGAIN` at once, where a
 /// blocking connect would wait for a worker to accept, for ever if none does.
 pub fn probe(addr: &ListenAddr, user: Option<&str>) -> Probe {
-    let (result, socket_perms) = match (addr, user) {
-        (ListenAddr::Unix(path), Some(user)) => (connect_unix_as(path, user), socket_perms(path)),
-        (ListenAddr::Unix(path), None) => (connect_unix(path), socket_perms(path)),
-        (ListenAddr::Tcp { .. }, _) => (connect_tcp(addr), None),
+    probe_within(addr, user, Deadline::after(Duration::from_secs(60)))
+}
+
+/// [`probe`], within `deadline`: [`ProbeResult::NotChecked`] when it has passed, or when
+/// the connection it cut short had not been answered.
+pub fn probe_within(addr: &ListenAddr, user: Option<&str>, deadline: Deadline) -> Probe {
+    let result = if deadline.expired() {
+        ProbeResult::NotChecked
+    } else {
+        match (addr, user) {
+            (ListenAddr::Unix(path), Some(user)) => connect_unix_as(path, user, deadline),
+            (ListenAddr::Unix(path), None) => connect_unix(path),
+            (ListenAddr::Tcp { .. }, _) => connect_tcp(addr, deadline),
+        }
+    };
+    let socket_perms = match addr {
+        ListenAddr::Unix(path) => socket_perms(path),
+        ListenAddr::Tcp { .. } => None,
     };
     let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
         .ok()
@@ -144,7 +171,7 @@ fn failed(e: &std::io::Error) -> ProbeResult {
     ProbeResult::Failed(e.raw_os_error().unwrap_or(0), text)
 }
 
-fn connect_tcp(addr: &ListenAddr) -> ProbeResult {
+fn connect_tcp(addr: &ListenAddr, deadline: Deadline) -> ProbeResult {
     let targets = match addr.connect_addrs() {
         Ok(t) if !t.is_empty() => t,
         Ok(_) => return ProbeResult::NotTried("no address to connect to".into()),
@@ -152,8 +179,16 @@ fn connect_tcp(addr: &ListenAddr) -> ProbeResult {
     };
     let mut last = None;
     for t in targets {
-        match std::net::TcpStream::connect_timeout(&t, std::time::Duration::from_secs(2)) {
+        let limit = deadline.remaining_capped(TCP_CONNECT_LIMIT);
+        if limit.is_zero() {
+            return ProbeResult::NotChecked;
+        }
+        match std::net::TcpStream::connect_timeout(&t, limit) {
             Ok(_) => return ProbeResult::Connected,
+            // Cut short by the overall limit, not by its own: unanswered is not an answer.
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && limit < TCP_CONNECT_LIMIT => {
+                return ProbeResult::NotChecked;
+            }
             Err(e) => last = Some(e),
         }
     }
@@ -199,7 +234,7 @@ fn socket_perms(path: &Path) -> Option<String> {
 /// Exit status of the probe child when dropping privileges failed.
 const DROP_FAILED: i32 = 255;
 
-fn connect_unix_as(path: &Path, user: &str) -> ProbeResult {
+fn connect_unix_as(path: &Path, user: &str, deadline: Deadline) -> ProbeResult {
     let Ok(Some(u)) = nix::unistd::User::from_name(user) else {
         return ProbeResult::NotTried(format!("no user {user} on this host"));
     };
@@ -258,16 +293,32 @@ fn connect_unix_as(path: &Path, user: &str) -> ProbeResult {
             });
         }
     }
+    // Its own limit or what is left, whichever is less; then it is killed and reaped (our own
+    // unreaped child: its PID cannot have been reused).
+    let limit = Deadline::after(deadline.remaining_capped(CHILD_LIMIT));
     let mut status = 0;
     loop {
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        // SAFETY: waiting for our own child, without blocking.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if r == pid {
             break;
         }
-        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
             return ProbeResult::NotTried("lost the probe child".into());
         }
+        if limit.expired() {
+            // SAFETY: signalling and reaping our own child, not yet reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return if deadline.expired() {
+                ProbeResult::NotChecked
+            } else {
+                ProbeResult::NotTried("the probe child did not finish".into())
+            };
+        }
+        std::thread::sleep(limit.remaining_capped(Duration::from_millis(1)));
     }
     if !libc::WIFEXITED(status) {
         return ProbeResult::NotTried("the probe child died".into());
@@ -351,6 +402,51 @@ mod tests {
             );
         }
         drop(queued);
+    }
+
+    /// Past the overall deadline nothing is tried, and a TCP connection the deadline cut
+    /// short (a full accept queue drops the SYN: no answer at all) is not checked, not down.
+    #[test]
+    fn the_overall_deadline_leaves_addresses_not_checked() {
+        use nix::sys::socket::{Backlog, SockaddrIn, bind, getsockname, listen};
+        let fd = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrIn::new(127, 0, 0, 1, 0),
+        )
+        .unwrap();
+        listen(&fd, Backlog::new(1).unwrap()).unwrap();
+        let port = getsockname::<SockaddrIn>(std::os::fd::AsRawFd::as_raw_fd(&fd))
+            .unwrap()
+            .port();
+        let sa = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut queued = Vec::new();
+        while let Ok(c) = std::net::TcpStream::connect_timeout(&sa, Duration::from_millis(500)) {
+            queued.push(c);
+            assert!(queued.len() < 64, "the queue never filled");
+        }
+        let addr = ListenAddr::parse(&format!("127.0.0.1:{port}")).unwrap();
+        let gone = Deadline::after(Duration::ZERO);
+        assert_eq!(
+            probe_within(&addr, None, gone).result,
+            ProbeResult::NotChecked
+        );
+        let short = Deadline::after(Duration::from_millis(200));
+        assert_eq!(
+            probe_within(&addr, None, short).result,
+            ProbeResult::NotChecked
+        );
+        let unix = ListenAddr::Unix("/nonexistent/x.sock".into());
+        assert_eq!(
+            probe_within(&unix, None, Deadline::after(Duration::ZERO)).result,
+            ProbeResult::NotChecked
+        );
     }
 
     #[test]

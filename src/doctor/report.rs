@@ -1,6 +1,7 @@
 //! Rendering a diagnosis: readable text, and the JSON shape other tools rely on:
 //! `{"findings": [{"cause", "severity", "count", "first_seen", "last_seen", "summary",
-//! "evidence": [{"file", "line", "text"}], "fix"}], "notes": [...]}`.
+//! "evidence": [{"file", "line", "text"}], "fix"}], "notes": [...],
+//! "not_checked": [{"address", "pool"}]}`.
 
 use super::facts::{Diagnosis, Finding, Severity};
 use super::time::{Civil, rfc3339};
@@ -25,7 +26,27 @@ pub fn to_json(d: &Diagnosis, now: Civil, offset: i64) -> Value {
     json!({
         "findings": d.findings.iter().map(|f| finding_json(f, now, offset)).collect::<Vec<_>>(),
         "notes": d.notes,
+        "not_checked": d.not_checked,
     })
+}
+
+/// The line naming the addresses the live checks did not reach, when there are any.
+pub fn not_checked_text(d: &Diagnosis) -> Option<String> {
+    if d.not_checked.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = d
+        .not_checked
+        .iter()
+        .map(|n| match &n.pool {
+            Some(pool) => format!("pool {pool} ({})", n.address),
+            None => n.address.clone(),
+        })
+        .collect();
+    Some(format!(
+        "not checked, time ran out (--timeout): {}; neither healthy nor down, run doctor again with a longer --timeout\n",
+        list.join(", ")
+    ))
 }
 
 /// Longest evidence line shown in text output.
@@ -93,6 +114,9 @@ pub fn to_text(d: &Diagnosis, sources: &[String], now: Civil, offset: i64) -> St
         ));
     }
     out.push_str(".\n");
+    if let Some(line) = not_checked_text(d) {
+        out.push_str(&line);
+    }
     for s in sources {
         out.push_str(&format!("  read {s}\n"));
     }
@@ -134,6 +158,7 @@ mod tests {
                 subject: String::new(),
             }],
             notes: vec!["n".into()],
+            not_checked: Vec::new(),
         };
         let v = to_json(&d, 0, 0);
         assert_eq!(
@@ -141,7 +166,7 @@ mod tests {
             json!({"findings": [{"cause": "socket-permission", "severity": "error", "count": 3,
                 "first_seen": "1970-01-01T00:00:00Z", "last_seen": "1970-01-01T00:01:01Z",
                 "summary": "s", "evidence": [{"file": "/var/log/nginx/error.log", "line": 7, "text": "t"}],
-                "fix": "f"}], "notes": ["n"]})
+                "fix": "f"}], "notes": ["n"], "not_checked": []})
         );
         let text = to_text(&d, &[], 0, 0);
         assert!(
@@ -153,5 +178,34 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("   fix: f\n"), "{text}");
+        assert!(!text.contains("not checked"), "{text}");
+    }
+
+    #[test]
+    fn addresses_not_reached_are_named_as_not_checked() {
+        let d = Diagnosis {
+            not_checked: vec![
+                crate::doctor::facts::NotChecked {
+                    address: "127.0.0.1:9001".into(),
+                    pool: Some("a".into()),
+                },
+                crate::doctor::facts::NotChecked {
+                    address: "unix:/run/x.sock".into(),
+                    pool: None,
+                },
+            ],
+            ..Diagnosis::default()
+        };
+        let text = to_text(&d, &[], 0, 0);
+        assert!(
+            text.contains(
+                "not checked, time ran out (--timeout): pool a (127.0.0.1:9001), unix:/run/x.sock;"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            to_json(&d, 0, 0)["not_checked"],
+            json!([{"address": "127.0.0.1:9001", "pool": "a"}, {"address": "unix:/run/x.sock", "pool": null}])
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! Starting FPM when it does not run (`start`, `ensure`, `reload --recover`, the start half of
 //! a cold restart): orphans of a dead master are stopped first, a leftover socket file nobody
 //! listens on is removed, then `php-fpm -D` is launched with this launch's notify socket and
-//! proven ready by its own `READY=1`.
+//! proven ready by its own `READY=1`. A launcher cut off at its limit is followed by a look for
+//! the master it may have left ([`super::cut_off`]).
 
 use super::watch::{ReadyBy, Watch};
 use crate::config::{FpmConfig, static_checks};
@@ -159,8 +160,16 @@ pub fn launch_watched(
         config = %cfg.path.display(),
         "starting FPM"
     );
+    // A launcher cut off at its limit may leave a master behind, still starting or hung: it
+    // is looked for, named, and left running (see `cut_off`).
     fpm.start_daemon_with(opts.timeout.max(Duration::from_secs(5)), |cmd| {
         watch.prepare(cmd)
+    })
+    .map_err(|e| match e {
+        Error::LauncherCutOff { detail, daemon } => {
+            super::cut_off::after_start(cfg, &detail, daemon)
+        }
+        other => other,
     })?;
     if let Some(sig) = critical.and_then(Critical::leave) {
         return Err(Error::Interrupted(format!(

@@ -8,6 +8,7 @@
 //! waits on their pidfds, a launched master names itself in its `READY=1`, its workers are its
 //! children. Commands parse their options, call these and print what they return.
 
+pub mod cut_off;
 mod launch;
 mod restart;
 mod watch;

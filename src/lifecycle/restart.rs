@@ -321,12 +321,44 @@ fn hand_over(
     if let Err(e) = handover::start_on(fpm, cfg, &held, opts.ready_timeout, |cmd| {
         watch.prepare(cmd)
     }) {
-        // A launcher cut off at its timeout may have forked the new master already.
-        if let Some(new) = handover::new_master(cfg, old) {
-            let _ = handover::retire(new, cfg, Deadline::after(opts.stop_timeout));
+        // A launcher cut off at its timeout may have forked the new master already: half
+        // started beside the serving old one, on the same sockets, it is retired (unlike a
+        // start's, which is left running: there nothing else serves) and named.
+        let daemon = match &e {
+            Error::LauncherCutOff { daemon, .. } => *daemon,
+            _ => None,
+        };
+        let left = match handover::new_master(cfg, old) {
+            Some(new) => Some((
+                new.pid,
+                handover::retire(new, cfg, Deadline::after(opts.stop_timeout))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            )),
+            // Never signalled unless proven a master of this config.
+            None => super::cut_off::still_running(daemon).map(|pid| {
+                (
+                    pid,
+                    Err("it is not proven to be a master of this config; it was left alone".into()),
+                )
+            }),
+        };
+        if let Some((pid, done)) = &left {
+            warn!(
+                pid = *pid,
+                stopped = done.is_ok(),
+                "the cut-off launcher left a new master behind"
+            );
         }
         undo(&mut held);
         let _ = critical.leave();
+        let e = match e {
+            Error::LauncherCutOff { detail, .. } => Error::Timeout(format!(
+                "{detail}; {}",
+                super::cut_off::handover_clause(left)
+            )),
+            other => other,
+        };
         return Err(match e {
             // The new master's start was the config test: nothing was changed (exit 6).
             Error::ConfigInvalid { config, detail } => Error::ConfigInvalid {

@@ -10,6 +10,7 @@ pub mod incidents;
 pub mod load;
 pub mod logtime;
 pub mod nginx;
+pub mod stuck_log;
 pub mod systemd;
 
 use fpmctl::deadline::Deadline;
