@@ -510,3 +510,29 @@ fn a_restart_whose_new_fpm_fails_to_start_says_fpm_is_down() {
         "{run}"
     );
 }
+
+/// The kernel's socket table names a unix socket by the path text it was bound with. A
+/// listener bound through another spelling of the pool's path (here a symlinked directory)
+/// is not seen there; its socket file is no leftover, and `start` must not remove it.
+#[test]
+fn start_never_removes_a_socket_file_another_spelling_of_the_path_listens_on() {
+    let Some(sb) = Sandbox::new() else { return };
+    let real = sb.root.join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = sb.root.join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let path = link.join("fpm.sock");
+    let text = sb.config_text().replace(
+        &format!("listen = {}\n", sb.sock.display()),
+        &format!("listen = {}\n", path.display()),
+    );
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    sb.write_config(&text);
+    // Another program listens there, bound by the other spelling.
+    let _other = std::os::unix::net::UnixListener::bind(real.join("fpm.sock")).unwrap();
+    let run = sb.fpmctl(&["start"]);
+    run.expect_code(1);
+    assert!(run.stderr.contains("not removing it"), "{run}");
+    assert!(real.join("fpm.sock").exists(), "{run}");
+    assert!(sb.masters().is_empty(), "{run}");
+}

@@ -301,12 +301,8 @@ pub fn remove_dead_socket(path: &std::path::Path) -> bool {
     if !is_socket {
         return false;
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            std::fs::remove_file(path).is_ok()
-        }
-        _ => false,
-    }
+    // Non-blocking: a listener with a full backlog must not hang the restart.
+    crate::listen::unix_path_listened(path) == Some(false) && std::fs::remove_file(path).is_ok()
 }
 
 #[cfg(test)]

@@ -226,6 +226,16 @@ fn remove_stale_sockets(snap: &Snapshot) -> Result<()> {
             )));
         }
         if a.inodes.is_empty() {
+            // The kernel's table names a socket by the path text it was bound with: one bound
+            // through another spelling of this path (a symlinked directory) is not seen there,
+            // and its file must not be taken for a leftover.
+            if crate::listen::unix_path_listened(path) != Some(false) {
+                return Err(Error::Other(format!(
+                    "pool {}: something answers on {} though no listening socket is known by that name (bound through another path to it?); not removing it",
+                    a.pool,
+                    path.display()
+                )));
+            }
             std::fs::remove_file(path)
                 .map_err(|e| Error::io(format!("removing stale socket {}", path.display()), e))?;
             info!(

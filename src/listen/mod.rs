@@ -299,6 +299,30 @@ fn decode_v6(hex: &str) -> Option<Ipv6Addr> {
     Some(Ipv6Addr::from(bytes))
 }
 
+/// Whether something listens on the unix socket file at `path`, asked the only way that
+/// does not depend on how the path was spelt when the socket was bound (the kernel's socket
+/// table names a socket by the path text given to `bind`): a non-blocking connect.
+/// `Some(false)` when the connection is refused or there is no such file, `Some(true)` when
+/// it is accepted or waits in a full backlog, `None` when it cannot be told (no permission).
+pub fn unix_path_listened(path: &Path) -> Option<bool> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    use std::os::fd::AsRawFd;
+    let addr = UnixAddr::new(path).ok()?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .ok()?;
+    match connect(fd.as_raw_fd(), &addr) {
+        Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINPROGRESS) => Some(true),
+        Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT) => Some(false),
+        Err(_) => None,
+    }
+}
+
 /// Every listening unix stream socket bound to a path: path and inode.
 pub fn read_unix_listeners() -> std::io::Result<Vec<(PathBuf, u64)>> {
     // Paths may be any bytes: read losslessly, so one that is not UTF-8 neither fails the
