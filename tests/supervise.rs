@@ -282,9 +282,14 @@ fn a_restart_into_new_pm_settings_applies_them() {
     );
     sb.fpmctl(&["restart"]).expect_code(0);
     let run = sb.fpmctl(&["status", "--json"]);
-    let tcp = &run.json()["pools"][0];
-    assert_eq!(tcp["expected_workers"], 3, "{run}");
-    assert_eq!(tcp["workers"].as_array().unwrap().len(), 3, "{run}");
+    assert_eq!(run.json()["pools"][0]["expected_workers"], 3, "{run}");
+    // FPM is ready once it forked its workers; one forked last may still bear the master's
+    // title for a moment, and status names a pool's workers by their titles.
+    sb.wait_for(Duration::from_secs(10), "3 tcp workers in status", || {
+        let run = sb.fpmctl(&["status", "--json"]);
+        let tcp = &run.json()["pools"][0];
+        (tcp["workers"].as_array()?.len() == 3).then_some(())
+    });
 }
 
 #[test]
