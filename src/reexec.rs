@@ -5,9 +5,9 @@
 //! loads the config, binds what it does not inherit, writes the pid file, and forks its
 //! workers on the inherited listening sockets. A daemonizing master forks once more in the new
 //! image: the new master is the child, and the original PID exits once the child has written
-//! the pid file, forked its workers and reported success through a pipe (or exits after the
-//! child reported failure). So the master's pidfd firing means "it died" only for a master in
-//! the foreground; for a daemonized one it is also the normal end of its re-exec.
+//! the pid file and reported success through a pipe, before it forks its workers (or exits
+//! after the child reported failure). So the master's pidfd firing means "it died" only for a
+//! master in the foreground; for a daemonized one it is also the normal end of its re-exec.
 //!
 //! [`Watch::arm`] runs before the signal is sent: a pidfd on the master and on each old worker
 //! (an unexpected pidfd error means "maybe alive", watched through `/proc`), and
@@ -24,9 +24,12 @@
 //! the new master (`pidfile+ping`); without one, the master is found through the original
 //! PID or its adopters (`drain+ping`). Its children, read from `/proc/PID/task/*/children`
 //! rather than from a pass over the whole process table, are counted against each pool's
-//! expected workers. Only a failed proof (a ping refused, a worker still being forked) is
-//! tried again, after waiting at most [`RETRY`] on the master's pidfd (a daemonized original
-//! exits once its new master has forked every worker); the normal path never sleeps.
+//! expected workers. A daemonized original PID must have exited too ([`handed_off`]): until
+//! then its new master is its child, and discovery would take the original for the master.
+//! Only a failed proof (a ping refused, a worker still being forked, the original not exited
+//! yet) is tried again, after waiting at most [`RETRY`] on the master's pidfd (a daemonized
+//! original exits once its new master has reported success to it); the normal path never
+//! sleeps.
 //!
 //! With no old worker to wait for (`pm = ondemand` with none running), the drain proves
 //! nothing: a ping sent at once could reach the old image before it acted on the signal, and
@@ -208,6 +211,27 @@ pub fn count_workers(
         out.push(n);
     }
     Ok(out)
+}
+
+/// Whether the reload is over once the new image answered with all its workers. A
+/// daemonized original PID (`original`) forked the master now serving (`serving`) in the new
+/// image, and exits only once that master has reported success to it: until then the
+/// process table shows the serving master as the child of a process whose command line
+/// claims the config, which discovery takes for a fork of that one (and the pid file for
+/// stale), so a command run right after the reload would take the exiting original for the
+/// master. `Err` says what is still awaited. Pure.
+pub fn handed_off(
+    original: i32,
+    serving: i32,
+    original_exited: bool,
+) -> std::result::Result<(), String> {
+    if serving == original || original_exited {
+        Ok(())
+    } else {
+        Err(format!(
+            "master {original} has not exited yet after forking master {serving}"
+        ))
+    }
 }
 
 /// A process pinned before the signal: its pidfd, or none when the kernel would not give one
@@ -603,6 +627,11 @@ impl Watch {
             }
             Err(why) => return Attempt::Retry(why, COUNT_RETRY),
         };
+        // Waited for on the original's pidfd (a retry's sleep ends at its exit).
+        let original_exited = self.master.as_ref().is_none_or(Pinned::is_gone);
+        if let Err(why) = handed_off(self.master_pid, master.pid(), original_exited) {
+            return Attempt::Retry(why, RETRY);
+        }
         let pools = cfg
             .pools
             .iter()
@@ -615,17 +644,6 @@ impl Watch {
                 answer: Ok(answer.clone().unwrap_or_default()),
             })
             .collect();
-        // A daemonized original PID exits once its new master reported its start, before that
-        // master forked the workers that answered: it is about to. The reload ends when the
-        // master it names is the only one left.
-        if master.pid() != self.master_pid
-            && let Some(original) = self.master.as_ref().filter(|p| !p.is_gone())
-        {
-            return Attempt::Retry(
-                format!("the original master {} is still exiting", original.id.pid),
-                RETRY,
-            );
-        }
         Attempt::Ready(Reloaded {
             master: master.pid(),
             pools,
@@ -740,6 +758,18 @@ mod tests {
             decide(7, without_workers(true, true)),
             Next::Died(why) if why.contains("master 7 exited")
         ));
+    }
+
+    /// Regression: a daemonized reload was reported done while its original PID, which
+    /// forked the new master, had not exited: `status` run then named that PID as the master.
+    #[test]
+    fn a_daemonized_reload_is_over_only_once_the_original_pid_exited() {
+        assert!(
+            matches!(handed_off(7, 9, false), Err(why) if why.contains("master 7 has not exited"))
+        );
+        assert_eq!(handed_off(7, 9, true), Ok(()));
+        // In the foreground the re-exec keeps the PID: nothing else to wait for.
+        assert_eq!(handed_off(7, 7, false), Ok(()));
     }
 
     #[test]

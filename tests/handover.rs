@@ -604,23 +604,51 @@ fn a_failed_hand_over_leaves_the_socket_permissions_as_the_old_master_had_them()
 /// Starts FPM, then a restart to a config with 250 workers (the new master takes a while to
 /// fork them all, and fpmctl waits for every one before it retires the old master), and
 /// SIGKILLs fpmctl once the new master runs: the old master and the new one, both running on
-/// the same sockets.
+/// the same sockets. Returns once the new master's launcher has exited (it does once the new
+/// master wrote its pid file and reported to it, before the workers are forked): until then
+/// it claims the config by its command line, with the new master its child (a fork of it, as
+/// discovery sees it, not a second master).
 fn kill_a_restart_while_it_proves_the_new_master_ready(sb: &Sandbox) -> (i32, i32) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
     let first = sb.start_fpm();
     let text = sb.config_text();
     let many = text.replacen("pm.max_children = 2\n", "pm.max_children = 250\n", 1);
     assert_ne!(text, many);
     sb.write_config(&many);
+    let title = sb.masters()[0].title.clone();
     let mut run = sb.fpmctl_spawn(&["restart"]);
+    // The new master writes its pid file before it forks a worker (a look at one file and
+    // one process, where a scan of a table of hundreds of workers is slow under load), and
+    // is stopped as soon as seen: it cannot finish forking and tell fpmctl it is ready, so
+    // fpmctl cannot get past proving it ready, however late it is killed.
     let second = sb.wait_for(Duration::from_secs(10), "a second master", || {
-        sb.masters().iter().map(|m| m.pid()).find(|p| *p != first)
+        let pid = sb.pid_from_file().filter(|p| *p != first)?;
+        fpmctl::procs::read(pid)
+            .filter(|p| p.title == title && !p.is_gone())
+            .map(|_| pid)
     });
+    kill(Pid::from_raw(second), Signal::SIGSTOP).unwrap();
     run.kill().unwrap();
     run.wait().unwrap();
     sb.note_master(second);
+    kill(Pid::from_raw(second), Signal::SIGCONT).unwrap();
     assert!(
         alive(first) && alive(second) && state_of(first) != Some('T'),
         "the restart was not interrupted while it proved the new master ready"
+    );
+    sb.wait_for(
+        Duration::from_secs(60),
+        "the new master's launcher to exit",
+        || {
+            let parent = fpmctl::procs::read(second)?.ppid;
+            let launching = fpmctl::procs::read(parent).is_some_and(|p| {
+                !p.is_gone()
+                    && fpmctl::identity::master_claim(&p, &sb.conf)
+                        == fpmctl::identity::Claim::Master
+            });
+            (!launching).then_some(())
+        },
     );
     (first, second)
 }

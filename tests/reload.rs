@@ -169,7 +169,8 @@ fn reload_of_fpm_in_the_foreground_with_a_pid_file() {
 
 /// With `pm = ondemand` and no worker running, no old worker's exit can prove the re-exec:
 /// `reload` waits for the new image to rewrite the pid file. A daemonized FPM forks again
-/// after its re-exec, so the master it reports must be a new PID and the old one gone;
+/// after its re-exec, so the master it reports must be a new PID and the old one gone (the
+/// reload is over only once the original PID has exited);
 /// answering on the old image's word (a ping the old master spawns a worker for before it
 /// acts on the signal) would report the old master.
 #[test]
@@ -211,6 +212,14 @@ fn reload_of_an_ondemand_pool_without_workers_waits_for_the_new_image() {
             "round {round}: master {master} still runs:\n{run}"
         );
         assert_eq!(sb.pid_from_file(), Some(now), "round {round}:\n{run}");
+        // The next command sees what the reload reported: not the original PID, still
+        // exiting, with the new master taken for its child.
+        let status = sb.fpmctl(&["status", "--json"]);
+        assert_eq!(
+            status.json()["master"]["pid"],
+            now,
+            "round {round}:\n{status}"
+        );
         master = now;
     }
 }

@@ -547,12 +547,10 @@ fn the_supervisor_counts_crashes_restarts_and_workers_fpm_terminated_or_saw_cras
     sb.wait_for(Duration::from_secs(20), "a crashed worker counted", || {
         (value(&metrics_of(addr), "fpmctl_worker_crashed_total") == Some(1.0)).then_some(())
     });
-    let log = sb.supervise_log();
-    assert!(
-        log.contains("execution timed out"),
-        "FPM's log is forwarded:\n{log}"
-    );
-    assert!(log.contains("exited on signal 11"), "{log}");
+    // FPM's log is forwarded; the supervisor writes its log from a thread of its own, so a
+    // line may follow the count it led to by a moment.
+    sb.expect_log("execution timed out");
+    sb.expect_log("exited on signal 11");
 
     // SIGKILL of the master: one crash, one crash restart, one restart duration.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), nix::sys::signal::SIGKILL).unwrap();

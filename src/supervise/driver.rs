@@ -182,12 +182,10 @@ impl Driver {
         // Whether anything but the idle loop's own work ran since pages were last released.
         let mut touched = true;
         loop {
-            self.wait(&m);
-            self.collect(&m);
-            let now = Instant::now();
-            if m.next_wakeup().is_some_and(|d| d.expired_at(now)) {
-                self.queue.push_back(Event::Timer);
-            }
+            // The queue is handled before the sources are read again, the first actions'
+            // events too: a master's `Spawned` must reach the machine before its READY=1 is
+            // read, or the message comes from "no master of ours" and is lost (FPM speaks
+            // about 26 ms after exec; a loaded host may run the first read later than that).
             while let Some(ev) = self.queue.pop_front() {
                 // The idle loop's own work (health checks, FPM's heartbeat) keeps its
                 // pages; anything else may have touched code that waiting does not need.
@@ -217,6 +215,12 @@ impl Driver {
                         "released the pages of fpmctl's binary that waiting does not use"
                     );
                 }
+            }
+            self.wait(&m);
+            self.collect(&m);
+            let now = Instant::now();
+            if m.next_wakeup().is_some_and(|d| d.expired_at(now)) {
+                self.queue.push_back(Event::Timer);
             }
         }
     }

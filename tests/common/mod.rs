@@ -81,16 +81,35 @@ pub fn wait_busy(sb: &Sandbox) {
 
 /// A free loopback TCP port, never one this test process handed out before: the kernel may
 /// give a port it just released to the next `bind(0)`, and two sandboxes of one test must not
-/// share an address. (Bound then released; whoever uses it retries on "Address already in use".)
+/// share an address. The port is bound then released, so it is taken below the kernel's
+/// ephemeral range when there is room: a port from that range may meanwhile become the local
+/// port of one of the many connections the load tests open, and FPM's bind then fails with
+/// "Address already in use". Only explicit binds take a port below the range.
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    /// The lowest port handed out below the ephemeral range.
+    const LOW: u32 = 10_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(0);
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
+        let any = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        // The kernel's pick spreads the tries (and parallel test processes) over the room.
+        let port = if ephemeral_start > LOW + 1000 {
+            let candidate = (LOW + u32::from(any) % (ephemeral_start - LOW)) as u16;
+            if TcpListener::bind(("127.0.0.1", candidate)).is_err() {
+                continue;
+            }
+            candidate
+        } else {
+            any
+        };
         if !given.contains(&port) {
             given.push(port);
             return port;
