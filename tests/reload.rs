@@ -39,9 +39,8 @@ fn wait_master(sb: &Sandbox) -> i32 {
     })
 }
 
-/// php-fpm started with `-F` (as a container or a supervisor runs it), once it has all 4
-/// workers; its PID.
-fn start_in_the_foreground(sb: &Sandbox) -> i32 {
+/// php-fpm started with `-F` (as a container or a supervisor runs it); its PID.
+fn spawn_in_the_foreground(sb: &Sandbox) -> i32 {
     let master = sb.spawn(
         Command::new(&sb.bin)
             .arg("-y")
@@ -51,6 +50,12 @@ fn start_in_the_foreground(sb: &Sandbox) -> i32 {
             .stderr(Stdio::null()),
     ) as i32;
     sb.note_master(master);
+    master
+}
+
+/// [`spawn_in_the_foreground`], once it has all 4 workers.
+fn start_in_the_foreground(sb: &Sandbox) -> i32 {
+    let master = spawn_in_the_foreground(sb);
     assert_eq!(wait_master(sb), master);
     master
 }
@@ -246,15 +251,7 @@ fn reload_of_a_foreground_ondemand_master_without_pid_file_or_workers_waits_for_
         "{text}"
     );
     sb.write_config(&text);
-    let master = sb.spawn(
-        Command::new(&sb.bin)
-            .arg("-y")
-            .arg(&sb.conf)
-            .arg("-F")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    ) as i32;
-    sb.note_master(master);
+    let master = spawn_in_the_foreground(&sb);
     sb.wait_for(Duration::from_secs(10), "the master", || {
         sb.masters().iter().any(|m| m.pid() == master).then_some(())
     });

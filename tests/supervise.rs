@@ -12,6 +12,14 @@ fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
 }
 
+/// The supervised master once it is another than `first`, ready (after a crash restart).
+fn wait_replaced(sb: &Sandbox, first: i32, limit: Duration) -> i32 {
+    sb.wait_for(limit, "a new master", || {
+        let m = sb.wait_supervised_ready();
+        (m != first).then_some(m)
+    })
+}
+
 #[test]
 fn supervise_starts_fpm_and_status_names_the_supervisor() {
     let Some(sb) = Sandbox::new() else { return };
@@ -53,10 +61,7 @@ fn kill_9_of_the_master_brings_fpm_back_ready_with_no_orphan() {
         .filter(|p| *p != first)
         .collect();
     signal(first as u32, nix::sys::signal::SIGKILL);
-    let second = sb.wait_for(Duration::from_secs(15), "a new master", || {
-        let m = sb.wait_supervised_ready();
-        (m != first).then_some(m)
-    });
+    let second = wait_replaced(&sb, first, Duration::from_secs(15));
     sb.wait_for(Duration::from_secs(15), "the old workers to exit", || {
         old_workers.iter().all(|w| !alive(*w)).then_some(())
     });
@@ -101,10 +106,7 @@ fn a_settled_supervisor_releases_its_start_up_pages_and_still_recovers_and_resta
     let before = releases(&sb.supervise_log()).len();
     // Crash handling, the control socket and a restart fault their code back in.
     signal(first as u32, nix::sys::signal::SIGKILL);
-    let second = sb.wait_for(Duration::from_secs(15), "a new master", || {
-        let m = sb.wait_supervised_ready();
-        (m != first).then_some(m)
-    });
+    let second = wait_replaced(&sb, first, Duration::from_secs(15));
     sb.fpmctl(&["ping"]).expect_code(0);
     sb.fpmctl(&["restart"]).expect_code(0);
     let third = sb.wait_supervised_ready();
@@ -307,10 +309,7 @@ fn a_crash_restart_runs_the_edited_config_and_the_supervisor_holds_its_new_socke
         extra.display()
     ));
     signal(first as u32, nix::sys::signal::SIGKILL);
-    sb.wait_for(Duration::from_secs(15), "a new master", || {
-        let m = sb.wait_supervised_ready();
-        (m != first).then_some(m)
-    });
+    wait_replaced(&sb, first, Duration::from_secs(15));
     sb.expect_log("the config on disk changed since FPM last started");
     let run = sb.fpmctl(&["status", "--json"]);
     run.expect_code(0);
@@ -344,10 +343,7 @@ fn a_crash_restart_into_a_config_without_a_pool_closes_and_removes_its_socket() 
     });
     sb.write_config(&without_sock);
     signal(first as u32, nix::sys::signal::SIGKILL);
-    sb.wait_for(Duration::from_secs(15), "a new master", || {
-        let m = sb.wait_supervised_ready();
-        (m != first).then_some(m)
-    });
+    wait_replaced(&sb, first, Duration::from_secs(15));
     sb.wait_for(
         Duration::from_secs(10),
         "the unused socket to close",
@@ -368,10 +364,7 @@ fn a_crash_restart_on_a_broken_config_names_it_and_recovers_once_it_is_fixed() {
     signal(first as u32, nix::sys::signal::SIGKILL);
     sb.expect_log("FPM is started on it anyway");
     sb.write_config(&sb.config_text());
-    sb.wait_for(Duration::from_secs(60), "a new master", || {
-        let m = sb.wait_supervised_ready();
-        (m != first).then_some(m)
-    });
+    wait_replaced(&sb, first, Duration::from_secs(60));
     sb.fpmctl(&["ping"]).expect_code(0);
 }
 

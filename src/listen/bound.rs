@@ -4,7 +4,7 @@
 //! bind and a later chmod by name; comparing this with `fstat` of the file opened by path
 //! tells whether the path still leads to the socket.
 
-use super::netlink::query;
+use super::netlink::{attributes, query};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
@@ -127,26 +127,16 @@ fn ask(ino: u32) -> io::Result<Option<BoundFile>> {
 
 /// The `UNIX_DIAG_VFS` attribute of one `unix_diag_msg`.
 fn parse_vfs(m: &[u8]) -> Option<BoundFile> {
-    let mut attrs = m.get(UNIX_DIAG_MSG_LEN..)?;
-    while attrs.len() >= 4 {
-        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
-        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]);
-        if len < 4 || len > attrs.len() {
-            break;
-        }
-        let payload = &attrs[4..len];
-        if kind == UNIX_DIAG_VFS && payload.len() >= 8 {
-            let ino = u32::from_ne_bytes(payload[0..4].try_into().ok()?);
-            // The kernel's own dev_t: 12 bits of major above 20 bits of minor.
-            let dev = u32::from_ne_bytes(payload[4..8].try_into().ok()?);
-            return Some(BoundFile {
-                dev: (dev >> 20, dev & 0xf_ffff),
-                ino,
-            });
-        }
-        attrs = attrs.get((len + 3) & !3..).unwrap_or(&[]);
-    }
-    None
+    let (_, payload) = attributes(m.get(UNIX_DIAG_MSG_LEN..)?)
+        .into_iter()
+        .find(|(kind, payload)| *kind == UNIX_DIAG_VFS && payload.len() >= 8)?;
+    let ino = u32::from_ne_bytes(payload[0..4].try_into().ok()?);
+    // The kernel's own dev_t: 12 bits of major above 20 bits of minor.
+    let dev = u32::from_ne_bytes(payload[4..8].try_into().ok()?);
+    Some(BoundFile {
+        dev: (dev >> 20, dev & 0xf_ffff),
+        ino,
+    })
 }
 
 #[cfg(test)]

@@ -110,6 +110,22 @@ pub(super) fn query(request: &[u8], dump: bool, mut each: impl FnMut(&[u8])) -> 
     }
 }
 
+/// The attributes (`struct nlattr`: length, type, payload, padded to 4 bytes) that follow a
+/// sock_diag message's fixed part, as (type, payload); a truncated one ends the list.
+pub(super) fn attributes(mut attrs: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while attrs.len() >= 4 {
+        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]);
+        if len < 4 || len > attrs.len() {
+            break;
+        }
+        out.push((kind, &attrs[4..len]));
+        attrs = attrs.get((len + 3) & !3..).unwrap_or(&[]);
+    }
+    out
+}
+
 /// Parses one datagram of netlink messages into `out`; true when the dump is complete.
 pub fn parse_messages(data: &[u8], out: &mut Vec<(SocketAddr, u64)>) -> io::Result<bool> {
     parse_datagram(data, &mut |m: &[u8]| {

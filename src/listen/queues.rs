@@ -3,7 +3,7 @@
 //! queue's limit (the effective backlog). Works for unix sockets too, where FPM's status page
 //! always says 0.
 
-use super::netlink::{TCP_LISTEN, dump, inet_listen_request};
+use super::netlink::{TCP_LISTEN, attributes, dump, inet_listen_request};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -81,16 +81,9 @@ fn parse_inet(m: &[u8]) -> Option<AcceptQueue> {
 }
 
 fn parse_unix(m: &[u8]) -> Option<AcceptQueue> {
-    let mut attrs = m.get(UNIX_DIAG_MSG_LEN..)?;
     let mut name = None;
     let mut queue = None;
-    while attrs.len() >= 4 {
-        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
-        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]);
-        if len < 4 || len > attrs.len() {
-            break;
-        }
-        let payload = &attrs[4..len];
+    for (kind, payload) in attributes(m.get(UNIX_DIAG_MSG_LEN..)?) {
         match kind {
             UNIX_DIAG_NAME => {
                 let bytes = match payload.split_first() {
@@ -111,7 +104,6 @@ fn parse_unix(m: &[u8]) -> Option<AcceptQueue> {
             }
             _ => {}
         }
-        attrs = attrs.get((len + 3) & !3..).unwrap_or(&[]);
     }
     let (waiting, limit) = queue?;
     Some(AcceptQueue {
