@@ -169,3 +169,42 @@ fn reload_recover_and_ensure_name_the_master_a_cut_off_launcher_left_and_ensure_
     ensure.expect_code(0);
     sb.fpmctl(&["stop"]).expect_code(0);
 }
+
+/// A config test that hangs (the error log a FIFO nobody reads, its buffer full: php-fpm -t
+/// blocks writing its verdict there) ends a start at the launch's limit (5 s at least, so
+/// here for `--timeout 1s`), not at the 60 s any other `php-fpm -t` gets; nothing is started.
+#[test]
+fn start_whose_config_test_hangs_ends_at_the_launch_limit_and_starts_nothing() {
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::Mode;
+    use std::os::fd::AsRawFd;
+    let Some(sb) = Sandbox::with(Opts {
+        sock_pool: false,
+        ..Opts::default()
+    }) else {
+        return;
+    };
+    let fifo = sb.root.join("full.fifo");
+    let text = sb.config_text().replace(
+        &format!("error_log = {}/fpm.log", sb.root.display()),
+        &format!("error_log = {}", fifo.display()),
+    );
+    assert!(text.contains("full.fifo"), "{text}");
+    sb.write_config(&text);
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
+    // Held open for reading and writing, so opening it never blocks; one page, filled.
+    let fd = open(&fifo, OFlag::O_RDWR | OFlag::O_NONBLOCK, Mode::empty()).unwrap();
+    // SAFETY: fcntl(2) on a descriptor this test owns; no memory is passed.
+    let set = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    assert!(set > 0, "F_SETPIPE_SZ: {}", std::io::Error::last_os_error());
+    while nix::unistd::write(&fd, &[b'x'; 256]).is_ok() {}
+    let run = sb.fpmctl(&["start", "--timeout", "1s"]);
+    run.expect_code(8);
+    assert!(
+        run.stderr.contains("-t on") && run.stderr.contains("did not finish within 5.0s"),
+        "{run}"
+    );
+    assert!(sb.masters().is_empty(), "{run}");
+    assert_eq!(sb.pid_from_file(), None, "{run}");
+    drop(fd);
+}

@@ -17,6 +17,10 @@ use std::os::unix::fs::FileTypeExt;
 use std::time::{Duration, Instant};
 use tracing::info;
 
+/// The least time php-fpm's launcher (and the config test before it) is given, whatever the
+/// readiness limit: both take a moment even when all is well.
+const LAUNCHER_FLOOR: Duration = Duration::from_secs(5);
+
 /// What a launch did.
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -35,7 +39,8 @@ pub struct Launch {
 /// How to launch.
 #[derive(Debug, Clone, Copy)]
 pub struct LaunchOptions {
-    /// The readiness limit (at least 5 s are given to php-fpm's own launcher).
+    /// The readiness limit (at least 5 s are given to the config test and to php-fpm's own
+    /// launcher).
     pub timeout: Duration,
     /// Prove readiness.
     pub wait: bool,
@@ -91,7 +96,10 @@ pub fn launch_watched(
     // FPM beside it is its job.
     crate::supervised::refuse_unreached_supervisor(snap)?;
     if opts.test_first {
-        fpm.require_valid()?;
+        // Bounded like the launch: a test that hangs (a config or php.ini on a hung mount, an
+        // error log nobody reads) ends the start at its limit, nothing started.
+        fpm.spawn_test()?
+            .require_valid_within(opts.timeout.max(LAUNCHER_FLOOR))?;
         info!("php-fpm -t: configuration is valid");
     }
     // What php-fpm -t cannot see (a socket path too long for the kernel, a missing socket
@@ -162,15 +170,13 @@ pub fn launch_watched(
     );
     // A launcher cut off at its limit may leave a master behind, still starting or hung: it
     // is looked for, named, and left running (see `cut_off`).
-    fpm.start_daemon_with(opts.timeout.max(Duration::from_secs(5)), |cmd| {
-        watch.prepare(cmd)
-    })
-    .map_err(|e| match e {
-        Error::LauncherCutOff { detail, daemon } => {
-            super::cut_off::after_start(cfg, &detail, daemon)
-        }
-        other => other,
-    })?;
+    fpm.start_daemon_with(opts.timeout.max(LAUNCHER_FLOOR), |cmd| watch.prepare(cmd))
+        .map_err(|e| match e {
+            Error::LauncherCutOff { detail, daemon } => {
+                super::cut_off::after_start(cfg, &detail, daemon)
+            }
+            other => other,
+        })?;
     if let Some(sig) = critical.and_then(Critical::leave) {
         return Err(Error::Interrupted(format!(
             "interrupted by {sig}: the orphans were stopped and FPM {} was started again, but its readiness was not checked (`fpmctl -c {} ping` checks it)",
