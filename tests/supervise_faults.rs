@@ -499,6 +499,35 @@ fn a_restart_that_fails_puts_the_serving_masters_socket_permissions_back() {
     assert_eq!(sb.wait_child(sup, Duration::from_secs(30)), 0);
 }
 
+/// The same with an ACL on the serving master's socket (`listen.acl_users`): a restart into a
+/// config without it, whose master never comes up, puts the ACL back as it was.
+#[test]
+fn a_restart_that_fails_puts_the_serving_masters_socket_acl_back() {
+    let Some(sb) = Sandbox::new() else { return };
+    let with_acl = |text: String| {
+        text.replace(
+            "listen.mode = 0666\n",
+            "listen.mode = 0660\nlisten.acl_users = nobody\nlisten.acl_groups = nogroup\n",
+        )
+    };
+    sb.write_config(&with_acl(sb.config_text()));
+    let sup = sb.supervise(&[], &[]);
+    let first = sb.wait_supervised_ready();
+    let before = (acl_of(&sb.sock), mode_uid_gid(&sb.sock));
+    assert!(before.0.is_some(), "{}", sb.supervise_log());
+    sb.write_config(&sb.config_text_dying_at_start());
+    sb.fpmctl(&["restart"]).expect_code(12);
+    assert_eq!(
+        (acl_of(&sb.sock), mode_uid_gid(&sb.sock)),
+        before,
+        "{}",
+        sb.supervise_log()
+    );
+    assert!(alive(first));
+    signal(sup as i32, Signal::SIGTERM);
+    assert_eq!(sb.wait_child(sup, Duration::from_secs(30)), 0);
+}
+
 /// Waits (bounded) until the supervisor reports a ready master other than `old`; the log
 /// is shown when it does not.
 fn supervised_master_other_than(sb: &Sandbox, old: i32) -> i32 {

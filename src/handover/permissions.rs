@@ -291,14 +291,15 @@ fn set_acl(path: &Path, value: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The `system.posix_acl_access` value of `path`, if it has one (at most 64 KiB, the
-/// kernel's limit for an extended attribute).
+/// The `system.posix_acl_access` value of the file `path` names, if it has one: a
+/// [`SocketFile::path`], followed to the file (at most 64 KiB, the kernel's limit for an
+/// extended attribute).
 fn get_acl(path: &Path) -> Option<Vec<u8>> {
     let p = c_path(path).ok()?;
     let mut buf = vec![0u8; 65536];
     // SAFETY: NUL-terminated path and name, a buffer of `buf.len()` bytes we own.
     let n = unsafe {
-        libc::lgetxattr(
+        libc::getxattr(
             p.as_ptr(),
             ACL_XATTR.as_ptr(),
             buf.as_mut_ptr().cast(),
