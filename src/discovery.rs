@@ -712,11 +712,12 @@ fn claims_to_be_ours(p: &ProcInfo, cfg: &FpmConfig) -> bool {
 fn is_supervisor_of(p: &ProcInfo, masters: &[&ProcInfo], orphans: &[Worker]) -> bool {
     let parent_of_ours =
         masters.iter().any(|m| m.ppid == p.pid()) || orphans.iter().any(|o| o.proc.ppid == p.pid());
-    (parent_of_ours || runs_fpmctl_supervise(p)) && p.title.split(' ').any(|a| a == "supervise")
+    runs_fpmctl_supervise(p) || (parent_of_ours && p.title.split(' ').any(|a| a == "supervise"))
 }
 
-/// A program named `fpmctl` with `supervise` among its arguments.
-fn runs_fpmctl_supervise(p: &ProcInfo) -> bool {
+/// A program named `fpmctl` with `supervise` among its arguments: how an fpmctl supervisor is
+/// told from other processes (an fpmctl installed under another name is not).
+pub fn runs_fpmctl_supervise(p: &ProcInfo) -> bool {
     p.exe
         .as_deref()
         .and_then(Path::file_name)

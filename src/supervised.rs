@@ -13,35 +13,19 @@
 //! anyway): a master it took over from a supervisor that died is not its child, its parent
 //! is init, but its sockets are the supervisor's too.
 
-use crate::discovery::{Role, Snapshot};
+use crate::discovery::{self, Role, Snapshot};
 use crate::error::{Error, Result};
-use crate::procs::{self, FileId, ProcInfo};
+use crate::procs::{self, ProcInfo};
 
-/// Whether `p` runs fpmctl (a program named `fpmctl`, or the binary `ours`) with
-/// `supervise` among its arguments.
-fn is_supervisor(p: &ProcInfo, ours: Option<FileId>) -> bool {
-    let fpmctl = p
-        .exe
-        .as_deref()
-        .and_then(|p| p.file_name())
-        .is_some_and(|n| n == "fpmctl")
-        || (p.exe_id.is_some() && p.exe_id == ours);
-    fpmctl && p.title.split(' ').any(|arg| arg == "supervise")
-}
-
-fn our_exe() -> Option<FileId> {
-    procs::read(std::process::id() as i32).and_then(|me| me.exe_id)
-}
-
-/// The fpmctl supervisor `master` runs under: its parent, when that runs fpmctl (a program
-/// named `fpmctl`, or the very binary this process runs) with `supervise` among its
-/// arguments. A refusal rests on it, never a signal, so a name is enough here.
+/// The fpmctl supervisor `master` runs under: its parent, when that is a program named
+/// `fpmctl` running `supervise` ([`discovery::runs_fpmctl_supervise`], the one test of it).
+/// A refusal rests on it, never a signal, so a name is enough here.
 pub fn supervisor_of(master: &ProcInfo) -> Option<ProcInfo> {
     if master.ppid <= 1 {
         return None;
     }
     let parent = procs::read(master.ppid).filter(|p| !p.is_gone())?;
-    is_supervisor(&parent, our_exe()).then_some(parent)
+    discovery::runs_fpmctl_supervise(&parent).then_some(parent)
 }
 
 /// `Err` (exit 9) when one of `snap`'s masters runs under an fpmctl supervisor, or one holds

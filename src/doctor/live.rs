@@ -197,22 +197,11 @@ fn connect_tcp(addr: &ListenAddr, deadline: Deadline) -> ProbeResult {
 
 /// A non-blocking connect to a unix socket, as we are.
 fn connect_unix(path: &Path) -> ProbeResult {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
-    let addr = match UnixAddr::new(path) {
-        Ok(a) => a,
-        Err(e) => return ProbeResult::NotTried(format!("{}: {e}", path.display())),
-    };
-    let fd = match socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    ) {
-        Ok(fd) => fd,
-        Err(e) => return failed(&std::io::Error::from(e)),
-    };
-    match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+    match crate::listen::connect_unix_now(path) {
         Ok(()) => ProbeResult::Connected,
+        Err(e @ nix::errno::Errno::ENAMETOOLONG) => {
+            ProbeResult::NotTried(format!("{}: {e}", path.display()))
+        }
         Err(e) => failed(&std::io::Error::from(e)),
     }
 }

@@ -299,24 +299,30 @@ fn decode_v6(hex: &str) -> Option<Ipv6Addr> {
     Some(Ipv6Addr::from(bytes))
 }
 
-/// Whether something listens on the unix socket file at `path`, asked the only way that
-/// does not depend on how the path was spelt when the socket was bound (the kernel's socket
-/// table names a socket by the path text given to `bind`): a non-blocking connect.
-/// `Some(false)` when the connection is refused or there is no such file, `Some(true)` when
-/// it is accepted or waits in a full backlog, `None` when it cannot be told (no permission).
-pub fn unix_path_listened(path: &Path) -> Option<bool> {
-    use nix::errno::Errno;
+/// One non-blocking connect to the unix socket at `path`: `Ok` when accepted, `EAGAIN` when it
+/// would wait in a full backlog, `ECONNREFUSED` when nobody listens, `ENAMETOOLONG` for a path
+/// too long for a socket address. Never blocks.
+pub fn connect_unix_now(path: &Path) -> nix::Result<()> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
     use std::os::fd::AsRawFd;
-    let addr = UnixAddr::new(path).ok()?;
+    let addr = UnixAddr::new(path)?;
     let fd = socket(
         AddressFamily::Unix,
         SockType::Stream,
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         None,
-    )
-    .ok()?;
-    match connect(fd.as_raw_fd(), &addr) {
+    )?;
+    connect(fd.as_raw_fd(), &addr)
+}
+
+/// Whether something listens on the unix socket file at `path`, asked the only way that
+/// does not depend on how the path was spelt when the socket was bound (the kernel's socket
+/// table names a socket by the path text given to `bind`): [`connect_unix_now`].
+/// `Some(false)` when the connection is refused or there is no such file, `Some(true)` when
+/// it is accepted or waits in a full backlog, `None` when it cannot be told (no permission).
+pub fn unix_path_listened(path: &Path) -> Option<bool> {
+    use nix::errno::Errno;
+    match connect_unix_now(path) {
         Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINPROGRESS) => Some(true),
         Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT) => Some(false),
         Err(_) => None,
