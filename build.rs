@@ -1,7 +1,13 @@
 //! Sets `FPMCTL_VERSION` for `fpmctl --version`: the package version and, when built from
 //! the project's own git checkout, the short revision (`0.1.0 (abc1234)`). A build from a
 //! source tarball, or with no git installed, gets the package version alone.
+//!
+//! A release build for Linux links the `fpmctl` binary with `build/idle-layout.ld`, which
+//! puts the code an idle supervisor runs in one place (see build/layout.rs);
+//! `FPMCTL_IDLE_LAYOUT=0` links without it.
 
+#[path = "build/layout.rs"]
+mod layout;
 #[path = "build/version.rs"]
 mod version;
 
@@ -10,8 +16,21 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=build/version.rs");
+    println!("cargo:rerun-if-changed=build/layout.rs");
+    println!("cargo:rerun-if-changed={}", layout::FILE);
+    println!("cargo:rerun-if-env-changed={}", layout::VAR);
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let pkg_version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    let profile = std::env::var("PROFILE").unwrap_or_default();
+    let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let setting = std::env::var(layout::VAR).ok();
+    if let Some(script) = layout::choose(&profile, &target_os, setting.as_deref(), &manifest_dir) {
+        println!("cargo:rerun-if-changed={}", script.display());
+        println!(
+            "cargo:rustc-link-arg-bin=fpmctl=-Wl,-T,{}",
+            script.display()
+        );
+    }
     let revision = version::git_revision(&manifest_dir);
     if revision.is_some() {
         for path in version::watched_files(&manifest_dir) {

@@ -38,6 +38,12 @@ rev=$(git rev-parse --short HEAD 2>/dev/null || true)
 [[ $version == "$expected" ]] || fail "--version says '$version', expected '$expected'"
 step "$version"
 
+# The idle layout (build/idle-layout.ld) is linked in: its section holds the idle loop's code.
+idle=$(readelf -SW /usr/bin/fpmctl | sed -n 's/.* \.text\.idle  *PROGBITS  *[0-9a-f]*  *[0-9a-f]*  *\([0-9a-f]*\) .*/\1/p')
+[[ -n $idle ]] || fail "/usr/bin/fpmctl has no .text.idle section: built without build/idle-layout.ld"
+((0x$idle >= 100 * 1024)) || fail ".text.idle holds only $((0x$idle)) bytes: the layout matched little"
+step ".text.idle holds $((0x$idle / 1024)) KiB"
+
 # Man pages: installed compressed, found by name, rendered.
 for page in fpmctl fpmctl-restart fpmctl-supervise; do
     file=/usr/share/man/man1/$page.1.gz

@@ -4,6 +4,8 @@
 
 mod common;
 
+#[path = "../build/layout.rs"]
+mod layout;
 #[path = "../build/version.rs"]
 #[allow(dead_code)]
 mod version;
@@ -54,6 +56,73 @@ fn version_names_the_git_revision_of_the_checkout() {
         Some(rev) => assert_eq!(r.stdout.trim(), format!("fpmctl {pkg} ({rev})"), "{r}"),
         None => assert_eq!(r.stdout.trim(), format!("fpmctl {pkg}"), "{r}"),
     }
+}
+
+#[test]
+fn the_idle_layout_links_into_release_builds_for_linux_unless_turned_off() {
+    let repo = Path::new(REPO);
+    let file = repo.join(layout::FILE);
+    assert_eq!(
+        layout::choose("release", "linux", None, repo),
+        Some(file.clone())
+    );
+    // Test builds link as they always did; other systems have no such linker script.
+    assert_eq!(layout::choose("debug", "linux", None, repo), None);
+    assert_eq!(layout::choose("release", "macos", None, repo), None);
+    // Turned off, or another file (relative to the source tree).
+    assert_eq!(layout::choose("release", "linux", Some("0"), repo), None);
+    assert_eq!(
+        layout::choose("release", "linux", Some("target/trial.ld"), repo),
+        Some(repo.join("target/trial.ld"))
+    );
+    assert_eq!(
+        layout::choose("debug", "linux", Some("/tmp/x.ld"), repo),
+        Some("/tmp/x.ld".into())
+    );
+    assert_eq!(
+        layout::choose("release", "linux", Some(""), repo),
+        Some(file)
+    );
+    // A source tree without the file (trimmed by a packager) links without it.
+    let bare = tempfile::tempdir().unwrap();
+    assert_eq!(layout::choose("release", "linux", None, bare.path()), None);
+    // The switch documented is the one build.rs reads.
+    let arch = std::fs::read_to_string(repo.join("ARCHITECTURE.md")).unwrap();
+    assert!(arch.contains(&format!("`{}=0`", layout::VAR)));
+}
+
+#[test]
+fn the_idle_layout_is_a_linker_script_of_function_patterns() {
+    let text = std::fs::read_to_string(Path::new(REPO).join(layout::FILE)).unwrap();
+    let body = text
+        .split_once(".text.idle :\n  {\n")
+        .and_then(|(_, rest)| rest.split_once("\n  }\n}\nINSERT BEFORE .text;\n"))
+        .map(|(patterns, _)| patterns)
+        .expect("SECTIONS { .text.idle : { ... } } INSERT BEFORE .text;");
+    let mut n = 0;
+    for line in body.lines() {
+        // `*(.text.P .text.unlikely.P)`: unquoted, so the linker matches `*` as a wildcard;
+        // a character outside mangled names would end the pattern early.
+        let inner = line
+            .strip_prefix("    *(.text.")
+            .and_then(|l| l.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("not a pattern line: {line:?}"));
+        let (hot, cold) = inner.split_once(" .text.unlikely.").unwrap();
+        assert_eq!(hot, cold, "{line}");
+        assert!(
+            hot.starts_with("_ZN")
+                || hot.starts_with("_R")
+                || hot.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
+        assert!(
+            hot.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_$.*".contains(c)),
+            "{line}"
+        );
+        n += 1;
+    }
+    assert!(n >= 50, "only {n} functions in {}", layout::FILE);
 }
 
 #[test]
