@@ -9,7 +9,7 @@
 //!   than the crash window, so each restart is immediate (no backoff).
 //!
 //! The supervised crashes run with the binary's start-up pages released when the supervisor
-//! settles (`FPMCTL_RELEASE_PAGES=1`) and kept (as shipped), in alternating rounds.
+//! settles (as shipped) and kept (`FPMCTL_RELEASE_PAGES=0`), in alternating rounds.
 //! It prints one markdown table with the medians and their ratio to the bare start, and writes
 //! them (with every run's time) to `target/bench/crash.json`. Every process is started through
 //! the test harness and killed by PID at the end, also on panic.
@@ -81,8 +81,8 @@ fn main() {
     }
 
     // Supervised: SIGKILL of the master to the supervisor's READY=1 for the next one, with
-    // the binary's start-up pages released when the supervisor settles
-    // (`FPMCTL_RELEASE_PAGES=1`) and kept (as shipped), alternating so both see the same load.
+    // the binary's start-up pages released when the supervisor settles (as shipped) and kept
+    // (`FPMCTL_RELEASE_PAGES=0`), alternating so both see the same load.
     let mut released = Crashes::default();
     let mut kept = Crashes::default();
     for round in 0..2 {
@@ -187,8 +187,8 @@ fn supervised_crashes(
     into: &mut Crashes,
 ) {
     let mut env = vec![("NOTIFY_SOCKET", sock_path.to_str().unwrap())];
-    if !keep_pages {
-        env.push(("FPMCTL_RELEASE_PAGES", "1"));
+    if keep_pages {
+        env.push(("FPMCTL_RELEASE_PAGES", "0"));
     }
     let sup = sb.supervise(&["--max-restarts", "1000", "--within", "1s"], &env);
     let mut master = sb.wait_supervised_ready();

@@ -84,13 +84,8 @@ fn releases(log: &str) -> Vec<u64> {
 #[test]
 fn a_settled_supervisor_releases_its_start_up_pages_and_still_recovers_and_restarts() {
     let Some(sb) = Sandbox::new() else { return };
-    sb.supervise(
-        &[],
-        &[
-            ("FPMCTL_LOG", "fpmctl=debug"),
-            ("FPMCTL_RELEASE_PAGES", "1"),
-        ],
-    );
+    // Released by default: no FPMCTL_RELEASE_PAGES.
+    sb.supervise(&[], &[("FPMCTL_LOG", "fpmctl=debug")]);
     let first = sb.wait_supervised_ready();
     sb.expect_log("released the pages");
     sb.wait_for(
@@ -120,9 +115,15 @@ fn a_settled_supervisor_releases_its_start_up_pages_and_still_recovers_and_resta
 }
 
 #[test]
-fn by_default_the_supervisor_keeps_its_binarys_pages() {
+fn release_pages_0_keeps_the_binarys_pages() {
     let Some(sb) = Sandbox::new() else { return };
-    let sup = sb.supervise(&[], &[("FPMCTL_LOG", "fpmctl=debug")]);
+    let sup = sb.supervise(
+        &[],
+        &[
+            ("FPMCTL_LOG", "fpmctl=debug"),
+            ("FPMCTL_RELEASE_PAGES", "0"),
+        ],
+    );
     sb.wait_supervised_ready();
     sb.fpmctl(&["restart"]).expect_code(0);
     sb.wait_supervised_ready();

@@ -33,7 +33,7 @@ pub(super) fn run(ctx: &Ctx, args: &SuperviseArgs) -> Result<Outcome> {
             .chain(args.health_listen.iter())
             .copied()
             .collect(),
-        release_pages: std::env::var_os("FPMCTL_RELEASE_PAGES").is_some_and(|v| v == "1"),
+        release_pages: std::env::var_os("FPMCTL_RELEASE_PAGES").is_none_or(|v| v != "0"),
     };
     let code = supervise::run(ctx.cfg.clone(), fpm, opts)?;
     match code {

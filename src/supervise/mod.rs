@@ -67,8 +67,8 @@ pub struct Options {
     /// `--health-listen`; one endpoint when equal).
     pub listen: Vec<std::net::SocketAddr>,
     /// Whether the pages of fpmctl's binary that waiting does not use are released when
-    /// the supervisor settles ([`resident`]; `FPMCTL_RELEASE_PAGES=1`). Off by default: the
-    /// next crash maps them again before FPM is back (benches/crash.rs).
+    /// the supervisor settles ([`resident`]). On by default; `FPMCTL_RELEASE_PAGES=0` keeps
+    /// them (the next crash maps the code it runs again: benches/crash.rs).
     pub release_pages: bool,
 }
 
@@ -83,7 +83,7 @@ impl Default for Options {
             drain_timeout: Duration::from_secs(60),
             stop_plan: SignalPlan::default(),
             listen: Vec::new(),
-            release_pages: false,
+            release_pages: true,
         }
     }
 }

@@ -5,14 +5,13 @@
 //! pages are clean copies of the file: the kernel keeps them in the page cache and may drop
 //! them from the process at any time under memory pressure, faulting them back in (a minor
 //! fault, no disk read while the page cache holds them) when they are used again. When the
-//! supervisor settles and `FPMCTL_RELEASE_PAGES=1` asks for it, [`release`] does the same at
-//! once with `madvise(MADV_DONTNEED)`, so its resident size is what waiting really uses. It is
-//! off by default: the next crash maps again the code it runs, 65-110 more page faults and
-//! 0.7-1.5 ms more CPU per crash cycle, release included, and crash → `READY=1` was slower by
-//! 0.3-2 ms in most paired runs of benches/crash.rs (faster in a few, within their noise),
-//! for pages the host keeps in its page cache either way. [`trim_heap`] does the same for the
-//! heap:
-//! glibc keeps what start-up allocated and freed until it is asked to give it back.
+//! supervisor settles, [`release`] does the same at once with `madvise(MADV_DONTNEED)`, so its
+//! resident size is what waiting really uses (`FPMCTL_RELEASE_PAGES=0` keeps the pages). What
+//! waiting uses is small only because the release build links it into one place
+//! (`build/idle-layout.ld`): the kernel maps 64 KiB around each page a fault touches. The cost
+//! is on the next crash, which maps again the code it runs (benches/crash.rs). [`trim_heap`]
+//! does the same for the heap: glibc keeps what start-up allocated and freed until it is asked
+//! to give it back.
 //!
 //! Only mappings of the fpmctl executable itself are released (the mapping holding this
 //! module's code names the file), only read-only private ones (`r--p`, `r-xp`), and only
