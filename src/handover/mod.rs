@@ -5,6 +5,7 @@
 //! unlinked. Used by `restart` and by the supervisor.
 
 pub mod interrupted;
+pub mod names;
 pub mod permissions;
 pub mod sockets;
 
@@ -302,7 +303,8 @@ pub fn remove_dead_socket(path: &std::path::Path) -> bool {
         return false;
     }
     // Non-blocking: a listener with a full backlog must not hang the restart.
-    crate::listen::unix_path_listened(path) == Some(false) && std::fs::remove_file(path).is_ok()
+    crate::listen::unix_path_listened(path) == Some(false)
+        && names::Dir::of(path).is_ok_and(|d| d.remove_if_socket(d.name()))
 }
 
 #[cfg(test)]

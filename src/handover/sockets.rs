@@ -1,13 +1,15 @@
 //! Listening sockets the supervisor creates and holds for FPM, handed over through
-//! `FPM_SOCKETS` (see FPM-facts: FPM imports `KEY=FD` pairs and never re-binds them), so a
-//! restart never closes a socket and clients wait in the backlog instead of failing.
+//! `FPM_SOCKETS` (FPM imports `KEY=FD` pairs and never binds them again), so a restart never
+//! closes a socket and clients wait in the backlog instead of failing.
 //!
 //! A unix socket path is unlinked by FPM when its master exits normally, even when the
 //! socket was inherited. To keep the path, each unix socket gets a hard link next to it
-//! (`.NAME.fpmctl-held`); [`HeldSockets::restore_paths`] renames it back over a missing path
-//! and links it again. Requested restarts never need that: the old master is retired without
+//! (`.NAME.fpmctl-held`); [`HeldSockets::restore_paths`] links it back over a missing path.
+//! Both names are made and removed through a descriptor of their directory
+//! ([`super::names`]). Requested restarts never need that: the old master is retired without
 //! running its exit cleanup (see `supervise`).
 
+use super::names::{Dir, FileId, keeper_name};
 use super::permissions::apply_unix_permissions;
 pub use super::permissions::{SavedPermissions, restore_permissions};
 use crate::config::{FpmConfig, Pool};
@@ -34,9 +36,10 @@ pub struct HeldSocket {
     pub fd: OwnedFd,
     /// For a unix socket: the hard link that keeps its inode reachable by name.
     pub keeper: Option<PathBuf>,
-    /// For a unix socket: the inode of the socket *file* (fstat on the descriptor gives the
-    /// socket's own inode, not the file's), to recognise our file before removing it.
-    pub file_ino: Option<u64>,
+    /// For a unix socket: device and inode of the socket *file* (fstat on the descriptor
+    /// gives the socket's own inode, not the file's), to recognise our file and keeper before
+    /// removing them.
+    pub file: Option<FileId>,
 }
 
 /// Every socket held for one config.
@@ -94,8 +97,8 @@ impl HeldSockets {
     /// does not outlive the hand-over (the socket paths themselves stay).
     pub fn release_keepers(&mut self) {
         for h in &mut self.list {
-            if let Some(k) = h.keeper.take() {
-                let _ = std::fs::remove_file(k);
+            if h.keeper.take().is_some() {
+                remove_keeper(h);
             }
         }
     }
@@ -170,19 +173,20 @@ impl HeldSockets {
             unsafe {
                 libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
             }
-            let (keeper, file_ino) = match addr.unix_path() {
-                Some(path) => {
-                    use std::os::unix::fs::MetadataExt;
-                    let keeper = keeper_path(path);
-                    if !keeper.exists() {
-                        let _ = std::fs::hard_link(path, &keeper);
+            let (keeper, file) = match addr.unix_path().map(|p| (p, Dir::of(p))) {
+                Some((path, Ok(dir))) => {
+                    let file = dir.stat(dir.name()).map(|(id, _)| id);
+                    // The dead supervisor's keeper, when it is a name of this very file;
+                    // else a new one.
+                    let keeper = dir.keeper();
+                    if file.is_some() && dir.stat(&keeper).map(|(id, _)| id) != file {
+                        dir.remove_if_socket(&keeper);
+                        let _ = dir.link(dir.name(), &keeper);
                     }
-                    (
-                        keeper.exists().then_some(keeper),
-                        std::fs::symlink_metadata(path).ok().map(|m| m.ino()),
-                    )
+                    let kept = file.is_some() && dir.stat(&keeper).map(|(id, _)| id) == file;
+                    (kept.then(|| keeper_path(path)), file)
                 }
-                None => (None, None),
+                _ => (None, None),
             };
             info!(
                 address = %addr,
@@ -194,7 +198,7 @@ impl HeldSockets {
                 key,
                 fd,
                 keeper,
-                file_ino,
+                file,
             });
             taken += 1;
         }
@@ -245,14 +249,15 @@ impl HeldSockets {
     pub fn restore_paths(&self) -> Vec<PathBuf> {
         let mut restored = Vec::new();
         for h in &self.list {
-            let (Some(path), Some(keeper)) = (h.addr.unix_path(), &h.keeper) else {
+            let (Some(path), Some(_)) = (h.addr.unix_path(), &h.keeper) else {
                 continue;
             };
             if path.exists() {
                 continue;
             }
             // The keeper is itself a name of the inode: link it back under the real name.
-            match std::fs::hard_link(keeper, path) {
+            let linked = Dir::of(path).and_then(|d| d.link(&d.keeper(), d.name()));
+            match linked {
                 Ok(()) => {
                     warn!(path = %path.display(), "restored a socket path FPM removed");
                     restored.push(path.to_path_buf());
@@ -333,25 +338,29 @@ fn addresses(cfg: &FpmConfig) -> Vec<ListenAddr> {
         .collect()
 }
 
-fn remove_unix(h: &HeldSocket) {
-    if let Some(k) = &h.keeper {
-        let _ = std::fs::remove_file(k);
+/// Removes the socket's keeper, if it is still a name of the socket's file.
+fn remove_keeper(h: &HeldSocket) {
+    if let (Some(path), Some(ours)) = (h.addr.unix_path(), h.file)
+        && let Ok(dir) = Dir::of(path)
+    {
+        dir.remove_if(&dir.keeper(), ours);
     }
-    if let (Some(path), Some(ours)) = (h.addr.unix_path(), h.file_ino) {
-        // Only our socket file, not one someone else bound since.
-        use std::os::unix::fs::MetadataExt;
-        if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == ours) {
-            let _ = std::fs::remove_file(path);
-        }
+}
+
+fn remove_unix(h: &HeldSocket) {
+    if h.keeper.is_some() {
+        remove_keeper(h);
+    }
+    // Only our socket file, not one someone else bound since.
+    if let (Some(path), Some(ours)) = (h.addr.unix_path(), h.file)
+        && let Ok(dir) = Dir::of(path)
+    {
+        dir.remove_if(dir.name(), ours);
     }
 }
 
 fn keeper_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.fpmctl-held"))
+    path.with_file_name(keeper_name(path.file_name().unwrap_or_default()))
 }
 
 fn open(pool: &Pool, addr: &ListenAddr) -> Result<HeldSocket> {
@@ -365,22 +374,20 @@ fn open(pool: &Pool, addr: &ListenAddr) -> Result<HeldSocket> {
     match addr {
         ListenAddr::Unix(path) => {
             let fd = open_unix(pool, path, backlog)?;
-            use std::os::unix::fs::MetadataExt;
-            let file_ino = std::fs::symlink_metadata(path).ok().map(|m| m.ino());
             let keeper = keeper_path(path);
-            let _ = std::fs::remove_file(&keeper);
-            std::fs::hard_link(path, &keeper).map_err(|e| {
-                Error::io(
-                    format!("linking {} to {}", path.display(), keeper.display()),
-                    e,
-                )
-            })?;
+            let linking = || format!("linking {} to {}", path.display(), keeper.display());
+            let dir = Dir::of(path).map_err(|e| Error::io(linking(), e))?;
+            let file = dir.stat(dir.name()).map(|(id, _)| id);
+            // A keeper left by an earlier holder is a socket file; nothing else is removed.
+            dir.remove_if_socket(&dir.keeper());
+            dir.link(dir.name(), &dir.keeper())
+                .map_err(|e| Error::io(linking(), e))?;
             Ok(HeldSocket {
                 addr: addr.clone(),
                 key,
                 fd,
                 keeper: Some(keeper),
-                file_ino,
+                file,
             })
         }
         ListenAddr::Tcp { host, port } => {
@@ -390,7 +397,7 @@ fn open(pool: &Pool, addr: &ListenAddr) -> Result<HeldSocket> {
                 key,
                 fd,
                 keeper: None,
-                file_ino: None,
+                file: None,
             })
         }
     }
@@ -428,7 +435,10 @@ fn open_unix(pool: &Pool, path: &Path, backlog: i32) -> Result<OwnedFd> {
                 path.display()
             )));
         }
-        let _ = std::fs::remove_file(path);
+        // Through one descriptor of its directory: only a socket file goes.
+        if let Ok(dir) = Dir::of(path) {
+            dir.remove_if_socket(dir.name());
+        }
     }
     let what = path.display().to_string();
     let fd = socket(
