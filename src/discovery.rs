@@ -707,7 +707,7 @@ fn claims_to_be_ours(p: &ProcInfo, cfg: &FpmConfig) -> bool {
 }
 
 /// A holder of this config's sockets running `fpmctl ... supervise`: the process that started
-/// its master (or inherited its orphans), or a program named `fpmctl` (a supervisor that took
+/// its master (or inherited its orphans), or fpmctl by its executable (a supervisor that took
 /// the master over from one that died is not its parent, and holds its sockets all the same).
 fn is_supervisor_of(p: &ProcInfo, masters: &[&ProcInfo], orphans: &[Worker]) -> bool {
     let parent_of_ours =
@@ -715,13 +715,13 @@ fn is_supervisor_of(p: &ProcInfo, masters: &[&ProcInfo], orphans: &[Worker]) -> 
     runs_fpmctl_supervise(p) || (parent_of_ours && p.title.split(' ').any(|a| a == "supervise"))
 }
 
-/// A program named `fpmctl` with `supervise` among its arguments: how an fpmctl supervisor is
-/// told from other processes (an fpmctl installed under another name is not).
+/// fpmctl ([`procs::is_fpmctl_exe`]: named `fpmctl`, or this very program under another
+/// name) with `supervise` among its arguments: how an fpmctl supervisor is told from other
+/// processes.
 pub fn runs_fpmctl_supervise(p: &ProcInfo) -> bool {
     p.exe
         .as_deref()
-        .and_then(Path::file_name)
-        .is_some_and(|n| n == "fpmctl")
+        .is_some_and(|e| procs::is_fpmctl_exe(e.as_os_str().as_encoded_bytes()))
         && p.title.split(' ').any(|a| a == "supervise")
 }
 

@@ -404,9 +404,10 @@ pub enum Scope<'a> {
     /// since it started), or whose executable's name contains `php-fpm` (another php-fpm
     /// build). One `readlink` per process; a process whose executable cannot be read
     /// (another user's) is judged by its command line, as under [`Scope::Titles`]. Programs
-    /// named `fpmctl` are read too: a supervisor holds a config's sockets. An
-    /// impostor (another program titled as FPM) is not read: it is never any config's FPM,
-    /// and one that holds a config's socket is found by discovery's pass over open files.
+    /// that are fpmctl ([`is_fpmctl_exe`]) are read too: a supervisor holds a config's
+    /// sockets. An impostor (another program titled as FPM) is not read: it is never any
+    /// config's FPM, and one that holds a config's socket is found by discovery's pass over
+    /// open files.
     Binary(Option<&'a Path>),
     /// Those whose command line names php-fpm in its first bytes, whatever they run: what
     /// `status` reports, impostors included. One open and one read per process.
@@ -476,6 +477,18 @@ pub fn scan_fpm_keeping(scope: Scope<'_>, keep: &dyn Fn(&str) -> bool) -> Vec<Pr
     out
 }
 
+/// Whether an executable path (` (deleted)` stripped) is fpmctl: a program named `fpmctl`,
+/// or the very program this process runs, under whatever name it was installed.
+pub fn is_fpmctl_exe(exe: &[u8]) -> bool {
+    static OWN: std::sync::LazyLock<Option<Vec<u8>>> = std::sync::LazyLock::new(|| {
+        let own = std::fs::read_link("/proc/self/exe").ok()?;
+        let own = own.as_os_str().as_encoded_bytes();
+        Some(own.strip_suffix(b" (deleted)").unwrap_or(own).to_vec())
+    });
+    let name = exe.rsplit(|b| *b == b'/').next().unwrap_or(exe);
+    name == b"fpmctl" || OWN.as_deref() == Some(exe)
+}
+
 /// [`Scope::Binary`]'s test of one PID.
 fn runs_php_fpm(pid: i32, binary: Option<&Path>) -> bool {
     match std::fs::read_link(format!("/proc/{pid}/exe")) {
@@ -485,7 +498,7 @@ fn runs_php_fpm(pid: i32, binary: Option<&Path>) -> bool {
             let name = exe.rsplit(|b| *b == b'/').next().unwrap_or(exe);
             binary.is_some_and(|b| b.as_os_str().as_encoded_bytes() == exe)
                 || memchr::memmem::find(name, b"php-fpm").is_some()
-                || name == b"fpmctl"
+                || is_fpmctl_exe(exe)
         }
         // A kernel thread, or a process that just exited.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
@@ -557,6 +570,20 @@ pub fn unit_from_cgroup(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fpmctl_is_known_by_its_name_or_as_this_very_program() {
+        assert!(is_fpmctl_exe(b"/usr/bin/fpmctl"));
+        assert!(is_fpmctl_exe(b"fpmctl"));
+        assert!(!is_fpmctl_exe(b"/usr/bin/fpmctl-old"));
+        assert!(!is_fpmctl_exe(b"/opt/fpmctl/bin/php-fpm"));
+        // This test binary is named otherwise, and is this very program.
+        let own = std::fs::read_link("/proc/self/exe").unwrap();
+        assert!(is_fpmctl_exe(own.as_os_str().as_encoded_bytes()));
+        let mut other = own.as_os_str().as_encoded_bytes().to_vec();
+        other.extend_from_slice(b".copy");
+        assert!(!is_fpmctl_exe(&other));
+    }
 
     #[test]
     fn the_exec_marker_is_stable_within_an_image_and_differs_between_images() {

@@ -9,7 +9,7 @@
 //!
 //! A supervisor is found as the parent of any of the config's masters (the one serving, or a
 //! replacement being proven ready beside it), or among the holders of the config's
-//! listening sockets (discovery reads the processes named `fpmctl` in the same pass it makes
+//! listening sockets (discovery reads the processes that are fpmctl in the same pass it makes
 //! anyway): a master it took over from a supervisor that died is not its child, its parent
 //! is init, but its sockets are the supervisor's too.
 

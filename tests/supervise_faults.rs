@@ -829,3 +829,44 @@ fn a_start_with_another_lock_dir_refuses_a_supervisor_in_its_backoff() {
     signal(sup as i32, Signal::SIGTERM);
     sb.wait_child(sup, Duration::from_secs(30));
 }
+
+/// An fpmctl installed under another name is still known as a supervisor by that same
+/// program: `start` from another lock directory refuses the supervisor in its backoff.
+#[test]
+fn a_renamed_fpmctl_knows_its_own_supervisor() {
+    let Some(sb) = Sandbox::new() else { return };
+    let renamed = sb.root.join("fpm-keeper");
+    std::fs::copy(env!("CARGO_BIN_EXE_fpmctl"), &renamed).unwrap();
+    sb.write_config(&sb.config_text_dying_at_start());
+    let log = std::fs::File::create(sb.root.join("supervise.log")).unwrap();
+    let mut cmd = std::process::Command::new(&renamed);
+    cmd.arg("-c")
+        .arg(&sb.conf)
+        .args(["supervise", "--max-restarts", "1000", "--within", "60s"])
+        .env("FPMCTL_LOCK_DIR", sb.root.join("locks"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let sup = sb.spawn(&mut cmd);
+    sb.expect_log("restarting FPM in");
+    let out = std::process::Command::new(&renamed)
+        .arg("-c")
+        .arg(&sb.conf)
+        .arg("start")
+        .env("FPMCTL_LOCK_DIR", sb.root.join("other-locks"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "{stderr}\n{}",
+        sb.supervise_log()
+    );
+    assert!(
+        stderr.contains(&format!("fpmctl supervisor {sup}")),
+        "{stderr}"
+    );
+    signal(sup as i32, Signal::SIGTERM);
+    sb.wait_child(sup, Duration::from_secs(30));
+}
