@@ -51,6 +51,11 @@ impl Drop for PendingTest {
 pub const TEST_LIMIT: Duration = Duration::from_secs(60);
 
 impl PendingTest {
+    /// The PID of the running `php-fpm -t`.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
     /// Waits for the verdict, at most [`TEST_LIMIT`]; `Err` when the test could not be run
     /// to its end.
     pub fn result(self) -> Result<TestResult> {

@@ -44,6 +44,12 @@ pub fn pidfd_open(pid: i32) -> Result<Option<OwnedFd>, Errno> {
     Ok(Some(unsafe { OwnedFd::from_raw_fd(ret as i32) }))
 }
 
+/// SIGKILL to the process behind `fd`, a pidfd of our own child: the pidfd names that very
+/// process, so a PID reused since it exited is never hit.
+pub fn pidfd_kill(fd: &OwnedFd) -> Result<(), Errno> {
+    pidfd_send_signal(fd, Signal::SIGKILL)
+}
+
 fn pidfd_send_signal(fd: &OwnedFd, sig: Signal) -> Result<(), Errno> {
     // SAFETY: a valid pidfd, a valid signal number, no siginfo (null) and no flags.
     let ret = unsafe {

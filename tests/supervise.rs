@@ -383,6 +383,83 @@ fn a_broken_config_on_restart_keeps_the_supervised_fpm_serving() {
     sb.fpmctl(&["ping"]).expect_code(0);
 }
 
+/// The children of `pid` whose command line has `arg` among its arguments.
+fn children_with_arg(pid: u32, arg: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split(' ').nth(1)?.parse::<u32>().ok());
+            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            ppid == Some(pid) && cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes())
+        })
+        .collect()
+}
+
+/// A restart's `php-fpm -t` runs beside the supervisor's event loop: while it hangs (the
+/// config's error log is a FIFO whose reader stalled), the supervisor still answers `status`
+/// and stops on SIGTERM, and the test it started ends with it.
+#[test]
+fn a_hung_config_test_of_a_restart_blocks_nothing_and_ends_with_the_supervisor() {
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::Mode;
+    use std::os::fd::AsRawFd;
+    let Some(sb) = Sandbox::new() else { return };
+    let sup = sb.supervise(&[], &[]);
+    let master = sb.wait_supervised_ready();
+    let fifo = sb.root.join("full.fifo");
+    let text = sb.config_text().replace(
+        &format!("error_log = {}/fpm.log", sb.root.display()),
+        &format!("error_log = {}", fifo.display()),
+    );
+    assert!(text.contains("full.fifo"), "{text}");
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
+    // Held open for reading and writing, so opening it never blocks; one page, filled.
+    let fd = open(&fifo, OFlag::O_RDWR | OFlag::O_NONBLOCK, Mode::empty()).unwrap();
+    // SAFETY: fcntl(2) on a descriptor this test owns; no memory is passed.
+    let set = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    assert!(set > 0, "F_SETPIPE_SZ: {}", std::io::Error::last_os_error());
+    while nix::unistd::write(&fd, &[b'x'; 256]).is_ok() {}
+    sb.write_config(&text);
+    let mut restart = sb.fpmctl_spawn(&["restart"]);
+    let test = sb.wait_for(Duration::from_secs(15), "the restart's php-fpm -t", || {
+        children_with_arg(sup, "-t").first().copied()
+    });
+    // The loop answers while the test hangs (the answer carries the supervisor's part).
+    let run = sb.fpmctl(&["status", "--json"]);
+    run.expect_code(0);
+    assert!(
+        run.json()["supervisor"].is_object(),
+        "{run}\n{}",
+        sb.supervise_log()
+    );
+    assert!(
+        alive(test),
+        "the config test ended early: {}",
+        sb.supervise_log()
+    );
+    signal(sup, nix::sys::signal::SIGTERM);
+    assert_eq!(
+        sb.wait_child(sup, Duration::from_secs(30)),
+        0,
+        "{}",
+        sb.supervise_log()
+    );
+    sb.wait_for(Duration::from_secs(10), "the config test to end", || {
+        (!alive(test)).then_some(())
+    });
+    assert!(!alive(master));
+    let log = sb.supervise_log();
+    assert!(!log.contains("left behind by a PHP request"), "{log}");
+    let _ = restart.wait();
+    drop(fd);
+}
+
 #[test]
 fn sighup_restarts_fpm() {
     let Some(sb) = Sandbox::new() else { return };

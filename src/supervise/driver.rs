@@ -98,6 +98,10 @@ pub struct Driver {
     pub(super) release_pages: bool,
     /// What the config of a restart under way replaced ([`reconfig`]).
     previous: Option<reconfig::Previous>,
+    /// The `php-fpm -t` of a requested restart, running beside the loop ([`reconfig`]).
+    config_test: Option<reconfig::ConfigTest>,
+    /// The writing end of the wake pipe, for threads other than the check thread.
+    wake_w: UnixStream,
 }
 
 impl Driver {
@@ -119,9 +123,12 @@ impl Driver {
             .map_err(|e| Error::io("pipe", e))?;
         let (jobs, job_rx) = mpsc::channel::<CheckJob>();
         let (res_tx, results) = mpsc::channel();
+        let checks_wake = wake_w
+            .try_clone()
+            .map_err(|e| Error::io("creating a pipe", e))?;
         std::thread::Builder::new()
             .name("checks".into())
-            .spawn(move || check_thread(job_rx, res_tx, wake_w))
+            .spawn(move || check_thread(job_rx, res_tx, checks_wake))
             .map_err(|e| Error::io("starting the check thread", e))?;
         Ok(Driver {
             cfg_path: cfg.path.clone(),
@@ -148,6 +155,8 @@ impl Driver {
             counters,
             release_pages: false,
             previous: None,
+            config_test: None,
+            wake_w,
         })
     }
 
@@ -345,6 +354,7 @@ impl Driver {
         while let Ok(ev) = self.results.try_recv() {
             self.queue.push_back(ev);
         }
+        self.collect_config_test();
         // FPM's notify messages, from the master the kernel names as the sender.
         for msg in self.notify.drain() {
             let Some(pid) = msg.sender else { continue };
@@ -392,6 +402,11 @@ impl Driver {
                     return;
                 }
             };
+            // A restart's php-fpm -t is reaped by the thread that waits for its verdict;
+            // that thread wakes the loop, which then reaps whatever else exited.
+            if self.is_config_test(pid.as_raw()) {
+                return;
+            }
             let name = procs::read(pid.as_raw())
                 .map(|p| p.comm)
                 .unwrap_or_default();
@@ -524,10 +539,7 @@ impl Driver {
                     let ev = self.spawn(master, why);
                     self.queue.push_back(ev);
                 }
-                Action::LoadConfig => {
-                    let ev = Event::ConfigLoaded(self.load_config());
-                    self.queue.push_back(ev);
-                }
+                Action::LoadConfig => self.start_config_test(),
                 Action::Signal { target, signal } => self.signal(m, target, signal),
                 Action::ListWorkers { master } => {
                     // Each worker is watched through a pidfd opened before its identity is
@@ -695,10 +707,16 @@ impl Driver {
                 let _ = signals::send_verified(id, sig, |p| discovery::is_pool_process_of(p, cfg));
             }
             Target::Leftovers => {
+                // A stop: a restart's config test is of no use any more.
+                self.kill_config_test();
                 let me = std::process::id() as i32;
                 // Our children from the kernel's list; the whole table only without it.
                 for p in procs::children(me).unwrap_or_else(|| procs::scan(false)) {
-                    if p.ppid != me || p.is_gone() || m.master_gen(p.pid()).is_some() {
+                    if p.ppid != me
+                        || p.is_gone()
+                        || m.master_gen(p.pid()).is_some()
+                        || self.is_config_test(p.pid())
+                    {
                         continue;
                     }
                     info!(
@@ -823,6 +841,7 @@ impl Driver {
         for (_, stream) in self.waiting.drain() {
             control::write_reply(stream, &reply_of(code, &text));
         }
+        self.kill_config_test();
         let _ = std::fs::remove_file(control::socket_path(&self.cfg_path));
         std::mem::take(&mut self.sockets).remove_all();
         info!(exit_code = code.code(), "{text}");

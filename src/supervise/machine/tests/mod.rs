@@ -531,6 +531,38 @@ fn a_broken_config_keeps_the_running_fpm_and_says_why() {
 }
 
 #[test]
+fn a_crash_while_the_config_is_tested_restarts_at_once_and_the_verdict_starts_nothing_more() {
+    // The config test runs beside the loop: other events come before its verdict.
+    let mut r = up();
+    let out = r.at(S, ctl(3, Command::Restart { ready_limit: None }));
+    assert_eq!(out, vec![Action::LoadConfig]);
+    let out = r.at(S + 10, exited(1));
+    assert_eq!(
+        spawn_of(&out),
+        vec![2],
+        "the crash restart does not wait for the test"
+    );
+    r.at(S + 20, spawned(2, 200));
+    let out = r.at(S + 30, Event::ConfigLoaded(Ok(())));
+    assert!(spawn_of(&out).is_empty(), "{out:?}");
+    // The master the crash started answers the restart once ready.
+    let out = r.at(S + 40, ready(2));
+    assert_eq!(replies(&out), vec![(3, ExitCode::Ok)]);
+    assert_eq!(r.m.phase(), Phase::Serving);
+}
+
+#[test]
+fn a_stop_while_the_config_is_tested_ignores_the_verdict() {
+    let mut r = up();
+    r.at(S, ctl(3, Command::Restart { ready_limit: None }));
+    let out = r.at(S + 10, Event::Signal(Sig::Term));
+    assert!(out.contains(&sig(1, 100, SIGQUIT)), "{out:?}");
+    let out = r.at(S + 20, Event::ConfigLoaded(Ok(())));
+    assert!(spawn_of(&out).is_empty(), "{out:?}");
+    assert!(matches!(r.m.phase(), Phase::Stopping(_)));
+}
+
+#[test]
 fn a_replacement_that_dies_before_ready_keeps_the_old_master() {
     let mut r = replacing(4);
     let out = r.at(1200, exited(2));
