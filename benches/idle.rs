@@ -119,6 +119,31 @@ fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
+/// Size in KiB of the ELF section `name` of the file at `path` (64-bit little-endian ELF),
+/// `None` when the file has no such section or is no such ELF.
+fn section_kib(path: &str, name: &str) -> Option<u64> {
+    let elf = std::fs::read(path).ok()?;
+    let u16_at = |o: usize| Some(u16::from_le_bytes(elf.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(elf.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(elf.get(o..o + 8)?.try_into().ok()?));
+    if elf.get(..5)? != b"\x7fELF\x02" {
+        return None;
+    }
+    let shoff = u64_at(0x28)? as usize;
+    let (size, count, names) = (
+        u16_at(0x3a)? as usize,
+        u16_at(0x3c)? as usize,
+        u16_at(0x3e)? as usize,
+    );
+    let header = |i: usize| shoff + i * size;
+    let strtab = u64_at(header(names) + 0x18)? as usize;
+    (0..count).find_map(|i| {
+        let at = strtab + u32_at(header(i))? as usize;
+        let end = at + elf.get(at..)?.iter().position(|b| *b == 0)?;
+        (&elf[at..end] == name.as_bytes()).then(|| u64_at(header(i) + 0x20).map(|b| b / 1024))?
+    })
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("idle bench: run it with `cargo bench --bench idle`");
@@ -180,10 +205,23 @@ fn main() {
         }
         println!();
     }
+    // The idle loop's code in one place (build/idle-layout.ld): a section far smaller than
+    // before, or resident code growing, says the layout went stale.
+    let idle_kib = section_kib(env!("CARGO_BIN_EXE_fpmctl"), ".text.idle");
+    let text_kib = section_kib(env!("CARGO_BIN_EXE_fpmctl"), ".text");
+    println!();
+    match idle_kib {
+        Some(kib) => println!(
+            "`.text.idle` (build/idle-layout.ld): {kib} KiB, beside {} KiB of `.text`",
+            text_kib.unwrap_or(0)
+        ),
+        None => println!("`.text.idle`: none (built without build/idle-layout.ld)"),
+    }
     support::write_json(
         "idle",
         meta,
         serde_json::json!({
+            "idle_section_kib": idle_kib,
             "window_s": WINDOW.as_secs_f64(),
             "target_rss_kib": TARGET_KIB,
             "rows": rows.iter().map(|(interval, pages, used, m, parts)| serde_json::json!({
