@@ -2,7 +2,7 @@
 # fpmctl against a real php-fpm, in a throwaway sandbox: nothing of the system's own FPM
 # is touched. Installs php-fpm if missing (as root), builds fpmctl, then:
 #   1. starts FPM and proves it ready;          2. shows its status;
-#   3. SIGKILLs the master, as in the field report behind seed 004: the workers live on as
+#   3. SIGKILLs the master, as a hard kill in the field does: the workers live on as
 #      orphans holding the port, and a plain `php-fpm` start fails with "Address already in use";
 #   4. shows fpmctl seeing the orphans;          5. repairs it with `fpmctl restart --wait`;
 #   6. pings every pool, then stops everything.
@@ -74,7 +74,7 @@ run "$fpmctl" -c "$conf" start
 step "2. status"
 run "$fpmctl" -c "$conf" status
 
-step "3. seed 004: the master is SIGKILLed; its workers become orphans holding 127.0.0.1:$port"
+step "3. the master is SIGKILLed; its workers become orphans holding 127.0.0.1:$port"
 master=$(cat "$dir/fpm.pid")
 run kill -KILL "$master"
 sleep 0.2

@@ -7,7 +7,7 @@
 //! - the master (and any other master of the same config), always;
 //! - orphaned workers, always (nobody else will tell them);
 //! - workers of a live master only on SIGKILL, because a master killed that way leaves them
-//!   behind holding the listen sockets (the seed-004 failure).
+//!   behind holding the listen sockets (a hard-killed master's orphans).
 //!
 //! Every signal is sent with [`crate::signals::send_verified`], re-checking identity first.
 

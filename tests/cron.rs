@@ -1,6 +1,6 @@
 //! `ensure` (the cron job) and `reopen-logs` (logrotate's postrotate) against a real php-fpm:
 //! a healthy FPM is never touched and nothing is printed; a stopped one is started; orphans
-//! holding the port (seed 004) are repaired; a broken config is refused with FPM's own words;
+//! holding the port (a SIGKILLed master) are repaired; a broken config is refused with FPM's own words;
 //! only the verified master ever gets SIGUSR1.
 
 mod common;
@@ -43,7 +43,7 @@ fn ensure_leaves_a_running_ready_fpm_alone_and_prints_nothing() {
     assert_eq!(j.json()["master"], master, "{j}");
 }
 
-/// Seed 004: the master was SIGKILLed; its orphans hold the port. A cron job that only
+/// The master was SIGKILLed; its orphans hold the port. A cron job that only
 /// started php-fpm would fail on "Address already in use" every minute.
 #[test]
 fn ensure_repairs_orphans_holding_the_port() {

@@ -1,5 +1,5 @@
 //! stop, start, restart, reload and ping against a real php-fpm, including the failures the
-//! field reports describe: orphans holding the port (seed 004), racing restarts, a broken
+//! field reports describe: orphans holding the port, racing restarts, a broken
 //! config on restart or reload, stale pid files, foreign listeners, stuck requests.
 
 mod common;
@@ -61,7 +61,7 @@ fn start_proves_readiness_and_a_second_start_is_a_no_op() {
     assert_eq!(sb.masters().len(), 1);
 }
 
-/// Seed 004: orphans of a SIGKILLed master hold the port; restart must clean them up.
+/// Orphans of a SIGKILLed master hold the port; restart must clean them up.
 #[test]
 fn restart_after_master_sigkill_removes_every_orphan_and_ends_ready() {
     let Some(sb) = Sandbox::new() else { return };

@@ -58,7 +58,7 @@ fn status_of_a_stopped_fpm_is_lsb_3() {
     assert!(run.json()["master"].is_null());
 }
 
-/// Seed 004: the master is SIGKILLed; its workers live on holding the port.
+/// The master is SIGKILLed; its workers live on holding the port.
 #[test]
 fn status_after_master_sigkill_names_every_orphan_and_what_it_holds() {
     let Some(sb) = Sandbox::new() else { return };

@@ -141,8 +141,8 @@ pub struct Incident {
     pub omit: Vec<&'static str>,
     /// Processes that hold an address FPM could not bind (live only).
     pub holders: Vec<i32>,
-    /// Run by the recorder after live checks: the rest of the incident (the seed-004 case
-    /// kills the orphans holding the port, so nginx then gets refused connections).
+    /// Run by the recorder after live checks: the rest of the incident (the orphaned-workers
+    /// case kills the orphans holding the port, so nginx then gets refused connections).
     after_live: Option<fn(&mut Incident)>,
 }
 

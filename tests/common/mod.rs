@@ -376,7 +376,7 @@ impl Sandbox {
             .collect()
     }
 
-    /// SIGKILLs the master (seed 004): its workers live on as orphans. Returns their PIDs.
+    /// SIGKILLs the master: its workers live on as orphans. Returns their PIDs.
     pub fn kill_master_hard(&self) -> Vec<i32> {
         let pid = self.pid_from_file().expect("a running master");
         let workers: Vec<i32> = self.workers_of(pid).iter().map(|p| p.pid()).collect();

@@ -136,7 +136,7 @@ pub(super) fn fpm_not_running() -> Incident {
 pub(super) fn socket_permission() -> Incident {
     let mut inc = Incident::new("socket-permission");
     let d = inc.d();
-    // seed 000: the socket's owner is not nginx's user.
+    // The socket's owner is not nginx's user.
     let pool = www_pool(&d, PM_DEBIAN, "").replace(
         "listen.owner = www-data\nlisten.group = www-data",
         "listen.owner = nobody\nlisten.group = nogroup",
@@ -527,7 +527,7 @@ pub(super) fn php_fatal() -> Incident {
     inc
 }
 
-/// Seed 004: a restart killed the master hard; its orphaned workers still hold the port, so
+/// A restart killed the master hard; its orphaned workers still hold the port, so
 /// the new FPM cannot bind it. Live, the orphans keep holding it; the recording goes on to
 /// the end of the seed: the orphans die and nginx finds nothing listening.
 pub(super) fn fpm_bind_failed() -> Incident {
