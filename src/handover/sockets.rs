@@ -173,20 +173,28 @@ impl HeldSockets {
             unsafe {
                 libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
             }
-            let (keeper, file) = match addr.unix_path().map(|p| (p, Dir::of(p))) {
-                Some((path, Ok(dir))) => {
-                    let file = dir.stat(dir.name()).map(|(id, _)| id);
-                    // The dead supervisor's keeper, when it is a name of this very file;
-                    // else a new one.
-                    let keeper = dir.keeper();
-                    if file.is_some() && dir.stat(&keeper).map(|(id, _)| id) != file {
-                        dir.remove_if_socket(&keeper);
-                        let _ = dir.link(dir.name(), &keeper);
+            // The file the socket is bound to, where its path leads (the dead supervisor's
+            // keeper when it is a name of that very file; else a new one).
+            let (keeper, file) = match addr.unix_path() {
+                Some(path) => {
+                    let found = Dir::of(path).and_then(|dir| {
+                        let (file, id) = bound_name(&dir, &fd)?;
+                        Ok((keep(&dir, &file, id), id))
+                    });
+                    match found {
+                        Ok((kept, id)) => {
+                            if let Err(e) = &kept {
+                                warn!(path = %path.display(), error = %e, "no keeper for the socket path");
+                            }
+                            (kept.is_ok().then(|| keeper_path(path)), Some(id))
+                        }
+                        Err(e) => {
+                            warn!(path = %path.display(), error = %e, "the socket path is not the taken socket's file; it is left alone");
+                            (None, None)
+                        }
                     }
-                    let kept = file.is_some() && dir.stat(&keeper).map(|(id, _)| id) == file;
-                    (kept.then(|| keeper_path(path)), file)
                 }
-                _ => (None, None),
+                None => (None, None),
             };
             info!(
                 address = %addr,
@@ -359,6 +367,63 @@ fn remove_unix(h: &HeldSocket) {
     }
 }
 
+/// The socket file `sock` is bound to, named in `dir` (`dir.name()`), with its keeper next to
+/// it: an error, and nothing linked, when that name is not the file (the path, or a directory
+/// on it, was replaced since the bind) or the keeper cannot be made.
+fn keep_name(dir: &Dir, sock: &OwnedFd) -> std::io::Result<FileId> {
+    let (file, id) = bound_name(dir, sock)?;
+    keep(dir, &file, id)?;
+    Ok(id)
+}
+
+/// The file `dir.name()` names, opened, and its identity, when it is the very file the unix
+/// socket `sock` is bound to (the kernel's `UNIX_DIAG_VFS`). A directory on the path can be
+/// swapped for a symlink at any time: what the name leads to is recorded, linked and later
+/// removed only once the kernel says it is ours. When the kernel cannot say (no `UNIX_DIAG`),
+/// a socket file that is no symlink is taken, as for its permissions.
+fn bound_name(dir: &Dir, sock: &OwnedFd) -> std::io::Result<(OwnedFd, FileId)> {
+    use std::io::{Error, ErrorKind};
+    let file = dir.open(dir.name())?;
+    let st = nix::sys::stat::fstat(&file)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(Error::other("not a socket file"));
+    }
+    let replaced = || {
+        Error::other(
+            "not the file the socket is bound to (the path, or a directory on it, was replaced since the bind)",
+        )
+    };
+    let sock_ino = nix::sys::stat::fstat(sock)?.st_ino;
+    match crate::listen::unix_bound_file(sock_ino) {
+        Ok(Some(bound)) => {
+            if !bound.is_open_file(std::os::fd::AsFd::as_fd(&file))? {
+                return Err(replaced());
+            }
+        }
+        Ok(None) => return Err(replaced()),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(replaced()),
+        Err(_) => {}
+    }
+    let id = FileId {
+        dev: st.st_dev,
+        ino: st.st_ino,
+    };
+    Ok((file, id))
+}
+
+/// Makes the keeper in `dir` a name of `file` (identity `id`), unless it is one already (a
+/// dead supervisor's): linked from the open file itself, never from a name that could be
+/// swapped meanwhile. A keeper left by an earlier holder is a socket file; nothing else is
+/// removed.
+fn keep(dir: &Dir, file: &OwnedFd, id: FileId) -> std::io::Result<()> {
+    let keeper = dir.keeper();
+    if dir.stat(&keeper).map(|(k, _)| k) == Some(id) {
+        return Ok(());
+    }
+    dir.remove_if_socket(&keeper);
+    dir.link_file(file, &keeper)
+}
+
 fn keeper_path(path: &Path) -> PathBuf {
     path.with_file_name(keeper_name(path.file_name().unwrap_or_default()))
 }
@@ -377,17 +442,13 @@ fn open(pool: &Pool, addr: &ListenAddr) -> Result<HeldSocket> {
             let keeper = keeper_path(path);
             let linking = || format!("linking {} to {}", path.display(), keeper.display());
             let dir = Dir::of(path).map_err(|e| Error::io(linking(), e))?;
-            let file = dir.stat(dir.name()).map(|(id, _)| id);
-            // A keeper left by an earlier holder is a socket file; nothing else is removed.
-            dir.remove_if_socket(&dir.keeper());
-            dir.link(dir.name(), &dir.keeper())
-                .map_err(|e| Error::io(linking(), e))?;
+            let file = keep_name(&dir, &fd).map_err(|e| Error::io(linking(), e))?;
             Ok(HeldSocket {
                 addr: addr.clone(),
                 key,
                 fd,
                 keeper: Some(keeper),
-                file,
+                file: Some(file),
             })
         }
         ListenAddr::Tcp { host, port } => {
@@ -498,4 +559,34 @@ fn open_tcp(
     })?;
     listen_fd(&fd, backlog, &what)?;
     Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn a_directory_swapped_after_the_bind_gets_no_keeper_and_its_file_is_not_recorded() {
+        // The pool's user replaces a directory on the path between the bind and the keeper:
+        // the path now leads to another service's socket of the same name.
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path().join("a");
+        std::fs::create_dir(&a).unwrap();
+        let path = a.join("www.sock");
+        let ours = OwnedFd::from(UnixListener::bind(&path).unwrap());
+        std::fs::rename(&a, tmp.path().join("moved")).unwrap();
+        std::fs::create_dir(&a).unwrap();
+        let _theirs = UnixListener::bind(&path).unwrap();
+        let dir = Dir::of(&path).unwrap();
+        assert!(keep_name(&dir, &ours).is_err());
+        assert!(
+            !a.join(".www.sock.fpmctl-held").exists(),
+            "root linked a name to another service's socket"
+        );
+        // Where the socket really is, its keeper is made.
+        let real = Dir::of(&tmp.path().join("moved/www.sock")).unwrap();
+        let id = keep_name(&real, &ours).unwrap();
+        assert_eq!(real.stat(&real.keeper()).unwrap().0, id);
+    }
 }
