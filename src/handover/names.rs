@@ -90,6 +90,12 @@ impl Dir {
             && self.unlink(name)
     }
 
+    /// Removes the name `name` here, whatever non-directory it names (a symlink itself, never
+    /// its target); whether it did.
+    pub fn remove_name(&self, name: &OsStr) -> bool {
+        self.unlink(name)
+    }
+
     fn unlink(&self, name: &OsStr) -> bool {
         nix::unistd::unlinkat(&self.fd, name, nix::unistd::UnlinkatFlags::NoRemoveDir).is_ok()
     }

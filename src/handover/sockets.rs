@@ -413,14 +413,15 @@ fn bound_name(dir: &Dir, sock: &OwnedFd) -> std::io::Result<(OwnedFd, FileId)> {
 
 /// Makes the keeper in `dir` a name of `file` (identity `id`), unless it is one already (a
 /// dead supervisor's): linked from the open file itself, never from a name that could be
-/// swapped meanwhile. A keeper left by an earlier holder is a socket file; nothing else is
-/// removed.
+/// swapped meanwhile. Whatever else has the keeper's name (a stale keeper, or a file or
+/// symlink the pool's user left there to make the link fail) is removed as a name in this
+/// directory only: `unlinkat` follows no symlink and removes no directory.
 fn keep(dir: &Dir, file: &OwnedFd, id: FileId) -> std::io::Result<()> {
     let keeper = dir.keeper();
     if dir.stat(&keeper).map(|(k, _)| k) == Some(id) {
         return Ok(());
     }
-    dir.remove_if_socket(&keeper);
+    dir.remove_name(&keeper);
     dir.link_file(file, &keeper)
 }
 
@@ -588,5 +589,29 @@ mod tests {
         let real = Dir::of(&tmp.path().join("moved/www.sock")).unwrap();
         let id = keep_name(&real, &ours).unwrap();
         assert_eq!(real.stat(&real.keeper()).unwrap().0, id);
+    }
+
+    #[test]
+    fn a_file_planted_in_the_keepers_name_neither_blocks_the_keeper_nor_is_followed() {
+        // The pool's user leaves a plain file, or a symlink to a file of root's, where the
+        // keeper goes: the supervisor must still hold the socket with its keeper.
+        let tmp = tempfile::tempdir().unwrap();
+        let precious = tmp.path().join("precious");
+        std::fs::write(&precious, "x").unwrap();
+        for planted in ["file", "symlink"] {
+            let run = tmp.path().join(planted);
+            std::fs::create_dir(&run).unwrap();
+            let path = run.join("www.sock");
+            let keeper = run.join(".www.sock.fpmctl-held");
+            match planted {
+                "file" => std::fs::write(&keeper, "junk").unwrap(),
+                _ => std::os::unix::fs::symlink(&precious, &keeper).unwrap(),
+            }
+            let ours = OwnedFd::from(UnixListener::bind(&path).unwrap());
+            let dir = Dir::of(&path).unwrap();
+            let id = keep_name(&dir, &ours).unwrap_or_else(|e| panic!("{planted}: {e}"));
+            assert_eq!(dir.stat(&dir.keeper()).unwrap().0, id, "{planted}");
+        }
+        assert_eq!(std::fs::read_to_string(&precious).unwrap(), "x");
     }
 }
