@@ -257,14 +257,29 @@ impl HeldSockets {
     pub fn restore_paths(&self) -> Vec<PathBuf> {
         let mut restored = Vec::new();
         for h in &self.list {
-            let (Some(path), Some(_)) = (h.addr.unix_path(), &h.keeper) else {
+            let (Some(path), Some(_), Some(ours)) = (h.addr.unix_path(), &h.keeper, h.file) else {
                 continue;
             };
-            if path.exists() {
+            let Ok(dir) = Dir::of(path) else { continue };
+            if dir.stat(dir.name()).is_some() {
                 continue;
             }
-            // The keeper is itself a name of the inode: link it back under the real name.
-            let linked = Dir::of(path).and_then(|d| d.link(&d.keeper(), d.name()));
+            // The keeper is itself a name of the inode: link it back under the real name,
+            // from the keeper opened and found to be that very file (another file put under
+            // the keeper's name is not made the pool's socket path).
+            let linked = dir.open(&dir.keeper()).and_then(|keeper| {
+                let st = nix::sys::stat::fstat(&keeper)?;
+                if (FileId {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                }) != ours
+                {
+                    return Err(std::io::Error::other(
+                        "the keeper is not the held socket's file any more",
+                    ));
+                }
+                dir.link_file(&keeper, dir.name())
+            });
             match linked {
                 Ok(()) => {
                     warn!(path = %path.display(), "restored a socket path FPM removed");
@@ -613,5 +628,35 @@ mod tests {
             assert_eq!(dir.stat(&dir.keeper()).unwrap().0, id, "{planted}");
         }
         assert_eq!(std::fs::read_to_string(&precious).unwrap(), "x");
+    }
+
+    #[test]
+    fn only_the_sockets_own_file_is_linked_back_over_a_removed_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("www.sock");
+        let fd = OwnedFd::from(UnixListener::bind(&path).unwrap());
+        let id = keep_name(&Dir::of(&path).unwrap(), &fd).unwrap();
+        let keeper = keeper_path(&path);
+        let held = HeldSockets {
+            list: vec![HeldSocket {
+                addr: ListenAddr::Unix(path.clone()),
+                key: path.display().to_string(),
+                fd,
+                keeper: Some(keeper.clone()),
+                file: Some(id),
+            }],
+        };
+        // FPM removed the path: the keeper puts the very file back.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(held.restore_paths(), vec![path.clone()]);
+        let dir = Dir::of(&path).unwrap();
+        assert_eq!(dir.stat(dir.name()).unwrap().0, id);
+        // The pool's user put another socket (one they listen on) under the keeper's name:
+        // it must not become the pool's socket path.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_file(&keeper).unwrap();
+        let _theirs = UnixListener::bind(&keeper).unwrap();
+        assert!(held.restore_paths().is_empty());
+        assert!(path.symlink_metadata().is_err());
     }
 }
