@@ -505,12 +505,24 @@ fn open_unix(pool: &Pool, path: &Path, backlog: i32) -> Result<OwnedFd> {
                 path.display()
             )));
         }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(Error::Other(format!(
-                "pool {}: something already listens on {}",
-                pool.name,
-                path.display()
-            )));
+        // One non-blocking connect: a listener that never accepts, its backlog full, must
+        // not hang the bind (nor the supervisor's loop when a restart adds the pool).
+        match crate::listen::unix_path_listened(path) {
+            Some(false) => {}
+            Some(true) => {
+                return Err(Error::Other(format!(
+                    "pool {}: something already listens on {}",
+                    pool.name,
+                    path.display()
+                )));
+            }
+            None => {
+                return Err(Error::Other(format!(
+                    "pool {}: cannot tell whether something listens on {}; it was left alone",
+                    pool.name,
+                    path.display()
+                )));
+            }
         }
         // Through one descriptor of its directory: only a socket file goes.
         if let Ok(dir) = Dir::of(path) {
@@ -658,5 +670,69 @@ mod tests {
         let _theirs = UnixListener::bind(&keeper).unwrap();
         assert!(held.restore_paths().is_empty());
         assert!(path.symlink_metadata().is_err());
+    }
+
+    #[test]
+    fn a_listener_with_a_full_backlog_at_the_path_fails_the_bind_without_hanging_it() {
+        // The pool's user listens at the socket's path and never accepts: a blocking connect
+        // to see whether something listens would wait forever (the supervisor's whole loop,
+        // when a restart adds the pool).
+        use nix::sys::socket::{
+            AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect, listen, socket,
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("www.sock");
+        let conf = tmp.path().join("fpm.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]\npid = {0}/fpm.pid\n[www]\nlisten = {1}\npm = static\npm.max_children = 1\n",
+                tmp.path().display(),
+                path.display()
+            ),
+        )
+        .unwrap();
+        let cfg = crate::config::load(&conf).unwrap();
+        let theirs = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        let addr = UnixAddr::new(&path).unwrap();
+        bind(theirs.as_raw_fd(), &addr).unwrap();
+        listen(&theirs, Backlog::new(0).unwrap()).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let c = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .unwrap();
+            let full = connect(c.as_raw_fd(), &addr).is_err();
+            queued.push(c);
+            if full {
+                break;
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pool = &cfg.pools[0];
+            let _ = tx.send(
+                open(pool, &pool.listen)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            );
+        });
+        // Generous: the answer takes microseconds; only a hang waits this out.
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the bind hung on the listener's full backlog");
+        let err = got.expect_err("something listens there");
+        assert!(err.contains("already listens"), "{err}");
+        assert!(path.exists());
     }
 }
