@@ -189,7 +189,7 @@ impl HeldSockets {
                             (kept.is_ok().then(|| keeper_path(path)), Some(id))
                         }
                         Err(e) => {
-                            warn!(path = %path.display(), error = %e, "the socket path is not the taken socket's file; it is left alone");
+                            warn!(path = %path.display(), error = %e, "the taken socket's file is not at its path; no keeper, and the path is left alone");
                             (None, None)
                         }
                     }
