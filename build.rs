@@ -24,12 +24,40 @@ fn main() {
     let profile = std::env::var("PROFILE").unwrap_or_default();
     let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let setting = std::env::var(layout::VAR).ok();
-    if let Some(script) = layout::choose(&profile, &target_os, setting.as_deref(), &manifest_dir) {
-        println!("cargo:rerun-if-changed={}", script.display());
+    println!("cargo:rerun-if-env-changed=MOLD_PATH");
+    let rustflags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    let linker = std::env::var("RUSTC_LINKER").ok();
+    let scriptless = layout::scriptless_linker(
+        &rustflags,
+        linker.as_deref(),
+        std::env::var_os("MOLD_PATH").is_some(),
+    );
+    let mut script = layout::choose(&profile, &target_os, setting.as_deref(), &manifest_dir);
+    let asked = setting.as_deref().is_some_and(|s| !s.is_empty());
+    if let (Some(_), Some(linker), false) = (&script, &scriptless, asked) {
         println!(
-            "cargo:rustc-link-arg-bin=fpmctl=-Wl,-T,{}",
-            script.display()
+            "cargo:warning=linking without {} ({linker} cannot read it; {}=FILE to insist)",
+            layout::FILE,
+            layout::VAR
         );
+        script = None;
+    }
+    if let Some(script) = script {
+        // A named file that is not there would fail the link with the linker's own words.
+        if !script.is_file() {
+            eprintln!(
+                "{}={}: no such file ({}; a relative path is taken from {})",
+                layout::VAR,
+                setting.as_deref().unwrap_or_default(),
+                script.display(),
+                manifest_dir.display()
+            );
+            std::process::exit(1);
+        }
+        println!("cargo:rerun-if-changed={}", script.display());
+        for arg in layout::link_args(&script) {
+            println!("cargo:rustc-link-arg-bin=fpmctl={arg}");
+        }
     }
     let revision = version::git_revision(&manifest_dir);
     if revision.is_some() {

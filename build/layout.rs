@@ -34,3 +34,37 @@ pub fn choose(
         }
     }
 }
+
+/// The arguments that make the linker (through the C compiler driver rustc calls) read
+/// `script`, one `cargo:rustc-link-arg` each. `-Xlinker` passes its argument on whole:
+/// `-Wl,` would split the path at its commas.
+pub fn link_args(script: &Path) -> Vec<String> {
+    vec![
+        "-Xlinker".into(),
+        "-T".into(),
+        "-Xlinker".into(),
+        script.display().to_string(),
+    ]
+}
+
+/// The linker the build asks for when it is one that cannot read this script (gold and mold
+/// do not take `INSERT BEFORE`): `rustflags` as cargo encodes them (`CARGO_ENCODED_RUSTFLAGS`,
+/// separated by 0x1f), `linker` as cargo resolved it (`RUSTC_LINKER`), and whether the build
+/// runs under `mold -run` (`MOLD_PATH` set).
+pub fn scriptless_linker(rustflags: &str, linker: Option<&str>, mold_run: bool) -> Option<String> {
+    let refuses = |prog: &str| {
+        let name = prog.rsplit('/').next().unwrap_or(prog);
+        let name = name.strip_prefix("ld.").unwrap_or(name);
+        name.starts_with("gold") || name.starts_with("mold")
+    };
+    if mold_run {
+        return Some("mold".into());
+    }
+    let asked = rustflags.split('\x1f').find_map(|flag| {
+        ["-fuse-ld=", "--ld-path=", "linker="]
+            .iter()
+            .find_map(|key| flag.split_once(key).map(|(_, v)| v))
+            .filter(|v| refuses(v))
+    });
+    asked.or(linker.filter(|l| refuses(l))).map(str::to_string)
+}

@@ -92,6 +92,106 @@ fn the_idle_layout_links_into_release_builds_for_linux_unless_turned_off() {
 }
 
 #[test]
+fn the_idle_layout_links_from_a_source_tree_whose_path_has_commas_and_spaces() {
+    // A source tree unpacked or cloned under such a name (`cargo install --path`): the
+    // script's path must reach the linker whole, not split at its commas.
+    if !have("cc") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fpmctl, 0.1 (copy)");
+    std::fs::create_dir(&dir).unwrap();
+    let script = dir.join("idle-layout.ld");
+    std::fs::copy(Path::new(REPO).join(layout::FILE), &script).unwrap();
+    let main = tmp.path().join("main.c");
+    std::fs::write(&main, "int main(void) { return 0; }\n").unwrap();
+    let out = Command::new("cc")
+        .arg(&main)
+        .arg("-o")
+        .arg(tmp.path().join("main"))
+        .args(layout::link_args(&script))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_build_that_asks_for_gold_or_mold_links_without_the_idle_layout() {
+    // Neither reads the script (`INSERT BEFORE`): a release build asking for one would fail
+    // to link at all.
+    let flags = |f: &[&str]| f.join("\x1f");
+    for (rustflags, linker, mold_run, want) in [
+        (
+            flags(&["-C", "link-arg=-fuse-ld=gold"]),
+            None,
+            false,
+            Some("gold"),
+        ),
+        (
+            flags(&["-Clink-arg=-fuse-ld=/usr/bin/mold"]),
+            None,
+            false,
+            Some("/usr/bin/mold"),
+        ),
+        (
+            flags(&["-Clink-arg=--ld-path=/opt/ld.mold"]),
+            None,
+            false,
+            Some("/opt/ld.mold"),
+        ),
+        (
+            String::new(),
+            Some("/usr/bin/ld.gold"),
+            false,
+            Some("/usr/bin/ld.gold"),
+        ),
+        (String::new(), None, true, Some("mold")),
+        (
+            flags(&["-Clink-arg=-fuse-ld=lld", "-Clinker=clang"]),
+            Some("clang"),
+            false,
+            None,
+        ),
+        (
+            flags(&["-Clinker-flavor=gcc", "-Ctarget-cpu=native"]),
+            None,
+            false,
+            None,
+        ),
+        (String::new(), None, false, None),
+    ] {
+        assert_eq!(
+            layout::scriptless_linker(&rustflags, linker, mold_run).as_deref(),
+            want,
+            "{rustflags:?} {linker:?}"
+        );
+    }
+    // What the check spares such a build, when gold is here to show it.
+    let gold = Command::new("sh")
+        .args(["-c", "command -v ld.gold && command -v cc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if gold {
+        let tmp = tempfile::tempdir().unwrap();
+        let main = tmp.path().join("main.c");
+        std::fs::write(&main, "int main(void) { return 0; }\n").unwrap();
+        let out = Command::new("cc")
+            .arg(&main)
+            .arg("-o")
+            .arg(tmp.path().join("main"))
+            .arg("-fuse-ld=gold")
+            .args(layout::link_args(&Path::new(REPO).join(layout::FILE)))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "gold read the script after all");
+    }
+}
+
+#[test]
 fn the_idle_layout_is_a_linker_script_of_function_patterns() {
     let text = std::fs::read_to_string(Path::new(REPO).join(layout::FILE)).unwrap();
     let body = text

@@ -835,8 +835,12 @@ fn a_start_with_another_lock_dir_refuses_a_supervisor_in_its_backoff() {
 #[test]
 fn a_renamed_fpmctl_knows_its_own_supervisor() {
     let Some(sb) = Sandbox::new() else { return };
-    let renamed = sb.root.join("fpm-keeper");
-    std::fs::copy(env!("CARGO_BIN_EXE_fpmctl"), &renamed).unwrap();
+    // Copied through the harness: it waits out the ETXTBSY of another test thread's fork
+    // that still holds the copy's write descriptor.
+    let renamed = sb.copy_program(
+        std::path::Path::new(env!("CARGO_BIN_EXE_fpmctl")),
+        "fpm-keeper",
+    );
     sb.write_config(&sb.config_text_dying_at_start());
     let log = std::fs::File::create(sb.root.join("supervise.log")).unwrap();
     let mut cmd = std::process::Command::new(&renamed);

@@ -90,8 +90,41 @@ impl Dir {
             && self.unlink(name)
     }
 
+    /// Removes the name `name` here, whatever non-directory it names (a symlink itself, never
+    /// its target); whether it did.
+    pub fn remove_name(&self, name: &OsStr) -> bool {
+        self.unlink(name)
+    }
+
     fn unlink(&self, name: &OsStr) -> bool {
         nix::unistd::unlinkat(&self.fd, name, nix::unistd::UnlinkatFlags::NoRemoveDir).is_ok()
+    }
+
+    /// The file `name` names here itself, not following a symlink (`O_PATH | O_NOFOLLOW`).
+    pub fn open(&self, name: &OsStr) -> io::Result<OwnedFd> {
+        use nix::fcntl::OFlag;
+        let fd = nix::fcntl::openat(
+            &self.fd,
+            name,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        Ok(fd)
+    }
+
+    /// Makes `to` here a name of the open file `file` (`linkat(2)` of `/proc/self/fd/N`,
+    /// which names the file itself, whatever its names lead to now).
+    pub fn link_file(&self, file: &OwnedFd, to: &OsStr) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let from = format!("/proc/self/fd/{}", file.as_raw_fd());
+        nix::unistd::linkat(
+            nix::fcntl::AT_FDCWD,
+            from.as_str(),
+            &self.fd,
+            to,
+            nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+        )?;
+        Ok(())
     }
 
     /// Makes `to` here another name of the file `from` names here (`linkat(2)`, never

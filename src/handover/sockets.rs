@@ -173,20 +173,28 @@ impl HeldSockets {
             unsafe {
                 libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
             }
-            let (keeper, file) = match addr.unix_path().map(|p| (p, Dir::of(p))) {
-                Some((path, Ok(dir))) => {
-                    let file = dir.stat(dir.name()).map(|(id, _)| id);
-                    // The dead supervisor's keeper, when it is a name of this very file;
-                    // else a new one.
-                    let keeper = dir.keeper();
-                    if file.is_some() && dir.stat(&keeper).map(|(id, _)| id) != file {
-                        dir.remove_if_socket(&keeper);
-                        let _ = dir.link(dir.name(), &keeper);
+            // The file the socket is bound to, where its path leads (the dead supervisor's
+            // keeper when it is a name of that very file; else a new one).
+            let (keeper, file) = match addr.unix_path() {
+                Some(path) => {
+                    let found = Dir::of(path).and_then(|dir| {
+                        let (file, id) = bound_name(&dir, &fd)?;
+                        Ok((keep(&dir, &file, id), id))
+                    });
+                    match found {
+                        Ok((kept, id)) => {
+                            if let Err(e) = &kept {
+                                warn!(path = %path.display(), error = %e, "no keeper for the socket path");
+                            }
+                            (kept.is_ok().then(|| keeper_path(path)), Some(id))
+                        }
+                        Err(e) => {
+                            warn!(path = %path.display(), error = %e, "the taken socket's file is not at its path; no keeper, and the path is left alone");
+                            (None, None)
+                        }
                     }
-                    let kept = file.is_some() && dir.stat(&keeper).map(|(id, _)| id) == file;
-                    (kept.then(|| keeper_path(path)), file)
                 }
-                _ => (None, None),
+                None => (None, None),
             };
             info!(
                 address = %addr,
@@ -249,14 +257,29 @@ impl HeldSockets {
     pub fn restore_paths(&self) -> Vec<PathBuf> {
         let mut restored = Vec::new();
         for h in &self.list {
-            let (Some(path), Some(_)) = (h.addr.unix_path(), &h.keeper) else {
+            let (Some(path), Some(_), Some(ours)) = (h.addr.unix_path(), &h.keeper, h.file) else {
                 continue;
             };
-            if path.exists() {
+            let Ok(dir) = Dir::of(path) else { continue };
+            if dir.stat(dir.name()).is_some() {
                 continue;
             }
-            // The keeper is itself a name of the inode: link it back under the real name.
-            let linked = Dir::of(path).and_then(|d| d.link(&d.keeper(), d.name()));
+            // The keeper is itself a name of the inode: link it back under the real name,
+            // from the keeper opened and found to be that very file (another file put under
+            // the keeper's name is not made the pool's socket path).
+            let linked = dir.open(&dir.keeper()).and_then(|keeper| {
+                let st = nix::sys::stat::fstat(&keeper)?;
+                if (FileId {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                }) != ours
+                {
+                    return Err(std::io::Error::other(
+                        "the keeper is not the held socket's file any more",
+                    ));
+                }
+                dir.link_file(&keeper, dir.name())
+            });
             match linked {
                 Ok(()) => {
                     warn!(path = %path.display(), "restored a socket path FPM removed");
@@ -359,6 +382,64 @@ fn remove_unix(h: &HeldSocket) {
     }
 }
 
+/// The socket file `sock` is bound to, named in `dir` (`dir.name()`), with its keeper next to
+/// it: an error, and nothing linked, when that name is not the file (the path, or a directory
+/// on it, was replaced since the bind) or the keeper cannot be made.
+fn keep_name(dir: &Dir, sock: &OwnedFd) -> std::io::Result<FileId> {
+    let (file, id) = bound_name(dir, sock)?;
+    keep(dir, &file, id)?;
+    Ok(id)
+}
+
+/// The file `dir.name()` names, opened, and its identity, when it is the very file the unix
+/// socket `sock` is bound to (the kernel's `UNIX_DIAG_VFS`). A directory on the path can be
+/// swapped for a symlink at any time: what the name leads to is recorded, linked and later
+/// removed only once the kernel says it is ours. When the kernel cannot say (no `UNIX_DIAG`),
+/// a socket file that is no symlink is taken, as for its permissions.
+fn bound_name(dir: &Dir, sock: &OwnedFd) -> std::io::Result<(OwnedFd, FileId)> {
+    use std::io::{Error, ErrorKind};
+    let file = dir.open(dir.name())?;
+    let st = nix::sys::stat::fstat(&file)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(Error::other("not a socket file"));
+    }
+    let replaced = || {
+        Error::other(
+            "not the file the socket is bound to (the path, or a directory on it, was replaced since the bind)",
+        )
+    };
+    let sock_ino = nix::sys::stat::fstat(sock)?.st_ino;
+    match crate::listen::unix_bound_file(sock_ino) {
+        Ok(Some(bound)) => {
+            if !bound.is_open_file(std::os::fd::AsFd::as_fd(&file))? {
+                return Err(replaced());
+            }
+        }
+        Ok(None) => return Err(replaced()),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(replaced()),
+        Err(_) => {}
+    }
+    let id = FileId {
+        dev: st.st_dev,
+        ino: st.st_ino,
+    };
+    Ok((file, id))
+}
+
+/// Makes the keeper in `dir` a name of `file` (identity `id`), unless it is one already (a
+/// dead supervisor's): linked from the open file itself, never from a name that could be
+/// swapped meanwhile. Whatever else has the keeper's name (a stale keeper, or a file or
+/// symlink the pool's user left there to make the link fail) is removed as a name in this
+/// directory only: `unlinkat` follows no symlink and removes no directory.
+fn keep(dir: &Dir, file: &OwnedFd, id: FileId) -> std::io::Result<()> {
+    let keeper = dir.keeper();
+    if dir.stat(&keeper).map(|(k, _)| k) == Some(id) {
+        return Ok(());
+    }
+    dir.remove_name(&keeper);
+    dir.link_file(file, &keeper)
+}
+
 fn keeper_path(path: &Path) -> PathBuf {
     path.with_file_name(keeper_name(path.file_name().unwrap_or_default()))
 }
@@ -377,17 +458,13 @@ fn open(pool: &Pool, addr: &ListenAddr) -> Result<HeldSocket> {
             let keeper = keeper_path(path);
             let linking = || format!("linking {} to {}", path.display(), keeper.display());
             let dir = Dir::of(path).map_err(|e| Error::io(linking(), e))?;
-            let file = dir.stat(dir.name()).map(|(id, _)| id);
-            // A keeper left by an earlier holder is a socket file; nothing else is removed.
-            dir.remove_if_socket(&dir.keeper());
-            dir.link(dir.name(), &dir.keeper())
-                .map_err(|e| Error::io(linking(), e))?;
+            let file = keep_name(&dir, &fd).map_err(|e| Error::io(linking(), e))?;
             Ok(HeldSocket {
                 addr: addr.clone(),
                 key,
                 fd,
                 keeper: Some(keeper),
-                file,
+                file: Some(file),
             })
         }
         ListenAddr::Tcp { host, port } => {
@@ -428,12 +505,24 @@ fn open_unix(pool: &Pool, path: &Path, backlog: i32) -> Result<OwnedFd> {
                 path.display()
             )));
         }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(Error::Other(format!(
-                "pool {}: something already listens on {}",
-                pool.name,
-                path.display()
-            )));
+        // One non-blocking connect: a listener that never accepts, its backlog full, must
+        // not hang the bind (nor the supervisor's loop when a restart adds the pool).
+        match crate::listen::unix_path_listened(path) {
+            Some(false) => {}
+            Some(true) => {
+                return Err(Error::Other(format!(
+                    "pool {}: something already listens on {}",
+                    pool.name,
+                    path.display()
+                )));
+            }
+            None => {
+                return Err(Error::Other(format!(
+                    "pool {}: cannot tell whether something listens on {}; it was left alone",
+                    pool.name,
+                    path.display()
+                )));
+            }
         }
         // Through one descriptor of its directory: only a socket file goes.
         if let Ok(dir) = Dir::of(path) {
@@ -498,4 +587,152 @@ fn open_tcp(
     })?;
     listen_fd(&fd, backlog, &what)?;
     Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn a_directory_swapped_after_the_bind_gets_no_keeper_and_its_file_is_not_recorded() {
+        // The pool's user replaces a directory on the path between the bind and the keeper:
+        // the path now leads to another service's socket of the same name.
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path().join("a");
+        std::fs::create_dir(&a).unwrap();
+        let path = a.join("www.sock");
+        let ours = OwnedFd::from(UnixListener::bind(&path).unwrap());
+        std::fs::rename(&a, tmp.path().join("moved")).unwrap();
+        std::fs::create_dir(&a).unwrap();
+        let _theirs = UnixListener::bind(&path).unwrap();
+        let dir = Dir::of(&path).unwrap();
+        assert!(keep_name(&dir, &ours).is_err());
+        assert!(
+            !a.join(".www.sock.fpmctl-held").exists(),
+            "root linked a name to another service's socket"
+        );
+        // Where the socket really is, its keeper is made.
+        let real = Dir::of(&tmp.path().join("moved/www.sock")).unwrap();
+        let id = keep_name(&real, &ours).unwrap();
+        assert_eq!(real.stat(&real.keeper()).unwrap().0, id);
+    }
+
+    #[test]
+    fn a_file_planted_in_the_keepers_name_neither_blocks_the_keeper_nor_is_followed() {
+        // The pool's user leaves a plain file, or a symlink to a file of root's, where the
+        // keeper goes: the supervisor must still hold the socket with its keeper.
+        let tmp = tempfile::tempdir().unwrap();
+        let precious = tmp.path().join("precious");
+        std::fs::write(&precious, "x").unwrap();
+        for planted in ["file", "symlink"] {
+            let run = tmp.path().join(planted);
+            std::fs::create_dir(&run).unwrap();
+            let path = run.join("www.sock");
+            let keeper = run.join(".www.sock.fpmctl-held");
+            match planted {
+                "file" => std::fs::write(&keeper, "junk").unwrap(),
+                _ => std::os::unix::fs::symlink(&precious, &keeper).unwrap(),
+            }
+            let ours = OwnedFd::from(UnixListener::bind(&path).unwrap());
+            let dir = Dir::of(&path).unwrap();
+            let id = keep_name(&dir, &ours).unwrap_or_else(|e| panic!("{planted}: {e}"));
+            assert_eq!(dir.stat(&dir.keeper()).unwrap().0, id, "{planted}");
+        }
+        assert_eq!(std::fs::read_to_string(&precious).unwrap(), "x");
+    }
+
+    #[test]
+    fn only_the_sockets_own_file_is_linked_back_over_a_removed_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("www.sock");
+        let fd = OwnedFd::from(UnixListener::bind(&path).unwrap());
+        let id = keep_name(&Dir::of(&path).unwrap(), &fd).unwrap();
+        let keeper = keeper_path(&path);
+        let held = HeldSockets {
+            list: vec![HeldSocket {
+                addr: ListenAddr::Unix(path.clone()),
+                key: path.display().to_string(),
+                fd,
+                keeper: Some(keeper.clone()),
+                file: Some(id),
+            }],
+        };
+        // FPM removed the path: the keeper puts the very file back.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(held.restore_paths(), vec![path.clone()]);
+        let dir = Dir::of(&path).unwrap();
+        assert_eq!(dir.stat(dir.name()).unwrap().0, id);
+        // The pool's user put another socket (one they listen on) under the keeper's name:
+        // it must not become the pool's socket path.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_file(&keeper).unwrap();
+        let _theirs = UnixListener::bind(&keeper).unwrap();
+        assert!(held.restore_paths().is_empty());
+        assert!(path.symlink_metadata().is_err());
+    }
+
+    #[test]
+    fn a_listener_with_a_full_backlog_at_the_path_fails_the_bind_without_hanging_it() {
+        // The pool's user listens at the socket's path and never accepts: a blocking connect
+        // to see whether something listens would wait forever (the supervisor's whole loop,
+        // when a restart adds the pool).
+        use nix::sys::socket::{
+            AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect, listen, socket,
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("www.sock");
+        let conf = tmp.path().join("fpm.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]\npid = {0}/fpm.pid\n[www]\nlisten = {1}\npm = static\npm.max_children = 1\n",
+                tmp.path().display(),
+                path.display()
+            ),
+        )
+        .unwrap();
+        let cfg = crate::config::load(&conf).unwrap();
+        let theirs = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        let addr = UnixAddr::new(&path).unwrap();
+        bind(theirs.as_raw_fd(), &addr).unwrap();
+        listen(&theirs, Backlog::new(0).unwrap()).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let c = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .unwrap();
+            let full = connect(c.as_raw_fd(), &addr).is_err();
+            queued.push(c);
+            if full {
+                break;
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pool = &cfg.pools[0];
+            let _ = tx.send(
+                open(pool, &pool.listen)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            );
+        });
+        // Generous: the answer takes microseconds; only a hang waits this out.
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the bind hung on the listener's full backlog");
+        let err = got.expect_err("something listens there");
+        assert!(err.contains("already listens"), "{err}");
+        assert!(path.exists());
+    }
 }
