@@ -16,8 +16,10 @@ and a loopback TCP pool), and profiles it in two ways:
    until no fault lands outside (or --rounds).
 
 Each function becomes a pattern of the linker script: its mangled name with the hash made a
-wildcard (so the layout survives most rebuilds), or the exact name where the wildcard would
-also take in many other instantiations of a generic function.
+wildcard, so the layout holds for every build of the same code (a bench build's hashes differ
+from a release build's, and a new toolchain changes them all). The wildcard also takes in the
+other instantiations of a generic function (a few KiB more in the section); only where it would
+take in more than 64 KiB is the exact name kept.
 """
 
 import argparse
@@ -182,16 +184,26 @@ class Supervisor:
 
 
 def hashless(name):
-    """The pattern of a mangled name that leaves out its hashes."""
+    """The pattern of a mangled name that leaves out its hashes (and the numbered suffix the
+    compiler gives a local copy, `.863` or `.llvm.1234`, which differs from build to build)."""
+    name = re.sub(r"(\.llvm)?\.[0-9]+$", "*", name)
     if name.startswith("_ZN"):
-        return re.sub(r"17h[0-9a-f]{16}E$", "17h*", name)
+        return re.sub(r"17h[0-9a-f]{16}E(\*?)$", "17h*", name)
     if name.startswith("_R"):
         return re.sub(r"Cs[0-9A-Za-z]+_", "Cs*_", name)
     return name
 
 
+# How much code one hashless pattern may take in beyond its function before the exact name is
+# used instead. A hash is tied to the toolchain, the lock file and the profile (a bench
+# build's names differ from a release build's), so exact names are kept for the rare pattern
+# that would take in a large share of the binary.
+OVERMATCH_LIMIT = 64 * 1024
+
+
 def patterns(names, syms):
-    """One pattern per function: hashless unless that takes in over twice its size."""
+    """One pattern per function: hashless unless that takes in more than OVERMATCH_LIMIT of
+    other code."""
     size = {}
     for _, s, n in syms:
         size[n] = size.get(n, 0) + s
@@ -204,7 +216,7 @@ def patterns(names, syms):
         if p != n:
             rx = re.compile(fnmatch.translate(p))
             taken = sum(s for m, s in size.items() if rx.match(m))
-            if taken > 2 * size[n] + 512:
+            if taken - size[n] > OVERMATCH_LIMIT:
                 p = n
         out.append(p)
     return out
