@@ -296,20 +296,41 @@ pub fn unix_listeners_of(pid: i32) -> Vec<PathBuf> {
 }
 
 /// Removes `path` when it is a unix socket nobody listens on any more (connect refused).
+/// The look, the connect and the unlink all go through one descriptor of its directory, and
+/// only the socket file that was found dead goes: a directory swapped for a symlink meanwhile
+/// cannot turn the unlink onto a live socket of the same name elsewhere.
 pub fn remove_dead_socket(path: &std::path::Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
-    if !is_socket {
+    let Ok(dir) = names::Dir::of(path) else {
         return false;
-    }
+    };
+    let Some((id, libc::S_IFSOCK)) = dir.stat(dir.name()) else {
+        return false;
+    };
     // Non-blocking: a listener with a full backlog must not hang the restart.
-    crate::listen::unix_path_listened(path) == Some(false)
-        && names::Dir::of(path).is_ok_and(|d| d.remove_if_socket(d.name()))
+    crate::listen::unix_path_listened(&dir.path_to(dir.name())) == Some(false)
+        && dir.remove_if(dir.name(), id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_socket_is_removed_and_a_live_one_or_another_file_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("php.sock");
+        let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(!remove_dead_socket(&path));
+        assert!(path.exists());
+        drop(live);
+        assert!(remove_dead_socket(&path));
+        assert!(!path.exists());
+        // Not a socket: left alone.
+        std::fs::write(&path, "x").unwrap();
+        assert!(!remove_dead_socket(&path));
+        assert!(path.exists());
+        assert!(!remove_dead_socket(&tmp.path().join("missing.sock")));
+    }
 
     #[test]
     fn a_single_master_is_handed_over_unless_cold_is_asked_for() {

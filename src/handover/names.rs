@@ -9,7 +9,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A file's identity: device and inode, as `fstatat` gives them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +55,14 @@ impl Dir {
             fd,
             name: name.to_os_string(),
         })
+    }
+
+    /// A path that leads to `name` in this very directory, whatever the directory's own path
+    /// leads to now (`/proc/self/fd/N/NAME`): for what only takes a path, such as a unix
+    /// socket's `connect`.
+    pub fn path_to(&self, name: &OsStr) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        Path::new(&format!("/proc/self/fd/{}", self.fd.as_raw_fd())).join(name)
     }
 
     /// The socket's own name in this directory.
@@ -139,6 +147,31 @@ impl Dir {
 mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn a_socket_is_reached_through_the_directory_opened_not_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path().join("a");
+        std::fs::create_dir(&a).unwrap();
+        let dead = UnixListener::bind(a.join("www.sock")).unwrap();
+        drop(dead); // its file stays: a socket nobody listens on
+        let dir = Dir::of(&a.join("www.sock")).unwrap();
+        // The directory is moved away and a live socket of the same name put where the path
+        // leads now: through the descriptor, the dead one is still the one seen.
+        std::fs::rename(&a, tmp.path().join("moved")).unwrap();
+        std::fs::create_dir(&a).unwrap();
+        let _live = UnixListener::bind(a.join("www.sock")).unwrap();
+        let through = dir.path_to(dir.name());
+        assert_eq!(crate::listen::unix_path_listened(&through), Some(false));
+        assert_eq!(
+            crate::listen::unix_path_listened(&a.join("www.sock")),
+            Some(true)
+        );
+        let (id, _) = dir.stat(dir.name()).unwrap();
+        assert!(dir.remove_if(dir.name(), id));
+        assert!(a.join("www.sock").exists(), "the live socket stays");
+        assert!(!tmp.path().join("moved/www.sock").exists());
+    }
 
     #[test]
     fn removes_only_the_file_it_was_told_and_only_through_the_directory_it_opened() {
