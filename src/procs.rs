@@ -45,6 +45,14 @@ impl FileId {
             ino: m.ino(),
         })
     }
+
+    /// The identity in a `stat` result (`fstat`, `fstatat`).
+    pub fn of_stat(st: &nix::sys::stat::FileStat) -> FileId {
+        FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
+    }
 }
 
 /// What fpmctl knows about one process.

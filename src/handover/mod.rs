@@ -295,20 +295,56 @@ pub fn unix_listeners_of(pid: i32) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Removes `path` when it is a unix socket nobody listens on any more (connect refused).
-/// The look, the connect and the unlink all go through one descriptor of its directory, and
-/// only the socket file that was found dead goes: a directory swapped for a symlink meanwhile
-/// cannot turn the unlink onto a live socket of the same name elsewhere.
-pub fn remove_dead_socket(path: &std::path::Path) -> bool {
+/// What [`clear_dead_socket`] found at a unix socket path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtPath {
+    /// Nothing there (or it went meanwhile): free to bind.
+    Free,
+    /// A socket file nobody listened on: removed.
+    Removed,
+    /// Another kind of file: left alone.
+    NotASocket,
+    /// A socket something listens on: left alone.
+    Listening,
+    /// A socket whose listener could not be told (not ours to inspect): left alone.
+    Unknown,
+}
+
+/// Clears a unix socket path for a bind: a socket file nobody listens on any more (connect
+/// refused) is removed, anything else is left and said. The look, the connect and the unlink
+/// all go through one descriptor of its directory, and only the socket file found dead goes:
+/// a directory swapped for a symlink meanwhile cannot turn the unlink onto a live socket of
+/// the same name elsewhere. The connect is non-blocking: a listener with a full backlog must
+/// not hang a restart, or the supervisor's loop.
+pub fn clear_dead_socket(path: &std::path::Path) -> AtPath {
     let Ok(dir) = names::Dir::of(path) else {
-        return false;
+        return AtPath::Free; // no directory: the bind says why
     };
-    let Some((id, libc::S_IFSOCK)) = dir.stat(dir.name()) else {
-        return false;
+    let Some((id, kind)) = dir.stat(dir.name()) else {
+        return AtPath::Free;
     };
-    // Non-blocking: a listener with a full backlog must not hang the restart.
-    crate::listen::unix_path_listened(&dir.path_to(dir.name())) == Some(false)
-        && dir.remove_if(dir.name(), id)
+    if kind != libc::S_IFSOCK {
+        return AtPath::NotASocket;
+    }
+    // A socket path holds at most 107 bytes; a long name is reached by its own path then.
+    let through = dir.path_to(dir.name());
+    let probe = if through.as_os_str().len() < 108 {
+        through.as_path()
+    } else {
+        path
+    };
+    match crate::listen::unix_path_listened(probe) {
+        Some(true) => AtPath::Listening,
+        None => AtPath::Unknown,
+        // Not removed: gone or replaced meanwhile; the bind finds what is there now.
+        Some(false) if dir.remove_if(dir.name(), id) => AtPath::Removed,
+        Some(false) => AtPath::Free,
+    }
+}
+
+/// Removes `path` when it is a unix socket nobody listens on any more ([`clear_dead_socket`]).
+pub fn remove_dead_socket(path: &std::path::Path) -> bool {
+    clear_dead_socket(path) == AtPath::Removed
 }
 
 #[cfg(test)]

@@ -6,19 +6,11 @@
 //! and the unlink cannot turn root's unlink onto a file of the same name elsewhere. A name
 //! is removed only while it is the very file (device and inode) fpmctl made.
 
+use crate::procs::FileId;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-
-/// A file's identity: device and inode, as `fstatat` gives them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileId {
-    /// `st_dev`.
-    pub dev: u64,
-    /// `st_ino`.
-    pub ino: u64,
-}
 
 /// The keeper's name for a socket file named `name`: `.NAME.fpmctl-held`.
 pub fn keeper_name(name: &OsStr) -> OsString {
@@ -79,11 +71,7 @@ impl Dir {
     pub fn stat(&self, name: &OsStr) -> Option<(FileId, u32)> {
         let st = nix::sys::stat::fstatat(&self.fd, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
             .ok()?;
-        let id = FileId {
-            dev: st.st_dev,
-            ino: st.st_ino,
-        };
-        Some((id, st.st_mode & libc::S_IFMT))
+        Some((FileId::of_stat(&st), st.st_mode & libc::S_IFMT))
     }
 
     /// Removes `name` here if it is the file `id`; whether it did.

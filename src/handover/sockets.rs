@@ -9,19 +9,20 @@
 //! ([`super::names`]). Requested restarts never need that: the old master is retired without
 //! running its exit cleanup (see `supervise`).
 
-use super::names::{Dir, FileId, keeper_name};
+use super::AtPath;
+use super::names::{Dir, keeper_name};
 use super::permissions::apply_unix_permissions;
 pub use super::permissions::{SavedPermissions, restore_permissions};
 use crate::config::{FpmConfig, Pool};
 use crate::error::{Error, Result};
 use crate::listen::{ListenAddr, TcpHost};
+use crate::procs::FileId;
 use nix::sys::socket::{
     AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, UnixAddr, bind, setsockopt, socket,
     sockopt,
 };
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
@@ -268,12 +269,7 @@ impl HeldSockets {
             // from the keeper opened and found to be that very file (another file put under
             // the keeper's name is not made the pool's socket path).
             let linked = dir.open(&dir.keeper()).and_then(|keeper| {
-                let st = nix::sys::stat::fstat(&keeper)?;
-                if (FileId {
-                    dev: st.st_dev,
-                    ino: st.st_ino,
-                }) != ours
-                {
+                if FileId::of_stat(&nix::sys::stat::fstat(&keeper)?) != ours {
                     return Err(std::io::Error::other(
                         "the keeper is not the held socket's file any more",
                     ));
@@ -419,11 +415,7 @@ fn bound_name(dir: &Dir, sock: &OwnedFd) -> std::io::Result<(OwnedFd, FileId)> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Err(replaced()),
         Err(_) => {}
     }
-    let id = FileId {
-        dev: st.st_dev,
-        ino: st.st_ino,
-    };
-    Ok((file, id))
+    Ok((file, FileId::of_stat(&st)))
 }
 
 /// Makes the keeper in `dir` a name of `file` (identity `id`), unless it is one already (a
@@ -497,36 +489,28 @@ fn listen_fd(fd: &OwnedFd, backlog: i32, what: &str) -> Result<()> {
 }
 
 fn open_unix(pool: &Pool, path: &Path, backlog: i32) -> Result<OwnedFd> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
+    match super::clear_dead_socket(path) {
+        AtPath::Free | AtPath::Removed => {}
+        AtPath::NotASocket => {
             return Err(Error::Other(format!(
                 "pool {}: {} exists and is not a socket",
                 pool.name,
                 path.display()
             )));
         }
-        // One non-blocking connect: a listener that never accepts, its backlog full, must
-        // not hang the bind (nor the supervisor's loop when a restart adds the pool).
-        match crate::listen::unix_path_listened(path) {
-            Some(false) => {}
-            Some(true) => {
-                return Err(Error::Other(format!(
-                    "pool {}: something already listens on {}",
-                    pool.name,
-                    path.display()
-                )));
-            }
-            None => {
-                return Err(Error::Other(format!(
-                    "pool {}: cannot tell whether something listens on {}; it was left alone",
-                    pool.name,
-                    path.display()
-                )));
-            }
+        AtPath::Listening => {
+            return Err(Error::Other(format!(
+                "pool {}: something already listens on {}",
+                pool.name,
+                path.display()
+            )));
         }
-        // Through one descriptor of its directory: only a socket file goes.
-        if let Ok(dir) = Dir::of(path) {
-            dir.remove_if_socket(dir.name());
+        AtPath::Unknown => {
+            return Err(Error::Other(format!(
+                "pool {}: cannot tell whether something listens on {}; it was left alone",
+                pool.name,
+                path.display()
+            )));
         }
     }
     let what = path.display().to_string();
