@@ -17,8 +17,9 @@ pub const FILE: &str = "build/idle-layout.ld";
 pub const VAR: &str = "FPMCTL_IDLE_LAYOUT";
 
 /// The linker script to pass when linking the `fpmctl` binary, if any: the one `setting`
-/// names (set and not `0`; relative to `manifest_dir`), else the source tree's for a release build for Linux (the layout
-/// is an optimisation of the shipped binary; test builds link as they always did).
+/// names (set and not `0`; relative to `manifest_dir`), else the source tree's for a release
+/// build for Linux (the layout is an optimisation of the shipped binary; test builds link as
+/// they always did).
 pub fn choose(
     profile: &str,
     target_os: &str,

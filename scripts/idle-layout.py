@@ -107,7 +107,7 @@ class Supervisor:
     def __init__(self, binary, interval):
         self.dir = tempfile.mkdtemp(prefix="fpmctl-layout.")
         os.chmod(self.dir, 0o755)
-        conf = os.path.join(self.dir, "fpm.conf")
+        conf = self.conf = os.path.join(self.dir, "fpm.conf")
         with open(conf, "w") as f:
             f.write(
                 f"[global]\npid = {self.dir}/fpm.pid\nerror_log = {self.dir}/error.log\n"
@@ -179,6 +179,15 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # A supervisor that died (or was killed above) leaves its FPM running: fpmctl stops
+        # the master it finds for this sandbox's config, and its workers, before the directory
+        # goes.
+        subprocess.run(
+            [self.binary, "-q", "-c", self.conf, "stop"],
+            env=dict(os.environ, FPMCTL_LOCK_DIR=os.path.join(self.dir, "lock")),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
